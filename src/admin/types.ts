@@ -1,0 +1,55 @@
+import type { Observable } from 'rxjs';
+import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
+import type { ActorEvent } from '../runtime/events.ts';
+
+/** Per shard, per listener counters summed from the shared state table. */
+export interface ListenerCounters {
+  listener: string;
+  shard: number;
+  active: number;
+  /** Connections ended, by outcome (`ok`, `rate_limited`, `over_limit`, `no_backend`, `backend_error`, `timeout`). */
+  outcomes: Record<string, number>;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+export interface UpstreamsView {
+  upstreams: {
+    name: string;
+    balance: string;
+    backends: { address: string; healthy: boolean; breaker: 'closed' | 'open' | 'half_open'; activeConnections: number; weight: number }[];
+  }[];
+}
+
+export type ReloadResult =
+  | { ok: true; added: string[]; removed: string[]; changed: string[] }
+  | { ok: false; errors: string[] };
+
+/**
+ * What the admin server needs from the running daemon. The daemon implements it; tests use a
+ * fake. Everything here is cheap or async: the admin server never blocks the control plane.
+ */
+export interface AdminBackend {
+  /** 200 when every listener is bound on every shard and the daemon is not draining. */
+  ready(): boolean;
+  /** Why not ready (for the 503 body). */
+  readyDetail(): Record<string, unknown>;
+  /** The actor tree merged across shards (the root supervisor's node). */
+  tree(opts: TreeOptions): Promise<TreeNode>;
+  /** Live actors by type, across shards (for gatehouse_actors{type}). */
+  actorCounts(): Promise<Record<string, number>>;
+  /** Listener counters per shard. */
+  listenerCounters(): ListenerCounters[];
+  /** Shard liveness: index -> up. */
+  shardsUp(): { shard: number; up: boolean }[];
+  upstreams(): UpstreamsView;
+  /** The effective config with secrets redacted. */
+  config(): unknown;
+  reload(): Promise<ReloadResult>;
+  drain(): void;
+  /** Actor lifecycle events (debug mode only). */
+  actorEvents$: Observable<ActorEvent & { shard?: number }>;
+  debug: boolean;
+  /** Debug-only fault injection: crash a shard. Returns false when no such shard. */
+  crashShard(index: number): boolean;
+}

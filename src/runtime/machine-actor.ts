@@ -1,0 +1,128 @@
+import { createActor, type AnyActorLogic, type AnyActorRef, type InputFrom, type Subscription } from 'xstate';
+import type { Logger } from 'pino';
+import { Actor } from './actor.ts';
+import { channels, emitActorEvent, actorEventsEnabled } from './events.ts';
+
+/** The event a machine handles to stop cleanly ("trap exits"); it should then reach a final state. */
+export const SHUTDOWN_EVENT = { type: 'gh.shutdown' } as const;
+
+let incarnation = 0;
+
+export interface MachineActorOptions<L extends AnyActorLogic> {
+  id: string;
+  type: string;
+  logic: L;
+  input?: InputFrom<L>;
+  parent?: Actor;
+  log?: Logger;
+  /** Called when the actor is killed or fails, to release OS resources that xstate may not (xstate#4726). */
+  release?: () => void;
+}
+
+function stateString(value: unknown): string {
+  if (typeof value === 'string') return value;
+  if (value && typeof value === 'object') {
+    return Object.entries(value as Record<string, unknown>)
+      .map(([k, v]) => (v && (typeof v === 'string' || typeof v === 'object') ? `${k}.${stateString(v)}` : k))
+      .join(',');
+  }
+  return String(value ?? '');
+}
+
+/**
+ * A full xstate v5 actor inside Gatehouse's actor tree. Used where actors are few and long-lived
+ * (supervised workers, probes, breakers, custom actors). Its xstate id is unique per incarnation
+ * (`id#n`), because xstate frees an id only on stop (xstate#4453).
+ *
+ * Every xstate actor we create has an error observer: an unobserved error in a root actor is
+ * rethrown in a timer and would kill the process. Here it becomes a DOWN with reason `error`.
+ *
+ * Shutdown: if the machine can take `gh.shutdown` in its current state, it is sent and the actor
+ * is given its shutdown time to reach a final state; otherwise it is stopped at once.
+ *
+ * @example
+ * const a = new MachineActor({ id: 'audit', type: 'custom', logic: auditMachine }).start();
+ * a.monitor((d) => console.log(d.reason));
+ */
+export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor {
+  readonly ref: AnyActorRef;
+  readonly #release: (() => void) | undefined;
+  #sub: Subscription | undefined;
+  #state = '';
+  #killing = false;
+
+  constructor(opts: MachineActorOptions<L>) {
+    super(opts.id, opts.type, opts.parent);
+    this.#release = opts.release;
+    this.ref = createActor(opts.logic, {
+      input: opts.input,
+      id: `${opts.id}#${++incarnation}`,
+      logger: opts.log ? (...args: unknown[]) => opts.log!.info({ args }, 'xstate log') : undefined,
+    });
+  }
+
+  /** Starts the xstate actor. A throw from its entry actions becomes a DOWN with reason `error`. */
+  start(): this {
+    this.#sub = this.ref.subscribe({
+      next: (snap: { value?: unknown; status?: string }) => {
+        const s = stateString(snap.value ?? snap.status);
+        if (s !== this.#state) {
+          this.#state = s;
+          if (actorEventsEnabled()) emitActorEvent({ type: 'state', id: this.id, actorType: this.type, state: s });
+        }
+      },
+      error: (err: unknown) => {
+        channels.crash.publish({ id: this.id, type: this.type, error: err });
+        this.#cleanup();
+        this.exit('error', err);
+      },
+      complete: () => {
+        const snap = this.ref.getSnapshot() as { status: string };
+        this.#cleanup();
+        this.exit(snap.status === 'done' ? 'normal' : this.#killing ? 'killed' : 'shutdown');
+      },
+    });
+    this.ref.start();
+    if (this.status === 'starting') this.markRunning();
+    return this;
+  }
+
+  get state(): string {
+    return this.#state || 'starting';
+  }
+
+  /** Sends an event to the xstate actor. */
+  send(event: { type: string; [k: string]: unknown }): void {
+    if (this.status !== 'exited') this.ref.send(event);
+  }
+
+  protected requestStop(): boolean {
+    const snap = this.ref.getSnapshot() as { can?: (e: unknown) => boolean; status: string };
+    if (snap.status === 'active' && typeof snap.can === 'function' && snap.can(SHUTDOWN_EVENT)) {
+      this.ref.send(SHUTDOWN_EVENT);
+      return true;
+    }
+    this.ref.stop();
+    return false;
+  }
+
+  protected forceStop(): void {
+    this.#killing = true;
+    this.ref.stop();
+    // xstate may not run cleanup after an error (xstate#4726): release resources ourselves.
+    if (this.status !== 'exited') {
+      this.#cleanup();
+      this.exit('killed');
+    }
+  }
+
+  #cleanup(): void {
+    this.#sub?.unsubscribe();
+    this.#sub = undefined;
+    try {
+      this.#release?.();
+    } catch {
+      // Releasing is best effort: the actor is already gone.
+    }
+  }
+}

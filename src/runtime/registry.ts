@@ -1,0 +1,132 @@
+import type { Actor } from './actor.ts';
+
+/** An index extracts zero or more keys from an entry (a client has one user, a connection one backend). */
+export type IndexFn<V> = (value: V) => string | readonly string[] | undefined;
+
+interface Entry<V> {
+  actor: Actor;
+  value: V;
+  keys: Map<string, string[]>;
+  demonitor: () => void;
+}
+
+/**
+ * A map with several indexes whose entries leave every index together, on the DOWN of their
+ * actor. This is the one mechanism that prevents the classic leak where one map is cleaned and its
+ * twin is not: nothing in Gatehouse deletes from an index by hand.
+ *
+ * Invariant: an entry is in `byId` iff its actor is live and registered, and then it is in every
+ * index under exactly the keys its index functions returned at registration.
+ *
+ * @example
+ * const clients = new Registry<ClientInfo>('hub-clients', { user: (c) => c.userId });
+ * clients.register(actor, { userId: 'u1' });
+ * clients.lookup('user', 'u1'); // [ { actor, value } ]
+ * // when `actor` stops, it is gone from byId and from the user index.
+ */
+export class Registry<V = undefined> {
+  readonly name: string;
+  readonly #byId = new Map<string, Entry<V>>();
+  readonly #indexes = new Map<string, { fn: IndexFn<V>; map: Map<string, Set<Entry<V>>> }>();
+
+  constructor(name: string, indexes: Record<string, IndexFn<V>> = {}) {
+    this.name = name;
+    for (const [k, fn] of Object.entries(indexes)) this.#indexes.set(k, { fn, map: new Map() });
+  }
+
+  /**
+   * Registers a live actor. Registering an id that is present replaces the old entry (its actor
+   * is no longer watched by this registry). An actor that already exited is not registered.
+   * Returns false in that case.
+   */
+  register(actor: Actor, value: V): boolean {
+    if (actor.status === 'exited') return false;
+    const old = this.#byId.get(actor.id);
+    if (old) this.#remove(old);
+    const entry: Entry<V> = { actor, value, keys: new Map(), demonitor: () => {} };
+    for (const [name, idx] of this.#indexes) {
+      const raw = idx.fn(value);
+      if (raw === undefined) continue;
+      const keys = typeof raw === 'string' ? [raw] : [...raw];
+      entry.keys.set(name, keys);
+      for (const k of keys) {
+        let set = idx.map.get(k);
+        if (!set) idx.map.set(k, (set = new Set()));
+        set.add(entry);
+      }
+    }
+    this.#byId.set(actor.id, entry);
+    entry.demonitor = actor.monitor(() => {
+      if (this.#byId.get(actor.id) === entry) this.#remove(entry);
+    });
+    return true;
+  }
+
+  /** Removes an entry without waiting for its actor's DOWN (the actor stays alive). */
+  unregister(id: string): boolean {
+    const e = this.#byId.get(id);
+    if (!e) return false;
+    e.demonitor();
+    this.#remove(e);
+    return true;
+  }
+
+  #remove(e: Entry<V>): void {
+    this.#byId.delete(e.actor.id);
+    for (const [name, keys] of e.keys) {
+      const map = this.#indexes.get(name)!.map;
+      for (const k of keys) {
+        const set = map.get(k);
+        if (!set) continue;
+        set.delete(e);
+        if (set.size === 0) map.delete(k);
+      }
+    }
+  }
+
+  get(id: string): { actor: Actor; value: V } | undefined {
+    const e = this.#byId.get(id);
+    return e && { actor: e.actor, value: e.value };
+  }
+
+  has(id: string): boolean {
+    return this.#byId.has(id);
+  }
+
+  /** Entries under `key` in index `index`. */
+  lookup(index: string, key: string): { actor: Actor; value: V }[] {
+    const set = this.#indexFor(index).get(key);
+    return set ? [...set].map((e) => ({ actor: e.actor, value: e.value })) : [];
+  }
+
+  /** How many entries are under `key` in `index`. */
+  count(index: string, key: string): number {
+    return this.#indexFor(index).get(key)?.size ?? 0;
+  }
+
+  /** The keys present in `index`. */
+  keys(index: string): string[] {
+    return [...this.#indexFor(index).keys()];
+  }
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  /** Sizes of the primary map and of every index (number of keys): all zero when empty. */
+  sizes(): Record<string, number> {
+    const out: Record<string, number> = { byId: this.#byId.size };
+    for (const [name, idx] of this.#indexes) out[name] = idx.map.size;
+    return out;
+  }
+
+  *values(): IterableIterator<{ actor: Actor; value: V }> {
+    for (const e of this.#byId.values()) yield { actor: e.actor, value: e.value };
+  }
+
+  #indexFor(index: string): Map<string, Set<Entry<V>>> {
+    const idx = this.#indexes.get(index);
+    if (!idx) throw new RangeError(`registry ${this.name} has no index ${index}`);
+    return idx.map;
+  }
+}

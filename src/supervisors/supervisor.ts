@@ -1,0 +1,405 @@
+import { createActor, setup, type AnyActorLogic, type InputFrom } from 'xstate';
+import pino, { type Logger } from 'pino';
+import { Actor, type Down, type ExitReason, type ShutdownSpec } from '../runtime/actor.ts';
+import { MachineActor } from '../runtime/machine-actor.ts';
+import { channels, emitActorEvent } from '../runtime/events.ts';
+import { ChildStartError, SupervisorIntensityError, SupervisorSpecError } from '../errors.ts';
+import { systemClock, type Clock } from '../runtime/clock.ts';
+
+export type RestartType = 'permanent' | 'transient' | 'temporary';
+export type Strategy = 'one_for_one' | 'one_for_all' | 'rest_for_one';
+
+/** What a child's `start` receives. `log` carries no actor bindings: the child adds its own. */
+export interface StartContext {
+  id: string;
+  parent: Supervisor;
+  restarts: number;
+  log: Logger;
+}
+
+/**
+ * A child, as data (OTP's child spec). `start` returns a started actor (or a promise of one);
+ * its failure is a failed start. Sub-supervisors get `shutdown: 'infinity'` by default.
+ */
+export interface ChildSpec {
+  id: string;
+  start: (ctx: StartContext) => Actor | Promise<Actor>;
+  /** permanent (default): always restarted; transient: only after an abnormal exit; temporary: never. */
+  restart?: RestartType;
+  /** ms to stop cleanly before being killed (default 5000), `'brutal'` or `'infinity'`. */
+  shutdown?: ShutdownSpec;
+  /** True for a child that is itself a supervisor (default shutdown becomes `'infinity'`). */
+  supervisor?: boolean;
+}
+
+export interface SupervisorSpec {
+  id: string;
+  type?: string;
+  strategy?: Strategy;
+  /** Most restarts allowed within `periodMs` (OTP intensity; default 1). */
+  maxRestarts?: number;
+  /** The window for `maxRestarts`, in ms (OTP period; default 5000). */
+  periodMs?: number;
+  children: ChildSpec[];
+}
+
+export interface SupervisorOptions {
+  parent?: Actor;
+  log?: Logger;
+  clock?: Clock;
+}
+
+interface Slot {
+  spec: ChildSpec;
+  actor: Actor | undefined;
+  restarts: number;
+  /** Set while the supervisor itself stops this child, so its DOWN is not a failure. */
+  stopping: boolean;
+}
+
+const supervisorMachine = setup({
+  types: { events: {} as { type: 'sup.started' } | { type: 'sup.restarting' } | { type: 'sup.restarted' } | { type: 'sup.stop' } | { type: 'sup.stopped' } | { type: 'sup.fail' } },
+}).createMachine({
+  id: 'supervisor',
+  initial: 'starting',
+  states: {
+    starting: { on: { 'sup.started': 'running', 'sup.fail': 'failed', 'sup.stop': 'stopping' } },
+    running: { on: { 'sup.restarting': 'restarting', 'sup.stop': 'stopping', 'sup.fail': 'failed' } },
+    restarting: { on: { 'sup.restarted': 'running', 'sup.stop': 'stopping', 'sup.fail': 'failed' } },
+    stopping: { on: { 'sup.stopped': 'stopped', 'sup.fail': 'failed' } },
+    stopped: { type: 'final' },
+    failed: { type: 'final' },
+  },
+});
+
+const RESTARTS: readonly RestartType[] = ['permanent', 'transient', 'temporary'];
+const STRATEGIES: readonly Strategy[] = ['one_for_one', 'one_for_all', 'rest_for_one'];
+
+/** OTP's clean exits: a transient child that ends with one of these is not restarted. */
+function isCleanExit(reason: ExitReason): boolean {
+  return reason === 'normal' || reason === 'shutdown';
+}
+
+/**
+ * A supervisor with Erlang/OTP semantics: children start in list order and stop in reverse order,
+ * each given its shutdown time before it is killed; a child that exits is restarted according to
+ * its restart type and the strategy; more than `maxRestarts` restarts within `periodMs` make the
+ * supervisor stop all its children and exit with `GH_ERR_SUPERVISOR_INTENSITY`, so that its own
+ * parent decides. Its lifecycle is itself an xstate actor (starting, running, restarting,
+ * stopping, stopped, failed).
+ *
+ * All work (starts, stops, restarts) runs one step at a time through an internal queue, as an
+ * OTP supervisor handles one message at a time: a DOWN that arrives during a restart waits.
+ *
+ * @example
+ * const sup = await new Supervisor({
+ *   id: 'root', strategy: 'one_for_one', maxRestarts: 5, periodMs: 10_000,
+ *   children: [machineChild({ id: 'audit', logic: auditMachine })],
+ * }).start();
+ * await sup.shutdown('infinity');
+ */
+export class Supervisor extends Actor {
+  readonly spec: Required<Omit<SupervisorSpec, 'children' | 'type'>>;
+  readonly log: Logger;
+  readonly #baseLog: Logger;
+  readonly #clock: Clock;
+  readonly #slots: Slot[] = [];
+  readonly #lifecycle = createActor(supervisorMachine);
+  #restartTimes: number[] = [];
+  #queue: Promise<void> = Promise.resolve();
+
+  constructor(spec: SupervisorSpec, opts: SupervisorOptions = {}) {
+    super(spec.id, spec.type ?? 'supervisor', opts.parent);
+    Supervisor.check(spec);
+    this.spec = {
+      id: spec.id,
+      strategy: spec.strategy ?? 'one_for_one',
+      maxRestarts: spec.maxRestarts ?? 1,
+      periodMs: spec.periodMs ?? 5_000,
+    };
+    this.#baseLog = opts.log ?? pino({ level: 'silent' });
+    this.log = this.#baseLog.child({ actorId: spec.id, actorType: this.type });
+    this.#clock = opts.clock ?? systemClock;
+    for (const c of spec.children) this.#slots.push({ spec: c, actor: undefined, restarts: 0, stopping: false });
+    this.#lifecycle.subscribe({ error: (err) => this.log.error({ err }, 'supervisor lifecycle failed') });
+    this.#lifecycle.start();
+  }
+
+  /** Checks a spec before anything starts (OTP `check_childspecs`); throws `GH_ERR_SUPERVISOR_SPEC`. */
+  static check(spec: SupervisorSpec): void {
+    const name = spec.id || '(unnamed)';
+    if (!spec.id || typeof spec.id !== 'string') throw new SupervisorSpecError(name, 'id', 'must be a non-empty string');
+    if (spec.strategy !== undefined && !STRATEGIES.includes(spec.strategy)) {
+      throw new SupervisorSpecError(name, 'strategy', `must be one of ${STRATEGIES.join(', ')}`);
+    }
+    if (spec.maxRestarts !== undefined && !(Number.isInteger(spec.maxRestarts) && spec.maxRestarts >= 0)) {
+      throw new SupervisorSpecError(name, 'maxRestarts', 'must be an integer >= 0');
+    }
+    if (spec.periodMs !== undefined && !(spec.periodMs > 0)) throw new SupervisorSpecError(name, 'periodMs', 'must be > 0');
+    if (!Array.isArray(spec.children)) throw new SupervisorSpecError(name, 'children', 'must be an array');
+    const seen = new Set<string>();
+    spec.children.forEach((c, i) => Supervisor.checkChild(name, c, i, seen));
+  }
+
+  static checkChild(name: string, c: ChildSpec, i: number | string, seen: Set<string>): void {
+    if (!c || typeof c.id !== 'string' || !c.id) throw new SupervisorSpecError(name, `children.${i}.id`, 'must be a non-empty string');
+    if (seen.has(c.id)) throw new SupervisorSpecError(name, `children.${i}.id`, `duplicate child id ${c.id}`);
+    seen.add(c.id);
+    if (typeof c.start !== 'function') throw new SupervisorSpecError(name, `children.${i}.start`, 'must be a function');
+    if (c.restart !== undefined && !RESTARTS.includes(c.restart)) {
+      throw new SupervisorSpecError(name, `children.${i}.restart`, `must be one of ${RESTARTS.join(', ')}`);
+    }
+    const s = c.shutdown;
+    if (s !== undefined && s !== 'brutal' && s !== 'infinity' && !(typeof s === 'number' && s >= 0 && Number.isFinite(s))) {
+      throw new SupervisorSpecError(name, `children.${i}.shutdown`, "must be a number of ms >= 0, 'brutal' or 'infinity'");
+    }
+  }
+
+  get state(): string {
+    return this.#lifecycle.getSnapshot().value as string;
+  }
+
+  override children(): Iterable<Actor> {
+    const out: Actor[] = [];
+    for (const s of this.#slots) if (s.actor) out.push(s.actor);
+    return out;
+  }
+
+  override describe(): Record<string, unknown> {
+    return { strategy: this.spec.strategy };
+  }
+
+  /** The live child with this id. */
+  child(id: string): Actor | undefined {
+    return this.#slots.find((s) => s.spec.id === id)?.actor;
+  }
+
+  /** Child ids in start order, with their current actors (OTP `which_children`). */
+  whichChildren(): { id: string; actor: Actor | undefined; restarts: number }[] {
+    return this.#slots.map((s) => ({ id: s.spec.id, actor: s.actor, restarts: s.restarts }));
+  }
+
+  /** Starts every child in order. On a failed start, stops those started, in reverse, and throws. */
+  async start(): Promise<this> {
+    await this.#run(async () => {
+      for (const slot of this.#slots) {
+        try {
+          await this.#startSlot(slot);
+        } catch (err) {
+          this.log.error({ supervisor: this.id, errorContext: 'start_error', reason: String(err), offender: slot.spec.id, err }, 'supervisor report');
+          await this.#stopAll();
+          this.#lifecycle.send({ type: 'sup.fail' });
+          const e = new ChildStartError(this.id, slot.spec.id, { cause: err });
+          this.exit('error', e);
+          throw e;
+        }
+      }
+      this.#lifecycle.send({ type: 'sup.started' });
+      this.markRunning();
+      emitActorEvent({ type: 'spawned', id: this.id, actorType: this.type, parent: this.parent?.id });
+    });
+    return this;
+  }
+
+  /** Adds and starts a child at the end (OTP `start_child`). */
+  async startChild(spec: ChildSpec): Promise<Actor> {
+    const seen = new Set(this.#slots.map((s) => s.spec.id));
+    Supervisor.checkChild(this.id, spec, spec.id, seen);
+    const slot: Slot = { spec, actor: undefined, restarts: 0, stopping: false };
+    return this.#run(async () => {
+      this.#slots.push(slot);
+      try {
+        return await this.#startSlot(slot);
+      } catch (err) {
+        this.#slots.splice(this.#slots.indexOf(slot), 1);
+        throw new ChildStartError(this.id, spec.id, { cause: err });
+      }
+    });
+  }
+
+  /** Stops a child and removes its spec (OTP `terminate_child` + `delete_child`). */
+  async removeChild(id: string): Promise<boolean> {
+    return this.#run(async () => {
+      const i = this.#slots.findIndex((s) => s.spec.id === id);
+      if (i < 0) return false;
+      const [slot] = this.#slots.splice(i, 1);
+      await this.#stopSlot(slot!);
+      return true;
+    });
+  }
+
+  #run<T>(work: () => Promise<T>): Promise<T> {
+    const p = this.#queue.then(work);
+    this.#queue = p.then(
+      () => {},
+      () => {},
+    );
+    return p;
+  }
+
+  async #startSlot(slot: Slot): Promise<Actor> {
+    const { spec } = slot;
+    const actor = await spec.start({ id: spec.id, parent: this, restarts: slot.restarts, log: this.#baseLog });
+    actor.parent = this;
+    actor.restarts = slot.restarts;
+    slot.actor = actor;
+    slot.stopping = false;
+    actor.monitor((down) => this.#onChildDown(slot, actor, down));
+    return actor;
+  }
+
+  async #stopSlot(slot: Slot): Promise<void> {
+    const actor = slot.actor;
+    if (!actor) return;
+    slot.stopping = true;
+    const timeout = slot.spec.shutdown ?? (slot.spec.supervisor || actor instanceof Supervisor ? 'infinity' : 5_000);
+    const down = await actor.shutdown(timeout);
+    if (down.reason === 'killed' && timeout !== 'brutal') {
+      this.log.error({ supervisor: this.id, errorContext: 'shutdown_error', reason: 'killed', offender: slot.spec.id, shutdownMs: timeout }, 'supervisor report');
+    }
+    if (slot.actor === actor) slot.actor = undefined;
+  }
+
+  async #stopAll(): Promise<void> {
+    for (let i = this.#slots.length - 1; i >= 0; i--) await this.#stopSlot(this.#slots[i]!);
+  }
+
+  #onChildDown(slot: Slot, actor: Actor, down: Down): void {
+    if (slot.actor !== actor) return;
+    if (slot.stopping || this.status === 'stopping' || this.status === 'exited') return;
+    slot.actor = undefined;
+    const restart = slot.spec.restart ?? 'permanent';
+    const abnormal = !isCleanExit(down.reason);
+    if (abnormal) {
+      this.log.error(
+        { supervisor: this.id, errorContext: 'child_terminated', reason: down.reason, offender: slot.spec.id, err: down.error },
+        'supervisor report',
+      );
+    }
+    if (restart === 'temporary') {
+      const i = this.#slots.indexOf(slot);
+      if (i >= 0) this.#slots.splice(i, 1);
+      return;
+    }
+    if (restart === 'transient' && !abnormal) return;
+    void this.#run(() => this.#restart(slot)).catch((err) => this.log.error({ err }, 'supervisor restart failed'));
+  }
+
+  async #restart(slot: Slot): Promise<void> {
+    if (this.status === 'stopping' || this.status === 'exited' || !this.#slots.includes(slot)) return;
+    const now = this.#clock.now();
+    this.#restartTimes = this.#restartTimes.filter((t) => now - t < this.spec.periodMs);
+    this.#restartTimes.push(now);
+    if (this.#restartTimes.length > this.spec.maxRestarts) {
+      await this.#giveUp(slot);
+      return;
+    }
+    this.#lifecycle.send({ type: 'sup.restarting' });
+    const idx = this.#slots.indexOf(slot);
+    let toRestart: Slot[];
+    if (this.spec.strategy === 'one_for_one') toRestart = [slot];
+    else {
+      const group = this.spec.strategy === 'one_for_all' ? this.#slots.slice() : this.#slots.slice(idx);
+      for (let i = group.length - 1; i >= 0; i--) {
+        const s = group[i]!;
+        if (s !== slot && s.actor) await this.#stopSlot(s);
+      }
+      // A temporary sibling stopped by the supervisor is not restarted (OTP removes it).
+      toRestart = group.filter((s) => s === slot || (s.spec.restart ?? 'permanent') !== 'temporary');
+      for (const s of group) if (!toRestart.includes(s)) this.#slots.splice(this.#slots.indexOf(s), 1);
+    }
+    for (const s of toRestart) {
+      if (s.actor) continue;
+      s.restarts++;
+      try {
+        const a = await this.#startSlot(s);
+        channels.restart.publish({ supervisor: this.id, child: s.spec.id, restarts: s.restarts });
+        emitActorEvent({ type: 'restart', id: a.id, actorType: a.type, supervisor: this.id, restarts: s.restarts });
+        this.log.warn({ supervisor: this.id, child: s.spec.id, restarts: s.restarts }, 'child restarted');
+      } catch (err) {
+        // OTP tries again, and each try counts toward the intensity.
+        this.log.error({ supervisor: this.id, errorContext: 'start_error', reason: String(err), offender: s.spec.id, err }, 'supervisor report');
+        void this.#run(() => this.#restart(s));
+        break;
+      }
+    }
+    if ((this.status as string) !== 'exited') this.#lifecycle.send({ type: 'sup.restarted' });
+  }
+
+  async #giveUp(offender: Slot): Promise<void> {
+    const err = new SupervisorIntensityError(this.id, this.spec.maxRestarts, this.spec.periodMs);
+    this.log.error({ supervisor: this.id, errorContext: 'shutdown', reason: 'reached_max_restart_intensity', offender: offender.spec.id }, 'supervisor report');
+    channels.intensity.publish({ supervisor: this.id, offender: offender.spec.id });
+    this.status = 'stopping';
+    await this.#stopAll();
+    this.#lifecycle.send({ type: 'sup.fail' });
+    this.exit('error', err);
+  }
+
+  protected requestStop(): boolean {
+    this.#lifecycle.send({ type: 'sup.stop' });
+    void this.#run(async () => {
+      await this.#stopAll();
+      this.#lifecycle.send({ type: 'sup.stopped' });
+      this.exit('shutdown');
+    });
+    return true;
+  }
+
+  protected forceStop(): void {
+    for (let i = this.#slots.length - 1; i >= 0; i--) {
+      const s = this.#slots[i]!;
+      s.stopping = true;
+      s.actor?.kill();
+      s.actor = undefined;
+    }
+    this.#lifecycle.send({ type: 'sup.fail' });
+  }
+
+  protected override exit(reason: ExitReason, error?: unknown): void {
+    if (this.status === 'exited') return;
+    super.exit(reason, error);
+    this.#lifecycle.stop();
+  }
+}
+
+/**
+ * A child spec for an xstate machine run as a full actor.
+ *
+ * @example
+ * machineChild({ id: 'probe:a', type: 'healthProbe', logic: probeMachine, input: { port }, restart: 'transient' })
+ */
+export function machineChild<L extends AnyActorLogic>(o: {
+  id: string;
+  type?: string;
+  logic: L;
+  input?: InputFrom<L>;
+  restart?: RestartType;
+  shutdown?: ShutdownSpec;
+}): ChildSpec {
+  return {
+    id: o.id,
+    restart: o.restart,
+    shutdown: o.shutdown,
+    start: ({ id, parent, log }) => {
+      const type = o.type ?? 'machine';
+      return new MachineActor({ id, type, logic: o.logic, input: o.input, parent, log: log.child({ actorId: id, actorType: type }) }).start();
+    },
+  };
+}
+
+/**
+ * A child spec for a sub-supervisor.
+ *
+ * @example
+ * supervisorChild({ id: 'upstreams', strategy: 'one_for_one', children: [] }, { log })
+ */
+export function supervisorChild(spec: SupervisorSpec, opts: Omit<SupervisorOptions, 'parent'> = {}, restart: RestartType = 'permanent'): ChildSpec {
+  return {
+    id: spec.id,
+    restart,
+    supervisor: true,
+    shutdown: 'infinity',
+    start: ({ parent, log }) => new Supervisor(spec, { ...opts, log: opts.log ?? log, parent }).start(),
+  };
+}
