@@ -1,0 +1,254 @@
+import net from 'node:net';
+import { createActor, setup, type AnyActorRef } from 'xstate';
+import type { Logger } from 'pino';
+import { Actor } from '../runtime/actor.ts';
+import { compile } from '../runtime/compiled-machine.ts';
+import { actorEventsEnabled, emitActorEvent } from '../runtime/events.ts';
+import type { Registry } from '../runtime/registry.ts';
+import { B, L, type Outcome, type StateTable } from '../workers/state-table.ts';
+import type { ShardBackend, ShardListener } from '../workers/shard-config.ts';
+import type { Balancer } from '../workers/balancer.ts';
+
+export type ConnectionState = 'connecting' | 'open' | 'half_closed_client' | 'half_closed_backend' | 'closing' | 'closed';
+export type ConnectionEventType = 'backend.connected' | 'client.end' | 'backend.end' | 'abort' | 'sockets.closed';
+
+/**
+ * The life of one proxied TCP connection. `client.end` / `backend.end` are a FIN from that side
+ * (half-close, forwarded to the other side); `abort` is an error, a reset, a timeout or a failed
+ * connect; `sockets.closed` is both sockets gone.
+ */
+export const connectionMachine = setup({
+  types: { events: {} as { type: ConnectionEventType } },
+}).createMachine({
+  id: 'connection',
+  initial: 'connecting',
+  states: {
+    connecting: { on: { 'backend.connected': 'open', abort: 'closing', 'sockets.closed': 'closed' } },
+    open: { on: { 'client.end': 'half_closed_client', 'backend.end': 'half_closed_backend', abort: 'closing', 'sockets.closed': 'closed' } },
+    half_closed_client: { on: { 'backend.end': 'closing', abort: 'closing', 'sockets.closed': 'closed' } },
+    half_closed_backend: { on: { 'client.end': 'closing', abort: 'closing', 'sockets.closed': 'closed' } },
+    closing: { on: { 'sockets.closed': 'closed' } },
+    closed: { type: 'final' },
+  },
+});
+
+const table = compile<ConnectionState, ConnectionEventType>(connectionMachine);
+
+/** Everything a listener shares with its connections: one object per listener, not per connection. */
+export interface ConnectionContext {
+  shard: number;
+  listener: ShardListener;
+  table: StateTable;
+  balancer: Balancer | undefined;
+  connectTimeoutMs: number;
+  connectRetries: number;
+  log: Logger;
+  registry: Registry<ConnectionActor>;
+  /** 'xstate' runs a full xstate actor per connection (the naive variant kept for the bench). */
+  mode: 'light' | 'xstate';
+}
+
+let seq = 0;
+
+/**
+ * One actor per proxied TCP connection, in the listener's registry (OTP `simple_one_for_one`):
+ * it picks a backend, connects (retrying other backends), pipes both ways with backpressure,
+ * forwards half-close, and exits with a DOWN that cleans every map that held it.
+ *
+ * It is a state machine ({@link connectionMachine}) stepped through a compiled transition table,
+ * so a connection costs a table look-up per state change, not an xstate actor (DESIGN.md,
+ * "Measured costs"). Bytes are counted by the sockets themselves, never per chunk.
+ */
+export class ConnectionActor extends Actor {
+  #state: ConnectionState = table.initial;
+  readonly #ctx: ConnectionContext;
+  readonly #client: net.Socket;
+  #backendSocket: net.Socket | undefined;
+  #backend: ShardBackend | undefined;
+  #tried: ShardBackend[] | undefined;
+  #outcome: Outcome = 'ok';
+  #clientClosed = false;
+  #backendClosed = false;
+  #xs: AnyActorRef | undefined;
+
+  constructor(ctx: ConnectionContext, client: net.Socket) {
+    super(`conn:${ctx.shard}:${++seq}`, 'connection');
+    this.#ctx = ctx;
+    this.#client = client;
+    if (ctx.mode === 'xstate') {
+      this.#xs = createActor(connectionMachine);
+      this.#xs.subscribe({ error: () => {} });
+      this.#xs.start();
+    }
+  }
+
+  get state(): string {
+    return this.#state;
+  }
+
+  get peerAddress(): string {
+    return this.#client.remoteAddress ?? '';
+  }
+
+  override describe(): Record<string, unknown> {
+    return { peer: `${this.#client.remoteAddress}:${this.#client.remotePort}`, backend: this.#backend?.address };
+  }
+
+  /** Starts the connection: the client socket is paused until the backend answers. */
+  start(): this {
+    const c = this.#client;
+    c.on('error', (err) => this.#abort('error', err));
+    c.on('close', (hadError) => {
+      this.#clientClosed = true;
+      this.#onSocketClose(hadError);
+    });
+    c.on('timeout', () => this.#abort('timeout'));
+    this.markRunning();
+    this.#connect();
+    return this;
+  }
+
+  #step(ev: ConnectionEventType): void {
+    let next: ConnectionState | undefined;
+    if (this.#xs) {
+      this.#xs.send({ type: ev });
+      next = (this.#xs.getSnapshot() as { value: ConnectionState }).value;
+    } else {
+      next = table.next(this.#state, ev);
+    }
+    if (next === undefined || next === this.#state) return;
+    this.#state = next;
+    if (actorEventsEnabled()) emitActorEvent({ type: 'state', id: this.id, actorType: this.type, state: next });
+    if (next === 'closed') this.#finish(this.status === 'stopping' ? 'shutdown' : 'normal');
+  }
+
+  #connect(): void {
+    const ctx = this.#ctx;
+    const b = ctx.balancer?.pick(this.#tried);
+    if (!b) {
+      this.#outcome = this.#tried ? this.#outcome : 'no_backend';
+      this.#client.destroy();
+      this.#step('abort');
+      return;
+    }
+    this.#backend = b;
+    ctx.table.backendAdd(b.slot, B.ACTIVE, 1);
+    const s = net.connect({ host: b.host, port: b.port, allowHalfOpen: true, noDelay: true });
+    this.#backendSocket = s;
+    s.setTimeout(ctx.connectTimeoutMs);
+    const onTimeout = (): void => this.#connectFailed(s, 'timeout');
+    const onError = (err: Error): void => this.#connectFailed(s, 'backend_error', err);
+    s.once('timeout', onTimeout);
+    s.once('error', onError);
+    s.once('connect', () => {
+      s.off('timeout', onTimeout);
+      s.off('error', onError);
+      s.setTimeout(0);
+      this.#open(s);
+    });
+  }
+
+  /** Drops a backend socket that never connected. */
+  #releaseBackend(): ShardBackend {
+    const b = this.#backend!;
+    this.#backendSocket!.destroy();
+    this.#ctx.table.backendAdd(b.slot, B.ACTIVE, -1);
+    this.#backend = undefined;
+    this.#backendSocket = undefined;
+    return b;
+  }
+
+  #connectFailed(s: net.Socket, outcome: Outcome, err?: Error): void {
+    if (this.#backendSocket !== s) return;
+    const ctx = this.#ctx;
+    const b = this.#releaseBackend();
+    this.#outcome = outcome;
+    ctx.log.debug({ backend: b.address, outcome, err }, 'backend connect failed');
+    (this.#tried ??= []).push(b);
+    if (this.status === 'stopping' || this.#client.destroyed || this.#tried.length > ctx.connectRetries) {
+      this.#abort('error');
+      this.#onSocketClose(false);
+      return;
+    }
+    this.#connect();
+  }
+
+  #open(s: net.Socket): void {
+    const c = this.#client;
+    if (c.destroyed) {
+      s.destroy();
+      this.#backendClosed = true;
+      this.#onSocketClose(false);
+      return;
+    }
+    this.#outcome = 'ok';
+    s.on('error', (err) => this.#abort('error', err));
+    s.on('close', (hadError) => {
+      this.#backendClosed = true;
+      this.#onSocketClose(hadError);
+    });
+    c.on('end', () => this.#step('client.end'));
+    s.on('end', () => this.#step('backend.end'));
+    if (this.#ctx.listener.idleTimeoutMs > 0) c.setTimeout(this.#ctx.listener.idleTimeoutMs);
+    this.#step('backend.connected');
+    // pipe() gives backpressure both ways and forwards FIN (end) to the other side.
+    c.pipe(s);
+    s.pipe(c);
+  }
+
+  /** A socket closed. An unclean close resets the other side; both closed ends the connection. */
+  #onSocketClose(hadError: boolean): void {
+    if (hadError) this.#abort('error');
+    if (this.#clientClosed && (this.#backendSocket === undefined || this.#backendClosed)) this.#step('sockets.closed');
+  }
+
+  #abort(reason: 'error' | 'timeout' | 'shutdown', err?: Error): void {
+    if (this.#state === 'closed') return;
+    if (reason === 'timeout' && this.#state !== 'connecting') this.#ctx.log.debug('idle timeout');
+    else if (err) this.#ctx.log.debug({ err }, 'connection error');
+    this.#client.destroy();
+    if (this.#state === 'connecting' && this.#backendSocket) this.#releaseBackend();
+    else this.#backendSocket?.destroy();
+    this.#step('abort');
+  }
+
+  #finish(reason: 'normal' | 'shutdown' | 'killed'): void {
+    const ctx = this.#ctx;
+    const c = this.#client;
+    ctx.table.bytesAdd(ctx.shard, ctx.listener.slot, c.bytesRead, c.bytesWritten);
+    ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, L.ACTIVE, -1);
+    ctx.table.listenerRelease(ctx.listener.slot);
+    ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, outcomeField(this.#outcome), 1);
+    if (this.#backend) ctx.table.backendAdd(this.#backend.slot, B.ACTIVE, -1);
+    this.#xs?.stop();
+    this.exit(reason);
+  }
+
+  /** Graceful stop: a connection is left to finish on its own; the listener's drain deadline kills it. */
+  protected requestStop(): boolean {
+    return true;
+  }
+
+  protected forceStop(): void {
+    this.#client.destroy();
+    this.#backendSocket?.destroy();
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    this.#finish('killed');
+  }
+}
+
+function outcomeField(o: Outcome): number {
+  switch (o) {
+    case 'ok':
+      return L.OK;
+    case 'timeout':
+      return L.TIMEOUT;
+    case 'backend_error':
+      return L.BACKEND_ERROR;
+    case 'no_backend':
+      return L.NO_BACKEND;
+    default:
+      return L.ERROR;
+  }
+}

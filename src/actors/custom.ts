@@ -1,0 +1,84 @@
+import { pathToFileURL } from 'node:url';
+import type { AnyActorLogic } from 'xstate';
+import type { Observable } from 'rxjs';
+import type { Logger } from 'pino';
+import { MachineActor } from '../runtime/machine-actor.ts';
+import type { ChildSpec } from '../supervisors/supervisor.ts';
+import { ActorModuleError } from '../errors.ts';
+import type { ActorConfig } from '../config/types.ts';
+
+/** A gateway event, as custom actors observe them on `ctx.events$`. */
+export type GatewayEvent =
+  | { type: 'actor.spawned'; id: string; actorType: string; shard?: number }
+  | { type: 'actor.down'; id: string; actorType: string; reason: string; shard?: number }
+  | { type: 'actor.restart'; id: string; actorType: string; supervisor: string; shard?: number }
+  | { type: 'connection.opened'; id: string; shard?: number }
+  | { type: 'connection.closed'; id: string; reason: string; shard?: number }
+  | { type: 'config.reloaded'; added: string[]; removed: string[]; changed: string[] };
+
+/** What a custom actor's `logic` receives. */
+export interface ActorContext<O = Record<string, unknown>> {
+  /** A pino child logger bound to this actor (`actorId`, `actorType`). */
+  log: Logger;
+  /** The `options` of its entry in the config's `actors:` list. */
+  options: O;
+  /** Gateway events. Subscribing turns on event forwarding from shards; unsubscribe when done. */
+  events$: Observable<GatewayEvent>;
+}
+
+export interface ActorDefinition<O = Record<string, unknown>> {
+  readonly kind: 'gatehouse.actor';
+  readonly name: string;
+  logic(ctx: ActorContext<O>): AnyActorLogic;
+}
+
+/**
+ * Defines a custom actor: the default export of a module listed in the config's `actors:`.
+ * `logic` returns xstate actor logic (a machine, `fromCallback`, `fromPromise`, ...); Gatehouse
+ * runs it under the root supervisor with the entry's restart type. Whatever the logic acquires it
+ * releases in its own cleanup (the disposer of `fromCallback`, the `signal` of `fromPromise`).
+ *
+ * @example
+ * export default defineActor({
+ *   name: 'audit',
+ *   logic: (ctx) => fromCallback(() => {
+ *     const sub = ctx.events$.subscribe((e) => ctx.log.info({ e }, 'gateway event'));
+ *     return () => sub.unsubscribe();
+ *   }),
+ * });
+ */
+export function defineActor<O = Record<string, unknown>>(def: { name: string; logic(ctx: ActorContext<O>): AnyActorLogic }): ActorDefinition<O> {
+  if (!def || typeof def.name !== 'string' || !def.name) throw new TypeError('defineActor: name must be a non-empty string');
+  if (typeof def.logic !== 'function') throw new TypeError('defineActor: logic must be a function (ctx) => actor logic');
+  return Object.freeze({ kind: 'gatehouse.actor' as const, name: def.name, logic: def.logic });
+}
+
+/** Imports a custom actor module and checks its default export. Throws `GH_ERR_ACTOR_MODULE`. */
+export async function loadActorModule(cfg: ActorConfig): Promise<ActorDefinition> {
+  let mod: { default?: unknown };
+  try {
+    const spec = cfg.module.startsWith('/') ? pathToFileURL(cfg.module).href : cfg.module;
+    mod = (await import(spec)) as { default?: unknown };
+  } catch (err) {
+    throw new ActorModuleError(cfg.name, cfg.moduleSpecifier, `cannot be imported: ${(err as Error).message}`, { cause: err });
+  }
+  const def = mod.default as ActorDefinition | undefined;
+  if (!def || def.kind !== 'gatehouse.actor') {
+    throw new ActorModuleError(cfg.name, cfg.moduleSpecifier, 'its default export must be made with defineActor({ name, logic })');
+  }
+  return def;
+}
+
+/** The child spec of a custom actor (`actor:<name>`), run as a full xstate actor. */
+export function customActorChild(cfg: ActorConfig, def: ActorDefinition, events$: Observable<GatewayEvent>): ChildSpec {
+  return {
+    id: `actor:${cfg.name}`,
+    restart: cfg.restart,
+    shutdown: 5_000,
+    start: ({ id, log }) => {
+      const alog = log.child({ actorId: id, actorType: def.name });
+      const logic = def.logic({ log: alog, options: cfg.options, events$ });
+      return new MachineActor({ id, type: def.name, logic, log: alog }).start();
+    },
+  };
+}

@@ -1,0 +1,189 @@
+import net from 'node:net';
+import { once } from 'node:events';
+import { setup } from 'xstate';
+import type { Logger } from 'pino';
+import { Actor } from '../runtime/actor.ts';
+import { compile } from '../runtime/compiled-machine.ts';
+import { Registry } from '../runtime/registry.ts';
+import { ListenError } from '../errors.ts';
+import { L, type StateTable } from '../workers/state-table.ts';
+import type { ShardListener, ShardUpstream } from '../workers/shard-config.ts';
+import type { Balancer } from '../workers/balancer.ts';
+import { ConnectionActor, type ConnectionContext } from './connection.ts';
+
+type ListenerState = 'binding' | 'listening' | 'draining' | 'closed';
+type ListenerEvent = 'bound' | 'drain' | 'closed';
+
+/** A listener's lifecycle: bound on its shard, then draining (no new connections), then closed. */
+export const listenerMachine = setup({ types: { events: {} as { type: ListenerEvent } } }).createMachine({
+  id: 'listener',
+  initial: 'binding',
+  states: {
+    binding: { on: { bound: 'listening', drain: 'draining', closed: 'closed' } },
+    listening: { on: { drain: 'draining', closed: 'closed' } },
+    draining: { on: { closed: 'closed' } },
+    closed: { type: 'final' },
+  },
+});
+const table = compile<ListenerState, ListenerEvent>(listenerMachine);
+
+export interface ListenerOptions {
+  shard: number;
+  listener: ShardListener;
+  upstream: ShardUpstream | undefined;
+  balancer: Balancer | undefined;
+  table: StateTable;
+  log: Logger;
+  connectionActor: 'light' | 'xstate';
+  /** Bind with SO_REUSEPORT, so every shard can bind the same address. */
+  reusePort: boolean;
+}
+
+/**
+ * One listener on one shard (`listener:<name>`). It owns its connections as OTP's
+ * `simple_one_for_one` does: they live in a {@link Registry}, not as xstate children, and leave it
+ * by their own DOWN. Listener-wide limits hold across shards through the state table.
+ *
+ * @example
+ * const l = await new ListenerActor(opts).start(); // resolves once bound
+ * l.stopAccepting(); await l.shutdown(30_000);      // drain, then kill what is left
+ */
+export class ListenerActor extends Actor {
+  #state: ListenerState = table.initial;
+  readonly #opts: ListenerOptions;
+  readonly #server: net.Server;
+  readonly #log: Logger;
+  readonly connections: Registry<ConnectionActor>;
+  readonly #ctx: ConnectionContext;
+  #address: { host: string; port: number } | undefined;
+
+  constructor(opts: ListenerOptions) {
+    super(`listener:${opts.listener.name}`, 'listener');
+    this.#opts = opts;
+    this.#log = opts.log.child({ actorId: this.id, actorType: this.type, listener: opts.listener.name });
+    this.connections = new Registry<ConnectionActor>(`connections:${opts.listener.name}`, {
+      peer: (c) => c.peerAddress,
+    });
+    this.#ctx = {
+      shard: opts.shard,
+      listener: opts.listener,
+      table: opts.table,
+      balancer: opts.balancer,
+      connectTimeoutMs: opts.upstream?.connectTimeoutMs ?? 2_000,
+      connectRetries: opts.upstream?.connectRetries ?? 2,
+      log: this.#log,
+      registry: this.connections,
+      mode: opts.connectionActor,
+    };
+    this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.#accept(s));
+    this.#server.on('error', (err) => this.#log.error({ err }, 'listener error'));
+  }
+
+  get state(): string {
+    return this.#state;
+  }
+
+  get address(): { host: string; port: number } | undefined {
+    return this.#address;
+  }
+
+  override children(): Iterable<Actor> {
+    const out: Actor[] = [];
+    for (const { actor } of this.connections.values()) out.push(actor);
+    return out;
+  }
+
+  override describe(): Record<string, unknown> {
+    return { listen: this.#address && `${this.#address.host}:${this.#address.port}`, connections: this.connections.size };
+  }
+
+  #step(ev: ListenerEvent): void {
+    const next = table.next(this.#state, ev);
+    if (next) this.#state = next;
+  }
+
+  /** Binds the listening socket. Rejects with `GH_ERR_LISTEN`. */
+  async start(): Promise<this> {
+    const { host, port, name } = this.#opts.listener;
+    const onError = once(this.#server, 'error');
+    this.#server.listen({ host, port, backlog: 4096, reusePort: this.#opts.reusePort });
+    const first = await Promise.race([once(this.#server, 'listening'), onError]);
+    if (first[0] instanceof Error) {
+      this.exit('error', first[0]);
+      throw new ListenError(name, `${host}:${port}`, { cause: first[0] });
+    }
+    const a = this.#server.address() as net.AddressInfo;
+    this.#address = { host: a.address, port: a.port };
+    this.#step('bound');
+    this.markRunning();
+    this.#log.info({ address: `${a.address}:${a.port}` }, 'listening');
+    return this;
+  }
+
+  #accept(socket: net.Socket): void {
+    const ctx = this.#ctx;
+    const { slot, maxConnections } = this.#opts.listener;
+    if (this.#state !== 'listening') {
+      socket.destroy();
+      return;
+    }
+    // maxConnections holds for the listener as a whole: the count is shared by all shards.
+    if (!ctx.table.listenerAcquire(slot, maxConnections > 0 ? maxConnections : 0x7fffffff)) {
+      ctx.table.listenerAdd(ctx.shard, slot, L.OVER_LIMIT, 1);
+      socket.destroy();
+      return;
+    }
+    ctx.table.listenerAdd(ctx.shard, slot, L.ACTIVE, 1);
+    const conn = new ConnectionActor(ctx, socket);
+    conn.parent = this;
+    this.connections.register(conn, conn);
+    conn.start();
+  }
+
+  /** New connections use this upstream from now on (a reload changed it); open ones keep theirs. */
+  setUpstream(upstream: ShardUpstream | undefined, balancer: Balancer | undefined): void {
+    this.#ctx.balancer = balancer;
+    this.#ctx.connectTimeoutMs = upstream?.connectTimeoutMs ?? 2_000;
+    this.#ctx.connectRetries = upstream?.connectRetries ?? 2;
+  }
+
+  /** Stops accepting (the drain's first step); open connections go on. */
+  stopAccepting(): void {
+    if (this.#state === 'closed' || this.#state === 'draining') return;
+    this.#step('drain');
+    this.#server.close();
+    this.#log.info({ connections: this.connections.size }, 'draining');
+  }
+
+  protected requestStop(): boolean {
+    this.stopAccepting();
+    this.#exitWhenEmpty();
+    return true;
+  }
+
+  #exitWhenEmpty(): void {
+    if (this.connections.size === 0) {
+      this.#close('shutdown');
+      return;
+    }
+    // The last connection's DOWN ends the listener.
+    for (const { actor } of this.connections.values()) {
+      actor.monitor(() => {
+        if (this.connections.size === 0 && this.status === 'stopping') this.#close('shutdown');
+      });
+    }
+  }
+
+  protected forceStop(): void {
+    this.stopAccepting();
+    for (const { actor } of [...this.connections.values()]) actor.kill();
+    this.#close('killed');
+  }
+
+  #close(reason: 'shutdown' | 'killed'): void {
+    if (this.#state === 'closed') return;
+    this.#server.close();
+    this.#step('closed');
+    this.exit(reason);
+  }
+}

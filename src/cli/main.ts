@@ -1,0 +1,155 @@
+import { parseArgs } from 'node:util';
+import { loadConfigFile } from '../config/load.ts';
+import { ConfigError, formatConfigIssue } from '../errors.ts';
+import { createLogger } from '../log.ts';
+import { Gatehouse } from '../daemon/gatehouse.ts';
+import { printTree } from './tree.ts';
+
+const USAGE = `usage:
+  gatehouse start [--config FILE] [--debug]    run the daemon (default config: gatehouse.yaml)
+  gatehouse check --config FILE                validate a config; exit 1 listing FILE:LINE:COL key.path: message
+  gatehouse tree [--admin URL] [--depth N] [--token T]   print the live actor tree
+  gatehouse reload [--admin URL] [--token T]   ask a running daemon to reload its config
+`;
+
+/**
+ * The `gatehouse` command line. Returns the process exit code.
+ *
+ * @example
+ * process.exitCode = await main(['check', '--config', 'gatehouse.yaml']);
+ */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    values = parseArgs({
+      args: rest,
+      options: {
+        config: { type: 'string', short: 'c' },
+        debug: { type: 'boolean' },
+        admin: { type: 'string' },
+        depth: { type: 'string' },
+        token: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }).values;
+  } catch (err) {
+    process.stderr.write(`gatehouse: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (values.help || !cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
+    process.stdout.write(USAGE);
+    return cmd ? 0 : 2;
+  }
+  switch (cmd) {
+    case 'check':
+      return check(values.config as string | undefined);
+    case 'start':
+      return start((values.config as string | undefined) ?? 'gatehouse.yaml', Boolean(values.debug));
+    case 'tree':
+      return printTree(adminUrl(values), token(values), values.depth as string | undefined);
+    case 'reload':
+      return reload(adminUrl(values), token(values));
+    default:
+      process.stderr.write(`gatehouse: unknown command ${cmd}\n${USAGE}`);
+      return 2;
+  }
+}
+
+function adminUrl(v: Record<string, unknown>): string {
+  return ((v.admin as string | undefined) ?? process.env.GATEHOUSE_ADMIN ?? 'http://127.0.0.1:9901').replace(/\/$/, '');
+}
+
+function token(v: Record<string, unknown>): string | undefined {
+  return (v.token as string | undefined) ?? process.env.GATEHOUSE_ADMIN_TOKEN;
+}
+
+async function check(file: string | undefined): Promise<number> {
+  if (!file) {
+    process.stderr.write(`gatehouse check: --config FILE is required\n${USAGE}`);
+    return 2;
+  }
+  try {
+    const cfg = await loadConfigFile(file);
+    process.stdout.write(`${file}: ok (${cfg.listeners.length} listeners, ${cfg.upstreams.length} upstreams, ${cfg.actors.length} actors)\n`);
+    return 0;
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const i of err.issues) process.stderr.write(`${formatConfigIssue(i)}\n`);
+      return 1;
+    }
+    process.stderr.write(`${file}: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
+
+async function start(file: string, debug: boolean): Promise<number> {
+  let config;
+  try {
+    config = await loadConfigFile(file);
+  } catch (err) {
+    if (err instanceof ConfigError) for (const i of err.issues) process.stderr.write(`${formatConfigIssue(i)}\n`);
+    else process.stderr.write(`${file}: ${(err as Error).message}\n`);
+    return 1;
+  }
+  const log = createLogger({ level: debug && config.log.level === 'info' ? 'debug' : config.log.level });
+  process.on('uncaughtException', (err) => {
+    // A control-plane bug: log it with its stack, then let the process die as Node would.
+    log.fatal({ err }, 'uncaught exception in the control plane');
+    process.exit(70);
+  });
+  let gh: Gatehouse;
+  try {
+    gh = await Gatehouse.start({ config, configFile: file, log, debug });
+  } catch (err) {
+    log.fatal({ err }, 'gatehouse failed to start');
+    return 1;
+  }
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const stop = (signal: string): void => {
+      if (++signals > 1) {
+        log.warn({ signal }, 'second signal: exiting without waiting for the drain');
+        process.exit(1);
+      }
+      log.info({ signal, timeoutMs: gh.current.runtime.shutdownTimeout }, 'shutting down');
+      gh.stop().then(
+        () => resolve(0),
+        (err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      log.info({ file }, 'SIGHUP: reloading');
+      void gh.reload();
+    });
+    gh.root.monitor((down) => {
+      if (down.reason === 'error') {
+        log.fatal({ err: down.error }, 'root supervisor failed: exiting');
+        gh.stop().finally(() => resolve(1));
+      }
+    });
+  });
+}
+
+async function reload(admin: string, tok: string | undefined): Promise<number> {
+  try {
+    const res = await fetch(`${admin}/reload`, { method: 'POST', headers: tok ? { authorization: `Bearer ${tok}` } : {} });
+    const body = (await res.json()) as Record<string, unknown>;
+    if (res.ok) {
+      process.stdout.write(`reloaded: ${JSON.stringify(body)}\n`);
+      return 0;
+    }
+    const errors = (body.errors as string[] | undefined) ?? [JSON.stringify(body)];
+    for (const e of errors) process.stderr.write(`${e}\n`);
+    return 1;
+  } catch (err) {
+    process.stderr.write(`gatehouse reload: cannot reach ${admin}: ${(err as Error).message}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,398 @@
+import { Subject, Observable, merge, map, filter } from 'rxjs';
+import type { Logger } from 'pino';
+import { Supervisor, supervisorChild, type ChildSpec } from '../supervisors/supervisor.ts';
+import { live } from '../runtime/live.ts';
+import { actorEvents$, setActorEventsEnabled, type ActorEvent } from '../runtime/events.ts';
+import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
+import { ShardActor, type ShardHost } from '../workers/shard-actor.ts';
+import { InThreadShardHost, PiscinaShardHost, reusePortSupported } from '../workers/pool.ts';
+import { StateTable, L, LB, OUTCOMES, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator, B } from '../workers/state-table.ts';
+import { toShardConfig } from '../workers/shard-config.ts';
+import type { FromShard } from '../workers/protocol.ts';
+import { customActorChild, loadActorModule, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
+import { AdminActor } from './admin-actor.ts';
+import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
+import { ConfigError, formatConfigIssue } from '../errors.ts';
+import type { ActorConfig, GatehouseConfig } from '../config/types.ts';
+import type { AdminBackend, ListenerCounters, ReloadResult, UpstreamsView } from '../admin/types.ts';
+
+export interface GatehouseOptions {
+  config: GatehouseConfig;
+  /** The file the config came from: `reload()` reads it again. */
+  configFile?: string;
+  log: Logger;
+  /** `--debug`: actor events, fault injection. Also `runtime.debug`. */
+  debug?: boolean;
+}
+
+/**
+ * The running daemon: the root supervisor and its subtrees (admin, custom actors, data-plane
+ * shards), the shared state table, reload and drain. It is the admin server's backend.
+ *
+ * Tree: `root` (one_for_one) -> `admin`, `actors` (custom actors), `shards` (one ShardActor per
+ * worker thread). Children start in that order and stop in reverse: shards drain first, the
+ * admin server answers (`/readyz` 503) until the end.
+ *
+ * @example
+ * const gh = await Gatehouse.start({ config, configFile, log });
+ * await gh.stop(); // drain, then stop everything
+ */
+export class Gatehouse implements AdminBackend {
+  /** The running config (replaced by a successful reload). */
+  current: GatehouseConfig;
+  readonly log: Logger;
+  readonly debug: boolean;
+  readonly table = StateTable.create();
+  readonly root: Supervisor;
+  readonly actorEvents$: Observable<ActorEvent & { shard?: number }>;
+  readonly #configFile: string | undefined;
+  readonly #host: ShardHost & { close(): Promise<void> };
+  readonly #listenerSlots = new SlotAllocator(MAX_LISTENERS, (s) => this.table.resetListener(s));
+  readonly #backendSlots = new SlotAllocator(MAX_BACKENDS, (s) => this.table.resetBackend(s));
+  readonly #resolvedPorts = new Map<string, number>();
+  readonly #shardEvents = new Subject<ActorEvent & { shard?: number }>();
+  readonly #shardCount: number;
+  #eventListeners = 0;
+  #draining = false;
+  #stopping: Promise<void> | undefined;
+  #reloading: Promise<ReloadResult> | undefined;
+  readonly events$: Observable<GatewayEvent>;
+  readonly #gatewayEvents = new Subject<GatewayEvent>();
+
+  private constructor(opts: GatehouseOptions, customs: { cfg: ActorConfig; def: ActorDefinition }[]) {
+    this.current = opts.config;
+    this.log = opts.log;
+    this.debug = Boolean(opts.debug || opts.config.runtime.debug);
+    this.#configFile = opts.configFile;
+    let workers = opts.config.runtime.workers;
+    if (workers > 0 && !reusePortSupported()) {
+      this.log.warn({ platform: process.platform }, 'SO_REUSEPORT is not available here: running the data plane in the main thread (workers: 0)');
+      workers = 0;
+    }
+    this.#shardCount = Math.max(1, workers);
+    this.#host = workers === 0 ? new InThreadShardHost(this.log) : new PiscinaShardHost(workers, this.log);
+    this.actorEvents$ = merge(actorEvents$, this.#shardEvents);
+    this.events$ = this.#makeEvents$();
+    this.root = new Supervisor(
+      {
+        id: 'root',
+        strategy: 'one_for_one',
+        maxRestarts: 3,
+        periodMs: 10_000,
+        children: [this.#adminChild(), this.#actorsChild(customs.map((c) => customActorChild(c.cfg, c.def, this.events$))), this.#shardsChild()],
+      },
+      { log: this.log },
+    );
+  }
+
+  /** Starts the whole tree. Rejects (and leaves nothing running) when any part fails to start. */
+  static async start(opts: GatehouseOptions): Promise<Gatehouse> {
+    // Modules load before anything starts: a missing module fails the start cleanly.
+    const customs = await Promise.all(opts.config.actors.map(async (cfg) => ({ cfg, def: await loadActorModule(cfg) })));
+    const gh = new Gatehouse(opts, customs);
+    if (gh.debug) setActorEventsEnabled(true);
+    try {
+      await gh.root.start();
+    } catch (err) {
+      await gh.root.shutdown('infinity').catch(() => {});
+      await gh.#host.close();
+      throw err;
+    }
+    gh.root.monitor((down) => {
+      if (!gh.#stopping) gh.log.fatal({ reason: down.reason, err: down.error }, 'root supervisor gave up');
+    });
+    gh.log.info({ shards: gh.#shardCount, listeners: gh.current.listeners.length, debug: gh.debug }, 'gatehouse started');
+    return gh;
+  }
+
+  // --- the tree ---------------------------------------------------------------------------
+
+  #adminChild(): ChildSpec {
+    return {
+      id: 'admin',
+      restart: 'permanent',
+      shutdown: 5_000,
+      start: () => new AdminActor({ backend: this, log: this.log, config: () => this.current.admin }).start(),
+    };
+  }
+
+  #actorsChild(children: ChildSpec[]): ChildSpec {
+    return supervisorChild({ id: 'actors', strategy: 'one_for_one', maxRestarts: 5, periodMs: 10_000, children }, { log: this.log });
+  }
+
+  #shardsChild(): ChildSpec {
+    const children: ChildSpec[] = [];
+    for (let i = 0; i < this.#shardCount; i++) {
+      children.push({
+        id: `shard-${i}`,
+        // A shard that drained and ended (POST /drain) stays down; a crashed one is restarted.
+        restart: 'transient',
+        shutdown: 'infinity',
+        start: () =>
+          new ShardActor({
+            index: i,
+            host: this.#host,
+            table: this.table,
+            log: this.log,
+            init: () => ({ shard: i, config: this.#shardConfig(), buffers: this.table.buffers, reusePort: this.#host instanceof PiscinaShardHost }),
+            listenerSlots: () => this.#listenerSlots.entries().map(([, s]) => s),
+            shutdownTimeoutMs: () => this.current.runtime.shutdownTimeout,
+            onReady: (ls) => this.#onShardReady(i, ls),
+            onMessage: (m) => this.#onShardMessage(i, m),
+          }).start(),
+      });
+    }
+    return supervisorChild(
+      { id: 'shards', strategy: 'one_for_one', maxRestarts: Math.max(5, 3 * this.#shardCount), periodMs: 30_000, children },
+      { log: this.log },
+    );
+  }
+
+  #shardConfig() {
+    const cfg = toShardConfig(this.current, {
+      listenerSlot: (n) => this.#listenerSlots.get(n),
+      backendSlot: (u, a) => this.#backendSlots.get(`${u}/${a}`),
+      resolvedPort: (n) => this.#resolvedPorts.get(n),
+    });
+    this.#listenerSlots.retain(this.current.listeners.map((l) => l.name));
+    this.#backendSlots.retain(this.current.upstreams.flatMap((u) => u.backends.map((b) => `${u.name}/${b.address}`)));
+    return cfg;
+  }
+
+  #onShardReady(shard: number, listeners: { name: string; host: string; port: number }[]): void {
+    for (const l of listeners) {
+      const cfg = this.current.listeners.find((x) => x.name === l.name);
+      if (cfg && cfg.listen.port === 0 && !this.#resolvedPorts.has(l.name)) {
+        // Port 0: the first shard to bind picks the port, the others bind the same one.
+        this.#resolvedPorts.set(l.name, l.port);
+      }
+      if (shard === 0) this.log.info({ listener: l.name, address: `${l.host}:${l.port}`, protocol: cfg?.protocol }, 'listener ready');
+    }
+  }
+
+  #onShardMessage(shard: number, m: FromShard): void {
+    if (m.type === 'restart') {
+      const admin = this.root.child('admin') as AdminActor | undefined;
+      admin?.recordRestart(m.supervisor);
+    } else if (m.type === 'actor-event') {
+      this.#shardEvents.next({ ...m.event, shard });
+    }
+  }
+
+  #shards(): ShardActor[] {
+    const sup = this.root.child('shards') as Supervisor | undefined;
+    return sup ? ([...sup.children()].filter((a) => a instanceof ShardActor) as ShardActor[]) : [];
+  }
+
+  /** Gateway events for custom actors: forwarding from shards is on while anyone listens. */
+  #makeEvents$(): Observable<GatewayEvent> {
+    const fromActors = this.actorEvents$.pipe(
+      map((e): GatewayEvent | undefined => {
+        if (e.actorType === 'connection') {
+          if (e.type === 'spawned') return { type: 'connection.opened', id: e.id, shard: e.shard };
+          if (e.type === 'down') return { type: 'connection.closed', id: e.id, reason: e.reason, shard: e.shard };
+          return undefined;
+        }
+        if (e.type === 'spawned') return { type: 'actor.spawned', id: e.id, actorType: e.actorType, shard: e.shard };
+        if (e.type === 'down') return { type: 'actor.down', id: e.id, actorType: e.actorType, reason: e.reason, shard: e.shard };
+        if (e.type === 'restart') return { type: 'actor.restart', id: e.id, actorType: e.actorType, supervisor: e.supervisor, shard: e.shard };
+        return undefined;
+      }),
+      filter((e): e is GatewayEvent => e !== undefined),
+    );
+    const source = merge(fromActors, this.#gatewayEvents);
+    return new Observable<GatewayEvent>((sub) => {
+      if (this.#eventListeners++ === 0) this.#setEvents(true);
+      const s = source.subscribe(sub);
+      return () => {
+        s.unsubscribe();
+        if (--this.#eventListeners === 0) this.#setEvents(false);
+      };
+    });
+  }
+
+  #setEvents(on: boolean): void {
+    const enabled = on || this.debug;
+    setActorEventsEnabled(enabled);
+    for (const s of this.#shards()) s.post({ type: 'events', enabled });
+  }
+
+  // --- AdminBackend ---------------------------------------------------------------------
+
+  ready(): boolean {
+    if (this.#draining || this.root.status !== 'running') return false;
+    const shards = this.#shards();
+    return shards.length === this.#shardCount && shards.every((s) => s.status === 'running');
+  }
+
+  readyDetail(): Record<string, unknown> {
+    return {
+      draining: this.#draining,
+      shards: this.#shards().map((s) => ({ shard: s.index, state: s.state })),
+      expectedShards: this.#shardCount,
+    };
+  }
+
+  async tree(opts: TreeOptions): Promise<TreeNode> {
+    const node = this.root.tree(opts);
+    // Shard subtrees live in their threads: ask each (bounded) and graft them in.
+    const shards = new Map(this.#shards().map((s) => [s.id, s]));
+    const graft = async (n: TreeNode, level: number): Promise<void> => {
+      const s = n.type === 'shard' ? shards.get(n.id) : undefined;
+      if (s && (opts.depth === undefined || level < opts.depth)) {
+        const sub = opts.depth === undefined ? opts : { ...opts, depth: opts.depth - level - 1 };
+        n.children = await s.remoteTree(sub);
+        delete n.truncated;
+        return;
+      }
+      await Promise.all(n.children.map((c) => graft(c, level + 1)));
+    };
+    await graft(node, 0);
+    return node;
+  }
+
+  async actorCounts(): Promise<Record<string, number>> {
+    const total: Record<string, number> = { ...live.countsByType() };
+    const remote = await Promise.all(this.#shards().map((s) => s.request<Record<string, number>>({ type: 'counts' }).catch(() => ({}))));
+    for (const r of remote) for (const [k, v] of Object.entries(r)) total[k] = (total[k] ?? 0) + v;
+    return total;
+  }
+
+  listenerCounters(): ListenerCounters[] {
+    const out: ListenerCounters[] = [];
+    for (const [name, slot] of this.#listenerSlots.entries()) {
+      for (let shard = 0; shard < this.#shardCount; shard++) {
+        const outcomes: Record<string, number> = {};
+        for (const [o, f] of Object.entries(OUTCOMES)) outcomes[o] = this.table.listenerGet(shard, slot, f);
+        out.push({
+          listener: name,
+          shard,
+          active: this.table.listenerGet(shard, slot, L.ACTIVE),
+          outcomes,
+          bytesIn: this.table.bytesGet(shard, slot, LB.BYTES_IN),
+          bytesOut: this.table.bytesGet(shard, slot, LB.BYTES_OUT),
+        });
+      }
+    }
+    return out;
+  }
+
+  shardsUp(): { shard: number; up: boolean }[] {
+    return Array.from({ length: this.#shardCount }, (_, shard) => ({ shard, up: this.table.shardUp(shard) }));
+  }
+
+  upstreams(): UpstreamsView {
+    return {
+      upstreams: this.current.upstreams.map((u) => ({
+        name: u.name,
+        balance: u.balance,
+        backends: u.backends.map((b) => {
+          const slot = this.#backendSlots.get(`${u.name}/${b.address}`);
+          const br = this.table.backendGet(slot, B.BREAKER);
+          return {
+            address: b.address,
+            healthy: this.table.backendGet(slot, B.HEALTHY) === 1,
+            breaker: br === 1 ? ('open' as const) : br === 2 ? ('half_open' as const) : ('closed' as const),
+            activeConnections: this.table.backendGet(slot, B.ACTIVE),
+            weight: b.weight,
+          };
+        }),
+      })),
+    };
+  }
+
+  /** The effective config, secrets redacted (`GET /config`). */
+  config(): unknown {
+    return redactConfig(this.current);
+  }
+
+  crashShard(index: number): boolean {
+    if (!this.debug) return false;
+    const s = this.#shards().find((x) => x.index === index);
+    return s ? s.post({ type: 'crash' }) : false;
+  }
+
+  /** Stops accepting on every shard at once; open connections go on (`POST /drain`). */
+  drain(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    this.log.info({ timeoutMs: this.current.runtime.shutdownTimeout }, 'draining');
+    for (const s of this.#shards()) s.post({ type: 'drain', timeoutMs: this.current.runtime.shutdownTimeout });
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Re-reads the config file; a bad config never replaces the running one. */
+  reload(): Promise<ReloadResult> {
+    this.#reloading ??= this.#reload().finally(() => (this.#reloading = undefined));
+    return this.#reloading;
+  }
+
+  async #reload(): Promise<ReloadResult> {
+    if (!this.#configFile) return { ok: false, errors: ['no config file to reload from'] };
+    let next: GatehouseConfig;
+    try {
+      next = await loadConfigFile(this.#configFile);
+    } catch (err) {
+      const errors = err instanceof ConfigError ? err.issues.map(formatConfigIssue) : [String((err as Error).message)];
+      this.log.error({ errors }, 'reload refused: the running config stays');
+      return { ok: false, errors };
+    }
+    const diff = diffConfig(this.current, next);
+    try {
+      await this.#apply(next, diff);
+    } catch (err) {
+      this.log.error({ err }, 'reload failed while applying');
+      return { ok: false, errors: [String((err as Error).message)] };
+    }
+    this.log.info(diff, 'config reloaded');
+    this.#gatewayEvents.next({ type: 'config.reloaded', ...diff });
+    return { ok: true, ...diff };
+  }
+
+  async #apply(next: GatehouseConfig, diff: { added: string[]; removed: string[]; changed: string[] }): Promise<void> {
+    const prev = this.current;
+    // Load new actor modules first: a module that does not load refuses the reload.
+    const actorDefs = new Map<string, ChildSpec>();
+    for (const a of next.actors) {
+      const old = prev.actors.find((x) => x.name === a.name);
+      if (!old || JSON.stringify(old) !== JSON.stringify(a)) actorDefs.set(a.name, customActorChild(a, await loadActorModule(a), this.events$));
+    }
+    if (next.runtime.workers !== prev.runtime.workers) this.log.warn({ from: prev.runtime.workers, to: next.runtime.workers }, 'runtime.workers changes on restart only');
+    if (JSON.stringify(next.admin.listen) !== JSON.stringify(prev.admin.listen)) this.log.warn('admin.listen changes on restart only');
+    for (const l of next.listeners) {
+      const old = prev.listeners.find((x) => x.name === l.name);
+      if (!old || old.listen.address !== l.listen.address) this.#resolvedPorts.delete(l.name);
+    }
+    this.current = next;
+    this.log.level = next.log.level;
+    const shardCfg = this.#shardConfig();
+    await Promise.all(this.#shards().map((s) => s.request({ type: 'config', config: shardCfg })));
+    const actorsSup = this.root.child('actors') as Supervisor;
+    for (const a of prev.actors) {
+      if (!next.actors.some((x) => x.name === a.name) || actorDefs.has(a.name)) await actorsSup.removeChild(`actor:${a.name}`);
+    }
+    for (const spec of actorDefs.values()) await actorsSup.startChild(spec);
+    this.log.debug({ diff }, 'reload applied');
+  }
+
+  /** Drains and stops everything, in reverse start order. Idempotent. */
+  stop(): Promise<void> {
+    this.#stopping ??= (async () => {
+      this.drain();
+      await this.root.shutdown('infinity');
+      await this.#host.close();
+      this.#shardEvents.complete();
+      this.#gatewayEvents.complete();
+      setActorEventsEnabled(false);
+      this.log.info('gatehouse stopped');
+    })();
+    return this.#stopping;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop().catch(() => {});
+  }
+}

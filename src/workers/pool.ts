@@ -1,0 +1,67 @@
+import os from 'node:os';
+import type { MessagePort } from 'node:worker_threads';
+import { Piscina } from 'piscina';
+import type { Logger } from 'pino';
+import { runShard } from './shard.ts';
+import type { ShardHost } from './shard-actor.ts';
+import type { ShardInit, ShardResult } from './protocol.ts';
+
+/**
+ * Worker-thread shards hosted by piscina: one long-running shard task per thread, in a pool of
+ * their own (a piscina worker parks its event loop between tasks, and piscina is tuned for task
+ * queues: nothing else may run on these threads). piscina replaces a thread that crashed; it
+ * re-runs nothing by itself, which is the ShardActor's supervisor's job.
+ *
+ * @example
+ * const host = new PiscinaShardHost(2, log);
+ * await host.run(init, port2, signal); // resolves when the shard drained, rejects if it crashed
+ * await host.close();
+ */
+export class PiscinaShardHost implements ShardHost {
+  readonly pool: Piscina;
+  #closed: Promise<void> | undefined;
+
+  constructor(threads: number, log: Logger) {
+    this.pool = new Piscina({
+      filename: new URL('./shard.worker.ts', import.meta.url).href,
+      minThreads: threads,
+      maxThreads: threads,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: Number.POSITIVE_INFINITY,
+      // The task never ends while the shard runs; between tasks keep the loop alive (no Atomics.wait).
+      atomics: 'disabled',
+      maxQueue: threads,
+      env: process.env,
+    });
+    this.pool.on('error', (err: unknown) => log.error({ err }, 'shard pool error'));
+  }
+
+  run(init: ShardInit, port: MessagePort, signal: AbortSignal): Promise<ShardResult> {
+    return this.pool.run({ init, port }, { transferList: [port as never], signal });
+  }
+
+  /** Terminates every thread (after the shards have drained). Idempotent. */
+  close(): Promise<void> {
+    this.#closed ??= this.pool.destroy();
+    return this.#closed;
+  }
+}
+
+/** `workers: 0`: the data plane runs in the main thread (tests, debugging). */
+export class InThreadShardHost implements ShardHost {
+  readonly #log: Logger;
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+  run(init: ShardInit, port: MessagePort, signal: AbortSignal): Promise<ShardResult> {
+    return runShard(init, port, { log: this.#log.child({ shard: init.shard }), inThread: true, signal });
+  }
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** SO_REUSEPORT is Linux (and some BSDs) only; elsewhere the data plane runs in the main thread. */
+export function reusePortSupported(): boolean {
+  return os.platform() === 'linux' || os.platform() === 'freebsd';
+}

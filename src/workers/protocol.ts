@@ -1,0 +1,39 @@
+import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
+import type { ActorEvent } from '../runtime/events.ts';
+import type { StateTableBuffers } from './state-table.ts';
+import type { ShardConfig } from './shard-config.ts';
+
+/** What the main thread hands a shard task. */
+export interface ShardInit {
+  shard: number;
+  config: ShardConfig;
+  buffers: StateTableBuffers;
+  /** Bind listeners with SO_REUSEPORT (false only when the data plane runs in the main thread). */
+  reusePort: boolean;
+}
+
+/** Main thread to shard. Requests carry an id; the shard answers with the same id. */
+export type ToShard =
+  | { type: 'tree'; id: number; opts: TreeOptions }
+  | { type: 'counts'; id: number }
+  | { type: 'config'; id: number; config: ShardConfig }
+  | { type: 'drain'; timeoutMs: number }
+  | { type: 'events'; enabled: boolean }
+  | { type: 'crash' };
+
+/** Shard to main thread. */
+export type FromShard =
+  | { type: 'ready'; listeners: { name: string; host: string; port: number }[] }
+  | { type: 'reply'; id: number; value?: unknown; error?: { code?: string; message: string } }
+  | { type: 'restart'; supervisor: string; child: string; restarts: number }
+  | { type: 'actor-event'; event: ActorEvent }
+  | { type: 'log'; level: string; msg: string };
+
+/** The value a shard task resolves with (a crash rejects it instead). */
+export interface ShardResult {
+  ok: boolean;
+  code?: string;
+  message?: string;
+}
+
+export type { TreeNode };

@@ -1,0 +1,94 @@
+import type { GatehouseConfig } from '../config/types.ts';
+
+/**
+ * What a shard needs to run its listeners: a plain, structured-clonable snapshot made by the main
+ * thread from the validated config, with state-table slots assigned. Shards never read YAML.
+ */
+export interface ShardBackend {
+  address: string;
+  host: string;
+  port: number;
+  weight: number;
+  /** Row in the state table. */
+  slot: number;
+}
+
+export interface ShardUpstream {
+  name: string;
+  balance: string;
+  backends: ShardBackend[];
+  connectTimeoutMs: number;
+  connectRetries: number;
+}
+
+export interface ShardListener {
+  name: string;
+  protocol: 'tcp' | 'http' | 'hub';
+  host: string;
+  port: number;
+  upstream: string | undefined;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  idleTimeoutMs: number;
+  /** Row in the state table. */
+  slot: number;
+}
+
+export interface ShardConfig {
+  listeners: ShardListener[];
+  upstreams: ShardUpstream[];
+  connectionActor: 'light' | 'xstate';
+  shutdownTimeoutMs: number;
+  debug: boolean;
+  logLevel: string;
+}
+
+/** Splits `host:port` / `[v6]:port`. */
+export function splitHostPort(address: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(address) ?? /^([^:]+):(\d+)$/.exec(address);
+  if (!m) throw new RangeError(`bad address ${address}`);
+  return { host: m[1]!, port: Number(m[2]) };
+}
+
+/** How the main thread maps names to state-table rows and port-0 listeners to their bound port. */
+export interface SlotLookup {
+  listenerSlot(name: string): number;
+  backendSlot(upstream: string, address: string): number;
+  resolvedPort(listener: string): number | undefined;
+}
+
+/**
+ * The shard snapshot of a validated config. Only TCP listeners run in the data plane so far;
+ * the others are carried along so that shards can reconcile them once their actors exist.
+ *
+ * @example
+ * worker.postMessage(toShardConfig(config, slots));
+ */
+export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardConfig {
+  return {
+    listeners: cfg.listeners
+      .filter((l) => l.protocol === 'tcp')
+      .map((l) => ({
+        name: l.name,
+        protocol: l.protocol,
+        host: l.listen.host,
+        port: l.listen.port === 0 ? (slots.resolvedPort(l.name) ?? 0) : l.listen.port,
+        upstream: l.protocol === 'tcp' ? l.upstream : undefined,
+        maxConnections: l.maxConnections,
+        maxConnectionsPerIp: l.maxConnectionsPerIp,
+        idleTimeoutMs: l.idleTimeout,
+        slot: slots.listenerSlot(l.name),
+      })),
+    upstreams: cfg.upstreams.map((u) => ({
+      name: u.name,
+      balance: u.balance,
+      connectTimeoutMs: u.connectTimeout,
+      connectRetries: u.connectRetries,
+      backends: u.backends.map((b) => ({ address: b.address, host: b.host, port: b.port, weight: b.weight, slot: slots.backendSlot(u.name, b.address) })),
+    })),
+    connectionActor: cfg.runtime.connectionActor,
+    shutdownTimeoutMs: cfg.runtime.shutdownTimeout,
+    debug: cfg.runtime.debug,
+    logLevel: cfg.log.level,
+  };
+}

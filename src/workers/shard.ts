@@ -1,0 +1,182 @@
+import diagnostics from 'node:diagnostics_channel';
+import type { MessagePort } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
+import { ListenerActor } from '../actors/listener.ts';
+import { live } from '../runtime/live.ts';
+import { actorEvents$, setActorEventsEnabled } from '../runtime/events.ts';
+import { InjectedFaultError } from '../errors.ts';
+import { StateTable } from './state-table.ts';
+import { Balancer } from './balancer.ts';
+import type { ShardConfig, ShardListener } from './shard-config.ts';
+import type { FromShard, ShardInit, ShardResult, ToShard } from './protocol.ts';
+
+export interface RunShardOptions {
+  log: Logger;
+  /**
+   * How an injected crash is delivered. In a worker thread it is an uncaught exception (the thread
+   * dies, as a real bug would kill it); in the main thread it rejects the shard's promise instead.
+   */
+  inThread: boolean;
+  /** Aborting kills the shard at once (no drain). In a worker thread piscina terminates it instead. */
+  signal?: AbortSignal;
+}
+
+/**
+ * A data-plane shard: its own supervisor with one {@link ListenerActor} per listener, all bound
+ * with `reusePort` so the kernel spreads connections over shards. Runs until drained through
+ * `port`; the same code runs in a worker thread (piscina task) or, with `workers: 0`, in the main
+ * thread.
+ *
+ * @example
+ * const { port1, port2 } = new MessageChannel();
+ * const done = runShard(init, port2, { log, inThread: true });
+ * port1.postMessage({ type: 'drain', timeoutMs: 30_000 });
+ * await done;
+ */
+export async function runShard(init: ShardInit, port: MessagePort, opts: RunShardOptions): Promise<ShardResult> {
+  const { shard } = init;
+  const table = StateTable.attach(init.buffers);
+  const log = opts.log;
+  let config = init.config;
+  const post = (m: FromShard): void => port.postMessage(m);
+
+  const listenerChild = (l: ShardListener): ChildSpec => ({
+    id: `listener:${l.name}`,
+    restart: 'permanent',
+    shutdown: config.shutdownTimeoutMs,
+    start: () => {
+      const upstream = config.upstreams.find((u) => u.name === l.upstream);
+      return new ListenerActor({
+        shard,
+        listener: l,
+        upstream,
+        balancer: upstream && new Balancer(upstream, table, shard),
+        table,
+        log,
+        connectionActor: config.connectionActor,
+        reusePort: init.reusePort,
+      }).start();
+    },
+  });
+
+  const sup = new Supervisor(
+    { id: `shard-${shard}:supervisor`, strategy: 'one_for_one', maxRestarts: 10, periodMs: 10_000, children: config.listeners.map(listenerChild) },
+    { log },
+  );
+
+  const onRestart = (m: unknown): void => post({ type: 'restart', ...(m as { supervisor: string; child: string; restarts: number }) });
+  diagnostics.subscribe('gatehouse:supervisor:restart', onRestart);
+  let eventsSub: { unsubscribe(): void } | undefined;
+
+  let settle!: (r: ShardResult) => void;
+  let fail!: (e: unknown) => void;
+  const done = new Promise<ShardResult>((res, rej) => {
+    settle = res;
+    fail = rej;
+  });
+  let draining = false;
+
+  const drain = async (timeoutMs: number): Promise<void> => {
+    if (draining) return;
+    draining = true;
+    for (const a of sup.children()) if (a instanceof ListenerActor) a.stopAccepting();
+    log.info({ connections: live.countsByType().connection ?? 0, timeoutMs }, 'shard draining');
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<'timeout'>((r) => (timer = setTimeout(r, timeoutMs, 'timeout')));
+    const r = await Promise.race([sup.shutdown('infinity').then(() => 'done' as const), deadline]);
+    clearTimeout(timer);
+    if (r === 'timeout') {
+      log.warn({ connections: live.countsByType().connection ?? 0 }, 'drain deadline reached, closing connections');
+      sup.kill();
+    }
+    settle({ ok: true });
+  };
+
+  const reconcile = async (next: ShardConfig): Promise<void> => {
+    const prev = config;
+    config = next;
+    const key = (l: ShardListener): string => JSON.stringify(l);
+    const upKey = (name: string | undefined, c: ShardConfig): string => JSON.stringify(c.upstreams.find((u) => u.name === name));
+    const before = new Map(prev.listeners.map((l) => [l.name, l]));
+    for (const l of prev.listeners) {
+      const n = next.listeners.find((x) => x.name === l.name);
+      if (!n || key(n) !== key(l)) await sup.removeChild(`listener:${l.name}`);
+    }
+    for (const l of next.listeners) {
+      const old = before.get(l.name);
+      if (!old || key(old) !== key(l)) await sup.startChild(listenerChild(l));
+      else if (upKey(l.upstream, prev) !== upKey(l.upstream, next)) {
+        const upstream = next.upstreams.find((u) => u.name === l.upstream);
+        const a = sup.child(`listener:${l.name}`);
+        if (a instanceof ListenerActor) a.setUpstream(upstream, upstream && new Balancer(upstream, table, shard));
+      }
+    }
+  };
+
+  const onMessage = (m: ToShard): void => {
+    switch (m.type) {
+      case 'tree':
+        post({ type: 'reply', id: m.id, value: sup.tree(m.opts) });
+        break;
+      case 'counts':
+        post({ type: 'reply', id: m.id, value: live.countsByType() });
+        break;
+      case 'config':
+        reconcile(m.config).then(
+          () => post({ type: 'reply', id: m.id, value: true }),
+          (err: Error) => post({ type: 'reply', id: m.id, error: { code: (err as { code?: string }).code, message: err.message } }),
+        );
+        break;
+      case 'drain':
+        void drain(m.timeoutMs);
+        break;
+      case 'events':
+        setActorEventsEnabled(m.enabled);
+        eventsSub?.unsubscribe();
+        eventsSub = m.enabled ? actorEvents$.subscribe((event) => post({ type: 'actor-event', event })) : undefined;
+        break;
+      case 'crash': {
+        const err = new InjectedFaultError(`shard ${shard}`);
+        log.error({ err }, 'injected fault: crashing shard');
+        if (opts.inThread) fail(err);
+        else
+          setImmediate(() => {
+            throw err;
+          });
+        break;
+      }
+    }
+  };
+  port.on('message', onMessage);
+  const onAbort = (): void => {
+    draining = true;
+    sup.kill();
+    settle({ ok: false, code: 'GH_ERR_SHARD', message: 'killed' });
+  };
+  opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+  sup.monitor((down) => {
+    if (draining) return;
+    // The shard supervisor gave up (restart intensity): the shard fails and its ShardActor's
+    // supervisor decides.
+    settle({ ok: false, code: (down.error as { code?: string })?.code ?? 'GH_ERR_SHARD', message: String((down.error as Error)?.message ?? down.reason) });
+  });
+
+  try {
+    await sup.start();
+    const listeners = [...sup.children()].filter((a) => a instanceof ListenerActor).map((a) => ({ name: a.id.slice('listener:'.length), ...a.address! }));
+    post({ type: 'ready', listeners });
+    return await done;
+  } catch (err) {
+    if (sup.status !== 'exited') sup.kill();
+    const e = err as { code?: string; message?: string; cause?: { message?: string } };
+    return { ok: false, code: e.code ?? 'GH_ERR_SHARD', message: `${e.message}${e.cause?.message ? `: ${e.cause.message}` : ''}` };
+  } finally {
+    opts.signal?.removeEventListener('abort', onAbort);
+    port.off('message', onMessage);
+    port.close();
+    eventsSub?.unsubscribe();
+    diagnostics.unsubscribe('gatehouse:supervisor:restart', onRestart);
+  }
+}

@@ -1,0 +1,13 @@
+import type { MessagePort } from 'node:worker_threads';
+import { createLogger } from '../log.ts';
+import { runShard } from './shard.ts';
+import type { ShardInit, ShardResult } from './protocol.ts';
+
+/**
+ * The piscina task of a worker-thread shard: builds the shard's subtree and runs it until it is
+ * drained through `port`. One such task runs per worker thread for the thread's whole life.
+ */
+export default async function shardTask({ init, port }: { init: ShardInit; port: MessagePort }): Promise<ShardResult> {
+  const log = createLogger({ level: init.config.logLevel, base: { shard: init.shard } });
+  return runShard(init, port, { log, inThread: false });
+}
