@@ -1,0 +1,222 @@
+import diagnostics from 'node:diagnostics_channel';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Metric } from 'prom-client';
+import type { Logger } from 'pino';
+import type { AdminBackend, UpstreamsView } from './types.ts';
+
+/**
+ * The diagnostics channel a supervisor publishes `{ supervisor, child, restarts }` on.
+ *
+ * @example
+ * diagnostics.channel(RESTART_CHANNEL).publish({ supervisor: 'upstream:app', child: 'health:a', restarts: 1 });
+ */
+export const RESTART_CHANNEL = 'gatehouse:supervisor:restart';
+
+const BREAKER_VALUE: Record<UpstreamsView['upstreams'][number]['backends'][number]['breaker'], number> = {
+  closed: 0,
+  open: 1,
+  half_open: 2,
+};
+
+/**
+ * The metrics the admin server serves on `/metrics`.
+ *
+ * @example
+ * worker.on('message', (m) => m.type === 'restart' && admin.metrics.recordRestart(m.supervisor));
+ */
+export interface AdminMetrics {
+  /** A registry of our own (never prom-client's global one). The daemon may register more metrics in it. */
+  readonly registry: Registry;
+  /** Counts a restart that happened in a worker-thread shard (main-thread restarts arrive on {@link RESTART_CHANNEL}). */
+  recordRestart(supervisor: string): void;
+  /** Stops listening on the diagnostics channel. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Options of {@link createMetrics}. */
+export interface CreateMetricsOptions {
+  /** Where collection failures are reported (a backend call that throws keeps the rest of the scrape). */
+  log?: Logger;
+}
+
+// prom-client's process metrics start an event-loop-delay histogram and a GC observer that can
+// never be stopped, so they are created once per process and shared by every registry.
+let processMetrics: Registry | undefined;
+
+function addProcessMetrics(registry: Registry): void {
+  if (!processMetrics) {
+    processMetrics = new Registry();
+    collectDefaultMetrics({ register: processMetrics });
+  }
+  for (const m of processMetrics.getMetricsAsArray()) registry.registerMetric(m as unknown as Metric);
+}
+
+/** A finite, non-negative number, or 0: a counter fed a bad value must not break the scrape. */
+function count(v: unknown): number {
+  return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : 0;
+}
+
+/**
+ * Builds the contract metrics, computed from the backend at scrape time: per-listener connection
+ * and byte counters summed over shards, live actors by type, shard liveness, backend health and
+ * breaker state, supervisor restarts, and prom-client's process metrics.
+ *
+ * @example
+ * const metrics = createMetrics(backend, { log });
+ * shardPort.on('message', (m) => { if (m.type === 'restart') metrics.recordRestart(m.supervisor); });
+ * res.end(await metrics.registry.metrics());
+ * await metrics.close();
+ */
+export function createMetrics(backend: AdminBackend, opts: CreateMetricsOptions = {}): AdminMetrics {
+  const registry = new Registry();
+  const registers = [registry];
+  const log = opts.log;
+
+  // A backend call that throws costs its own metric's series, never the whole scrape.
+  function guard<M>(metric: string, fn: (this: M) => void | Promise<void>): (this: M) => Promise<void> {
+    return async function collect(this: M) {
+      try {
+        await fn.call(this);
+      } catch (err) {
+        log?.warn({ err, metric }, 'metric collection failed');
+      }
+    };
+  }
+
+  function sumListeners(): Map<string, { active: number; outcomes: Map<string, number>; bytesIn: number; bytesOut: number }> {
+    const byListener = new Map<string, { active: number; outcomes: Map<string, number>; bytesIn: number; bytesOut: number }>();
+    for (const c of backend.listenerCounters()) {
+      let s = byListener.get(c.listener);
+      if (!s) byListener.set(c.listener, (s = { active: 0, outcomes: new Map(), bytesIn: 0, bytesOut: 0 }));
+      s.active += count(c.active);
+      s.bytesIn += count(c.bytesIn);
+      s.bytesOut += count(c.bytesOut);
+      for (const [outcome, n] of Object.entries(c.outcomes ?? {})) {
+        s.outcomes.set(outcome, (s.outcomes.get(outcome) ?? 0) + count(n));
+      }
+    }
+    return byListener;
+  }
+
+  new Gauge({
+    name: 'gatehouse_connections_active',
+    help: 'Open connections per listener, summed over shards.',
+    labelNames: ['listener'],
+    registers,
+    collect: guard<Gauge>('gatehouse_connections_active', function () {
+      this.reset();
+      for (const [listener, s] of sumListeners()) this.set({ listener }, s.active);
+    }),
+  });
+
+  // These counters live in the shared state table; at scrape time we publish their absolute value.
+  new Counter({
+    name: 'gatehouse_connections_total',
+    help: 'Connections ended per listener, by outcome (ok, rate_limited, over_limit, no_backend, backend_error, timeout).',
+    labelNames: ['listener', 'outcome'],
+    registers,
+    collect: guard<Counter>('gatehouse_connections_total', function () {
+      this.reset();
+      for (const [listener, s] of sumListeners()) {
+        for (const [outcome, n] of s.outcomes) this.inc({ listener, outcome }, n);
+      }
+    }),
+  });
+
+  new Counter({
+    name: 'gatehouse_bytes_total',
+    help: 'Bytes proxied per listener; direction "in" is from clients, "out" is to clients.',
+    labelNames: ['listener', 'direction'],
+    registers,
+    collect: guard<Counter>('gatehouse_bytes_total', function () {
+      this.reset();
+      for (const [listener, s] of sumListeners()) {
+        this.inc({ listener, direction: 'in' }, s.bytesIn);
+        this.inc({ listener, direction: 'out' }, s.bytesOut);
+      }
+    }),
+  });
+
+  new Gauge({
+    name: 'gatehouse_actors',
+    help: 'Live actors by type, across shards.',
+    labelNames: ['type'],
+    registers,
+    collect: guard<Gauge>('gatehouse_actors', async function () {
+      const counts = await backend.actorCounts();
+      // Reset after the await, so a type that vanished meanwhile is not left behind.
+      this.reset();
+      for (const [type, n] of Object.entries(counts)) this.set({ type }, count(n));
+    }),
+  });
+
+  new Gauge({
+    name: 'gatehouse_shard_up',
+    help: '1 when the data-plane shard is running, 0 when it is down or restarting.',
+    labelNames: ['shard'],
+    registers,
+    collect: guard<Gauge>('gatehouse_shard_up', function () {
+      this.reset();
+      for (const s of backend.shardsUp()) this.set({ shard: String(s.shard) }, s.up ? 1 : 0);
+    }),
+  });
+
+  const restarts = new Counter({
+    name: 'gatehouse_actor_restarts_total',
+    help: 'Children restarted, by supervisor.',
+    labelNames: ['supervisor'],
+    registers,
+  });
+
+  function* backends(): Generator<{ labels: { upstream: string; backend: string }; healthy: boolean; breaker: number }> {
+    for (const u of backend.upstreams().upstreams) {
+      for (const b of u.backends) {
+        yield { labels: { upstream: u.name, backend: b.address }, healthy: b.healthy, breaker: BREAKER_VALUE[b.breaker] ?? 0 };
+      }
+    }
+  }
+
+  new Gauge({
+    name: 'gatehouse_backend_healthy',
+    help: '1 when the backend passes its health checks, else 0.',
+    labelNames: ['upstream', 'backend'],
+    registers,
+    collect: guard<Gauge>('gatehouse_backend_healthy', function () {
+      this.reset();
+      for (const b of backends()) this.set(b.labels, b.healthy ? 1 : 0);
+    }),
+  });
+
+  new Gauge({
+    name: 'gatehouse_breaker_state',
+    help: 'Circuit breaker state per backend: 0 closed, 1 open, 2 half-open.',
+    labelNames: ['upstream', 'backend'],
+    registers,
+    collect: guard<Gauge>('gatehouse_breaker_state', function () {
+      this.reset();
+      for (const b of backends()) this.set(b.labels, b.breaker);
+    }),
+  });
+
+  addProcessMetrics(registry);
+
+  function recordRestart(supervisor: string): void {
+    restarts.inc({ supervisor: String(supervisor) });
+  }
+  const onRestart = (msg: unknown): void => {
+    const supervisor = (msg as { supervisor?: unknown } | null)?.supervisor;
+    if (typeof supervisor === 'string') recordRestart(supervisor);
+  };
+  diagnostics.subscribe(RESTART_CHANNEL, onRestart);
+
+  let closed = false;
+  return {
+    registry,
+    recordRestart,
+    async close() {
+      if (closed) return;
+      closed = true;
+      diagnostics.unsubscribe(RESTART_CHANNEL, onRestart);
+    },
+  };
+}

@@ -1,0 +1,222 @@
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { map } from 'rxjs';
+import type { TreeOptions } from '../runtime/actor.ts';
+import { AdminHttpError, intParam, sendJson } from './http.ts';
+import type { AdminMetrics } from './metrics.ts';
+import type { SseHub } from './sse.ts';
+import type { AdminBackend } from './types.ts';
+
+/** The methods a route can serve (HEAD is derived from GET). */
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
+
+/** What a route handler gets. Throw an {@link AdminHttpError} to answer with a JSON error. */
+export interface RouteContext {
+  req: IncomingMessage;
+  res: ServerResponse;
+  path: string;
+  query: URLSearchParams;
+  /** The `:name` segments of the route's path. */
+  params: Record<string, string>;
+  backend: AdminBackend;
+  metrics: AdminMetrics;
+  sse: SseHub;
+  log: Logger;
+}
+
+/**
+ * Answers one request; a thrown error that is not an {@link AdminHttpError} becomes a 500 `internal`.
+ *
+ * @example
+ * const handler: RouteHandler = ({ res, backend }) => sendJson(res, 200, backend.upstreams());
+ */
+export type RouteHandler = (ctx: RouteContext) => void | Promise<void>;
+
+/**
+ * One admin route. HEAD is answered by the GET handler (Node drops the body).
+ *
+ * @example
+ * const services: AdminRoute = { path: '/v1/services/:id', methods: { GET: ({ params, res }) => sendJson(res, 200, find(params.id)) } };
+ */
+export interface AdminRoute {
+  /** A literal path, with `:name` for a segment parameter: `/debug/shards/:n/crash`. */
+  path: string;
+  methods: Partial<Record<HttpMethod, RouteHandler>>;
+  /** Served without the bearer token (health probes). */
+  public?: boolean;
+  /** Also accepts the token as `?token=` (the debug UI's page load, which cannot send headers). */
+  queryToken?: boolean;
+  /** Exists only in debug mode; otherwise every method answers 404 `debug_disabled`. */
+  debugOnly?: boolean;
+}
+
+/** A matched route and its decoded `:name` parameters. */
+export interface RouteMatch {
+  route: AdminRoute;
+  params: Record<string, string>;
+}
+
+/**
+ * Finds the route for a path; the first match wins. A parameter that is not valid
+ * percent-encoding matches nothing.
+ *
+ * @example
+ * matchRoute(builtinRoutes(), '/debug/shards/1/crash')?.params; // { n: '1' }
+ */
+export function matchRoute(routes: readonly AdminRoute[], path: string): RouteMatch | undefined {
+  const segs = path.split('/');
+  for (const route of routes) {
+    const pat = route.path.split('/');
+    if (pat.length !== segs.length) continue;
+    const params: Record<string, string> = {};
+    let ok = true;
+    for (let i = 0; i < pat.length && ok; i++) {
+      const p = pat[i]!;
+      if (p.startsWith(':')) {
+        let v: string;
+        try {
+          v = decodeURIComponent(segs[i]!);
+        } catch {
+          return undefined;
+        }
+        if (v === '') ok = false;
+        else params[p.slice(1)] = v;
+      } else ok = p === segs[i];
+    }
+    if (ok) return { route, params };
+  }
+  return undefined;
+}
+
+/**
+ * `Allow` for a route: its methods, plus HEAD where GET exists.
+ *
+ * @example
+ * res.setHeader('allow', allowedMethods(route)); // 'GET, HEAD'
+ */
+export function allowedMethods(route: AdminRoute): string {
+  const m = Object.keys(route.methods);
+  if (m.includes('GET')) m.push('HEAD');
+  return m.join(', ');
+}
+
+let uiHtml: string | undefined;
+function ui(): string {
+  uiHtml ??= readFileSync(new URL('./ui.html', import.meta.url), 'utf8');
+  return uiHtml;
+}
+
+const TYPE_MAX = 200;
+
+function treeOptions(query: URLSearchParams): TreeOptions {
+  const opts: TreeOptions = {};
+  const depth = intParam(query, 'depth', 1_000);
+  const limit = intParam(query, 'limit', 1_000_000);
+  if (depth !== undefined) opts.depth = depth;
+  if (limit !== undefined) opts.limit = limit;
+  const types = query.getAll('type');
+  if (types.length > 1 || (types.length === 1 && (types[0] === '' || types[0]!.length > TYPE_MAX))) {
+    throw new AdminHttpError(400, 'bad_query', `type must be one non-empty actor type of at most ${TYPE_MAX} characters`, { extra: { param: 'type' } });
+  }
+  if (types.length === 1) opts.type = types[0]!;
+  return opts;
+}
+
+/**
+ * The routes of the admin API contract (DESIGN.md section 3), in match order.
+ *
+ * @example
+ * const routes = [...builtinRoutes(), ...extraRoutes];
+ */
+export function builtinRoutes(): AdminRoute[] {
+  return [
+    {
+      path: '/',
+      queryToken: true,
+      methods: {
+        GET: ({ res }) => {
+          const html = ui();
+          res.writeHead(200, {
+            'content-type': 'text/html; charset=utf-8',
+            'content-length': Buffer.byteLength(html),
+            'cache-control': 'no-store',
+            'x-content-type-options': 'nosniff',
+            // The page may carry the token in its URL: never send it on as a referrer.
+            'referrer-policy': 'no-referrer',
+            'content-security-policy': "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+          });
+          res.end(html);
+        },
+      },
+    },
+    { path: '/healthz', public: true, methods: { GET: ({ res }) => sendJson(res, 200, { status: 'ok' }) } },
+    {
+      path: '/readyz',
+      public: true,
+      methods: {
+        GET: ({ res, backend }) => {
+          if (backend.ready()) return sendJson(res, 200, { ready: true });
+          throw new AdminHttpError(503, 'not_ready', 'not ready', { extra: { ready: false, detail: backend.readyDetail() } });
+        },
+      },
+    },
+    {
+      path: '/metrics',
+      methods: {
+        GET: async ({ res, metrics }) => {
+          const text = await metrics.registry.metrics();
+          res.writeHead(200, { 'content-type': metrics.registry.contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+          res.end(text);
+        },
+      },
+    },
+    { path: '/actors', methods: { GET: async ({ res, query, backend }) => sendJson(res, 200, await backend.tree(treeOptions(query))) } },
+    {
+      path: '/actors/events',
+      debugOnly: true,
+      methods: {
+        GET: ({ res, backend, sse }) => sse.open(res, backend.actorEvents$.pipe(map((e) => ({ event: e.type, data: e })))),
+      },
+    },
+    { path: '/upstreams', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.upstreams()) } },
+    { path: '/config', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.config()) } },
+    {
+      path: '/reload',
+      methods: {
+        POST: async ({ res, backend, log }) => {
+          const r = await backend.reload();
+          if (!r.ok) {
+            log.warn({ errors: r.errors }, 'reload rejected');
+            throw new AdminHttpError(400, 'config_invalid', 'the new config is invalid; the running config is unchanged', { extra: { errors: r.errors } });
+          }
+          log.info({ added: r.added, removed: r.removed, changed: r.changed }, 'config reloaded');
+          sendJson(res, 200, { added: r.added, removed: r.removed, changed: r.changed });
+        },
+      },
+    },
+    {
+      path: '/drain',
+      methods: {
+        POST: ({ res, backend, log }) => {
+          log.info('drain requested');
+          backend.drain();
+          sendJson(res, 202, { draining: true });
+        },
+      },
+    },
+    {
+      path: '/debug/shards/:n/crash',
+      debugOnly: true,
+      methods: {
+        POST: ({ res, params, backend, log }) => {
+          const raw = params.n!;
+          const n = /^\d{1,6}$/.test(raw) ? Number(raw) : -1;
+          if (n < 0 || !backend.crashShard(n)) throw new AdminHttpError(404, 'no_such_shard', 'no such shard', { extra: { shard: raw } });
+          log.warn({ shard: n }, 'shard crash injected');
+          sendJson(res, 202, { shard: n, crashed: true });
+        },
+      },
+    },
+  ];
+}
