@@ -94,7 +94,7 @@ export class ListenerActor extends Actor {
   }
 
   override describe(): Record<string, unknown> {
-    return { listen: this.#address && `${this.#address.host}:${this.#address.port}`, connections: this.connections.size };
+    return { listen: this.#address && `${this.#address.host}:${this.#address.port}`, connections: this.connections.size, registry: this.connections.sizes() };
   }
 
   #step(ev: ListenerEvent): void {

@@ -1,0 +1,179 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const CLI = path.join(ROOT, 'bin/gatehouse.mjs');
+
+export interface LogLine {
+  level: number;
+  msg: string;
+  [k: string]: unknown;
+}
+
+/** A temp directory with files; removed by `dispose`. */
+export function tempDir(): { dir: string; write(name: string, text: string): string; [Symbol.dispose](): void } {
+  const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-test-'));
+  return {
+    dir,
+    write: (name, text) => {
+      const f = path.join(dir, name);
+      writeFileSync(f, text);
+      return f;
+    },
+    [Symbol.dispose]: () => rmSync(dir, { recursive: true, force: true }),
+  };
+}
+
+/** Runs the CLI to completion; returns exit code and output. */
+export async function runCli(args: string[], opts: { cwd?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GATEHOUSE_LOG_PRETTY: '0' } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const [code] = (await once(child, 'close', { signal: AbortSignal.timeout(20_000) })) as [number];
+  return { code, stdout, stderr };
+}
+
+/**
+ * A daemon started from the CLI as a child process on a temp config. Its JSON log lines are
+ * parsed as they come; `waitForLog` awaits one (with a deadline). Ports are read back from the
+ * `admin listening` and `listener ready` lines, so configs use port 0 everywhere.
+ */
+export class Daemon {
+  readonly child: ChildProcess;
+  readonly logs: LogLine[] = [];
+  readonly stderr: string[] = [];
+  adminUrl = '';
+  readonly ports = new Map<string, number>();
+  readonly #waiters = new Set<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
+  readonly exited: Promise<number>;
+
+  private constructor(child: ChildProcess) {
+    this.child = child;
+    this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : -1))));
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      let l: LogLine;
+      try {
+        l = JSON.parse(line) as LogLine;
+      } catch {
+        return;
+      }
+      this.logs.push(l);
+      if (l.msg === 'admin listening') {
+        const a = l.address as { host: string; port: number } | string;
+        this.adminUrl = typeof a === 'string' ? `http://${a}` : `http://${a.host}:${a.port}`;
+      }
+      if (l.msg === 'listener ready') this.ports.set(l.listener as string, Number(String(l.address).split(':').pop()));
+      for (const w of this.#waiters) {
+        if (w.pred(l)) {
+          this.#waiters.delete(w);
+          w.resolve(l);
+        }
+      }
+    });
+    createInterface({ input: child.stderr! }).on('line', (line) => this.stderr.push(line));
+  }
+
+  static async start(configFile: string, opts: { debug?: boolean; timeoutMs?: number } = {}): Promise<Daemon> {
+    const args = [CLI, 'start', '--config', configFile, ...(opts.debug ? ['--debug'] : [])];
+    const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GATEHOUSE_LOG_PRETTY: '0' } });
+    const d = new Daemon(child);
+    const started = d.waitForLog((l) => l.msg === 'gatehouse started', opts.timeoutMs ?? 20_000);
+    const exit = d.exited.then((code) => {
+      throw new Error(`daemon exited with ${code} before it started:\n${d.stderr.join('\n')}\n${JSON.stringify(d.logs.slice(-5))}`);
+    });
+    await Promise.race([started, exit]);
+    return d;
+  }
+
+  port(listener: string): number {
+    const p = this.ports.get(listener);
+    if (!p) throw new Error(`no port for listener ${listener}`);
+    return p;
+  }
+
+  /** Resolves with the first log line (already seen or coming) that matches. */
+  waitForLog(pred: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> {
+    const seen = this.logs.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise<LogLine>((resolve, reject) => {
+      const deadline = AbortSignal.timeout(timeoutMs);
+      const onAbort = (): void => {
+        this.#waiters.delete(w);
+        reject(new Error(`no matching log line within ${timeoutMs} ms; last lines: ${JSON.stringify(this.logs.slice(-5))}`));
+      };
+      const w = {
+        pred,
+        resolve: (l: LogLine) => {
+          deadline.removeEventListener('abort', onAbort);
+          resolve(l);
+        },
+      };
+      deadline.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.add(w);
+    });
+  }
+
+  async admin(pathAndQuery: string, init?: RequestInit): Promise<Response> {
+    return fetch(`${this.adminUrl}${pathAndQuery}`, { ...init, signal: AbortSignal.timeout(10_000) });
+  }
+
+  async json<T = unknown>(pathAndQuery: string, init?: RequestInit): Promise<T> {
+    const r = await this.admin(pathAndQuery, init);
+    return (await r.json()) as T;
+  }
+
+  /** Sends a signal and awaits the exit code. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 20_000): Promise<number> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return this.exited;
+    this.child.kill(signal);
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const t = new Promise<number>((_, rej) => deadline.addEventListener('abort', () => rej(new Error(`daemon did not exit within ${timeoutMs} ms`)), { once: true }));
+    t.catch(() => {});
+    return Promise.race([this.exited, t]);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    if (this.child.exitCode === null && this.child.signalCode === null) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+    this.child.stdout?.destroy();
+    this.child.stderr?.destroy();
+  }
+}
+
+/** Polls `fn` until it returns a truthy value, or throws after `timeoutMs`. */
+export async function until<T>(fn: () => Promise<T> | T, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`${what} not reached within ${timeoutMs} ms (last: ${String(last)})`);
+    await new Promise<void>((r) => setImmediate(r));
+  }
+}
+
+/** One Prometheus sample's value, or undefined. */
+export function metric(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const ls = Object.fromEntries([...(m[2] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+    if (Object.entries(labels).every(([k, v]) => ls[k] === v)) return Number(m[3]);
+  }
+  return undefined;
+}
