@@ -1,0 +1,55 @@
+/** The `listeners:` part of the config schema: tcp, http and hub listeners. */
+import { z } from 'zod';
+import { auth, duration, int, listenAddress, name, positiveDuration, rateLimit, size, urlPath, urlWith } from './schema-common.ts';
+import { routesSchema } from './schema-routes.ts';
+
+const common = {
+  name: name(),
+  listen: listenAddress(),
+  maxConnections: int(1).default(10_000),
+  maxConnectionsPerIp: int(0).default(0),
+  rateLimit: rateLimit().optional(),
+  idleTimeout: duration().default(300_000),
+};
+
+const tcp = z.strictObject({
+  protocol: z.literal('tcp'),
+  ...common,
+  upstream: name('required: a tcp listener needs an upstream'),
+});
+
+const http = z.strictObject({
+  protocol: z.literal('http'),
+  ...common,
+  routes: routesSchema,
+});
+
+const hub = z.strictObject({
+  protocol: z.literal('hub'),
+  ...common,
+  path: urlPath().default('/connect'),
+  auth: auth('required: a hub listener needs auth.jwt (the token\'s sub is the user id)'),
+  nodes: z.array(z.strictObject({ id: name(), url: urlWith(['ws:', 'wss:']) })).min(1).optional(),
+  discovery: z.strictObject({ service: z.string().min(1), path: urlPath().default('/') }).optional(),
+  maxClientsPerUser: int(1).default(16),
+  maxMessageSize: size().default(64 * 1024),
+  sendQueue: z
+    .strictObject({
+      maxMessages: int(1).default(1_000),
+      onOverflow: z.enum(['close', 'drop-oldest']).default('close'),
+    })
+    .prefault({}),
+  presenceGrace: duration().default(100),
+  requestTimeout: positiveDuration().default(10_000),
+  pingInterval: positiveDuration().default(20_000),
+});
+
+/**
+ * One listener, chosen by `protocol`: `tcp` proxies bytes to an upstream, `http` routes requests,
+ * `hub` terminates WebSocket clients and relays them to nodes.
+ *
+ * @example
+ * listenerSchema.parse({ name: 'in', protocol: 'tcp', listen: 15000, upstream: 'app' }).listen;
+ * // { host: '0.0.0.0', port: 15000, address: '15000' }
+ */
+export const listenerSchema = z.discriminatedUnion('protocol', [tcp, http, hub]);

@@ -1,0 +1,59 @@
+/** The routes of an `http` listener. */
+import { z } from 'zod';
+import { auth, describeValue, int, name, positiveDuration, rateLimitShape, urlPath, withBurst } from './schema-common.ts';
+import type { RateLimitKey, RouteConfig } from './types.ts';
+
+export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS', 'CONNECT', 'TRACE'] as const;
+
+const method = z.preprocess(
+  (v) => (typeof v === 'string' ? v.toUpperCase() : v),
+  z.enum(HTTP_METHODS),
+);
+
+const match = z.strictObject({
+  host: z.string().min(1).transform((h) => h.toLowerCase()).optional(),
+  pathPrefix: urlPath().default('/'),
+  methods: z.array(method).min(1).optional(),
+});
+
+const rateLimitKey = z
+  .string()
+  .regex(/^(ip|header:[A-Za-z0-9!#$%&'*+.^_`|~-]+|jwt:[A-Za-z0-9_.-]+)$/, {
+    error: (iss) => `expected ip, header:NAME or jwt:CLAIM, got ${describeValue(iss.input)}`,
+  })
+  .transform((k) => (k.startsWith('header:') ? k.toLowerCase() : k) as RateLimitKey);
+
+const cors = z.strictObject({
+  origins: z.array(z.string().min(1)).min(1),
+  credentials: z.boolean().default(false),
+  maxAge: int(0).optional(),
+  methods: z.array(method).min(1).optional(),
+  headers: z.array(z.string().min(1)).optional(),
+  exposeHeaders: z.array(z.string().min(1)).optional(),
+});
+
+const route = z.strictObject({
+  name: name().optional(),
+  match: match.prefault({}),
+  upstream: name().optional(),
+  split: z.array(z.strictObject({ upstream: name(), weight: int(0).default(1) })).min(1).optional(),
+  sticky: z.strictObject({ header: z.string().min(1).optional(), cookie: z.string().min(1).optional() }).optional(),
+  stripPrefix: z.boolean().default(false),
+  auth: auth().optional(),
+  rateLimit: z.strictObject({ ...rateLimitShape, key: rateLimitKey.default('ip') }).transform(withBurst).optional(),
+  cors: cors.optional(),
+  timeout: positiveDuration().default(30_000),
+  retries: int(0).max(10).default(0),
+  websocket: z.boolean().default(false),
+});
+
+/**
+ * The `routes:` list of an http listener; a route without a name is called `route-INDEX`.
+ *
+ * @example
+ * routesSchema.parse([{ upstream: 'app' }])[0]; // { name: 'route-0', match: { pathPrefix: '/' }, ... }
+ */
+export const routesSchema = z
+  .array(route)
+  .min(1, { error: 'an http listener needs at least one route' })
+  .transform((rs): RouteConfig[] => rs.map((r, i) => ({ ...r, name: r.name ?? `route-${i}` })));

@@ -1,0 +1,68 @@
+/**
+ * The zod schema of the whole config file. Parsing with it applies the defaults and normalizes
+ * units; cross-field rules (references, duplicates, exclusive keys) live in `checks.ts`, and
+ * `load.ts` ties both to YAML line and column numbers.
+ */
+import os from 'node:os';
+import { z } from 'zod';
+import { int, listenAddress, name, positiveDuration, urlWith } from './schema-common.ts';
+import { listenerSchema } from './schema-listeners.ts';
+import { upstreamSchema } from './schema-upstreams.ts';
+import type { GatehouseConfig } from './types.ts';
+
+export type * from './types.ts';
+
+const admin = z.strictObject({
+  listen: listenAddress().default({ host: '127.0.0.1', port: 9901, address: '127.0.0.1:9901' }),
+  token: z.string().min(1).optional(),
+});
+
+const runtime = z.strictObject({
+  workers: int(0).max(1024).default(() => os.availableParallelism()),
+  debug: z.boolean().default(false),
+  shutdownTimeout: positiveDuration().default(30_000),
+  connectionActor: z.enum(['light', 'xstate']).default('light'),
+});
+
+const log = z.strictObject({
+  level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+const cluster = z.strictObject({
+  redis: urlWith(['redis:', 'rediss:']),
+  instanceId: name().default(() => os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64)),
+});
+
+const actor = z
+  .strictObject({
+    name: name(),
+    module: z.string().min(1),
+    restart: z.enum(['permanent', 'transient', 'temporary']).default('permanent'),
+    options: z.preprocess((v) => v ?? {}, z.record(z.string(), z.unknown())),
+  })
+  // `module` is resolved against the config file's directory by `parseConfig`.
+  .transform((a) => ({ ...a, moduleSpecifier: a.module }));
+
+// An empty section (`upstreams:` with nothing under it) reads as null in YAML: treat it as absent.
+const section = <T extends z.ZodType>(schema: T) => z.preprocess((v) => v ?? undefined, schema);
+
+/**
+ * The schema of a Gatehouse config file, after YAML parsing. Every top-level key is optional and
+ * unknown keys are errors at every level.
+ *
+ * @example
+ * const cfg = gatehouseSchema.parse({ log: { level: 'debug' } });
+ * cfg.admin.listen; // { host: '127.0.0.1', port: 9901, address: '127.0.0.1:9901' }
+ */
+export const gatehouseSchema = z.strictObject({
+  admin: section(admin.prefault({})),
+  runtime: section(runtime.prefault({})),
+  log: section(log.prefault({})),
+  cluster: section(cluster.optional()),
+  upstreams: section(z.array(upstreamSchema).default([])),
+  listeners: section(z.array(listenerSchema).default([])),
+  actors: section(z.array(actor).default([])),
+});
+
+// The schema's output must be the documented type: this line fails to compile when they drift.
+export const configSchema: z.ZodType<GatehouseConfig, unknown> = gatehouseSchema;

@@ -1,0 +1,194 @@
+/**
+ * The normalized configuration: what `parseConfig` returns once the YAML is valid. Defaults are
+ * applied, durations are milliseconds, sizes are bytes, addresses are parsed. The reference for
+ * every key is `docs/configuration.md`.
+ */
+import type { HostPort } from './units.ts';
+
+export type { HostPort } from './units.ts';
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+export type Balance = 'round_robin' | 'weighted_round_robin' | 'least_connections' | 'p2c';
+export type RestartType = 'permanent' | 'transient' | 'temporary';
+export type JwtAlgorithm =
+  | 'HS256' | 'HS384' | 'HS512' | 'RS256' | 'RS384' | 'RS512'
+  | 'PS256' | 'PS384' | 'PS512' | 'ES256' | 'ES384' | 'ES512' | 'EdDSA';
+
+export interface AdminConfig {
+  listen: HostPort;
+  /** When set, every admin route but /healthz and /readyz needs `Authorization: Bearer TOKEN`. */
+  token?: string;
+}
+
+export interface RuntimeConfig {
+  /** Data-plane shards; 0 runs the data plane in the main thread. */
+  workers: number;
+  debug: boolean;
+  shutdownTimeout: number;
+  /** `light`: our own small actor per connection; `xstate`: a full xstate actor (bench knob). */
+  connectionActor: 'light' | 'xstate';
+}
+
+export interface ClusterConfig {
+  /** `redis://` or `rediss://` URL. */
+  redis: string;
+  /** Names this gateway instance (the hub's `gateId`); defaults to the host name. */
+  instanceId: string;
+}
+
+export interface BackendConfig extends HostPort {
+  weight: number;
+}
+
+export interface HealthCheckConfig {
+  enabled: boolean;
+  type: 'tcp' | 'http';
+  /** Request path of `http` checks. */
+  path: string;
+  interval: number;
+  timeout: number;
+  unhealthyThreshold: number;
+  healthyThreshold: number;
+}
+
+export interface CircuitBreakerConfig {
+  enabled: boolean;
+  failureThreshold: number;
+  successThreshold: number;
+  openFor: number;
+}
+
+export interface UpstreamConfig {
+  name: string;
+  balance: Balance;
+  backends: BackendConfig[];
+  discovery?: { service: string };
+  healthCheck: HealthCheckConfig;
+  circuitBreaker: CircuitBreakerConfig;
+  pool: { maxConnections: number; idleTimeout: number };
+  connectTimeout: number;
+  connectRetries: number;
+}
+
+/** A token bucket: `perSecond` tokens added per second, at most `burst` held; it starts full. */
+export interface RateLimitConfig {
+  perSecond: number;
+  burst: number;
+}
+
+/** What a route's rate limit is counted per: `ip`, `header:NAME` (lower-cased) or `jwt:CLAIM`. */
+export type RateLimitKey = 'ip' | `header:${string}` | `jwt:${string}`;
+
+export interface JwtConfig {
+  /** Exactly one of `secret`, `publicKey` (PEM) and `jwksUrl` is set. */
+  secret?: string;
+  publicKey?: string;
+  jwksUrl?: string;
+  issuer?: string;
+  audience?: string[];
+  algorithms: JwtAlgorithm[];
+}
+
+export interface AuthConfig {
+  jwt: JwtConfig;
+}
+
+export interface CorsConfig {
+  /** Allowed origins, or `['*']`. */
+  origins: string[];
+  credentials: boolean;
+  /** Seconds (the `Access-Control-Max-Age` header), not a duration. */
+  maxAge?: number;
+  methods?: string[];
+  headers?: string[];
+  exposeHeaders?: string[];
+}
+
+export interface RouteConfig {
+  name: string;
+  match: { host?: string; pathPrefix: string; methods?: string[] };
+  /** Exactly one of `upstream` and `split` is set. */
+  upstream?: string;
+  split?: { upstream: string; weight: number }[];
+  /** With `split`: keep a client on one upstream, keyed by a header or a cookie. */
+  sticky?: { header?: string; cookie?: string };
+  stripPrefix: boolean;
+  auth?: AuthConfig;
+  rateLimit?: RateLimitConfig & { key: RateLimitKey };
+  cors?: CorsConfig;
+  timeout: number;
+  retries: number;
+  websocket: boolean;
+}
+
+interface ListenerBase {
+  name: string;
+  listen: HostPort;
+  maxConnections: number;
+  /** 0 means no limit. */
+  maxConnectionsPerIp: number;
+  /** New connections, for the listener as a whole across shards. */
+  rateLimit?: RateLimitConfig;
+  /** 0 means no idle timeout. */
+  idleTimeout: number;
+}
+
+export interface TcpListenerConfig extends ListenerBase {
+  protocol: 'tcp';
+  upstream: string;
+}
+
+export interface HttpListenerConfig extends ListenerBase {
+  protocol: 'http';
+  routes: RouteConfig[];
+}
+
+export interface HubNodeConfig {
+  id: string;
+  url: string;
+}
+
+export interface HubListenerConfig extends ListenerBase {
+  protocol: 'hub';
+  path: string;
+  auth: AuthConfig;
+  /** Exactly one of `nodes` and `discovery` is set. */
+  nodes?: HubNodeConfig[];
+  /** Nodes from the service registry: `ws://ADDRESS` + `path` for each instance. */
+  discovery?: { service: string; path: string };
+  maxClientsPerUser: number;
+  maxMessageSize: number;
+  sendQueue: { maxMessages: number; onOverflow: 'close' | 'drop-oldest' };
+  presenceGrace: number;
+  requestTimeout: number;
+  pingInterval: number;
+}
+
+export type ListenerConfig = TcpListenerConfig | HttpListenerConfig | HubListenerConfig;
+
+export interface ActorConfig {
+  name: string;
+  /** Absolute path for `./`, `../` and absolute specifiers (resolved against the config file's directory); bare package names unchanged. */
+  module: string;
+  /** `module` as written in the config. */
+  moduleSpecifier: string;
+  restart: RestartType;
+  options: Record<string, unknown>;
+}
+
+/**
+ * The whole normalized configuration.
+ *
+ * @example
+ * const cfg: GatehouseConfig = parseConfig('listeners: []', 'inline.yaml');
+ * cfg.runtime.shutdownTimeout; // 30_000
+ */
+export interface GatehouseConfig {
+  admin: AdminConfig;
+  runtime: RuntimeConfig;
+  log: { level: LogLevel };
+  cluster?: ClusterConfig;
+  upstreams: UpstreamConfig[];
+  listeners: ListenerConfig[];
+  actors: ActorConfig[];
+}

@@ -1,0 +1,227 @@
+import { describe, expect, test } from 'vitest';
+import { ConfigError, formatConfigIssue } from '../../src/errors.ts';
+import { parseConfig } from '../../src/config/load.ts';
+
+/** What `gatehouse check gh.yaml` would print for these lines. */
+function check(...lines: string[]): string[] {
+  try {
+    parseConfig(lines.join('\n'), 'gh.yaml');
+  } catch (err) {
+    if (err instanceof ConfigError) return err.issues.map(formatConfigIssue);
+    throw err;
+  }
+  return [];
+}
+
+const UP = 'upstreams: [ { name: app, backends: ["127.0.0.1:9001"] } ]';
+
+describe('schema errors point at the offending value', () => {
+  test('unknown key, with a suggestion, at the key', () => {
+    expect(check('runtime:', '  workers: 2', '  shutdownTimout: 5s')).toEqual([
+      'gh.yaml:3:3 runtime.shutdownTimout: unknown key (did you mean "shutdownTimeout"?)',
+    ]);
+  });
+
+  test('unknown key with no near match lists the known ones', () => {
+    expect(check('log: { level: info, colour: red }')).toEqual([
+      'gh.yaml:1:21 log.colour: unknown key (expected one of level)',
+    ]);
+    expect(check('listners: []')).toEqual(['gh.yaml:1:1 listners: unknown key (did you mean "listeners"?)']);
+  });
+
+  test('a key that belongs to another protocol is unknown', () => {
+    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, routes: [] }')).toEqual([
+      'gh.yaml:3:58 listeners.0.routes: unknown key (expected one of protocol, name, listen, maxConnections, maxConnectionsPerIp, rateLimit, idleTimeout, upstream)',
+    ]);
+  });
+
+  test('bad duration', () => {
+    expect(check('runtime:', '  shutdownTimeout: 5 sec')).toEqual([
+      'gh.yaml:2:20 runtime.shutdownTimeout: invalid duration "5 sec": use a number with ms, s, m, h or d (500ms, 5s, 1m30s), or a plain number of milliseconds',
+    ]);
+    expect(check('runtime: { shutdownTimeout: 0 }')).toEqual(['gh.yaml:1:29 runtime.shutdownTimeout: must be greater than 0']);
+    expect(check('runtime: { shutdownTimeout: [5s] }')).toEqual([
+      'gh.yaml:1:29 runtime.shutdownTimeout: expected a duration like 500ms or 5s, got a list',
+    ]);
+  });
+
+  test('bad size', () => {
+    expect(check(UP, 'listeners:', '  - name: hub', '    protocol: hub', '    listen: 8090', '    auth: { jwt: { secret: s } }',
+      '    nodes: [ { id: n1, url: "ws://127.0.0.1:7001/" } ]', '    maxMessageSize: 64K')).toEqual([
+      'gh.yaml:8:21 listeners.0.maxMessageSize: invalid size "64K": use a number with B, KiB, MiB, GiB (1024-based) or KB, MB, GB (1000-based), or a plain number of bytes',
+    ]);
+  });
+
+  test('bad listen', () => {
+    expect(check('admin:', '  listen: localhost')).toEqual([
+      'gh.yaml:2:11 admin.listen: invalid listen address "localhost": use host:port, [ipv6]:port or a bare port',
+    ]);
+    expect(check('admin: { listen: "::1:9901" }')).toEqual([
+      'gh.yaml:1:18 admin.listen: invalid listen address "::1:9901": put IPv6 hosts in brackets, like [::1]:8080',
+    ]);
+    expect(check('admin: { listen: 127.0.0.1:99999 }')).toEqual([
+      'gh.yaml:1:18 admin.listen: port 99999 in "127.0.0.1:99999" is out of range (0-65535)',
+    ]);
+  });
+
+  test('wrong type, bad enum value, out of range', () => {
+    expect(check('runtime:', '  workers: two', '  debug: yes', 'log:', '  level: loud', UP.replace('app,', 'app, connectRetries: -1,'))).toEqual([
+      'gh.yaml:2:12 runtime.workers: expected a number, got a string ("two")',
+      'gh.yaml:3:10 runtime.debug: expected true or false, got a string ("yes")',
+      'gh.yaml:5:10 log.level: expected one of fatal, error, warn, info, debug, trace, silent, got a string ("loud")',
+      'gh.yaml:6:43 upstreams.0.connectRetries: must be >= 0, got -1',
+    ]);
+    expect(check('runtime: { workers: 1.5 }')).toEqual(['gh.yaml:1:21 runtime.workers: expected an integer, got 1.5']);
+  });
+
+  test('a missing key points at the map it is missing from', () => {
+    expect(check(UP, 'listeners:', '  - name: in', '    protocol: tcp', '    listen: 15000')).toEqual([
+      'gh.yaml:3:5 listeners.0.upstream: required: a tcp listener needs an upstream',
+    ]);
+    expect(check('actors:', '  - { name: a }')).toEqual(['gh.yaml:2:5 actors.0.module: required']);
+    expect(check(UP, 'listeners: [ { name: x, protocol: tcp, upstream: app } ]')).toEqual(['gh.yaml:2:14 listeners.0.listen: required']);
+  });
+
+  test('unknown or missing protocol', () => {
+    expect(check('listeners:', '  - { name: u, protocol: udp, listen: 1 }', '  - { name: v, listen: 2 }')).toEqual([
+      'gh.yaml:2:26 listeners.0.protocol: expected one of tcp, http, hub, got a string ("udp")',
+      'gh.yaml:3:5 listeners.1.protocol: required: one of tcp, http, hub',
+    ]);
+  });
+
+  test('a section of the wrong shape', () => {
+    expect(check('upstreams: { name: app }')).toEqual(['gh.yaml:1:12 upstreams: expected a list, got a mapping']);
+    expect(check('- a')).toEqual(['gh.yaml:1:1 (root): expected a mapping of config sections']);
+  });
+
+  test('names are checked', () => {
+    expect(check('upstreams: [ { name: "my app", backends: ["h:1"] } ]')).toEqual([
+      'gh.yaml:1:22 upstreams.0.name: invalid name "my app": use 1-64 letters, digits, \'-\', \'_\' or \'.\', starting with a letter or digit',
+    ]);
+  });
+
+  test('URLs are checked', () => {
+    expect(check('cluster: { redis: "http://x:6379" }')).toEqual([
+      'gh.yaml:1:19 cluster.redis: expected a redis:// or rediss:// URL, got a string ("http://x:6379")',
+    ]);
+  });
+});
+
+describe('cross-field rules', () => {
+  test('reference to a missing upstream, from a tcp listener, a route and a split', () => {
+    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: ap }',
+      '  - name: web', '    protocol: http', '    listen: 2', '    routes:', '      - upstream: nope',
+      '      - split: [ { upstream: app, weight: 9 }, { upstream: canary } ]')).toEqual([
+      'gh.yaml:3:53 listeners.0.upstream: unknown upstream "ap" (known: app)',
+      'gh.yaml:8:19 listeners.1.routes.0.upstream: unknown upstream "nope" (known: app)',
+      'gh.yaml:9:60 listeners.1.routes.1.split.1.upstream: unknown upstream "canary" (known: app)',
+    ]);
+    expect(check('listeners: [ { name: in, protocol: tcp, listen: 1, upstream: app } ]')).toEqual([
+      'gh.yaml:1:62 listeners.0.upstream: unknown upstream "app" (none defined)',
+    ]);
+  });
+
+  test('duplicate names point at the second one', () => {
+    expect(check('upstreams:', '  - { name: app, backends: ["h:1"] }', '  - { name: app, backends: ["h:2"] }',
+      'actors: [ { name: a, module: ./a.ts }, { name: a, module: ./b.ts } ]')).toEqual([
+      'gh.yaml:3:13 upstreams.1.name: duplicate upstream name "app" (first at upstreams.0)',
+      'gh.yaml:4:48 actors.1.name: duplicate actor name "a" (first at actors.0)',
+    ]);
+    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app }',
+      '  - { name: in, protocol: tcp, listen: 2, upstream: app }')).toEqual([
+      'gh.yaml:4:13 listeners.1.name: duplicate listener name "in" (first at listeners.0)',
+    ]);
+  });
+
+  test('an upstream needs backends or discovery', () => {
+    expect(check('upstreams: [ { name: app } ]')).toEqual(['gh.yaml:1:14 upstreams.0.backends: required: an upstream needs backends or discovery']);
+    expect(check('upstreams: [ { name: app, discovery: { service: app } } ]')).toEqual([]);
+  });
+
+  test('a hub listener needs auth and nodes or discovery', () => {
+    expect(check('listeners:', '  - name: hub', '    protocol: hub', '    listen: 8090')).toEqual([
+      'gh.yaml:2:5 listeners.0.auth: required: a hub listener needs auth.jwt (the token\'s sub is the user id)',
+      'gh.yaml:2:5 listeners.0.nodes: required: a hub listener needs nodes or discovery',
+    ]);
+  });
+
+  test('a route needs exactly one of upstream and split', () => {
+    expect(check(UP, 'listeners:', '  - name: web', '    protocol: http', '    listen: 2', '    routes:',
+      '      - { name: a }', '      - { name: b, upstream: app, split: [ { upstream: app } ] }')).toEqual([
+      'gh.yaml:7:9 listeners.0.routes.0.upstream: required: a route needs upstream or split',
+      'gh.yaml:8:42 listeners.0.routes.1.split: use upstream or split, not both',
+    ]);
+  });
+
+  test('JWT keys exclude each other and fix the algorithms', () => {
+    expect(check(UP, 'listeners:', '  - name: web', '    protocol: http', '    listen: 2', '    routes:', '      - upstream: app',
+      '        auth: { jwt: { secret: s, jwksUrl: "https://idp/jwks", algorithms: [HS256] } }',
+      '      - upstream: app', '        auth: { jwt: { publicKey: PEM, algorithms: [HS256] } }',
+      '        rateLimit: { perSecond: 1, key: "jwt:sub" }',
+      '      - { upstream: app, rateLimit: { perSecond: 1, key: "jwt:sub" } }')).toEqual([
+      'gh.yaml:8:44 listeners.0.routes.0.auth.jwt.jwksUrl: use only one of secret, publicKey and jwksUrl (secret is set)',
+      'gh.yaml:10:53 listeners.0.routes.1.auth.jwt.algorithms.0: HS256 needs a secret, not publicKey',
+      'gh.yaml:12:58 listeners.0.routes.2.rateLimit.key: jwt:sub needs auth.jwt on this route',
+    ]);
+  });
+
+  test('two listeners on one address', () => {
+    expect(check(UP, 'admin: { listen: 127.0.0.1:9000 }', 'listeners:', '  - { name: a, protocol: tcp, listen: 9000, upstream: app }',
+      '  - { name: b, protocol: tcp, listen: 0, upstream: app }', '  - { name: c, protocol: tcp, listen: 0, upstream: app }')).toEqual([
+      'gh.yaml:4:39 listeners.0.listen: address 9000 is already used by admin.listen',
+    ]);
+  });
+
+  test('health check timeout longer than its interval', () => {
+    expect(check('upstreams: [ { name: app, backends: ["h:1"], healthCheck: { interval: 1s, timeout: 2s } } ]')).toEqual([
+      'gh.yaml:1:84 upstreams.0.healthCheck.timeout: must not be longer than the interval (1000 ms)',
+    ]);
+  });
+});
+
+describe('every problem is reported', () => {
+  test('schema errors and cross-field errors together, sorted by position', () => {
+    const out = check(
+      'runtime: { workers: -1 }',
+      'upstreams:',
+      '  - name: app',
+      '    backends: ["127.0.0.1:9001", "127.0.0.1:9001"]',
+      '    healthCheck: { intervall: 1s }',
+      'listeners:',
+      '  - { name: in, protocol: tcp, listen: 15000, upstream: db }',
+      '  - { name: web, protocol: http, listen: 15000, routes: [] }',
+    );
+    expect(out).toEqual([
+      'gh.yaml:1:21 runtime.workers: must be >= 0, got -1',
+      'gh.yaml:4:34 upstreams.0.backends.1: duplicate backend "127.0.0.1:9001" (first at upstreams.0.backends.0)',
+      'gh.yaml:5:20 upstreams.0.healthCheck.intervall: unknown key (did you mean "interval"?)',
+      'gh.yaml:7:57 listeners.0.upstream: unknown upstream "db" (known: app)',
+      'gh.yaml:8:42 listeners.1.listen: address 15000 is already used by listeners.0 (in)',
+      'gh.yaml:8:57 listeners.1.routes: an http listener needs at least one route',
+    ]);
+  });
+
+  test('the error carries the issues and the code', () => {
+    const err = (() => {
+      try {
+        parseConfig('log: { level: loud }\nruntime: { debug: 1 }', 'a/b.yaml');
+      } catch (e) {
+        return e as ConfigError;
+      }
+    })();
+    expect(err?.code).toBe('GH_ERR_CONFIG');
+    expect(err?.issues).toEqual([
+      { file: 'a/b.yaml', line: 1, col: 15, path: 'log.level', message: 'expected one of fatal, error, warn, info, debug, trace, silent, got a string ("loud")' },
+      { file: 'a/b.yaml', line: 2, col: 19, path: 'runtime.debug', message: 'expected true or false, got a number (1)' },
+    ]);
+    expect(err?.message.split('\n')).toHaveLength(2);
+  });
+});
+
+describe('YAML syntax errors', () => {
+  test('get a position too', () => {
+    expect(check('log:', '  level: info', '  level: debug')).toEqual(['gh.yaml:3:3 log.level: YAML: duplicate key']);
+    expect(check('log:', '\tlevel: info')).toEqual(['gh.yaml:2:1 (root): YAML: Tabs are not allowed as indentation']);
+    expect(check('a: 1', '---', 'b: 2')).toEqual(['gh.yaml:2:1 (root): YAML: a config file holds one document (remove the second ---)']);
+  });
+});
