@@ -154,6 +154,7 @@ export class Gatehouse implements AdminBackend {
       backendSlot: (u, a) => this.#backendSlots.get(`${u}/${a}`),
       resolvedPort: (n) => this.#resolvedPorts.get(n),
     });
+    cfg.debug = this.debug;
     this.#listenerSlots.retain(this.current.listeners.map((l) => l.name));
     this.#backendSlots.retain(this.current.upstreams.flatMap((u) => u.backends.map((b) => `${u.name}/${b.address}`)));
     return cfg;

@@ -149,6 +149,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     }
   };
   port.on('message', onMessage);
+  if (config.debug) onMessage({ type: 'events', enabled: true });
   const onAbort = (): void => {
     draining = true;
     sup.kill();
