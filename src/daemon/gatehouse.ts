@@ -50,6 +50,8 @@ export class Gatehouse implements AdminBackend {
   readonly #listenerSlots = new SlotAllocator(MAX_LISTENERS, (s) => this.table.resetListener(s));
   readonly #backendSlots = new SlotAllocator(MAX_BACKENDS, (s) => this.table.resetBackend(s));
   readonly #resolvedPorts = new Map<string, number>();
+  /** Listener addresses already logged as ready (logged once per address, not per shard). */
+  readonly #announced = new Map<string, string>();
   readonly #shardEvents = new Subject<ActorEvent & { shard?: number }>();
   readonly #shardCount: number;
   #eventListeners = 0;
@@ -127,7 +129,9 @@ export class Gatehouse implements AdminBackend {
         id: `shard-${i}`,
         // A shard that drained and ended (POST /drain) stays down; a crashed one is restarted.
         restart: 'transient',
-        shutdown: 'infinity',
+        // The shard drains for up to shutdownTimeout on its own; past that and a grace, the
+        // supervisor aborts its task, which terminates the thread.
+        shutdown: this.current.runtime.shutdownTimeout + 5_000,
         start: () =>
           new ShardActor({
             index: i,
@@ -162,12 +166,15 @@ export class Gatehouse implements AdminBackend {
 
   #onShardReady(shard: number, listeners: { name: string; host: string; port: number }[]): void {
     for (const l of listeners) {
+      const known = this.#announced.get(l.name);
+      if (known === `${l.host}:${l.port}`) continue;
       const cfg = this.current.listeners.find((x) => x.name === l.name);
       if (cfg && cfg.listen.port === 0 && !this.#resolvedPorts.has(l.name)) {
         // Port 0: the first shard to bind picks the port, the others bind the same one.
         this.#resolvedPorts.set(l.name, l.port);
       }
-      if (shard === 0) this.log.info({ listener: l.name, address: `${l.host}:${l.port}`, protocol: cfg?.protocol }, 'listener ready');
+      this.#announced.set(l.name, `${l.host}:${l.port}`);
+      this.log.info({ listener: l.name, address: `${l.host}:${l.port}`, protocol: cfg?.protocol, shard }, 'listener ready');
     }
   }
 
@@ -369,8 +376,11 @@ export class Gatehouse implements AdminBackend {
     }
     this.current = next;
     this.log.level = next.log.level;
+    // Shard 0 first: a new listener on port 0 gets its port there, and the others bind the same.
+    const [first, ...others] = this.#shards().sort((a, b) => a.index - b.index);
+    if (first) this.#onShardReady(first.index, await first.request({ type: 'config', config: this.#shardConfig() }));
     const shardCfg = this.#shardConfig();
-    await Promise.all(this.#shards().map((s) => s.request({ type: 'config', config: shardCfg })));
+    await Promise.all(others.map(async (s) => this.#onShardReady(s.index, await s.request({ type: 'config', config: shardCfg }))));
     const actorsSup = this.root.child('actors') as Supervisor;
     for (const a of prev.actors) {
       if (!next.actors.some((x) => x.name === a.name) || actorDefs.has(a.name)) await actorsSup.removeChild(`actor:${a.name}`);

@@ -114,6 +114,9 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     }
   };
 
+  const boundListeners = (): { name: string; host: string; port: number }[] =>
+    [...sup.children()].filter((a): a is ListenerActor => a instanceof ListenerActor && a.address !== undefined).map((a) => ({ name: a.id.slice('listener:'.length), ...a.address! }));
+
   const onMessage = (m: ToShard): void => {
     switch (m.type) {
       case 'tree':
@@ -124,7 +127,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
         break;
       case 'config':
         reconcile(m.config).then(
-          () => post({ type: 'reply', id: m.id, value: true }),
+          () => post({ type: 'reply', id: m.id, value: boundListeners() }),
           (err: Error) => post({ type: 'reply', id: m.id, error: { code: (err as { code?: string }).code, message: err.message } }),
         );
         break;
@@ -166,8 +169,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
 
   try {
     await sup.start();
-    const listeners = [...sup.children()].filter((a) => a instanceof ListenerActor).map((a) => ({ name: a.id.slice('listener:'.length), ...a.address! }));
-    post({ type: 'ready', listeners });
+    post({ type: 'ready', listeners: boundListeners() });
     return await done;
   } catch (err) {
     if (sup.status !== 'exited') sup.kill();
