@@ -74,3 +74,19 @@ export async function connect(port: number): Promise<{ socket: net.Socket; send(
     },
   };
 }
+
+/** Connects, writes `data`, and resolves with what was read once the gateway closed the connection (FIN or RST). */
+export async function readUntilClosed(port: number, data: string): Promise<string> {
+  const c = net.connect({ port, host: '127.0.0.1' });
+  c.on('error', () => {});
+  const chunks: Buffer[] = [];
+  c.on('data', (d: Buffer) => chunks.push(d));
+  c.write(data);
+  // Not events.once: it would reject on the reset's 'error', which is an expected ending here.
+  await new Promise<void>((resolve, reject) => {
+    const deadline = AbortSignal.timeout(10_000);
+    deadline.addEventListener('abort', () => reject(new Error('connection not closed within 10 s')), { once: true });
+    c.once('close', () => resolve());
+  });
+  return Buffer.concat(chunks).toString();
+}
