@@ -1,7 +1,8 @@
 import { Observable } from 'rxjs';
 import type { Logger } from 'pino';
+import diagnostics from 'node:diagnostics_channel';
 import { live } from './live.ts';
-import { emitActorEvent } from './events.ts';
+import { channels, emitActorEvent } from './events.ts';
 
 /** Why an actor exited. `normal`/`shutdown` are clean exits; the others are abnormal, except `noproc`. */
 export type ExitReason = 'normal' | 'shutdown' | 'killed' | 'noproc' | 'error';
@@ -43,6 +44,11 @@ export interface TreeOptions {
 }
 
 let nextRef = 1;
+/**
+ * A monitor callback that threw. It is reported here instead of being rethrown: `exit()` often
+ * runs inside an xstate observer, where a throw would be rethrown in a timer and kill the process.
+ */
+export const monitorErrorChannel = diagnostics.channel('gatehouse:actor:monitor-error');
 const TRACK_ORIGIN = process.env.GATEHOUSE_TRACK_ORIGIN === '1';
 
 /**
@@ -69,6 +75,8 @@ export abstract class Actor {
   readonly origin: string | undefined;
   #monitors: Map<number, (d: Down) => void> | ((d: Down) => void) | undefined;
   #monitorRef = 0;
+  /** Set while `forceStop()` runs: a kill reached again from a DOWN it causes is a no-op. */
+  #killing = false;
   #exited: Promise<Down> | undefined;
   #resolveExited: ((d: Down) => void) | undefined;
 
@@ -110,25 +118,36 @@ export abstract class Actor {
     const ref = nextRef++;
     if (this.status === 'exited') {
       const d: Down = { type: 'DOWN', ref, id: this.id, actorType: this.type, reason: 'noproc' };
-      queueMicrotask(() => onDown(d));
-      return () => {};
+      let active = true;
+      queueMicrotask(() => {
+        if (active) deliver(onDown, d);
+      });
+      // Demonitoring before the microtask runs also drops the pending noproc (Erlang's flush).
+      return () => {
+        active = false;
+      };
     }
     // One monitor is the common case (a registry); keep it without a Map.
     if (this.#monitors === undefined) {
       this.#monitors = onDown;
       this.#monitorRef = ref;
-      return () => {
-        if (this.#monitors === onDown) this.#monitors = undefined;
-      };
+    } else {
+      if (typeof this.#monitors === 'function') this.#monitors = new Map([[this.#monitorRef, this.#monitors]]);
+      this.#monitors.set(ref, onDown);
     }
-    if (typeof this.#monitors === 'function') {
-      const first = this.#monitors;
-      this.#monitors = new Map([[this.#monitorRef, first]]);
+    // Removal is by ref, never by function identity: the single monitor may have moved into the
+    // Map since, and the same function may watch twice.
+    return () => this.#demonitor(ref);
+  }
+
+  #demonitor(ref: number): void {
+    const m = this.#monitors;
+    if (typeof m === 'function') {
+      if (this.#monitorRef === ref) this.#monitors = undefined;
+    } else if (m) {
+      m.delete(ref);
+      if (m.size === 0) this.#monitors = undefined;
     }
-    this.#monitors.set(ref, onDown);
-    return () => {
-      if (this.#monitors instanceof Map) this.#monitors.delete(ref);
-    };
   }
 
   /** The DOWN of this actor as an rxjs Observable: one value, then complete. */
@@ -157,12 +176,14 @@ export abstract class Actor {
   async shutdown(timeout: ShutdownSpec = 5_000): Promise<Down> {
     if (this.status === 'exited') return this.exited();
     const done = this.exited();
+    // 'brutal' kills now, also when an earlier, gentler shutdown is still waiting.
+    if (timeout === 'brutal') {
+      this.status = 'stopping';
+      this.kill();
+      return done;
+    }
     if (this.status !== 'stopping') {
       this.status = 'stopping';
-      if (timeout === 'brutal') {
-        this.kill();
-        return done;
-      }
       let trapped: boolean;
       try {
         trapped = this.requestStop();
@@ -172,7 +193,7 @@ export abstract class Actor {
       }
       if (!trapped) return done;
     }
-    if (timeout === 'infinity' || timeout === 'brutal') return done;
+    if (timeout === 'infinity' || (this.status as ActorStatus) === 'exited') return done;
     let timer: NodeJS.Timeout | undefined;
     const killed = new Promise<'timeout'>((r) => (timer = setTimeout(() => r('timeout'), timeout)));
     const first = await Promise.race([done, killed]);
@@ -183,10 +204,15 @@ export abstract class Actor {
 
   /** Brutal kill: no drain. */
   kill(): void {
-    if (this.status === 'exited') return;
+    if (this.status === 'exited' || this.#killing) return;
+    this.#killing = true;
     try {
       this.forceStop();
+    } catch (err) {
+      // A subclass that cannot release cleanly is still gone: report it and exit anyway.
+      channels.crash.publish({ id: this.id, type: this.type, error: err });
     } finally {
+      this.#killing = false;
       if ((this.status as ActorStatus) !== 'exited') this.exit('killed');
     }
   }
@@ -201,8 +227,9 @@ export abstract class Actor {
     const monitors = this.#monitors;
     this.#monitors = undefined;
     const mk = (ref: number): Down => ({ type: 'DOWN', ref, id: this.id, actorType: this.type, reason, error });
-    if (typeof monitors === 'function') monitors(mk(this.#monitorRef));
-    else if (monitors) for (const [ref, fn] of monitors) fn(mk(ref));
+    // Each watcher gets its DOWN even if another watcher throws.
+    if (typeof monitors === 'function') deliver(monitors, mk(this.#monitorRef));
+    else if (monitors) for (const [ref, fn] of monitors) deliver(fn, mk(ref));
     this.#resolveExited?.(mk(0));
     emitActorEvent({ type: 'down', id: this.id, actorType: this.type, reason, error: error instanceof Error ? error.message : undefined });
   }
@@ -232,17 +259,30 @@ export abstract class Actor {
     let shown = 0;
     let hidden = 0;
     for (const child of this.children()) {
-      if (opts.limit !== undefined && shown >= opts.limit) {
+      // Without a type filter a hidden child is not rendered at all (cheap at 10k connections).
+      if (!opts.type && opts.limit !== undefined && shown >= opts.limit) {
         hidden++;
         continue;
       }
       const sub = child.tree(opts, level + 1);
       if (opts.type && sub.type !== opts.type && sub.children.length === 0) continue;
+      if (opts.limit !== undefined && shown >= opts.limit) {
+        hidden++;
+        continue;
+      }
       node.children.push(sub);
       shown++;
     }
     if (hidden > 0) node.truncated = hidden;
     return node;
+  }
+}
+
+function deliver(fn: (d: Down) => void, d: Down): void {
+  try {
+    fn(d);
+  } catch (error) {
+    monitorErrorChannel.publish({ id: d.id, type: d.actorType, ref: d.ref, error });
   }
 }
 

@@ -1,4 +1,4 @@
-import { transition, type AnyStateMachine } from 'xstate';
+import { initialTransition, transition, type AnyStateMachine } from 'xstate';
 
 /**
  * An xstate machine compiled to a transition table, for actors that live by the tens of
@@ -27,33 +27,60 @@ export interface CompiledMachine<S extends string = string, E extends string = s
   next(state: S, event: E): S | undefined;
 }
 
+type AnyNode = AnyStateMachine['root'];
+
+function checkNode(machine: AnyStateMachine, key: string, node: AnyNode, events: Set<string>): void {
+  const where = `compile(${machine.id}): ${key}`;
+  if (node.invoke.length > 0 || node.after.length > 0) throw new TypeError(`${where} invokes or delays`);
+  if (node.always && node.always.length > 0) throw new TypeError(`${where} has an eventless (always) transition`);
+  for (const [ev, ts] of node.transitions) {
+    if (ev === '*' || ev.includes('*')) throw new TypeError(`${where}: wildcard event`);
+    for (const t of ts) if (t.guard) throw new TypeError(`${where}: guarded transition --${ev}-->`);
+    // xstate's own events (done/error of the machine itself) never come from outside.
+    if (!ev.startsWith('xstate.')) events.add(ev);
+  }
+}
+
+/**
+ * Compiles a flat, guard-free xstate machine to a transition table; throws a `TypeError` naming
+ * the state for anything else (nested, parallel or history states, guards, wildcards, invoked,
+ * delayed or eventless transitions).
+ *
+ * @example
+ * const table = compile(setup({}).createMachine({ initial: 'a', states: { a: { on: { go: 'b' } }, b: {} } }));
+ * table.next('a', 'go'); // 'b'
+ */
 export function compile<S extends string = string, E extends string = string>(machine: AnyStateMachine): CompiledMachine<S, E> {
   const root = machine.root;
+  if (root.type === 'parallel') throw new TypeError(`compile(${machine.id}): the root is parallel`);
   const states: string[] = [];
   const events = new Set<string>();
   const final = new Set<string>();
+  // Transitions on the machine itself (`on` at the root) apply in every state.
+  checkNode(machine, '(root)', root, events);
   for (const [key, node] of Object.entries(root.states)) {
     if (Object.keys(node.states).length > 0) throw new TypeError(`compile(${machine.id}): state ${key} is nested`);
-    if (node.invoke.length > 0 || node.after.length > 0) throw new TypeError(`compile(${machine.id}): state ${key} invokes or delays`);
+    if (node.type === 'history' || node.type === 'parallel') throw new TypeError(`compile(${machine.id}): state ${key} is a ${node.type} state`);
+    checkNode(machine, `state ${key}`, node, events);
     states.push(key);
     if (node.type === 'final') final.add(key);
-    for (const [ev, ts] of node.transitions) {
-      if (ev === '*' || ev.includes('*')) throw new TypeError(`compile(${machine.id}): wildcard event in ${key}`);
-      for (const t of ts) if (t.guard) throw new TypeError(`compile(${machine.id}): guarded transition ${key} --${ev}-->`);
-      events.add(ev);
-    }
   }
-  const initial = machine.getInitialSnapshot(undefined as never).value as string;
+  const [init] = initialTransition(machine);
+  if (typeof init.value !== 'string') throw new TypeError(`compile(${machine.id}): the initial state is not a flat state`);
+  const initial = init.value;
   const table = new Map<string, Map<string, string>>();
   for (const s of states) {
     const row = new Map<string, string>();
-    const snap = machine.resolveState({ value: s, context: undefined as never });
-    for (const ev of events) {
-      if (!root.states[s]!.transitions.has(ev)) continue;
-      const [next] = transition(machine, snap, { type: ev });
-      row.set(ev, next.value as string);
-    }
     table.set(s, row);
+    // A machine in a final state is done and takes no more events.
+    if (final.has(s)) continue;
+    const snap = machine.resolveState({ value: s, context: init.context });
+    for (const ev of events) {
+      if (!snap.can({ type: ev })) continue;
+      const [next] = transition(machine, snap, { type: ev });
+      if (typeof next.value !== 'string') throw new TypeError(`compile(${machine.id}): ${s} --${ev}--> is not a flat state`);
+      row.set(ev, next.value);
+    }
   }
   return {
     id: machine.id,

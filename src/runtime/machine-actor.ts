@@ -61,8 +61,9 @@ export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor
     });
   }
 
-  /** Starts the xstate actor. A throw from its entry actions becomes a DOWN with reason `error`. */
+  /** Starts the xstate actor. A throw from its entry actions becomes a DOWN with reason `error`. Idempotent. */
   start(): this {
+    if (this.#sub || this.status !== 'starting') return this;
     this.#sub = this.ref.subscribe({
       next: (snap: { value?: unknown; status?: string }) => {
         const s = stateString(snap.value ?? snap.status);
@@ -79,7 +80,10 @@ export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor
       complete: () => {
         const snap = this.ref.getSnapshot() as { status: string };
         this.#cleanup();
-        this.exit(snap.status === 'done' ? 'normal' : this.#killing ? 'killed' : 'shutdown');
+        // A final state reached because we asked it to stop is a shutdown, as in OTP where a
+        // process trapping exits ends with the reason it was given.
+        if (snap.status === 'done') this.exit(this.status === 'stopping' && !this.#killing ? 'shutdown' : 'normal');
+        else this.exit(this.#killing ? 'killed' : 'shutdown');
       },
     });
     this.ref.start();
@@ -97,6 +101,13 @@ export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor
   }
 
   protected requestStop(): boolean {
+    if (!this.#sub) {
+      // Never started: there is nothing to drain.
+      this.ref.stop();
+      this.#cleanup();
+      this.exit('shutdown');
+      return false;
+    }
     const snap = this.ref.getSnapshot() as { can?: (e: unknown) => boolean; status: string };
     if (snap.status === 'active' && typeof snap.can === 'function' && snap.can(SHUTDOWN_EVENT)) {
       this.ref.send(SHUTDOWN_EVENT);
@@ -109,7 +120,8 @@ export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor
   protected forceStop(): void {
     this.#killing = true;
     this.ref.stop();
-    // xstate may not run cleanup after an error (xstate#4726): release resources ourselves.
+    // xstate may not run cleanup after an error (xstate#4726), and defers stop() while the actor
+    // is processing an event: release resources and exit ourselves.
     if (this.status !== 'exited') {
       this.#cleanup();
       this.exit('killed');

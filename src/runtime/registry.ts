@@ -41,17 +41,25 @@ export class Registry<V = undefined> {
    */
   register(actor: Actor, value: V): boolean {
     if (actor.status === 'exited') return false;
-    const old = this.#byId.get(actor.id);
-    if (old) this.#remove(old);
-    const entry: Entry<V> = { actor, value, keys: new Map(), demonitor: () => {} };
+    // Every key is computed before anything changes: an index function that throws leaves the
+    // registry as it was, never an entry in some indexes and not in byId (which nothing would clean).
+    const keys = new Map<string, string[]>();
     for (const [name, idx] of this.#indexes) {
       const raw = idx.fn(value);
       if (raw === undefined) continue;
-      const keys = typeof raw === 'string' ? [raw] : [...raw];
-      entry.keys.set(name, keys);
-      for (const k of keys) {
-        let set = idx.map.get(k);
-        if (!set) idx.map.set(k, (set = new Set()));
+      keys.set(name, typeof raw === 'string' ? [raw] : [...new Set(raw)]);
+    }
+    const old = this.#byId.get(actor.id);
+    if (old) {
+      old.demonitor();
+      this.#remove(old);
+    }
+    const entry: Entry<V> = { actor, value, keys, demonitor: () => {} };
+    for (const [name, ks] of keys) {
+      const map = this.#indexes.get(name)!.map;
+      for (const k of ks) {
+        let set = map.get(k);
+        if (!set) map.set(k, (set = new Set()));
         set.add(entry);
       }
     }

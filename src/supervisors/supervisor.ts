@@ -107,10 +107,13 @@ export class Supervisor extends Actor {
   readonly #lifecycle = createActor(supervisorMachine);
   #restartTimes: number[] = [];
   #queue: Promise<void> = Promise.resolve();
+  #started: Promise<this> | undefined;
 
   constructor(spec: SupervisorSpec, opts: SupervisorOptions = {}) {
-    super(spec.id, spec.type ?? 'supervisor', opts.parent);
+    // Checked before super(): the base constructor puts the actor in the live set, and a rejected
+    // spec must leave nothing behind.
     Supervisor.check(spec);
+    super(spec.id, spec.type ?? 'supervisor', opts.parent);
     this.spec = {
       id: spec.id,
       strategy: spec.strategy ?? 'one_for_one',
@@ -127,7 +130,8 @@ export class Supervisor extends Actor {
 
   /** Checks a spec before anything starts (OTP `check_childspecs`); throws `GH_ERR_SUPERVISOR_SPEC`. */
   static check(spec: SupervisorSpec): void {
-    const name = spec.id || '(unnamed)';
+    if (!spec || typeof spec !== 'object') throw new SupervisorSpecError('(unnamed)', 'spec', 'must be an object');
+    const name = typeof spec.id === 'string' && spec.id ? spec.id : '(unnamed)';
     if (!spec.id || typeof spec.id !== 'string') throw new SupervisorSpecError(name, 'id', 'must be a non-empty string');
     if (spec.strategy !== undefined && !STRATEGIES.includes(spec.strategy)) {
       throw new SupervisorSpecError(name, 'strategy', `must be one of ${STRATEGIES.join(', ')}`);
@@ -179,39 +183,54 @@ export class Supervisor extends Actor {
     return this.#slots.map((s) => ({ id: s.spec.id, actor: s.actor, restarts: s.restarts }));
   }
 
-  /** Starts every child in order. On a failed start, stops those started, in reverse, and throws. */
-  async start(): Promise<this> {
+  /**
+   * Starts every child in order. On a failed start, stops those started, in reverse, and throws
+   * `GH_ERR_CHILD_START`. Idempotent. A supervisor asked to stop first starts nothing.
+   */
+  start(): Promise<this> {
+    this.#started ??= this.#start();
+    return this.#started;
+  }
+
+  async #start(): Promise<this> {
     await this.#run(async () => {
       for (const slot of this.#slots) {
+        // Asked to stop meanwhile: the queued stop takes over from here.
+        if (this.status !== 'starting') return;
         try {
           await this.#startSlot(slot);
         } catch (err) {
           this.log.error({ supervisor: this.id, errorContext: 'start_error', reason: String(err), offender: slot.spec.id, err }, 'supervisor report');
           await this.#stopAll();
-          this.#lifecycle.send({ type: 'sup.fail' });
+          this.#send({ type: 'sup.fail' });
           const e = new ChildStartError(this.id, slot.spec.id, { cause: err });
           this.exit('error', e);
           throw e;
         }
       }
-      this.#lifecycle.send({ type: 'sup.started' });
+      this.#send({ type: 'sup.started' });
       this.markRunning();
       emitActorEvent({ type: 'spawned', id: this.id, actorType: this.type, parent: this.parent?.id });
     });
     return this;
   }
 
-  /** Adds and starts a child at the end (OTP `start_child`). */
+  /** Adds and starts a child at the end (OTP `start_child`). Rejects with `GH_ERR_SUPERVISOR_SPEC` or `GH_ERR_CHILD_START`. */
   async startChild(spec: ChildSpec): Promise<Actor> {
-    const seen = new Set(this.#slots.map((s) => s.spec.id));
-    Supervisor.checkChild(this.id, spec, spec.id, seen);
-    const slot: Slot = { spec, actor: undefined, restarts: 0, stopping: false };
+    Supervisor.checkChild(this.id, spec, spec?.id ?? '(child)', new Set());
     return this.#run(async () => {
+      // Checked in the queue, so that two concurrent calls with one id cannot both pass.
+      Supervisor.checkChild(this.id, spec, spec.id, new Set(this.#slots.map((s) => s.spec.id)));
+      if (this.#halting()) {
+        throw new ChildStartError(this.id, spec.id, { cause: new Error(`supervisor ${this.id} is ${this.status}`) });
+      }
+      const slot: Slot = { spec, actor: undefined, restarts: 0, stopping: false };
       this.#slots.push(slot);
       try {
         return await this.#startSlot(slot);
       } catch (err) {
-        this.#slots.splice(this.#slots.indexOf(slot), 1);
+        const i = this.#slots.indexOf(slot);
+        if (i >= 0) this.#slots.splice(i, 1);
         throw new ChildStartError(this.id, spec.id, { cause: err });
       }
     });
@@ -228,6 +247,18 @@ export class Supervisor extends Actor {
     });
   }
 
+  /**
+   * Resolves once the work queued so far (starts, restarts, stops) is done: a barrier, like a
+   * `sys:get_state` call on an OTP supervisor. A DOWN handled before the call is acted upon by then.
+   *
+   * @example
+   * worker.send({ type: 'crash' });
+   * await sup.settled(); // the restart has happened (or the supervisor gave up)
+   */
+  settled(): Promise<void> {
+    return this.#run(async () => {});
+  }
+
   #run<T>(work: () => Promise<T>): Promise<T> {
     const p = this.#queue.then(work);
     this.#queue = p.then(
@@ -237,14 +268,40 @@ export class Supervisor extends Actor {
     return p;
   }
 
+  /** Stopping or gone: no more starts or restarts. */
+  #halting(): boolean {
+    return this.status === 'stopping' || this.status === 'exited';
+  }
+
+  /** Sends to the lifecycle actor unless it already stopped (xstate warns about sends to stopped actors). */
+  #send(event: { type: 'sup.started' | 'sup.restarting' | 'sup.restarted' | 'sup.stop' | 'sup.stopped' | 'sup.fail' }): void {
+    if (this.status !== 'exited') this.#lifecycle.send(event);
+  }
+
   async #startSlot(slot: Slot): Promise<Actor> {
     const { spec } = slot;
     const actor = await spec.start({ id: spec.id, parent: this, restarts: slot.restarts, log: this.#baseLog });
+    if (this.status === 'exited') {
+      // Killed while the child was starting: nobody would ever stop it.
+      actor.kill();
+      throw new Error(`supervisor ${this.id} exited while ${spec.id} was starting`);
+    }
+    if (actor.status === 'exited' && !isCleanExit(actor.exitReason ?? 'noproc')) {
+      // It crashed in its own start (an entry action threw): that is a failed start, as in OTP
+      // when init/1 fails, not a running child.
+      throw actor.exitError ?? new Error(`child ${spec.id} exited at start (${actor.exitReason})`);
+    }
     actor.parent = this;
     actor.restarts = slot.restarts;
     slot.actor = actor;
     slot.stopping = false;
-    actor.monitor((down) => this.#onChildDown(slot, actor, down));
+    if (actor.status === 'exited') {
+      // Finished at once (a final initial state): handled as its real exit, not as `noproc`.
+      const down: Down = { type: 'DOWN', ref: 0, id: actor.id, actorType: actor.type, reason: actor.exitReason ?? 'normal' };
+      queueMicrotask(() => this.#onChildDown(slot, actor, down));
+    } else {
+      actor.monitor((down) => this.#onChildDown(slot, actor, down));
+    }
     return actor;
   }
 
@@ -252,9 +309,10 @@ export class Supervisor extends Actor {
     const actor = slot.actor;
     if (!actor) return;
     slot.stopping = true;
+    const wasLive = actor.status !== 'exited';
     const timeout = slot.spec.shutdown ?? (slot.spec.supervisor || actor instanceof Supervisor ? 'infinity' : 5_000);
     const down = await actor.shutdown(timeout);
-    if (down.reason === 'killed' && timeout !== 'brutal') {
+    if (wasLive && down.reason === 'killed' && timeout !== 'brutal') {
       this.log.error({ supervisor: this.id, errorContext: 'shutdown_error', reason: 'killed', offender: slot.spec.id, shutdownMs: timeout }, 'supervisor report');
     }
     if (slot.actor === actor) slot.actor = undefined;
@@ -282,11 +340,18 @@ export class Supervisor extends Actor {
       return;
     }
     if (restart === 'transient' && !abnormal) return;
+    this.#queueRestart(slot);
+  }
+
+  #queueRestart(slot: Slot): void {
     void this.#run(() => this.#restart(slot)).catch((err) => this.log.error({ err }, 'supervisor restart failed'));
   }
 
   async #restart(slot: Slot): Promise<void> {
-    if (this.status === 'stopping' || this.status === 'exited' || !this.#slots.includes(slot)) return;
+    if (this.#halting() || !this.#slots.includes(slot)) return;
+    // Restarted meanwhile by a one_for_all/rest_for_one restart of a sibling: this DOWN is stale
+    // (OTP ignores an EXIT from a pid it no longer holds).
+    if (slot.actor) return;
     const now = this.#clock.now();
     this.#restartTimes = this.#restartTimes.filter((t) => now - t < this.spec.periodMs);
     this.#restartTimes.push(now);
@@ -294,7 +359,7 @@ export class Supervisor extends Actor {
       await this.#giveUp(slot);
       return;
     }
-    this.#lifecycle.send({ type: 'sup.restarting' });
+    this.#send({ type: 'sup.restarting' });
     const idx = this.#slots.indexOf(slot);
     let toRestart: Slot[];
     if (this.spec.strategy === 'one_for_one') toRestart = [slot];
@@ -310,6 +375,7 @@ export class Supervisor extends Actor {
     }
     for (const s of toRestart) {
       if (s.actor) continue;
+      if (this.#halting()) break;
       s.restarts++;
       try {
         const a = await this.#startSlot(s);
@@ -317,13 +383,14 @@ export class Supervisor extends Actor {
         emitActorEvent({ type: 'restart', id: a.id, actorType: a.type, supervisor: this.id, restarts: s.restarts });
         this.log.warn({ supervisor: this.id, child: s.spec.id, restarts: s.restarts }, 'child restarted');
       } catch (err) {
+        if ((this.status as string) === 'exited') return;
         // OTP tries again, and each try counts toward the intensity.
         this.log.error({ supervisor: this.id, errorContext: 'start_error', reason: String(err), offender: s.spec.id, err }, 'supervisor report');
-        void this.#run(() => this.#restart(s));
+        this.#queueRestart(s);
         break;
       }
     }
-    if ((this.status as string) !== 'exited') this.#lifecycle.send({ type: 'sup.restarted' });
+    this.#send({ type: 'sup.restarted' });
   }
 
   async #giveUp(offender: Slot): Promise<void> {
@@ -332,15 +399,15 @@ export class Supervisor extends Actor {
     channels.intensity.publish({ supervisor: this.id, offender: offender.spec.id });
     this.status = 'stopping';
     await this.#stopAll();
-    this.#lifecycle.send({ type: 'sup.fail' });
+    this.#send({ type: 'sup.fail' });
     this.exit('error', err);
   }
 
   protected requestStop(): boolean {
-    this.#lifecycle.send({ type: 'sup.stop' });
+    this.#send({ type: 'sup.stop' });
     void this.#run(async () => {
       await this.#stopAll();
-      this.#lifecycle.send({ type: 'sup.stopped' });
+      this.#send({ type: 'sup.stopped' });
       this.exit('shutdown');
     });
     return true;
@@ -353,7 +420,7 @@ export class Supervisor extends Actor {
       s.actor?.kill();
       s.actor = undefined;
     }
-    this.#lifecycle.send({ type: 'sup.fail' });
+    this.#send({ type: 'sup.fail' });
   }
 
   protected override exit(reason: ExitReason, error?: unknown): void {
@@ -395,6 +462,8 @@ export function machineChild<L extends AnyActorLogic>(o: {
  * supervisorChild({ id: 'upstreams', strategy: 'one_for_one', children: [] }, { log })
  */
 export function supervisorChild(spec: SupervisorSpec, opts: Omit<SupervisorOptions, 'parent'> = {}, restart: RestartType = 'permanent'): ChildSpec {
+  // Checked now, so that a bad nested spec is rejected while the outer tree is built, before anything starts.
+  Supervisor.check(spec);
   return {
     id: spec.id,
     restart,
