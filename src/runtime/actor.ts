@@ -2,7 +2,7 @@ import { Observable } from 'rxjs';
 import type { Logger } from 'pino';
 import diagnostics from 'node:diagnostics_channel';
 import { live } from './live.ts';
-import { channels, emitActorEvent } from './events.ts';
+import { actorEventsEnabled, channels, emitActorEvent } from './events.ts';
 
 /** Why an actor exited. `normal`/`shutdown` are clean exits; the others are abnormal, except `noproc`. */
 export type ExitReason = 'normal' | 'shutdown' | 'killed' | 'noproc' | 'error';
@@ -236,7 +236,9 @@ export abstract class Actor {
 
   /** Marks the actor running (after its start succeeded). */
   protected markRunning(): void {
-    if (this.status === 'starting') this.status = 'running';
+    if (this.status !== 'starting') return;
+    this.status = 'running';
+    if (actorEventsEnabled()) emitActorEvent({ type: 'spawned', id: this.id, actorType: this.type, parent: this.parent?.id });
   }
 
   /** A JSON node of the tree below this actor, honouring depth, limit and type filters. */

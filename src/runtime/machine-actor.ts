@@ -74,6 +74,7 @@ export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor
       },
       error: (err: unknown) => {
         channels.crash.publish({ id: this.id, type: this.type, error: err });
+        this.#stopOrphans();
         this.#cleanup();
         this.exit('error', err);
       },
@@ -93,6 +94,28 @@ export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor
 
   get state(): string {
     return this.#state || 'starting';
+  }
+
+  /**
+   * After an error xstate stops the machine but not its invoked and spawned children, so their
+   * cleanup (a `fromCallback` disposer closing a server) never runs (xstate#4726) and a restart
+   * would find the port taken. Stop them here, deepest first. `_stop` is xstate's internal stop
+   * for non-root actors; xstate is pinned to v5 and kept behind this class.
+   */
+  #stopOrphans(): void {
+    const visit = (ref: AnyActorRef): void => {
+      const children = (ref.getSnapshot() as { children?: Record<string, AnyActorRef | undefined> }).children ?? {};
+      for (const child of Object.values(children)) {
+        if (!child) continue;
+        visit(child);
+        try {
+          (child as unknown as { _stop?: () => void })._stop?.();
+        } catch {
+          // Best effort: the parent is already gone.
+        }
+      }
+    };
+    visit(this.ref);
   }
 
   /** Sends an event to the xstate actor. */

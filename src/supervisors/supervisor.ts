@@ -210,7 +210,6 @@ export class Supervisor extends Actor {
       }
       this.#send({ type: 'sup.started' });
       this.markRunning();
-      emitActorEvent({ type: 'spawned', id: this.id, actorType: this.type, parent: this.parent?.id });
     });
     return this;
   }

@@ -67,8 +67,7 @@ describe('custom actors', () => {
     const mod = dir.write(
       'crashy.ts',
       `import http from 'node:http';
-import { fromCallback, setup } from 'xstate';
-import { defineActor } from '${path.join(ROOT, 'src/index.ts')}';
+import { defineActor, fromCallback, setup } from '${path.join(ROOT, 'src/index.ts')}';
 export default defineActor<{ port: number }>({
   name: 'crashy',
   logic: (ctx) => setup({
