@@ -140,8 +140,20 @@ export class ListenerActor extends Actor {
     conn.start();
   }
 
-  /** New connections use this upstream from now on (a reload changed it); open ones keep theirs. */
-  setUpstream(upstream: ShardUpstream | undefined, balancer: Balancer | undefined): void {
+  /** The listener's configured name (its id is `listener:NAME`). */
+  get name(): string {
+    return this.#opts.listener.name;
+  }
+
+  /**
+   * Applies a reloaded config that keeps the address: limits, timeouts and upstream apply to new
+   * connections from now on; open ones keep theirs.
+   */
+  reconfigure(listener: ShardListener, upstream: ShardUpstream | undefined, balancer: Balancer | undefined): void {
+    this.#opts.listener = listener;
+    this.#ctx.listener = listener;
+    this.#opts.upstream = upstream;
+    this.#opts.balancer = balancer;
     this.#ctx.balancer = balancer;
     this.#ctx.connectTimeoutMs = upstream?.connectTimeoutMs ?? 2_000;
     this.#ctx.connectRetries = upstream?.connectRetries ?? 2;

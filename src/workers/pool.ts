@@ -3,6 +3,7 @@ import type { MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { runShard } from './shard.ts';
+import { trackResource, trackWorker, type WorkerLike } from '../runtime/resources.ts';
 import type { ShardHost } from './shard-actor.ts';
 import type { ShardInit, ShardResult } from './protocol.ts';
 
@@ -34,7 +35,12 @@ export class PiscinaShardHost implements ShardHost {
       env: process.env,
     });
     this.pool.on('error', (err: unknown) => log.error({ err }, 'shard pool error'));
+    this.pool.on('workerCreate', (w: { worker?: WorkerLike }) => {
+      if (w?.worker) trackWorker(w.worker, 'shard thread');
+    });
+    this.#untrack = trackResource('worker pool', 'shards');
   }
+  readonly #untrack: () => void;
 
   run(init: ShardInit, port: MessagePort, signal: AbortSignal): Promise<ShardResult> {
     return this.pool.run({ init, port }, { transferList: [port as never], signal });
@@ -42,7 +48,7 @@ export class PiscinaShardHost implements ShardHost {
 
   /** Terminates every thread (after the shards have drained). Idempotent. */
   close(): Promise<void> {
-    this.#closed ??= this.pool.destroy();
+    this.#closed ??= this.pool.destroy().finally(this.#untrack);
     return this.#closed;
   }
 }

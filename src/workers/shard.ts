@@ -93,29 +93,58 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     settle({ ok: true });
   };
 
+  // Child ids per listener name: a listener that moves to a new address gets a new incarnation
+  // (`listener:NAME~2`) bound before the old one drains, so the move drops nothing.
+  const childIds = new Map(config.listeners.map((l) => [l.name, `listener:${l.name}`]));
+  let generation = 0;
+
+  /** Port-0 listeners are recorded with the port they got, so a reload sees them unchanged. */
+  const withBoundPorts = (c: ShardConfig): ShardConfig => ({
+    ...c,
+    listeners: c.listeners.map((l) => {
+      const a = sup.child(childIds.get(l.name) ?? '');
+      return l.port === 0 && a instanceof ListenerActor && a.address ? { ...l, port: a.address.port } : l;
+    }),
+  });
+
   const reconcile = async (next: ShardConfig): Promise<void> => {
     const prev = config;
     config = next;
-    const key = (l: ShardListener): string => JSON.stringify(l);
-    const upKey = (name: string | undefined, c: ShardConfig): string => JSON.stringify(c.upstreams.find((u) => u.name === name));
-    const before = new Map(prev.listeners.map((l) => [l.name, l]));
-    for (const l of prev.listeners) {
-      const n = next.listeners.find((x) => x.name === l.name);
-      if (!n || key(n) !== key(l)) await sup.removeChild(`listener:${l.name}`);
-    }
+    const upstreamOf = (l: ShardListener) => next.upstreams.find((u) => u.name === l.upstream);
+    const retire = (name: string): void => {
+      const id = childIds.get(name)!;
+      childIds.delete(name);
+      const a = sup.child(id);
+      if (a instanceof ListenerActor) a.stopAccepting();
+      // Drains in the background (up to shutdownTimeout): the reload does not wait for it.
+      void sup.removeChild(id).catch((err: unknown) => log.error({ err, listener: name }, 'listener removal failed'));
+    };
+    for (const l of prev.listeners) if (!next.listeners.some((x) => x.name === l.name)) retire(l.name);
     for (const l of next.listeners) {
-      const old = before.get(l.name);
-      if (!old || key(old) !== key(l)) await sup.startChild(listenerChild(l));
-      else if (upKey(l.upstream, prev) !== upKey(l.upstream, next)) {
-        const upstream = next.upstreams.find((u) => u.name === l.upstream);
-        const a = sup.child(`listener:${l.name}`);
-        if (a instanceof ListenerActor) a.setUpstream(upstream, upstream && new Balancer(upstream, table, shard));
+      const old = prev.listeners.find((x) => x.name === l.name);
+      if (old && old.host === l.host && old.port === l.port) {
+        // Same address: reconfigure in place; open connections keep their settings.
+        const a = sup.child(childIds.get(l.name)!);
+        const upstream = upstreamOf(l);
+        if (a instanceof ListenerActor) a.reconfigure(l, upstream, upstream && new Balancer(upstream, table, shard));
+        continue;
       }
+      const id = old ? `listener:${l.name}~${++generation}` : `listener:${l.name}`;
+      const oldId = childIds.get(l.name);
+      await sup.startChild({ ...listenerChild(l), id });
+      if (oldId) {
+        childIds.set(l.name, oldId);
+        retire(l.name);
+      }
+      childIds.set(l.name, id);
     }
+    config = withBoundPorts(next);
   };
 
   const boundListeners = (): { name: string; host: string; port: number }[] =>
-    [...sup.children()].filter((a): a is ListenerActor => a instanceof ListenerActor && a.address !== undefined).map((a) => ({ name: a.id.slice('listener:'.length), ...a.address! }));
+    [...sup.children()]
+      .filter((a): a is ListenerActor => a instanceof ListenerActor && a.address !== undefined && a.status === 'running')
+      .map((a) => ({ name: a.name, ...a.address! }));
 
   const onMessage = (m: ToShard): void => {
     switch (m.type) {
@@ -169,6 +198,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
 
   try {
     await sup.start();
+    config = withBoundPorts(config);
     post({ type: 'ready', listeners: boundListeners() });
     return await done;
   } catch (err) {

@@ -126,6 +126,21 @@ listeners:
     expect(gh.logs.some((l) => l.msg === 'gatehouse stopped')).toBe(true);
   });
 
+  test('SIGINT with a connection that never ends: closed at shutdownTimeout, exit 0', async () => {
+    await using echo = await startEchoServer();
+    using dir = tempDir();
+    const cfg = config([echo.port]).replace('shutdownTimeout: 5s', 'shutdownTimeout: 1s');
+    await using gh = await Daemon.start(dir.write('gh.yaml', cfg));
+    const idle = await connect(gh.port('tcp-in'));
+    expect(await idle.send('hold')).toBe('hold');
+    const ended = new Promise<void>((r) => idle.socket.once('end', r));
+    gh.child.kill('SIGINT');
+    await gh.waitForLog((l) => l.msg === 'drain deadline reached, closing connections');
+    await ended;
+    expect(await gh.exited).toBe(0);
+    await idle.close();
+  });
+
   test('after 10,000 connect/close cycles every registry and gauge is back to zero', async () => {
     await using echo = await startEchoServer();
     using dir = tempDir();

@@ -1,7 +1,18 @@
+import net from 'node:net';
+import { once } from 'node:events';
 import { writeFileSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { Daemon, runCli, tempDir } from '../helpers/daemon.ts';
-import { connect, roundTrip, startEchoServer } from '../helpers/net.ts';
+import { connect, readUntilClosed, roundTrip, startEchoServer } from '../helpers/net.ts';
+
+async function freePort(): Promise<number> {
+  const s = net.createServer().listen(0, '127.0.0.1');
+  await once(s, 'listening');
+  const port = (s.address() as net.AddressInfo).port;
+  s.close();
+  await once(s, 'close');
+  return port;
+}
 
 const base = (echo: number, extra = '') => `admin: { listen: "127.0.0.1:0" }
 runtime: { workers: 2, shutdownTimeout: 5s }
@@ -55,6 +66,37 @@ describe('reload', () => {
     expect(await roundTrip(gh.port('one'), 'still serving')).toBe('still serving');
     const cfg = await gh.json<{ listeners: { name: string }[] }>('/config');
     expect(cfg.listeners.map((l) => l.name)).toEqual(['one']);
+    expect(await gh.stop()).toBe(0);
+  });
+
+  test('a listener moves to a new address and an upstream to a new backend, dropping nothing', async () => {
+    await using oldBackend = await startEchoServer();
+    await using newBackend = await startEchoServer();
+    let servedByNew = 0;
+    newBackend.server.on('connection', () => servedByNew++);
+    const [p1, p2] = [await freePort(), await freePort()];
+    const cfg = (port: number, backend: number) => `admin: { listen: "127.0.0.1:0" }
+runtime: { workers: 2, shutdownTimeout: 10s }
+upstreams: [ { name: app, backends: [ "127.0.0.1:${backend}" ] } ]
+listeners: [ { name: one, protocol: tcp, listen: "127.0.0.1:${port}", upstream: app } ]
+`;
+    using dir = tempDir();
+    const file = dir.write('gh.yaml', cfg(p1, oldBackend.port));
+    await using gh = await Daemon.start(file);
+    const open = await connect(p1);
+    expect(await open.send('before')).toBe('before');
+    writeFileSync(file, cfg(p2, newBackend.port));
+    const res = await gh.admin('/reload', { method: 'POST' });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ changed: expect.arrayContaining(['listener:one', 'upstream:app']) });
+    // The new address serves, through the new backend.
+    expect(await roundTrip(p2, 'moved')).toBe('moved');
+    expect(servedByNew).toBe(1);
+    // The open connection on the old address is still served by the old backend.
+    expect(await open.send('still here')).toBe('still here');
+    // The old address takes no new connections.
+    expect(await readUntilClosed(p1, 'x').catch(() => '')).toBe('');
+    await open.close();
     expect(await gh.stop()).toBe(0);
   });
 });
