@@ -242,7 +242,8 @@ export class Gatehouse implements AdminBackend {
   }
 
   async tree(opts: TreeOptions): Promise<TreeNode> {
-    const node = this.root.tree(opts);
+    // The type filter runs on the merged tree: locally a shard has no listener below it yet.
+    const node = this.root.tree({ ...opts, type: undefined });
     // Shard subtrees live in their threads: ask each (bounded) and graft them in.
     const shards = new Map(this.#shards().map((s) => [s.id, s]));
     const graft = async (n: TreeNode, level: number): Promise<void> => {
@@ -256,7 +257,7 @@ export class Gatehouse implements AdminBackend {
       await Promise.all(n.children.map((c) => graft(c, level + 1)));
     };
     await graft(node, 0);
-    return node;
+    return opts.type ? (pruneByType(node, opts.type) ?? { ...node, children: [] }) : node;
   }
 
   async actorCounts(): Promise<Record<string, number>> {
@@ -406,4 +407,11 @@ export class Gatehouse implements AdminBackend {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop().catch(() => {});
   }
+}
+
+/** Keeps the nodes of `type` and their ancestors. */
+function pruneByType(n: TreeNode, type: string): TreeNode | undefined {
+  const children = n.children.map((c) => pruneByType(c, type)).filter((c): c is TreeNode => c !== undefined);
+  if (n.type !== type && children.length === 0) return undefined;
+  return { ...n, children };
 }

@@ -55,6 +55,11 @@ describe('custom actors', () => {
     ]) {
       expect(tree.stdout).toMatch(line);
     }
+    // The type filter works across shards: the listeners' paths from the root are kept.
+    const listeners = await gh.json<{ children: { id: string; children: { children: { children: { id: string; type: string }[] }[] }[] }[] }>('/actors?type=listener');
+    expect(listeners.children.map((c) => c.id)).toEqual(['shards']);
+    const found = listeners.children[0]!.children.flatMap((s) => s.children.flatMap((sup) => sup.children));
+    expect(found.map((l) => `${l.type}:${l.id}`)).toEqual(['listener:listener:tcp-in', 'listener:listener:tcp-in']);
     const depth1 = await runCli(['tree', '--admin', gh.adminUrl, '--depth', '1']);
     expect(depth1.stdout).not.toMatch(/shard-0/);
     expect(await gh.stop()).toBe(0);
