@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { AnyActorLogic } from 'xstate';
 import type { Observable } from 'rxjs';
@@ -57,7 +58,9 @@ export function defineActor<O = Record<string, unknown>>(def: { name: string; lo
 export async function loadActorModule(cfg: ActorConfig): Promise<ActorDefinition> {
   let mod: { default?: unknown };
   try {
-    const spec = cfg.module.startsWith('/') ? pathToFileURL(cfg.module).href : cfg.module;
+    // A file's modification time versions its URL: a reload after an edit imports the new code
+    // (Node caches a module per URL for the life of the process).
+    const spec = cfg.module.startsWith('/') ? `${pathToFileURL(cfg.module).href}?mtime=${statSync(cfg.module).mtimeMs}` : cfg.module;
     mod = (await import(spec)) as { default?: unknown };
   } catch (err) {
     throw new ActorModuleError(cfg.name, cfg.moduleSpecifier, `cannot be imported: ${(err as Error).message}`, { cause: err });

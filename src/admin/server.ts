@@ -16,8 +16,11 @@ export interface AdminServerOptions {
   host: string;
   /** 0 picks a free port; read it back from `address.port`. */
   port: number;
-  /** When set, every route but /healthz and /readyz needs `Authorization: Bearer <token>`. */
-  token?: string;
+  /**
+   * When set, every route but /healthz and /readyz needs `Authorization: Bearer <token>`. A
+   * function is read per request, so a reloaded token applies at once (rotation without restart).
+   */
+  token?: string | (() => string | undefined);
   backend: AdminBackend;
   log: Logger;
   /** Metrics owned by the caller (who may register more in its registry). Created and closed here when absent. */
@@ -85,7 +88,13 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   const ownMetrics = !opts.metrics;
   const metrics = opts.metrics ?? createMetrics(backend, { log });
   const routes = [...builtinRoutes(), ...(opts.routes ?? [])];
-  const authorized = opts.token ? bearerChecker(opts.token) : undefined;
+  let checker: { token: string; check: ReturnType<typeof bearerChecker> } | undefined;
+  const currentChecker = (): ReturnType<typeof bearerChecker> | undefined => {
+    const token = typeof opts.token === 'function' ? opts.token() : opts.token;
+    if (!token) return undefined;
+    if (checker?.token !== token) checker = { token, check: bearerChecker(token) };
+    return checker.check;
+  };
   const sse = new SseHub({ log, heartbeatMs: opts.sseHeartbeatMs ?? 15_000 });
   const inflight = new Set<ServerResponse>();
   let status: AdminServerStatus = 'listening';
@@ -106,6 +115,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
       if (!target) throw new AdminHttpError(400, 'bad_request', 'bad request target');
       const match = matchRoute(routes, target.path);
       const route = match?.route;
+      const authorized = currentChecker();
       if (authorized && !route?.public) {
         const viaQuery = route?.queryToken && (req.method === 'GET' || req.method === 'HEAD') ? target.query.get('token') : undefined;
         if (!authorized(req, viaQuery)) {

@@ -22,7 +22,7 @@ export interface UpstreamsView {
 }
 
 export type ReloadResult =
-  | { ok: true; added: string[]; removed: string[]; changed: string[] }
+  | { ok: true; added: string[]; removed: string[]; changed: string[]; restartRequired?: string[] }
   | { ok: false; errors: string[] };
 
 /**

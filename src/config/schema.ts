@@ -18,7 +18,8 @@ const admin = z.strictObject({
 });
 
 const runtime = z.strictObject({
-  workers: int(0).max(1024).default(() => os.availableParallelism()),
+  // The shared state table has a row per shard for 64 shards (src/workers/state-table.ts).
+  workers: int(0).max(64).default(() => Math.min(64, os.availableParallelism())),
   debug: z.boolean().default(false),
   shutdownTimeout: positiveDuration().default(30_000),
   connectionActor: z.enum(['light', 'xstate']).default('light'),

@@ -55,7 +55,7 @@ export class AdminActor extends Actor {
     try {
       // The server binds its own actorType; give it the actor id only.
       const log = this.#opts.log.child({ actorId: this.id });
-      this.#server = await startAdminServer({ host: cfg.listen.host, port: cfg.listen.port, token: cfg.token, backend: this.#opts.backend, log });
+      this.#server = await startAdminServer({ host: cfg.listen.host, port: cfg.listen.port, token: () => this.#opts.config().token, backend: this.#opts.backend, log });
     } catch (err) {
       this.exit('error', err);
       throw err;

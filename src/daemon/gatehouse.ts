@@ -41,7 +41,8 @@ export class Gatehouse implements AdminBackend {
   /** The running config (replaced by a successful reload). */
   current: GatehouseConfig;
   readonly log: Logger;
-  readonly debug: boolean;
+  debug: boolean;
+  readonly #debugFlag: boolean;
   readonly table = StateTable.create();
   readonly root: Supervisor;
   readonly actorEvents$: Observable<ActorEvent & { shard?: number }>;
@@ -64,6 +65,7 @@ export class Gatehouse implements AdminBackend {
   private constructor(opts: GatehouseOptions, customs: { cfg: ActorConfig; def: ActorDefinition }[]) {
     this.current = opts.config;
     this.log = opts.log;
+    this.#debugFlag = Boolean(opts.debug);
     this.debug = Boolean(opts.debug || opts.config.runtime.debug);
     this.#configFile = opts.configFile;
     let workers = opts.config.runtime.workers;
@@ -118,8 +120,22 @@ export class Gatehouse implements AdminBackend {
     };
   }
 
+  /**
+   * Custom actors live in their own subtree, `temporary` under root: one that crash-loops past
+   * the `actors` supervisor's intensity takes that subtree down, never the data plane.
+   */
   #actorsChild(children: ChildSpec[]): ChildSpec {
-    return supervisorChild({ id: 'actors', strategy: 'one_for_one', maxRestarts: 5, periodMs: 10_000, children }, { log: this.log });
+    const spec = supervisorChild({ id: 'actors', strategy: 'one_for_one', maxRestarts: 5, periodMs: 10_000, children }, { log: this.log }, 'temporary');
+    return {
+      ...spec,
+      start: async (ctx) => {
+        const sup = await spec.start(ctx);
+        sup.monitor((down) => {
+          if (down.reason === 'error') this.log.error({ err: down.error }, 'custom actors gave up: their subtree is stopped, traffic goes on');
+        });
+        return sup;
+      },
+    };
   }
 
   #shardsChild(): ChildSpec {
@@ -131,7 +147,7 @@ export class Gatehouse implements AdminBackend {
         restart: 'transient',
         // The shard drains for up to shutdownTimeout on its own; past that and a grace, the
         // supervisor aborts its task, which terminates the thread.
-        shutdown: this.current.runtime.shutdownTimeout + 5_000,
+        shutdown: () => this.current.runtime.shutdownTimeout + 5_000,
         start: () =>
           new ShardActor({
             index: i,
@@ -159,6 +175,7 @@ export class Gatehouse implements AdminBackend {
       resolvedPort: (n) => this.#resolvedPorts.get(n),
     });
     cfg.debug = this.debug;
+    cfg.actorEvents = this.#eventListeners > 0;
     this.#listenerSlots.retain(this.current.listeners.map((l) => l.name));
     this.#backendSlots.retain(this.current.upstreams.flatMap((u) => u.backends.map((b) => `${u.name}/${b.address}`)));
     return cfg;
@@ -217,6 +234,12 @@ export class Gatehouse implements AdminBackend {
         if (--this.#eventListeners === 0) this.#setEvents(false);
       };
     });
+  }
+
+  #setDebug(on: boolean): void {
+    if (on === this.debug) return;
+    this.debug = on;
+    this.#setEvents(this.#eventListeners > 0);
   }
 
   #setEvents(on: boolean): void {
@@ -349,45 +372,75 @@ export class Gatehouse implements AdminBackend {
       this.log.error({ errors }, 'reload refused: the running config stays');
       return { ok: false, errors };
     }
-    const diff = diffConfig(this.current, next);
+    const prev = this.current;
+    const diff = diffConfig(prev, next);
     try {
-      await this.#apply(next, diff);
+      await this.#apply(prev, next);
     } catch (err) {
-      this.log.error({ err }, 'reload failed while applying');
+      this.log.error({ err }, 'reload failed while applying: rolled back, the running config stays');
+      await this.#rollback(prev).catch((e: unknown) => this.log.error({ err: e }, 'rollback failed'));
       return { ok: false, errors: [String((err as Error).message)] };
     }
-    this.log.info(diff, 'config reloaded');
+    const restartRequired = [
+      ...(next.runtime.workers !== prev.runtime.workers ? ['runtime.workers'] : []),
+      ...(next.admin.listen.address !== prev.admin.listen.address ? ['admin.listen'] : []),
+    ];
+    if (restartRequired.length > 0) this.log.warn({ keys: restartRequired }, 'these changes apply on restart only');
+    this.log.info({ ...diff, restartRequired }, 'config reloaded');
     this.#gatewayEvents.next({ type: 'config.reloaded', ...diff });
-    return { ok: true, ...diff };
+    return { ok: true, ...diff, restartRequired };
   }
 
-  async #apply(next: GatehouseConfig, diff: { added: string[]; removed: string[]; changed: string[] }): Promise<void> {
-    const prev = this.current;
-    // Load new actor modules first: a module that does not load refuses the reload.
-    const actorDefs = new Map<string, ChildSpec>();
-    for (const a of next.actors) {
-      const old = prev.actors.find((x) => x.name === a.name);
-      if (!old || JSON.stringify(old) !== JSON.stringify(a)) actorDefs.set(a.name, customActorChild(a, await loadActorModule(a), this.events$));
+  /**
+   * Applies a validated config. Custom actors first (the step most likely to fail: a module that
+   * does not load, options its logic rejects), then the shards, shard 0 first so that a new port-0
+   * listener gets one port for all. Throws on the first failure; the caller rolls back.
+   */
+  async #apply(prev: GatehouseConfig, next: GatehouseConfig): Promise<void> {
+    const changed = next.actors.filter((a) => JSON.stringify(prev.actors.find((x) => x.name === a.name)) !== JSON.stringify(a));
+    const specs = await Promise.all(changed.map(async (a) => customActorChild(a, await loadActorModule(a), this.events$)));
+    const actorsSup = this.root.child('actors') as Supervisor | undefined;
+    if (actorsSup && actorsSup.status !== 'exited') {
+      for (const a of prev.actors) {
+        if (!next.actors.some((x) => x.name === a.name) || changed.some((c) => c.name === a.name)) await actorsSup.removeChild(`actor:${a.name}`);
+      }
+      for (const spec of specs) await actorsSup.startChild(spec);
     }
-    if (next.runtime.workers !== prev.runtime.workers) this.log.warn({ from: prev.runtime.workers, to: next.runtime.workers }, 'runtime.workers changes on restart only');
-    if (JSON.stringify(next.admin.listen) !== JSON.stringify(prev.admin.listen)) this.log.warn('admin.listen changes on restart only');
     for (const l of next.listeners) {
       const old = prev.listeners.find((x) => x.name === l.name);
       if (!old || old.listen.address !== l.listen.address) this.#resolvedPorts.delete(l.name);
     }
     this.current = next;
     this.log.level = next.log.level;
-    // Shard 0 first: a new listener on port 0 gets its port there, and the others bind the same.
+    this.#setDebug(this.#debugFlag || next.runtime.debug);
+    await this.#pushShardConfig();
+  }
+
+  async #pushShardConfig(): Promise<void> {
     const [first, ...others] = this.#shards().sort((a, b) => a.index - b.index);
     if (first) this.#onShardReady(first.index, await first.request({ type: 'config', config: this.#shardConfig() }));
     const shardCfg = this.#shardConfig();
     await Promise.all(others.map(async (s) => this.#onShardReady(s.index, await s.request({ type: 'config', config: shardCfg }))));
-    const actorsSup = this.root.child('actors') as Supervisor;
-    for (const a of prev.actors) {
-      if (!next.actors.some((x) => x.name === a.name) || actorDefs.has(a.name)) await actorsSup.removeChild(`actor:${a.name}`);
+  }
+
+  /** Puts the previous config back after a failed apply: its actors and its shard config. */
+  async #rollback(prev: GatehouseConfig): Promise<void> {
+    const failed = this.current;
+    this.current = prev;
+    this.log.level = prev.log.level;
+    this.#setDebug(this.#debugFlag || prev.runtime.debug);
+    const actorsSup = this.root.child('actors') as Supervisor | undefined;
+    if (actorsSup && actorsSup.status !== 'exited') {
+      for (const a of prev.actors) {
+        const running = actorsSup.child(`actor:${a.name}`);
+        const same = JSON.stringify(failed.actors.find((x) => x.name === a.name)) === JSON.stringify(a);
+        if (running && same) continue;
+        await actorsSup.removeChild(`actor:${a.name}`);
+        await actorsSup.startChild(customActorChild(a, await loadActorModule(a), this.events$));
+      }
+      for (const a of failed.actors) if (!prev.actors.some((x) => x.name === a.name)) await actorsSup.removeChild(`actor:${a.name}`);
     }
-    for (const spec of actorDefs.values()) await actorsSup.startChild(spec);
-    this.log.debug({ diff }, 'reload applied');
+    await this.#pushShardConfig();
   }
 
   /** Drains and stops everything, in reverse start order. Idempotent. */

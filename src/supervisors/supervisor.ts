@@ -27,7 +27,7 @@ export interface ChildSpec {
   /** permanent (default): always restarted; transient: only after an abnormal exit; temporary: never. */
   restart?: RestartType;
   /** ms to stop cleanly before being killed (default 5000), `'brutal'` or `'infinity'`. */
-  shutdown?: ShutdownSpec;
+  shutdown?: ShutdownSpec | (() => ShutdownSpec);
   /** True for a child that is itself a supervisor (default shutdown becomes `'infinity'`). */
   supervisor?: boolean;
 }
@@ -154,7 +154,7 @@ export class Supervisor extends Actor {
       throw new SupervisorSpecError(name, `children.${i}.restart`, `must be one of ${RESTARTS.join(', ')}`);
     }
     const s = c.shutdown;
-    if (s !== undefined && s !== 'brutal' && s !== 'infinity' && !(typeof s === 'number' && s >= 0 && Number.isFinite(s))) {
+    if (typeof s !== 'function' && s !== undefined && s !== 'brutal' && s !== 'infinity' && !(typeof s === 'number' && s >= 0 && Number.isFinite(s))) {
       throw new SupervisorSpecError(name, `children.${i}.shutdown`, "must be a number of ms >= 0, 'brutal' or 'infinity'");
     }
   }
@@ -247,6 +247,26 @@ export class Supervisor extends Actor {
   }
 
   /**
+   * Takes a child out of the supervisor without stopping it: its spec is deleted and its exit no
+   * longer concerns this supervisor. The caller owns the actor from then on (a listener moved to
+   * a new address drains in the background, without holding this supervisor's queue).
+   *
+   * @example
+   * const old = await sup.detachChild('listener:web');
+   * void old?.shutdown(30_000);
+   */
+  async detachChild(id: string): Promise<Actor | undefined> {
+    return this.#run(async () => {
+      const i = this.#slots.findIndex((s) => s.spec.id === id);
+      if (i < 0) return undefined;
+      const [slot] = this.#slots.splice(i, 1);
+      const actor = slot!.actor;
+      slot!.actor = undefined;
+      return actor;
+    });
+  }
+
+  /**
    * Resolves once the work queued so far (starts, restarts, stops) is done: a barrier, like a
    * `sys:get_state` call on an OTP supervisor. A DOWN handled before the call is acted upon by then.
    *
@@ -309,7 +329,8 @@ export class Supervisor extends Actor {
     if (!actor) return;
     slot.stopping = true;
     const wasLive = actor.status !== 'exited';
-    const timeout = slot.spec.shutdown ?? (slot.spec.supervisor || actor instanceof Supervisor ? 'infinity' : 5_000);
+    const spec = slot.spec.shutdown;
+    const timeout = (typeof spec === 'function' ? spec() : spec) ?? (slot.spec.supervisor || actor instanceof Supervisor ? 'infinity' : 5_000);
     const down = await actor.shutdown(timeout);
     if (wasLive && down.reason === 'killed' && timeout !== 'brutal') {
       this.log.error({ supervisor: this.id, errorContext: 'shutdown_error', reason: 'killed', offender: slot.spec.id, shutdownMs: timeout }, 'supervisor report');

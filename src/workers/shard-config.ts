@@ -40,6 +40,8 @@ export interface ShardConfig {
   connectionActor: 'light' | 'xstate';
   shutdownTimeoutMs: number;
   debug: boolean;
+  /** Forward actor events to the main thread (someone listens: debug mode or a custom actor). */
+  actorEvents?: boolean;
   logLevel: string;
 }
 

@@ -44,7 +44,8 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
   const listenerChild = (l: ShardListener): ChildSpec => ({
     id: `listener:${l.name}`,
     restart: 'permanent',
-    shutdown: config.shutdownTimeoutMs,
+    // Read when the listener is stopped: a reloaded shutdownTimeout applies.
+    shutdown: () => config.shutdownTimeoutMs,
     start: () => {
       const upstream = config.upstreams.find((u) => u.name === l.upstream);
       return new ListenerActor({
@@ -84,17 +85,21 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     log.info({ connections: live.countsByType().connection ?? 0, timeoutMs }, 'shard draining');
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'timeout'>((r) => (timer = setTimeout(r, timeoutMs, 'timeout')));
-    const r = await Promise.race([sup.shutdown('infinity').then(() => 'done' as const), deadline]);
+    const stopped = Promise.all([sup.shutdown('infinity'), ...[...retiring].map((a) => a.exited())]);
+    const r = await Promise.race([stopped.then(() => 'done' as const), deadline]);
     clearTimeout(timer);
     if (r === 'timeout') {
       log.warn({ connections: live.countsByType().connection ?? 0 }, 'drain deadline reached, closing connections');
       sup.kill();
+      for (const a of retiring) a.kill();
     }
     settle({ ok: true });
   };
 
   // Child ids per listener name: a listener that moves to a new address gets a new incarnation
   // (`listener:NAME~2`) bound before the old one drains, so the move drops nothing.
+  /** Listeners taken out of service by a reload, still draining their connections. */
+  const retiring = new Set<ListenerActor>();
   const childIds = new Map(config.listeners.map((l) => [l.name, `listener:${l.name}`]));
   let generation = 0;
 
@@ -111,13 +116,19 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     const prev = config;
     config = next;
     const upstreamOf = (l: ShardListener) => next.upstreams.find((u) => u.name === l.upstream);
+    log.level = next.logLevel;
     const retire = (name: string): void => {
       const id = childIds.get(name)!;
       childIds.delete(name);
-      const a = sup.child(id);
-      if (a instanceof ListenerActor) a.stopAccepting();
-      // Drains in the background (up to shutdownTimeout): the reload does not wait for it.
-      void sup.removeChild(id).catch((err: unknown) => log.error({ err, listener: name }, 'listener removal failed'));
+      const now = sup.child(id);
+      if (now instanceof ListenerActor) now.stopAccepting();
+      // Out of the supervisor, it drains in the background (up to shutdownTimeout): neither the
+      // reload nor the supervisor's next operations wait for it.
+      void sup.detachChild(id).then((a) => {
+        if (!(a instanceof ListenerActor)) return;
+        retiring.add(a);
+        void a.shutdown(config.shutdownTimeoutMs).finally(() => retiring.delete(a));
+      });
     };
     for (const l of prev.listeners) if (!next.listeners.some((x) => x.name === l.name)) retire(l.name);
     for (const l of next.listeners) {
@@ -148,9 +159,12 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
 
   const onMessage = (m: ToShard): void => {
     switch (m.type) {
-      case 'tree':
-        post({ type: 'reply', id: m.id, value: sup.tree(m.opts) });
+      case 'tree': {
+        const t = sup.tree(m.opts);
+        if (m.opts.depth === undefined || m.opts.depth > 0) for (const a of retiring) t.children.push({ ...a.tree(m.opts, 1), retiring: true });
+        post({ type: 'reply', id: m.id, value: t });
         break;
+      }
       case 'counts':
         post({ type: 'reply', id: m.id, value: live.countsByType() });
         break;
@@ -181,10 +195,11 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     }
   };
   port.on('message', onMessage);
-  if (config.debug) onMessage({ type: 'events', enabled: true });
+  if (config.debug || config.actorEvents) onMessage({ type: 'events', enabled: true });
   const onAbort = (): void => {
     draining = true;
     sup.kill();
+    for (const a of retiring) a.kill();
     settle({ ok: false, code: 'GH_ERR_SHARD', message: 'killed' });
   };
   opts.signal?.addEventListener('abort', onAbort, { once: true });
