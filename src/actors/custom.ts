@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { MachineActor } from '../runtime/machine-actor.ts';
 import type { ChildSpec } from '../supervisors/supervisor.ts';
 import { ActorModuleError } from '../errors.ts';
+import type { ActorEvent } from '../runtime/events.ts';
 import type { ActorConfig } from '../config/types.ts';
 
 /** A gateway event, as custom actors observe them on `ctx.events$`. */
@@ -84,4 +85,17 @@ export function customActorChild(cfg: ActorConfig, def: ActorDefinition, events$
       return new MachineActor({ id, type: def.name, logic, log: alog }).start();
     },
   };
+}
+
+/** The gateway event custom actors see for an actor lifecycle event, if any. */
+export function toGatewayEvent(e: ActorEvent & { shard?: number }): GatewayEvent | undefined {
+  if (e.actorType === 'connection') {
+    if (e.type === 'spawned') return { type: 'connection.opened', id: e.id, shard: e.shard };
+    if (e.type === 'down') return { type: 'connection.closed', id: e.id, reason: e.reason, shard: e.shard };
+    return undefined;
+  }
+  if (e.type === 'spawned') return { type: 'actor.spawned', id: e.id, actorType: e.actorType, shard: e.shard };
+  if (e.type === 'down') return { type: 'actor.down', id: e.id, actorType: e.actorType, reason: e.reason, shard: e.shard };
+  if (e.type === 'restart') return { type: 'actor.restart', id: e.id, actorType: e.actorType, supervisor: e.supervisor, shard: e.shard };
+  return undefined;
 }

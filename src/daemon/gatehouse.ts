@@ -6,10 +6,11 @@ import { actorEvents$, setActorEventsEnabled, type ActorEvent } from '../runtime
 import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
 import { ShardActor, type ShardHost } from '../workers/shard-actor.ts';
 import { InThreadShardHost, PiscinaShardHost, reusePortSupported } from '../workers/pool.ts';
-import { StateTable, L, LB, OUTCOMES, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator, B } from '../workers/state-table.ts';
+import { StateTable, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator } from '../workers/state-table.ts';
 import { toShardConfig } from '../workers/shard-config.ts';
 import type { FromShard } from '../workers/protocol.ts';
-import { customActorChild, loadActorModule, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
+import { customActorChild, loadActorModule, toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
+import { listenerCounters, mergedTree, upstreamsView } from './views.ts';
 import { AdminActor } from './admin-actor.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
 import { ConfigError, formatConfigIssue } from '../errors.ts';
@@ -212,17 +213,7 @@ export class Gatehouse implements AdminBackend {
   /** Gateway events for custom actors: forwarding from shards is on while anyone listens. */
   #makeEvents$(): Observable<GatewayEvent> {
     const fromActors = this.actorEvents$.pipe(
-      map((e): GatewayEvent | undefined => {
-        if (e.actorType === 'connection') {
-          if (e.type === 'spawned') return { type: 'connection.opened', id: e.id, shard: e.shard };
-          if (e.type === 'down') return { type: 'connection.closed', id: e.id, reason: e.reason, shard: e.shard };
-          return undefined;
-        }
-        if (e.type === 'spawned') return { type: 'actor.spawned', id: e.id, actorType: e.actorType, shard: e.shard };
-        if (e.type === 'down') return { type: 'actor.down', id: e.id, actorType: e.actorType, reason: e.reason, shard: e.shard };
-        if (e.type === 'restart') return { type: 'actor.restart', id: e.id, actorType: e.actorType, supervisor: e.supervisor, shard: e.shard };
-        return undefined;
-      }),
+      map(toGatewayEvent),
       filter((e): e is GatewayEvent => e !== undefined),
     );
     const source = merge(fromActors, this.#gatewayEvents);
@@ -265,22 +256,7 @@ export class Gatehouse implements AdminBackend {
   }
 
   async tree(opts: TreeOptions): Promise<TreeNode> {
-    // The type filter runs on the merged tree: locally a shard has no listener below it yet.
-    const node = this.root.tree({ ...opts, type: undefined });
-    // Shard subtrees live in their threads: ask each (bounded) and graft them in.
-    const shards = new Map(this.#shards().map((s) => [s.id, s]));
-    const graft = async (n: TreeNode, level: number): Promise<void> => {
-      const s = n.type === 'shard' ? shards.get(n.id) : undefined;
-      if (s && (opts.depth === undefined || level < opts.depth)) {
-        const sub = opts.depth === undefined ? opts : { ...opts, depth: opts.depth - level - 1 };
-        n.children = await s.remoteTree(sub);
-        delete n.truncated;
-        return;
-      }
-      await Promise.all(n.children.map((c) => graft(c, level + 1)));
-    };
-    await graft(node, 0);
-    return opts.type ? (pruneByType(node, opts.type) ?? { ...node, children: [] }) : node;
+    return mergedTree(this.root, this.#shards(), opts);
   }
 
   async actorCounts(): Promise<Record<string, number>> {
@@ -291,22 +267,7 @@ export class Gatehouse implements AdminBackend {
   }
 
   listenerCounters(): ListenerCounters[] {
-    const out: ListenerCounters[] = [];
-    for (const [name, slot] of this.#listenerSlots.entries()) {
-      for (let shard = 0; shard < this.#shardCount; shard++) {
-        const outcomes: Record<string, number> = {};
-        for (const [o, f] of Object.entries(OUTCOMES)) outcomes[o] = this.table.listenerGet(shard, slot, f);
-        out.push({
-          listener: name,
-          shard,
-          active: this.table.listenerGet(shard, slot, L.ACTIVE),
-          outcomes,
-          bytesIn: this.table.bytesGet(shard, slot, LB.BYTES_IN),
-          bytesOut: this.table.bytesGet(shard, slot, LB.BYTES_OUT),
-        });
-      }
-    }
-    return out;
+    return listenerCounters(this.table, this.#listenerSlots.entries(), this.#shardCount);
   }
 
   shardsUp(): { shard: number; up: boolean }[] {
@@ -314,23 +275,7 @@ export class Gatehouse implements AdminBackend {
   }
 
   upstreams(): UpstreamsView {
-    return {
-      upstreams: this.current.upstreams.map((u) => ({
-        name: u.name,
-        balance: u.balance,
-        backends: u.backends.map((b) => {
-          const slot = this.#backendSlots.get(`${u.name}/${b.address}`);
-          const br = this.table.backendGet(slot, B.BREAKER);
-          return {
-            address: b.address,
-            healthy: this.table.backendGet(slot, B.HEALTHY) === 1,
-            breaker: br === 1 ? ('open' as const) : br === 2 ? ('half_open' as const) : ('closed' as const),
-            activeConnections: this.table.backendGet(slot, B.ACTIVE),
-            weight: b.weight,
-          };
-        }),
-      })),
-    };
+    return upstreamsView(this.current, this.table, (u, a) => this.#backendSlots.get(`${u}/${a}`));
   }
 
   /** The effective config, secrets redacted (`GET /config`). */
@@ -460,11 +405,4 @@ export class Gatehouse implements AdminBackend {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop().catch(() => {});
   }
-}
-
-/** Keeps the nodes of `type` and their ancestors. */
-function pruneByType(n: TreeNode, type: string): TreeNode | undefined {
-  const children = n.children.map((c) => pruneByType(c, type)).filter((c): c is TreeNode => c !== undefined);
-  if (n.type !== type && children.length === 0) return undefined;
-  return { ...n, children };
 }
