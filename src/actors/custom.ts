@@ -55,13 +55,25 @@ export function defineActor<O = Record<string, unknown>>(def: { name: string; lo
   return Object.freeze({ kind: 'gatehouse.actor' as const, name: def.name, logic: def.logic });
 }
 
+/**
+ * The version of an actor's code as a reload sees it: the module file's modification time (a
+ * package name has one version for the life of the process).
+ */
+export function moduleVersion(cfg: ActorConfig): string {
+  try {
+    return cfg.module.startsWith('/') ? String(statSync(cfg.module).mtimeMs) : 'package';
+  } catch {
+    return 'missing';
+  }
+}
+
 /** Imports a custom actor module and checks its default export. Throws `GH_ERR_ACTOR_MODULE`. */
 export async function loadActorModule(cfg: ActorConfig): Promise<ActorDefinition> {
   let mod: { default?: unknown };
   try {
     // A file's modification time versions its URL: a reload after an edit imports the new code
     // (Node caches a module per URL for the life of the process).
-    const spec = cfg.module.startsWith('/') ? `${pathToFileURL(cfg.module).href}?mtime=${statSync(cfg.module).mtimeMs}` : cfg.module;
+    const spec = cfg.module.startsWith('/') ? `${pathToFileURL(cfg.module).href}?mtime=${moduleVersion(cfg)}` : cfg.module;
     mod = (await import(spec)) as { default?: unknown };
   } catch (err) {
     throw new ActorModuleError(cfg.name, cfg.moduleSpecifier, `cannot be imported: ${(err as Error).message}`, { cause: err });

@@ -190,8 +190,7 @@ export function builtinRoutes(): AdminRoute[] {
             log.warn({ errors: r.errors }, 'reload rejected');
             throw new AdminHttpError(400, 'config_invalid', 'the new config is invalid; the running config is unchanged', { extra: { errors: r.errors } });
           }
-          log.info({ added: r.added, removed: r.removed, changed: r.changed }, 'config reloaded');
-          sendJson(res, 200, { added: r.added, removed: r.removed, changed: r.changed });
+          sendJson(res, 200, { added: r.added, removed: r.removed, changed: r.changed, restartRequired: r.restartRequired ?? [] });
         },
       },
     },

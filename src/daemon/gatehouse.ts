@@ -9,7 +9,7 @@ import { InThreadShardHost, PiscinaShardHost, reusePortSupported } from '../work
 import { StateTable, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator } from '../workers/state-table.ts';
 import { toShardConfig } from '../workers/shard-config.ts';
 import type { FromShard } from '../workers/protocol.ts';
-import { customActorChild, loadActorModule, toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
+import { customActorChild, loadActorModule, moduleVersion, toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
 import { listenerCounters, mergedTree, upstreamsView } from './views.ts';
 import { AdminActor } from './admin-actor.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
@@ -52,6 +52,8 @@ export class Gatehouse implements AdminBackend {
   readonly #listenerSlots = new SlotAllocator(MAX_LISTENERS, (s) => this.table.resetListener(s));
   readonly #backendSlots = new SlotAllocator(MAX_BACKENDS, (s) => this.table.resetBackend(s));
   readonly #resolvedPorts = new Map<string, number>();
+  /** The module version each custom actor was started with (a reload restarts edited ones). */
+  readonly #actorVersions = new Map<string, string>();
   /** Listener addresses already logged as ready (logged once per address, not per shard). */
   readonly #announced = new Map<string, string>();
   readonly #shardEvents = new Subject<ActorEvent & { shard?: number }>();
@@ -78,6 +80,7 @@ export class Gatehouse implements AdminBackend {
     this.#host = workers === 0 ? new InThreadShardHost(this.log) : new PiscinaShardHost(workers, this.log);
     this.actorEvents$ = merge(actorEvents$, this.#shardEvents);
     this.events$ = this.#makeEvents$();
+    for (const c of customs) this.#actorVersions.set(c.cfg.name, moduleVersion(c.cfg));
     this.root = new Supervisor(
       {
         id: 'root',
@@ -176,6 +179,7 @@ export class Gatehouse implements AdminBackend {
       resolvedPort: (n) => this.#resolvedPorts.get(n),
     });
     cfg.debug = this.debug;
+    cfg.logLevel = this.#logLevel(this.current);
     cfg.actorEvents = this.#eventListeners > 0;
     this.#listenerSlots.retain(this.current.listeners.map((l) => l.name));
     this.#backendSlots.retain(this.current.upstreams.flatMap((u) => u.backends.map((b) => `${u.name}/${b.address}`)));
@@ -319,17 +323,19 @@ export class Gatehouse implements AdminBackend {
     }
     const prev = this.current;
     const diff = diffConfig(prev, next);
-    try {
-      await this.#apply(prev, next);
-    } catch (err) {
-      this.log.error({ err }, 'reload failed while applying: rolled back, the running config stays');
-      await this.#rollback(prev).catch((e: unknown) => this.log.error({ err: e }, 'rollback failed'));
-      return { ok: false, errors: [String((err as Error).message)] };
-    }
     const restartRequired = [
       ...(next.runtime.workers !== prev.runtime.workers ? ['runtime.workers'] : []),
       ...(next.admin.listen.address !== prev.admin.listen.address ? ['admin.listen'] : []),
     ];
+    // What cannot change without a restart keeps its running value: /config shows what is in effect.
+    next = { ...next, runtime: { ...next.runtime, workers: prev.runtime.workers }, admin: { ...next.admin, listen: prev.admin.listen } };
+    try {
+      await this.#apply(prev, next);
+    } catch (err) {
+      this.log.error({ err }, 'reload failed while applying: rolled back, the running config stays');
+      await this.#rollback(prev, next).catch((e: unknown) => this.log.error({ err: e }, 'rollback failed'));
+      return { ok: false, errors: [errorChain(err)] };
+    }
     if (restartRequired.length > 0) this.log.warn({ keys: restartRequired }, 'these changes apply on restart only');
     this.log.info({ ...diff, restartRequired }, 'config reloaded');
     this.#gatewayEvents.next({ type: 'config.reloaded', ...diff });
@@ -342,10 +348,13 @@ export class Gatehouse implements AdminBackend {
    * listener gets one port for all. Throws on the first failure; the caller rolls back.
    */
   async #apply(prev: GatehouseConfig, next: GatehouseConfig): Promise<void> {
-    const changed = next.actors.filter((a) => JSON.stringify(prev.actors.find((x) => x.name === a.name)) !== JSON.stringify(a));
-    const specs = await Promise.all(changed.map(async (a) => customActorChild(a, await loadActorModule(a), this.events$)));
+    const changed = this.#changedActors(prev, next);
+    const specs = await Promise.all(changed.map(async (a) => this.#actorSpec(a)));
     const actorsSup = this.root.child('actors') as Supervisor | undefined;
-    if (actorsSup && actorsSup.status !== 'exited') {
+    if (!actorsSup || actorsSup.status === 'exited') {
+      // The custom actors' supervisor gave up earlier: a reload brings the whole subtree back.
+      await this.root.startChild(this.#actorsChild(await Promise.all(next.actors.map((a) => this.#actorSpec(a)))));
+    } else {
       for (const a of prev.actors) {
         if (!next.actors.some((x) => x.name === a.name) || changed.some((c) => c.name === a.name)) await actorsSup.removeChild(`actor:${a.name}`);
       }
@@ -356,9 +365,28 @@ export class Gatehouse implements AdminBackend {
       if (!old || old.listen.address !== l.listen.address) this.#resolvedPorts.delete(l.name);
     }
     this.current = next;
-    this.log.level = next.log.level;
     this.#setDebug(this.#debugFlag || next.runtime.debug);
+    this.log.level = this.#logLevel(next);
     await this.#pushShardConfig();
+  }
+
+  /** Actors added, or whose entry or module file changed since they were started. */
+  #changedActors(prev: GatehouseConfig, next: GatehouseConfig): ActorConfig[] {
+    return next.actors.filter((a) => {
+      const old = prev.actors.find((x) => x.name === a.name);
+      return !old || JSON.stringify(old) !== JSON.stringify(a) || this.#actorVersions.get(a.name) !== moduleVersion(a);
+    });
+  }
+
+  async #actorSpec(a: ActorConfig): Promise<ChildSpec> {
+    const def = await loadActorModule(a);
+    this.#actorVersions.set(a.name, moduleVersion(a));
+    return customActorChild(a, def, this.events$);
+  }
+
+  /** `--debug` lowers an `info` level to `debug`, in the main thread and the shards alike. */
+  #logLevel(cfg: GatehouseConfig): string {
+    return this.#debugFlag && cfg.log.level === 'info' ? 'debug' : cfg.log.level;
   }
 
   async #pushShardConfig(): Promise<void> {
@@ -368,22 +396,20 @@ export class Gatehouse implements AdminBackend {
     await Promise.all(others.map(async (s) => this.#onShardReady(s.index, await s.request({ type: 'config', config: shardCfg }))));
   }
 
-  /** Puts the previous config back after a failed apply: its actors and its shard config. */
-  async #rollback(prev: GatehouseConfig): Promise<void> {
-    const failed = this.current;
+  /**
+   * Puts the previous config back after a failed apply. Every actor whose entry differs between
+   * the two configs is stopped, and those of the previous config are started again; then the
+   * previous shard config is pushed.
+   */
+  async #rollback(prev: GatehouseConfig, failed: GatehouseConfig): Promise<void> {
     this.current = prev;
-    this.log.level = prev.log.level;
     this.#setDebug(this.#debugFlag || prev.runtime.debug);
+    this.log.level = this.#logLevel(prev);
     const actorsSup = this.root.child('actors') as Supervisor | undefined;
     if (actorsSup && actorsSup.status !== 'exited') {
-      for (const a of prev.actors) {
-        const running = actorsSup.child(`actor:${a.name}`);
-        const same = JSON.stringify(failed.actors.find((x) => x.name === a.name)) === JSON.stringify(a);
-        if (running && same) continue;
-        await actorsSup.removeChild(`actor:${a.name}`);
-        await actorsSup.startChild(customActorChild(a, await loadActorModule(a), this.events$));
-      }
-      for (const a of failed.actors) if (!prev.actors.some((x) => x.name === a.name)) await actorsSup.removeChild(`actor:${a.name}`);
+      const touched = new Set([...this.#changedActors(prev, failed), ...prev.actors.filter((a) => !failed.actors.some((x) => x.name === a.name))].map((a) => a.name));
+      for (const name of touched) await actorsSup.removeChild(`actor:${name}`);
+      for (const a of prev.actors) if (touched.has(a.name)) await actorsSup.startChild(await this.#actorSpec(a));
     }
     await this.#pushShardConfig();
   }
@@ -405,4 +431,11 @@ export class Gatehouse implements AdminBackend {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop().catch(() => {});
   }
+}
+
+/** An error's message with its causes (`reload failed: ...: EADDRINUSE ...`). */
+function errorChain(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e instanceof Error && parts.length < 5; e = e.cause) parts.push(e.message);
+  return parts.join(': ') || String(err);
 }

@@ -47,10 +47,12 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     // Read when the listener is stopped: a reloaded shutdownTimeout applies.
     shutdown: () => config.shutdownTimeoutMs,
     start: () => {
-      const upstream = config.upstreams.find((u) => u.name === l.upstream);
+      // A restart after a crash uses the listener's settings as reloaded since, not the original.
+      const cur = config.listeners.find((x) => x.name === l.name && x.host === l.host && x.port === l.port) ?? l;
+      const upstream = config.upstreams.find((u) => u.name === cur.upstream);
       return new ListenerActor({
         shard,
-        listener: l,
+        listener: cur,
         upstream,
         balancer: upstream && new Balancer(upstream, table, shard),
         table,

@@ -98,4 +98,41 @@ describe('custom actors and reload', () => {
     await open.close();
     expect(await gh.stop()).toBe(0);
   });
+
+  test('rollback also stops an actor the failed reload had already added', async () => {
+    await using echo = await startEchoServer();
+    using dir = tempDir();
+    const mod = dir.write('counter.ts', COUNTER);
+    const file = dir.write('gh.yaml', config(echo.port, `{ name: a, module: ${mod} }`));
+    await using gh = await Daemon.start(file);
+    // `b` starts fine, then `c` fails: both must be gone afterwards.
+    writeFileSync(file, config(echo.port, `{ name: a, module: ${mod} }, { name: b, module: ${mod} }, { name: c, module: ${mod}, options: { fail: true } }`));
+    expect((await gh.admin('/reload', { method: 'POST' })).status).toBe(400);
+    const ids = async () =>
+      (await gh.json<{ children: { id: string; children: { id: string }[] }[] }>('/actors')).children.find((c) => c.id === 'actors')!.children.map((c) => c.id);
+    expect(await ids()).toEqual(['actor:a']);
+    // A later good reload that adds `b` works (no duplicate child left behind).
+    writeFileSync(file, config(echo.port, `{ name: a, module: ${mod} }, { name: b, module: ${mod} }`));
+    const ok = await gh.admin('/reload', { method: 'POST' });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({ added: ['actor:b'], removed: [], changed: [], restartRequired: [] });
+    expect(await ids()).toEqual(['actor:a', 'actor:b']);
+    expect(await gh.stop()).toBe(0);
+  });
+
+  test('a reload runs an edited actor module, and brings back a subtree that gave up', async () => {
+    await using echo = await startEchoServer();
+    using dir = tempDir();
+    const mod = dir.write('crasher.ts', CRASHER);
+    const file = dir.write('gh.yaml', config(echo.port, `{ name: x, module: ${mod} }`));
+    await using gh = await Daemon.start(file);
+    await gh.waitForLog((l) => l.msg === 'custom actors gave up: their subtree is stopped, traffic goes on');
+    // Fix the code, not the config: the reload sees the file changed.
+    writeFileSync(mod, COUNTER);
+    expect((await gh.admin('/reload', { method: 'POST' })).status).toBe(200);
+    await gh.waitForLog((l) => l.msg === 'counter up');
+    const tree = await gh.json<{ children: { id: string; status: string; children: { id: string }[] }[] }>('/actors');
+    expect(tree.children.find((c) => c.id === 'actors')).toMatchObject({ status: 'running', children: [{ id: 'actor:x' }] });
+    expect(await gh.stop()).toBe(0);
+  });
 });
