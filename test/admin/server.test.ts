@@ -86,7 +86,7 @@ describe('admin routes', () => {
     await using f = await startFixture();
     const ok = await f.request('POST', '/reload');
     expect(ok.status).toBe(200);
-    expect(ok.json).toEqual({ added: ['listener:b'], removed: [], changed: ['upstream:app'] });
+    expect(ok.json).toEqual({ added: ['listener:b'], removed: [], changed: ['upstream:app'], restartRequired: [] });
 
     f.backend.reloadResult = { ok: false, errors: ['cfg.yaml:3:9 listeners.0.listen: bad address'] };
     const bad = await f.request('POST', '/reload');
