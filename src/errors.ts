@@ -116,3 +116,10 @@ export function errorFromWire(wire: { code?: string; message?: string } | undefi
   if (wire?.code) Object.defineProperty(e, 'code', { value: wire.code });
   return e;
 }
+
+/** An error's message followed by its causes' (`listener web could not listen ...: listen EADDRINUSE ...`). */
+export function errorChain(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e instanceof Error && parts.length < 6; e = e.cause) parts.push(e.message);
+  return parts.join(': ') || String(err);
+}

@@ -13,7 +13,7 @@ import { customActorChild, loadActorModule, moduleVersion, toGatewayEvent, type 
 import { listenerCounters, mergedTree, upstreamsView } from './views.ts';
 import { AdminActor } from './admin-actor.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
-import { ConfigError, formatConfigIssue } from '../errors.ts';
+import { ConfigError, errorChain, formatConfigIssue } from '../errors.ts';
 import type { ActorConfig, GatehouseConfig } from '../config/types.ts';
 import type { AdminBackend, ListenerCounters, ReloadResult, UpstreamsView } from '../admin/types.ts';
 
@@ -349,6 +349,7 @@ export class Gatehouse implements AdminBackend {
    */
   async #apply(prev: GatehouseConfig, next: GatehouseConfig): Promise<void> {
     const changed = this.#changedActors(prev, next);
+    const versions = new Map(next.actors.map((a) => [a.name, moduleVersion(a)]));
     const specs = await Promise.all(changed.map(async (a) => this.#actorSpec(a)));
     const actorsSup = this.root.child('actors') as Supervisor | undefined;
     if (!actorsSup || actorsSup.status === 'exited') {
@@ -368,6 +369,9 @@ export class Gatehouse implements AdminBackend {
     this.#setDebug(this.#debugFlag || next.runtime.debug);
     this.log.level = this.#logLevel(next);
     await this.#pushShardConfig();
+    // Only now: a failed apply leaves the versions the running actors were started with.
+    this.#actorVersions.clear();
+    for (const [name, v] of versions) this.#actorVersions.set(name, v);
   }
 
   /** Actors added, or whose entry or module file changed since they were started. */
@@ -379,9 +383,7 @@ export class Gatehouse implements AdminBackend {
   }
 
   async #actorSpec(a: ActorConfig): Promise<ChildSpec> {
-    const def = await loadActorModule(a);
-    this.#actorVersions.set(a.name, moduleVersion(a));
-    return customActorChild(a, def, this.events$);
+    return customActorChild(a, await loadActorModule(a), this.events$);
   }
 
   /** `--debug` lowers an `info` level to `debug`, in the main thread and the shards alike. */
@@ -431,11 +433,4 @@ export class Gatehouse implements AdminBackend {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop().catch(() => {});
   }
-}
-
-/** An error's message with its causes (`reload failed: ...: EADDRINUSE ...`). */
-function errorChain(err: unknown): string {
-  const parts: string[] = [];
-  for (let e: unknown = err; e instanceof Error && parts.length < 5; e = e.cause) parts.push(e.message);
-  return parts.join(': ') || String(err);
 }

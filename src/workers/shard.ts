@@ -5,7 +5,7 @@ import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
 import { ListenerActor } from '../actors/listener.ts';
 import { live } from '../runtime/live.ts';
 import { actorEvents$, setActorEventsEnabled } from '../runtime/events.ts';
-import { InjectedFaultError } from '../errors.ts';
+import { InjectedFaultError, errorChain } from '../errors.ts';
 import { StateTable } from './state-table.ts';
 import { Balancer } from './balancer.ts';
 import type { ShardConfig, ShardListener } from './shard-config.ts';
@@ -48,7 +48,8 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     shutdown: () => config.shutdownTimeoutMs,
     start: () => {
       // A restart after a crash uses the listener's settings as reloaded since, not the original.
-      const cur = config.listeners.find((x) => x.name === l.name && x.host === l.host && x.port === l.port) ?? l;
+      // (By name: a port-0 listener is recorded with the port it got, which a restart rebinds.)
+      const cur = config.listeners.find((x) => x.name === l.name) ?? l;
       const upstream = config.upstreams.find((u) => u.name === cur.upstream);
       return new ListenerActor({
         shard,
@@ -173,7 +174,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
       case 'config':
         reconcile(m.config).then(
           () => post({ type: 'reply', id: m.id, value: boundListeners() }),
-          (err: Error) => post({ type: 'reply', id: m.id, error: { code: (err as { code?: string }).code, message: err.message } }),
+          (err: Error) => post({ type: 'reply', id: m.id, error: { code: (err as { code?: string }).code, message: errorChain(err) } }),
         );
         break;
       case 'drain':
@@ -220,8 +221,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     return await done;
   } catch (err) {
     if (sup.status !== 'exited') sup.kill();
-    const e = err as { code?: string; message?: string; cause?: { message?: string } };
-    return { ok: false, code: e.code ?? 'GH_ERR_SHARD', message: `${e.message}${e.cause?.message ? `: ${e.cause.message}` : ''}` };
+    return { ok: false, code: (err as { code?: string }).code ?? 'GH_ERR_SHARD', message: errorChain(err) };
   } finally {
     opts.signal?.removeEventListener('abort', onAbort);
     port.off('message', onMessage);
