@@ -86,10 +86,6 @@ export class ConnectionActor extends Actor {
     return this.#state;
   }
 
-  get peerAddress(): string {
-    return this.#client.remoteAddress ?? '';
-  }
-
   override describe(): Record<string, unknown> {
     return { peer: `${this.#client.remoteAddress}:${this.#client.remotePort}`, backend: this.#backend?.address };
   }

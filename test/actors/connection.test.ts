@@ -47,7 +47,7 @@ describe.each(['light', 'xstate'] as const)('ConnectionActor (%s)', (mode) => {
     sub.unsubscribe();
     expect(events.filter((e) => e.type === 'state').map((e) => (e as { state: string }).state)).toEqual(['open', 'half_closed_client', 'closing', 'closed']);
     expect(events.at(-1)).toMatchObject({ type: 'down', reason: 'normal' });
-    expect(gw.l.connections.sizes()).toEqual({ byId: 0, peer: 0 });
+    expect(gw.l.connections.sizes()).toEqual({ byId: 0 });
     expect(gw.table.listenerGet(0, 0, L.ACTIVE)).toBe(0);
     expect(gw.table.listenerGet(0, 0, L.OK)).toBe(1);
     expect(gw.table.backendGet(0, B.ACTIVE)).toBe(0);

@@ -173,7 +173,7 @@ listeners:
     };
     walk(tree as never);
     expect(listeners).toHaveLength(2);
-    for (const l of listeners) expect(l.registry).toEqual({ byId: 0, peer: 0 });
+    for (const l of listeners) expect(l.registry).toEqual({ byId: 0 });
     expect(await gh.stop()).toBe(0);
   }, 60_000);
 });
