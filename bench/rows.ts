@@ -1,0 +1,159 @@
+/**
+ * The rows of the bench: one entry per proxy (or `direct`, the ceiling without a proxy). A row
+ * says whether it can run here and how to start it as one foreground process listening on
+ * `127.0.0.1:listenPort` and forwarding to `upHost:upPort`. Adding a peer (nginx, envoy, ...) is
+ * one more entry; every suite then measures it like the others.
+ */
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+export interface RowContext {
+  listenPort: number;
+  upHost: string;
+  upPort: number;
+  /** Scratch directory of this run (configs go here). */
+  dir: string;
+  /** Worker threads / processes a peer with its own threading should use (1 when pinned to one CPU). */
+  peerThreads: number;
+  /** Node 24 (the driver's own binary). */
+  node: string;
+  /** The project's checkout. */
+  repo: string;
+}
+
+export interface RowLaunch {
+  cmd: string;
+  args: string[];
+  /** A stdout line that means "ready" (besides the port accepting connections). */
+  readyLine?: RegExp;
+  /** Extra facts for the report (config used, threads). */
+  note?: string;
+}
+
+export interface Row {
+  name: string;
+  /** `direct`: the load generator talks to the backend itself. */
+  direct?: boolean;
+  /** One line for the docs/table. */
+  describe: string;
+  /** Only run when named in --rows (diagnostic rows). */
+  optional?: boolean;
+  /** undefined when the row can run here, else why not (it is then skipped with a note). */
+  unavailable?(): string | undefined;
+  launch?(ctx: RowContext): RowLaunch;
+}
+
+/** Whether a command is on PATH. */
+export function onPath(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Gatehouse with one TCP listener; `workers` data-plane threads; the chosen or the naive connection actor. */
+function gatehouse(name: string, workers: number, connectionActor: 'light' | 'xstate'): Row {
+  return {
+    name,
+    describe: `Gatehouse, runtime.workers: ${workers}, connectionActor: ${connectionActor}${connectionActor === 'xstate' ? ' (naive: a full xstate actor per connection)' : ''}`,
+    launch(ctx) {
+      const file = path.join(ctx.dir, `${name}.yaml`);
+      writeFileSync(
+        file,
+        [
+          '# written by bench/run.ts',
+          'admin: { listen: "127.0.0.1:0" }',
+          `runtime: { workers: ${workers}, connectionActor: ${connectionActor}, shutdownTimeout: 5s }`,
+          'log: { level: info }',
+          `upstreams: [ { name: up, backends: [ "${ctx.upHost}:${ctx.upPort}" ] } ]`,
+          `listeners: [ { name: bench, protocol: tcp, listen: "127.0.0.1:${ctx.listenPort}", upstream: up, maxConnections: 100000 } ]`,
+          '',
+        ].join('\n'),
+      );
+      return {
+        cmd: ctx.node,
+        args: [path.join(ctx.repo, 'bin/gatehouse.mjs'), 'start', '--config', file],
+        readyLine: /"msg":"gatehouse started"/,
+        note: `workers=${workers} connectionActor=${connectionActor}`,
+      };
+    },
+  };
+}
+
+export const ROWS: Row[] = [
+  { name: 'direct', direct: true, describe: 'no proxy: the load generator talks to the backend (the ceiling)' },
+  {
+    name: 'node-pipe',
+    describe: 'plain single-thread Node proxy: net server + pipe() both ways (bench/peers/node-pipe.ts)',
+    launch: (ctx) => ({
+      cmd: ctx.node,
+      args: [path.join(ctx.repo, 'bench/peers/node-pipe.ts'), String(ctx.listenPort), ctx.upHost, String(ctx.upPort)],
+      readyLine: /"ready":true/,
+    }),
+  },
+  {
+    name: 'node-pipe-thread',
+    optional: true,
+    describe: 'node-pipe inside one worker thread (reusePort), as Gatehouse runs its data plane: tells thread costs from Gatehouse costs',
+    launch: (ctx) => ({
+      cmd: ctx.node,
+      args: [path.join(ctx.repo, 'bench/peers/node-pipe.ts'), String(ctx.listenPort), ctx.upHost, String(ctx.upPort), '1'],
+      readyLine: /"ready":true/,
+      note: 'threads=1',
+    }),
+  },
+  {
+    name: 'node-pipe-2w',
+    optional: true,
+    describe: 'node-pipe in two worker threads with reusePort (the shape of gatehouse-w2)',
+    launch: (ctx) => ({
+      cmd: ctx.node,
+      args: [path.join(ctx.repo, 'bench/peers/node-pipe.ts'), String(ctx.listenPort), ctx.upHost, String(ctx.upPort), '2'],
+      readyLine: /"ready":true/,
+      note: 'threads=2',
+    }),
+  },
+  gatehouse('gatehouse-w1', 1, 'light'),
+  gatehouse('gatehouse-w2', 2, 'light'),
+  gatehouse('gatehouse-w1-xstate', 1, 'xstate'),
+  {
+    name: 'haproxy',
+    describe: 'HAProxy, mode tcp, default buffers, nbthread 1 when pinned (as /work/shared/bench/rows.d/haproxy.sh)',
+    unavailable: () => (onPath('haproxy') ? undefined : 'haproxy not on PATH'),
+    launch(ctx) {
+      const file = path.join(ctx.dir, `haproxy-${ctx.listenPort}.cfg`);
+      writeFileSync(
+        file,
+        [
+          'global',
+          '  maxconn 9800',
+          `  nbthread ${ctx.peerThreads}`,
+          'defaults',
+          '  mode tcp',
+          '  timeout connect 5s',
+          '  timeout client 120s',
+          '  timeout server 120s',
+          'frontend fe',
+          `  bind 127.0.0.1:${ctx.listenPort}`,
+          '  default_backend be',
+          'backend be',
+          `  server s1 ${ctx.upHost}:${ctx.upPort}`,
+          '',
+        ].join('\n'),
+      );
+      return { cmd: 'haproxy', args: ['-db', '-f', file], note: `nbthread=${ctx.peerThreads}` };
+    },
+  },
+];
+
+/** The version line of a peer binary, for the facts of the report. */
+export function versionOf(cmd: string, args: string[]): string | undefined {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 5_000 }).split('\n')[0]?.trim();
+  } catch {
+    return undefined;
+  }
+}
