@@ -3,10 +3,12 @@ import type { Actor } from './actor.ts';
 /** An index extracts zero or more keys from an entry (a client has one user, a connection one backend). */
 export type IndexFn<V> = (value: V) => string | readonly string[] | undefined;
 
+const NO_KEYS: ReadonlyMap<string, string[]> = new Map();
+
 interface Entry<V> {
   actor: Actor;
   value: V;
-  keys: Map<string, string[]>;
+  keys: ReadonlyMap<string, string[]>;
   demonitor: () => void;
 }
 
@@ -43,11 +45,17 @@ export class Registry<V = undefined> {
     if (actor.status === 'exited') return false;
     // Every key is computed before anything changes: an index function that throws leaves the
     // registry as it was, never an entry in some indexes and not in byId (which nothing would clean).
-    const keys = new Map<string, string[]>();
-    for (const [name, idx] of this.#indexes) {
-      const raw = idx.fn(value);
-      if (raw === undefined) continue;
-      keys.set(name, typeof raw === 'string' ? [raw] : [...new Set(raw)]);
+    // A registry with no secondary index (a listener's connections) shares one empty key map:
+    // nothing per entry beyond the entry itself, on the accept path.
+    let keys: ReadonlyMap<string, string[]> = NO_KEYS;
+    if (this.#indexes.size > 0) {
+      const m = new Map<string, string[]>();
+      for (const [name, idx] of this.#indexes) {
+        const raw = idx.fn(value);
+        if (raw === undefined) continue;
+        m.set(name, typeof raw === 'string' ? [raw] : [...new Set(raw)]);
+      }
+      keys = m;
     }
     const old = this.#byId.get(actor.id);
     if (old) {
