@@ -36,6 +36,8 @@ listeners: [ { name: tcp-in, protocol: tcp, listen: "127.0.0.1:0", upstream: app
     const crashed = await gh.admin('/debug/shards/0/crash', { method: 'POST' });
     expect(crashed.status).toBe(202);
     await gh.waitForLog((l) => l.msg === 'shard down' && l.shard === 0);
+    // The thread's sockets close as it goes (a moment after the DOWN): wait for exactly those.
+    await expect.poll(() => conns.filter((c) => c.socket.destroyed || c.socket.readableEnded).length, { timeout: 10_000 }).toBe(perShard[0]);
 
     // Connections on the surviving shard keep flowing; those on the crashed one are gone.
     const alive: typeof conns = [];

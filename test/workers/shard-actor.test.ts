@@ -105,10 +105,18 @@ describe.each([
     const d = await down;
     expect(d.reason).toBe('error');
     expect((d.error as { code: string }).code).toBe('GH_ERR_SHARD');
-    // Its listening socket is released: nothing accepts on the port any more.
-    const c = net.connect(s.port(), '127.0.0.1');
-    const [err] = (await once(c, 'error').catch((e: unknown) => [e])) as [NodeJS.ErrnoException];
-    expect(err.code).toBe('ECONNREFUSED');
+    // Its listening socket is released: soon nothing accepts on the port any more. (The task's
+    // rejection can arrive a moment before the thread is gone, so poll with a deadline.)
+    const refused = (): Promise<boolean> =>
+      new Promise((resolve) => {
+        const c = net.connect(s.port(), '127.0.0.1');
+        c.once('connect', () => {
+          c.destroy();
+          resolve(false);
+        });
+        c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+      });
+    await expect.poll(refused, { timeout: 10_000, interval: 20 }).toBe(true);
     await host.close();
   });
 });
