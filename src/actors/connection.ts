@@ -50,6 +50,10 @@ export interface ConnectionContext {
 
 let seq = 0;
 
+const kConn = Symbol('gatehouse.connection');
+/** A socket that knows the connection actor it belongs to. */
+type OwnedSocket = net.Socket & { [kConn]: ConnectionActor };
+
 /**
  * One actor per proxied TCP connection, in the listener's registry (OTP `simple_one_for_one`):
  * it picks a backend, connects (retrying other backends), pipes both ways with backpressure,
@@ -92,16 +96,57 @@ export class ConnectionActor extends Actor {
 
   /** Starts the connection: the client socket is paused until the backend answers. */
   start(): this {
-    const c = this.#client;
-    c.on('error', (err) => this.#abort('error', err));
-    c.on('close', (hadError) => {
-      this.#clientClosed = true;
-      this.#onSocketClose(hadError);
-    });
-    c.on('timeout', () => this.#abort('timeout'));
+    const c = this.#client as OwnedSocket;
+    c[kConn] = this;
+    c.on('error', ConnectionActor.#onClientError);
+    c.on('close', ConnectionActor.#onClientClose);
+    c.on('timeout', ConnectionActor.#onClientTimeout);
     this.markRunning();
     this.#connect();
     return this;
+  }
+
+  // Socket handlers are shared by every connection (`this` is the socket, which points back to its
+  // actor): no closure per connection and per event, which churn would pay for in GC.
+  static #onClientError(this: OwnedSocket, err: Error): void {
+    this[kConn].#abort('error', err);
+  }
+  static #onClientClose(this: OwnedSocket, hadError: boolean): void {
+    const a = this[kConn];
+    a.#clientClosed = true;
+    a.#onSocketClose(hadError);
+  }
+  static #onClientTimeout(this: OwnedSocket): void {
+    this[kConn].#abort('timeout');
+  }
+  static #onClientEnd(this: OwnedSocket): void {
+    this[kConn].#step('client.end');
+  }
+  static #onBackendConnect(this: OwnedSocket): void {
+    const a = this[kConn];
+    if (a.#backendSocket !== this) return;
+    this.setTimeout(0);
+    a.#open(this);
+  }
+  static #onBackendTimeout(this: OwnedSocket): void {
+    const a = this[kConn];
+    if (a.#backendSocket === this && a.#state === 'connecting') a.#connectFailed(this, 'timeout');
+  }
+  static #onBackendError(this: OwnedSocket, err: Error): void {
+    const a = this[kConn];
+    if (a.#backendSocket !== this) return;
+    if (a.#state === 'connecting') a.#connectFailed(this, 'backend_error', err);
+    else a.#abort('error', err);
+  }
+  static #onBackendClose(this: OwnedSocket, hadError: boolean): void {
+    const a = this[kConn];
+    if (a.#backendSocket !== this || a.#state === 'connecting') return;
+    a.#backendClosed = true;
+    a.#onSocketClose(hadError);
+  }
+  static #onBackendEnd(this: OwnedSocket): void {
+    const a = this[kConn];
+    if (a.#backendSocket === this) a.#step('backend.end');
   }
 
   #step(ev: ConnectionEventType): void {
@@ -129,19 +174,14 @@ export class ConnectionActor extends Actor {
     }
     this.#backend = b;
     ctx.table.backendAdd(b.slot, B.ACTIVE, 1);
-    const s = net.connect({ host: b.host, port: b.port, allowHalfOpen: true, noDelay: true });
+    const s = net.connect({ host: b.host, port: b.port, allowHalfOpen: true, noDelay: true }) as OwnedSocket;
+    s[kConn] = this;
     this.#backendSocket = s;
     s.setTimeout(ctx.connectTimeoutMs);
-    const onTimeout = (): void => this.#connectFailed(s, 'timeout');
-    const onError = (err: Error): void => this.#connectFailed(s, 'backend_error', err);
-    s.once('timeout', onTimeout);
-    s.once('error', onError);
-    s.once('connect', () => {
-      s.off('timeout', onTimeout);
-      s.off('error', onError);
-      s.setTimeout(0);
-      this.#open(s);
-    });
+    s.on('timeout', ConnectionActor.#onBackendTimeout);
+    s.on('error', ConnectionActor.#onBackendError);
+    s.on('close', ConnectionActor.#onBackendClose);
+    s.once('connect', ConnectionActor.#onBackendConnect);
   }
 
   /** Drops a backend socket that never connected. */
@@ -178,13 +218,8 @@ export class ConnectionActor extends Actor {
       return;
     }
     this.#outcome = 'ok';
-    s.on('error', (err) => this.#abort('error', err));
-    s.on('close', (hadError) => {
-      this.#backendClosed = true;
-      this.#onSocketClose(hadError);
-    });
-    c.on('end', () => this.#step('client.end'));
-    s.on('end', () => this.#step('backend.end'));
+    c.on('end', ConnectionActor.#onClientEnd);
+    s.on('end', ConnectionActor.#onBackendEnd);
     if (this.#ctx.listener.idleTimeoutMs > 0) c.setTimeout(this.#ctx.listener.idleTimeoutMs);
     this.#step('backend.connected');
     // pipe() gives backpressure both ways and forwards FIN (end) to the other side.
