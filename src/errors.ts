@@ -110,12 +110,6 @@ export class InjectedFaultError extends GatehouseError {
   }
 }
 
-/** Rebuilds a typed error from a `{ code, message }` that crossed a thread boundary. */
-export function errorFromWire(wire: { code?: string; message?: string } | undefined, shard: number): Error {
-  const e = new ShardError(shard, wire?.message ?? 'unknown failure');
-  if (wire?.code) Object.defineProperty(e, 'code', { value: wire.code });
-  return e;
-}
 
 /** An error's message followed by its causes' (`listener web could not listen ...: listen EADDRINUSE ...`). */
 export function errorChain(err: unknown): string {
