@@ -110,7 +110,6 @@ export class InjectedFaultError extends GatehouseError {
   }
 }
 
-
 /** An error's message followed by its causes' (`listener web could not listen ...: listen EADDRINUSE ...`). */
 export function errorChain(err: unknown): string {
   const parts: string[] = [];

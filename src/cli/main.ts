@@ -129,10 +129,8 @@ async function start(file: string, debug: boolean): Promise<number> {
       void gh.reload();
     });
     gh.root.monitor((down) => {
-      if (down.reason === 'error') {
-        log.fatal({ err: down.error }, 'root supervisor failed: exiting');
-        gh.stop().finally(() => resolve(1));
-      }
+      // Gatehouse has logged 'root supervisor gave up'; stop what is left and exit 1.
+      if (down.reason === 'error') gh.stop().finally(() => resolve(1));
     });
   });
 }
