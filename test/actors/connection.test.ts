@@ -8,11 +8,11 @@ import { StateTable, L, B } from '../../src/workers/state-table.ts';
 import type { ShardUpstream } from '../../src/workers/shard-config.ts';
 import { actorEvents$, setActorEventsEnabled, type ActorEvent } from '../../src/runtime/events.ts';
 import { live } from '../../src/runtime/live.ts';
-import { readUntilClosed, roundTrip, startEchoServer } from '../helpers/net.ts';
+import { connect, readUntilClosed, roundTrip, startEchoServer } from '../helpers/net.ts';
 
 const log = pino({ level: 'silent' });
 
-async function startListener(backends: number[], mode: 'light' | 'xstate' = 'light', table = StateTable.create()) {
+async function startListener(backends: number[], mode: 'light' | 'xstate' = 'light', table = StateTable.create(), maxConnections = 100) {
   const upstream: ShardUpstream = {
     name: 'app',
     balance: 'round_robin',
@@ -22,7 +22,7 @@ async function startListener(backends: number[], mode: 'light' | 'xstate' = 'lig
   };
   const l = await new ListenerActor({
     shard: 0,
-    listener: { name: 't', protocol: 'tcp', host: '127.0.0.1', port: 0, upstream: 'app', maxConnections: 100, maxConnectionsPerIp: 0, idleTimeoutMs: 0, slot: 0 },
+    listener: { name: 't', protocol: 'tcp', host: '127.0.0.1', port: 0, upstream: 'app', maxConnections, maxConnectionsPerIp: 0, idleTimeoutMs: 0, slot: 0 },
     upstream,
     balancer: new Balancer(upstream, table),
     table,
@@ -138,5 +138,25 @@ describe('backpressure', () => {
     backendSocket?.destroy();
     server.close();
     await once(server, 'close');
+  });
+});
+
+describe('listener limits', () => {
+  test('maxConnections closes the excess at once, counts it, and frees places as connections end', async () => {
+    await using echo = await startEchoServer();
+    await using gw = await startListener([echo.port], 'light', StateTable.create(), 2);
+    const a = await connect(gw.port);
+    const b = await connect(gw.port);
+    expect(await a.send('a')).toBe('a');
+    expect(await b.send('b')).toBe('b');
+    expect(await readUntilClosed(gw.port, 'third')).toBe('');
+    expect(gw.table.listenerGet(0, 0, L.OVER_LIMIT)).toBe(1);
+    expect(gw.table.listenerActiveAll(0)).toBe(2);
+    await a.close();
+    await expect.poll(() => gw.table.listenerActiveAll(0)).toBe(1);
+    const c = await connect(gw.port);
+    expect(await c.send('c')).toBe('c');
+    await Promise.all([b.close(), c.close()]);
+    await expect.poll(() => gw.table.listenerActiveAll(0)).toBe(0);
   });
 });
