@@ -237,8 +237,12 @@ export class ConnectionActor extends Actor {
     if (this.#state === 'closed') return;
     if (reason === 'timeout' && this.#state !== 'connecting') this.#ctx.log.debug('idle timeout');
     else if (err) this.#ctx.log.debug({ err }, 'connection error');
-    this.#client.destroy();
+    // A reset from one side is passed on as a reset (RST), not a clean close, to the other.
+    const reset = (err as NodeJS.ErrnoException | undefined)?.code === 'ECONNRESET';
+    if (reset && !this.#client.destroyed) this.#client.resetAndDestroy();
+    else this.#client.destroy();
     if (this.#state === 'connecting' && this.#backendSocket) this.#releaseBackend();
+    else if (reset && this.#backendSocket && !this.#backendSocket.destroyed) this.#backendSocket.resetAndDestroy();
     else this.#backendSocket?.destroy();
     this.#step('abort');
   }

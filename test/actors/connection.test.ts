@@ -160,3 +160,34 @@ describe('listener limits', () => {
     await expect.poll(() => gw.table.listenerActiveAll(0)).toBe(0);
   });
 });
+
+describe('resets', () => {
+  test('a client reset reaches the backend as a reset, and a backend reset reaches the client', async () => {
+    const resets: string[] = [];
+    const server = net.createServer((s) => {
+      s.on('error', (e: NodeJS.ErrnoException) => resets.push(`backend saw ${e.code}`));
+      s.on('data', (d) => {
+        if (String(d) === 'reset me') s.resetAndDestroy();
+        else s.write(d);
+      });
+    });
+    server.listen(0, '127.0.0.1');
+    await once(server, 'listening');
+    await using gw = await startListener([(server.address() as net.AddressInfo).port]);
+    // Client side resets.
+    const a = await connect(gw.port);
+    expect(await a.send('hi')).toBe('hi');
+    a.socket.resetAndDestroy();
+    await expect.poll(() => resets).toEqual(['backend saw ECONNRESET']);
+    // Backend side resets.
+    const b = await connect(gw.port);
+    expect(await b.send('hi')).toBe('hi');
+    const err = new Promise<string | undefined>((r) => b.socket.on('error', (e: NodeJS.ErrnoException) => r(e.code)));
+    b.socket.write('reset me');
+    expect(await err).toBe('ECONNRESET');
+    await b.close();
+    await expect.poll(() => gw.l.connections.size).toBe(0);
+    server.close();
+    await once(server, 'close');
+  });
+});
