@@ -12,7 +12,7 @@ import { connect, readUntilClosed, roundTrip, startEchoServer } from '../helpers
 
 const log = pino({ level: 'silent' });
 
-async function startListener(backends: number[], mode: 'light' | 'xstate' = 'light', table = StateTable.create(), maxConnections = 100) {
+async function startListener(backends: number[], mode: 'light' | 'xstate' = 'light', table = StateTable.create(), maxConnections = 100, idleTimeoutMs = 0) {
   const upstream: ShardUpstream = {
     name: 'app',
     balance: 'round_robin',
@@ -22,7 +22,7 @@ async function startListener(backends: number[], mode: 'light' | 'xstate' = 'lig
   };
   const l = await new ListenerActor({
     shard: 0,
-    listener: { name: 't', protocol: 'tcp', host: '127.0.0.1', port: 0, upstream: 'app', maxConnections, maxConnectionsPerIp: 0, idleTimeoutMs: 0, slot: 0 },
+    listener: { name: 't', protocol: 'tcp', host: '127.0.0.1', port: 0, upstream: 'app', maxConnections, maxConnectionsPerIp: 0, idleTimeoutMs, slot: 0 },
     upstream,
     balancer: new Balancer(upstream, table),
     table,
@@ -189,5 +189,21 @@ describe('resets', () => {
     await expect.poll(() => gw.l.connections.size).toBe(0);
     server.close();
     await once(server, 'close');
+  });
+});
+
+describe('idle timeout', () => {
+  test('a connection with no bytes either way for idleTimeout is closed on both sides', async () => {
+    await using echo = await startEchoServer();
+    await using gw = await startListener([echo.port], 'light', StateTable.create(), 100, 150);
+    const c = await connect(gw.port);
+    expect(await c.send('busy')).toBe('busy');
+    expect(echo.sockets.size).toBe(1);
+    // No bytes for 150 ms: the gateway closes its side towards the client and the backend.
+    await new Promise<void>((r) => c.socket.once('end', () => r()));
+    await expect.poll(() => echo.sockets.size).toBe(0);
+    await expect.poll(() => gw.l.connections.size).toBe(0);
+    expect(gw.table.listenerGet(0, 0, L.ACTIVE)).toBe(0);
+    await c.close();
   });
 });
