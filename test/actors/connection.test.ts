@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import pino from 'pino';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -12,11 +13,11 @@ import { connect, readUntilClosed, roundTrip, startEchoServer } from '../helpers
 
 const log = pino({ level: 'silent' });
 
-async function startListener(backends: number[], mode: 'light' | 'xstate' = 'light', table = StateTable.create(), maxConnections = 100, idleTimeoutMs = 0) {
+async function startListener(backends: number[], mode: 'light' | 'xstate' = 'light', table = StateTable.create(), maxConnections = 100, idleTimeoutMs = 0, connectTimeoutMs = 1_000) {
   const upstream: ShardUpstream = {
     name: 'app',
     balance: 'round_robin',
-    connectTimeoutMs: 1_000,
+    connectTimeoutMs,
     connectRetries: 2,
     backends: backends.map((port, i) => ({ address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, slot: i })),
   };
@@ -205,5 +206,44 @@ describe('idle timeout', () => {
     await expect.poll(() => gw.l.connections.size).toBe(0);
     expect(gw.table.listenerGet(0, 0, L.ACTIVE)).toBe(0);
     await c.close();
+  });
+});
+
+/**
+ * A listening socket that never accepts (a child process that only calls listen()), its backlog
+ * filled: new connects to it hang, as to a blackholed host, without leaving 127.0.0.1.
+ */
+async function startBlackhole(): Promise<{ port: number; [Symbol.asyncDispose](): Promise<void> }> {
+  const child = spawn('python3', ['-c', 'import socket,sys,time\ns=socket.socket()\ns.bind(("127.0.0.1",0))\ns.listen(0)\nprint(s.getsockname()[1],flush=True)\nsys.stdin.read()'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const [line] = (await once(child.stdout!, 'data')) as [Buffer];
+  const port = Number(String(line).trim());
+  const fillers: net.Socket[] = [];
+  for (let i = 0; i < 4; i++) {
+    const f = net.connect(port, '127.0.0.1');
+    f.on('error', () => {});
+    fillers.push(f);
+  }
+  return {
+    port,
+    [Symbol.asyncDispose]: async () => {
+      for (const f of fillers) f.destroy();
+      const exited = once(child, 'exit');
+      child.stdin!.end();
+      await exited;
+    },
+  };
+}
+
+describe('connect timeout', () => {
+  test('a backend that never answers times out, and the next backend serves the client', async () => {
+    await using hole = await startBlackhole();
+    await using echo = await startEchoServer();
+    await using gw = await startListener([hole.port, echo.port], 'light', StateTable.create(), 100, 0, 200);
+    // Round robin tries the blackhole first: it times out, and the retry goes to echo.
+    expect(await roundTrip(gw.port, 'through')).toBe('through');
+    expect(gw.table.listenerGet(0, 0, L.OK)).toBe(1);
+    await using only = await startListener([hole.port], 'light', StateTable.create(), 100, 0, 200);
+    expect(await readUntilClosed(only.port, 'nobody')).toBe('');
+    await expect.poll(() => only.table.listenerGet(0, 0, L.TIMEOUT)).toBe(1);
   });
 });
