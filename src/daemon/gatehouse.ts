@@ -9,7 +9,8 @@ import { InThreadShardHost, PiscinaShardHost, reusePortSupported } from '../work
 import { StateTable, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator } from '../workers/state-table.ts';
 import { toShardConfig } from '../workers/shard-config.ts';
 import type { FromShard } from '../workers/protocol.ts';
-import { customActorChild, loadActorModule, moduleVersion, toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
+import { toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
+import { CustomActors } from './custom-actors.ts';
 import { listenerCounters, mergedTree, upstreamsView } from './views.ts';
 import { AdminActor } from './admin-actor.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
@@ -52,8 +53,6 @@ export class Gatehouse implements AdminBackend {
   readonly #listenerSlots = new SlotAllocator(MAX_LISTENERS, (s) => this.table.resetListener(s));
   readonly #backendSlots = new SlotAllocator(MAX_BACKENDS, (s) => this.table.resetBackend(s));
   readonly #resolvedPorts = new Map<string, number>();
-  /** The module version each custom actor was started with (a reload restarts edited ones). */
-  readonly #actorVersions = new Map<string, string>();
   /** Listener addresses already logged as ready (logged once per address, not per shard). */
   readonly #announced = new Map<string, string>();
   readonly #shardEvents = new Subject<ActorEvent & { shard?: number }>();
@@ -64,6 +63,7 @@ export class Gatehouse implements AdminBackend {
   #reloading: Promise<ReloadResult> | undefined;
   readonly events$: Observable<GatewayEvent>;
   readonly #gatewayEvents = new Subject<GatewayEvent>();
+  readonly #actors: CustomActors;
 
   private constructor(opts: GatehouseOptions, customs: { cfg: ActorConfig; def: ActorDefinition }[]) {
     this.current = opts.config;
@@ -80,14 +80,14 @@ export class Gatehouse implements AdminBackend {
     this.#host = workers === 0 ? new InThreadShardHost(this.log) : new PiscinaShardHost(workers, this.log);
     this.actorEvents$ = merge(actorEvents$, this.#shardEvents);
     this.events$ = this.#makeEvents$();
-    for (const c of customs) this.#actorVersions.set(c.cfg.name, moduleVersion(c.cfg));
+    this.#actors = new CustomActors(() => this.root, this.events$, this.log);
     this.root = new Supervisor(
       {
         id: 'root',
         strategy: 'one_for_one',
         maxRestarts: 3,
         periodMs: 10_000,
-        children: [this.#adminChild(), this.#actorsChild(customs.map((c) => customActorChild(c.cfg, c.def, this.events$))), this.#shardsChild()],
+        children: [this.#adminChild(), this.#actors.child(customs), this.#shardsChild()],
       },
       { log: this.log },
     );
@@ -96,7 +96,7 @@ export class Gatehouse implements AdminBackend {
   /** Starts the whole tree. Rejects (and leaves nothing running) when any part fails to start. */
   static async start(opts: GatehouseOptions): Promise<Gatehouse> {
     // Modules load before anything starts: a missing module fails the start cleanly.
-    const customs = await Promise.all(opts.config.actors.map(async (cfg) => ({ cfg, def: await loadActorModule(cfg) })));
+    const customs = await CustomActors.load(opts.config.actors);
     const gh = new Gatehouse(opts, customs);
     if (gh.debug) setActorEventsEnabled(true);
     try {
@@ -121,24 +121,6 @@ export class Gatehouse implements AdminBackend {
       restart: 'permanent',
       shutdown: 5_000,
       start: () => new AdminActor({ backend: this, log: this.log, config: () => this.current.admin }).start(),
-    };
-  }
-
-  /**
-   * Custom actors live in their own subtree, `temporary` under root: one that crash-loops past
-   * the `actors` supervisor's intensity takes that subtree down, never the data plane.
-   */
-  #actorsChild(children: ChildSpec[]): ChildSpec {
-    const spec = supervisorChild({ id: 'actors', strategy: 'one_for_one', maxRestarts: 5, periodMs: 10_000, children }, { log: this.log }, 'temporary');
-    return {
-      ...spec,
-      start: async (ctx) => {
-        const sup = await spec.start(ctx);
-        sup.monitor((down) => {
-          if (down.reason === 'error') this.log.error({ err: down.error }, 'custom actors gave up: their subtree is stopped, traffic goes on');
-        });
-        return sup;
-      },
     };
   }
 
@@ -348,19 +330,7 @@ export class Gatehouse implements AdminBackend {
    * listener gets one port for all. Throws on the first failure; the caller rolls back.
    */
   async #apply(prev: GatehouseConfig, next: GatehouseConfig): Promise<void> {
-    const changed = this.#changedActors(prev, next);
-    const versions = new Map(next.actors.map((a) => [a.name, moduleVersion(a)]));
-    const specs = await Promise.all(changed.map(async (a) => this.#actorSpec(a)));
-    const actorsSup = this.root.child('actors') as Supervisor | undefined;
-    if (!actorsSup || actorsSup.status === 'exited') {
-      // The custom actors' supervisor gave up earlier: a reload brings the whole subtree back.
-      await this.root.startChild(this.#actorsChild(await Promise.all(next.actors.map((a) => this.#actorSpec(a)))));
-    } else {
-      for (const a of prev.actors) {
-        if (!next.actors.some((x) => x.name === a.name) || changed.some((c) => c.name === a.name)) await actorsSup.removeChild(`actor:${a.name}`);
-      }
-      for (const spec of specs) await actorsSup.startChild(spec);
-    }
+    const commitActors = await this.#actors.apply(prev.actors, next.actors);
     for (const l of next.listeners) {
       const old = prev.listeners.find((x) => x.name === l.name);
       if (!old || old.listen.address !== l.listen.address) this.#resolvedPorts.delete(l.name);
@@ -369,21 +339,7 @@ export class Gatehouse implements AdminBackend {
     this.#setDebug(this.#debugFlag || next.runtime.debug);
     this.log.level = this.#logLevel(next);
     await this.#pushShardConfig();
-    // Only now: a failed apply leaves the versions the running actors were started with.
-    this.#actorVersions.clear();
-    for (const [name, v] of versions) this.#actorVersions.set(name, v);
-  }
-
-  /** Actors added, or whose entry or module file changed since they were started. */
-  #changedActors(prev: GatehouseConfig, next: GatehouseConfig): ActorConfig[] {
-    return next.actors.filter((a) => {
-      const old = prev.actors.find((x) => x.name === a.name);
-      return !old || JSON.stringify(old) !== JSON.stringify(a) || this.#actorVersions.get(a.name) !== moduleVersion(a);
-    });
-  }
-
-  async #actorSpec(a: ActorConfig): Promise<ChildSpec> {
-    return customActorChild(a, await loadActorModule(a), this.events$);
+    commitActors();
   }
 
   /** `--debug` lowers an `info` level to `debug`, in the main thread and the shards alike. */
@@ -407,12 +363,7 @@ export class Gatehouse implements AdminBackend {
     this.current = prev;
     this.#setDebug(this.#debugFlag || prev.runtime.debug);
     this.log.level = this.#logLevel(prev);
-    const actorsSup = this.root.child('actors') as Supervisor | undefined;
-    if (actorsSup && actorsSup.status !== 'exited') {
-      const touched = new Set([...this.#changedActors(prev, failed), ...prev.actors.filter((a) => !failed.actors.some((x) => x.name === a.name))].map((a) => a.name));
-      for (const name of touched) await actorsSup.removeChild(`actor:${name}`);
-      for (const a of prev.actors) if (touched.has(a.name)) await actorsSup.startChild(await this.#actorSpec(a));
-    }
+    await this.#actors.rollback(prev.actors, failed.actors);
     await this.#pushShardConfig();
   }
 
