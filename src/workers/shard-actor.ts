@@ -170,7 +170,7 @@ export class ShardActor extends Actor {
       if (n > 0 && reason !== 'normal' && reason !== 'shutdown') {
         t.listenerAdd(this.index, slot, L.ACTIVE, -n);
         t.listenerAdd(this.index, slot, L.ERROR, n);
-        for (let i = 0; i < n; i++) t.listenerRelease(slot);
+        t.listenerRelease(slot, n);
       }
     }
     for (const [, p] of this.#pending) {

@@ -143,8 +143,9 @@ export class StateTable {
     return true;
   }
 
-  listenerRelease(slot: number): void {
-    Atomics.sub(this.#i32, I32_LISTENER_GLOBAL + slot * LG_FIELDS + LG.ACTIVE, 1);
+  /** Gives back `n` places (1 by default) in a listener-wide limit. */
+  listenerRelease(slot: number, n = 1): void {
+    Atomics.sub(this.#i32, I32_LISTENER_GLOBAL + slot * LG_FIELDS + LG.ACTIVE, n);
   }
 
   listenerActiveAll(slot: number): number {
