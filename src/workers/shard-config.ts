@@ -19,6 +19,11 @@ export interface ShardUpstream {
   backends: ShardBackend[];
   connectTimeoutMs: number;
   connectRetries: number;
+  /**
+   * Consecutive failed connects (seen by any shard) after which the shard asks the backend's
+   * BreakerActor to open; 0 when the upstream has no circuit breaker.
+   */
+  failureThreshold: number;
 }
 
 export interface ShardListener {
@@ -86,6 +91,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
       balance: u.balance,
       connectTimeoutMs: u.connectTimeout,
       connectRetries: u.connectRetries,
+      failureThreshold: u.circuitBreaker.enabled ? u.circuitBreaker.failureThreshold : 0,
       backends: u.backends.map((b) => ({ address: b.address, host: b.host, port: b.port, weight: b.weight, slot: slots.backendSlot(u.name, b.address) })),
     })),
     connectionActor: cfg.runtime.connectionActor,

@@ -50,9 +50,14 @@ const LB_FIELDS = 2;
 export const LG = { ACTIVE: 0 } as const;
 const LG_FIELDS = 4;
 
-/** Int32 fields of a backend row. */
-export const B = { HEALTHY: 0, BREAKER: 1, PERMIT: 2, ACTIVE: 3 } as const;
-const B_FIELDS = 4;
+/**
+ * Int32 fields of a backend row. HEALTHY (the probe's verdict) and BREAKER (0 closed, 1 open,
+ * 2 half-open) are written by the control plane's actors; PERMIT is the half-open trial permit a
+ * shard takes with compare-and-swap; ACTIVE counts connections on every shard; FAILS counts
+ * consecutive failed connects seen by any shard (a success resets it).
+ */
+export const B = { HEALTHY: 0, BREAKER: 1, PERMIT: 2, ACTIVE: 3, FAILS: 4 } as const;
+const B_FIELDS = 8;
 
 /** Int32 fields of a shard row. */
 export const S = { UP: 0 } as const;

@@ -19,6 +19,7 @@ async function startListener(backends: number[], mode: 'light' | 'xstate' = 'lig
     balance: 'round_robin',
     connectTimeoutMs,
     connectRetries: 2,
+    failureThreshold: 0,
     backends: backends.map((port, i) => ({ address: `127.0.0.1:${port}`, host: '127.0.0.1', port, weight: 1, slot: i })),
   };
   const l = await new ListenerActor({

@@ -10,6 +10,7 @@ function upstream(balance: string, weights: number[]): ShardUpstream {
     balance,
     connectTimeoutMs: 1_000,
     connectRetries: 2,
+    failureThreshold: 0,
     backends: weights.map((weight, i) => ({ address: `10.0.0.${i}:80`, host: `10.0.0.${i}`, port: 80, weight, slot: i })),
   };
 }

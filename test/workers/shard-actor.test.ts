@@ -19,6 +19,7 @@ function shardConfig(backendPort: number, port = 0, shutdownTimeoutMs = 5_000): 
         balance: 'round_robin',
         connectTimeoutMs: 1_000,
         connectRetries: 1,
+        failureThreshold: 0,
         backends: [{ address: `127.0.0.1:${backendPort}`, host: '127.0.0.1', port: backendPort, weight: 1, slot: 0 }],
       },
     ],
