@@ -70,6 +70,8 @@ export class ConnectionActor extends Actor {
   #backendSocket: net.Socket | undefined;
   #backend: ShardBackend | undefined;
   #tried: ShardBackend[] | undefined;
+  /** This connection holds its backend's half-open trial permit. */
+  #trial = false;
   #outcome: Outcome = 'ok';
   #clientClosed = false;
   #backendClosed = false;
@@ -173,6 +175,7 @@ export class ConnectionActor extends Actor {
       return;
     }
     this.#backend = b;
+    this.#trial = ctx.balancer!.trial;
     ctx.table.backendAdd(b.slot, B.ACTIVE, 1);
     const s = net.connect({ host: b.host, port: b.port, allowHalfOpen: true, noDelay: true }) as OwnedSocket;
     s[kConn] = this;
@@ -194,10 +197,19 @@ export class ConnectionActor extends Actor {
     return b;
   }
 
+  /** Drops a connect in progress because the client went away: not the backend's fault. */
+  #abandonBackend(): void {
+    const b = this.#releaseBackend();
+    this.#ctx.balancer?.abandoned(b, this.#trial);
+    this.#trial = false;
+  }
+
   #connectFailed(s: net.Socket, outcome: Outcome, err?: Error): void {
     if (this.#backendSocket !== s) return;
     const ctx = this.#ctx;
     const b = this.#releaseBackend();
+    ctx.balancer?.failed(b, this.#trial);
+    this.#trial = false;
     this.#outcome = outcome;
     ctx.log.debug({ backend: b.address, outcome, err }, 'backend connect failed');
     (this.#tried ??= []).push(b);
@@ -211,6 +223,8 @@ export class ConnectionActor extends Actor {
 
   #open(s: net.Socket): void {
     const c = this.#client;
+    this.#ctx.balancer?.succeeded(this.#backend!, this.#trial);
+    this.#trial = false;
     if (c.destroyed) {
       s.destroy();
       this.#backendClosed = true;
@@ -241,7 +255,7 @@ export class ConnectionActor extends Actor {
     const reset = (err as NodeJS.ErrnoException | undefined)?.code === 'ECONNRESET';
     if (reset && !this.#client.destroyed) this.#client.resetAndDestroy();
     else this.#client.destroy();
-    if (this.#state === 'connecting' && this.#backendSocket) this.#releaseBackend();
+    if (this.#state === 'connecting' && this.#backendSocket) this.#abandonBackend();
     else if (reset && this.#backendSocket && !this.#backendSocket.destroyed) this.#backendSocket.resetAndDestroy();
     else this.#backendSocket?.destroy();
     this.#step('abort');
@@ -266,6 +280,7 @@ export class ConnectionActor extends Actor {
 
   protected forceStop(): void {
     this.#client.destroy();
+    if (this.#state === 'connecting' && this.#backendSocket) this.#abandonBackend();
     this.#backendSocket?.destroy();
     if (this.#state === 'closed') return;
     this.#state = 'closed';

@@ -13,6 +13,7 @@ import { toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../acto
 import { CustomActors } from './custom-actors.ts';
 import { listenerCounters, mergedTree, upstreamsView } from './views.ts';
 import { AdminActor } from './admin-actor.ts';
+import { Upstreams } from './upstreams.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
 import { ConfigError, errorChain, formatConfigIssue } from '../errors.ts';
 import type { ActorConfig, GatehouseConfig } from '../config/types.ts';
@@ -31,7 +32,8 @@ export interface GatehouseOptions {
  * The running daemon: the root supervisor and its subtrees (admin, custom actors, data-plane
  * shards), the shared state table, reload and drain. It is the admin server's backend.
  *
- * Tree: `root` (one_for_one) -> `admin`, `actors` (custom actors), `shards` (one ShardActor per
+ * Tree: `root` (one_for_one) -> `admin`, `actors` (custom actors), `upstreams` (a supervisor per
+ * upstream with a health probe and a circuit breaker per backend), `shards` (one ShardActor per
  * worker thread). Children start in that order and stop in reverse: shards drain first, the
  * admin server answers (`/readyz` 503) until the end.
  *
@@ -64,6 +66,7 @@ export class Gatehouse implements AdminBackend {
   readonly events$: Observable<GatewayEvent>;
   readonly #gatewayEvents = new Subject<GatewayEvent>();
   readonly #actors: CustomActors;
+  readonly #upstreams: Upstreams;
 
   private constructor(opts: GatehouseOptions, customs: { cfg: ActorConfig; def: ActorDefinition }[]) {
     this.current = opts.config;
@@ -81,13 +84,15 @@ export class Gatehouse implements AdminBackend {
     this.actorEvents$ = merge(actorEvents$, this.#shardEvents);
     this.events$ = this.#makeEvents$();
     this.#actors = new CustomActors(() => this.root, this.events$, this.log);
+    this.#upstreams = new Upstreams({ table: this.table, slotOf: (u, a) => this.#backendSlots.get(`${u}/${a}`), log: this.log });
     this.root = new Supervisor(
       {
         id: 'root',
         strategy: 'one_for_one',
         maxRestarts: 3,
         periodMs: 10_000,
-        children: [this.#adminChild(), this.#actors.child(customs), this.#shardsChild()],
+        // Probes and breakers start before the shards, so that traffic finds them; shards stop first.
+        children: [this.#adminChild(), this.#actors.child(customs), this.#upstreams.child(opts.config.upstreams), this.#shardsChild()],
       },
       { log: this.log },
     );
@@ -188,6 +193,8 @@ export class Gatehouse implements AdminBackend {
       admin?.recordRestart(m.supervisor);
     } else if (m.type === 'actor-event') {
       this.#shardEvents.next({ ...m.event, shard });
+    } else if (m.type === 'backend') {
+      this.#upstreams.report(m.slot, { type: m.event });
     }
   }
 
@@ -338,6 +345,8 @@ export class Gatehouse implements AdminBackend {
     this.current = next;
     this.#setDebug(this.#debugFlag || next.runtime.debug);
     this.log.level = this.#logLevel(next);
+    // Probes and breakers of removed backends stop before the shards let go of their table rows.
+    await this.#upstreams.apply(prev.upstreams, next.upstreams);
     await this.#pushShardConfig();
     commitActors();
   }
@@ -364,6 +373,7 @@ export class Gatehouse implements AdminBackend {
     this.#setDebug(this.#debugFlag || prev.runtime.debug);
     this.log.level = this.#logLevel(prev);
     await this.#actors.rollback(prev.actors, failed.actors);
+    await this.#upstreams.apply(failed.upstreams, prev.upstreams);
     await this.#pushShardConfig();
   }
 

@@ -1,13 +1,22 @@
 import { B, type StateTable } from './state-table.ts';
 import type { ShardBackend, ShardUpstream } from './shard-config.ts';
 
-/** The breaker value of an open breaker in the state table (0 closed, 1 open, 2 half-open). */
-const BREAKER_OPEN = 1;
+/** Breaker values in the state table (as in `actors/breaker.ts`; kept here so shards load no xstate). */
+const BREAKER_CLOSED = 0;
+const BREAKER_HALF_OPEN = 2;
+
+/** What a shard tells a backend's breaker (the events of `actors/breaker.ts`). */
+export type BreakerReport = 'failures' | 'trial.ok' | 'trial.failed' | 'trial.aborted';
 
 /**
  * Picks a backend for a new connection. Backends the control plane marked unhealthy, those
  * whose breaker is open, and those this connection already tried are skipped; `undefined` means
- * none is usable. The algorithm is the upstream's `balance`:
+ * none is usable. A half-open backend is picked only by the one connection that takes its trial
+ * permit (compare-and-swap in the state table, so exactly one across all shards).
+ *
+ * It also keeps the breaker's books on the shard side: every failed connect adds to the
+ * backend's consecutive-failure count in the table, a success resets it, and the rare events
+ * (the count reaching the threshold, a trial's outcome) are reported to the control plane. The algorithm is the upstream's `balance`:
  *
  * - `round_robin`: in list order (each shard starts at its own offset).
  * - `weighted_round_robin`: NGINX's smooth weighted round robin: weights 5, 1, 1 give
@@ -27,12 +36,19 @@ export class Balancer {
   /** Smooth WRR: each backend's current weight. */
   readonly #current: number[];
   readonly #random: () => number;
+  readonly #report: (slot: number, event: BreakerReport) => void;
+  /** Whether the last {@link pick} took a half-open trial permit (valid until the next pick). */
+  trial = false;
 
-  /** `offset` spreads shards over the list, so N shards do not all start on the first backend. */
-  constructor(upstream: ShardUpstream, table: StateTable, offset = 0, random: () => number = Math.random) {
+  /**
+   * `offset` spreads shards over the list, so N shards do not all start on the first backend;
+   * `report` carries breaker events to the control plane.
+   */
+  constructor(upstream: ShardUpstream, table: StateTable, offset = 0, random: () => number = Math.random, report: (slot: number, event: BreakerReport) => void = () => {}) {
     this.upstream = upstream;
     this.#table = table;
     this.#random = random;
+    this.#report = report;
     this.#next = upstream.backends.length > 0 ? offset % upstream.backends.length : 0;
     this.#current = upstream.backends.map(() => 0);
     switch (upstream.balance) {
@@ -51,13 +67,51 @@ export class Balancer {
   }
 
   pick(exclude?: readonly ShardBackend[]): ShardBackend | undefined {
-    return this.#pick(exclude);
+    let ex = exclude;
+    for (;;) {
+      this.trial = false;
+      const b = this.#pick(ex);
+      if (!b || this.#table.backendGet(b.slot, B.BREAKER) !== BREAKER_HALF_OPEN) return b;
+      if (this.#table.backendCas(b.slot, B.PERMIT, 1, 0)) {
+        this.trial = true;
+        return b;
+      }
+      // Another connection (on any shard) took the trial first.
+      ex = ex ? [...ex, b] : [b];
+    }
   }
 
   #usable(b: ShardBackend, exclude: readonly ShardBackend[] | undefined): boolean {
     if (exclude?.includes(b)) return false;
     if (this.#table.backendGet(b.slot, B.HEALTHY) !== 1) return false;
-    return this.#table.backendGet(b.slot, B.BREAKER) !== BREAKER_OPEN;
+    const breaker = this.#table.backendGet(b.slot, B.BREAKER);
+    if (breaker === BREAKER_CLOSED) return true;
+    return breaker === BREAKER_HALF_OPEN && this.#table.backendGet(b.slot, B.PERMIT) === 1;
+  }
+
+  /** A connect to `b` failed (refused, reset, timed out); `trial` as {@link trial} was at its pick. */
+  failed(b: ShardBackend, trial: boolean): void {
+    const threshold = this.upstream.failureThreshold;
+    if (threshold <= 0) return;
+    if (trial) return this.#report(b.slot, 'trial.failed');
+    const n = this.#table.backendAdd(b.slot, B.FAILS, 1) + 1;
+    // Until the breaker has opened, each further failure asks again: a report lost while the
+    // breaker restarts is made up by the next one.
+    if (n >= threshold && this.#table.backendGet(b.slot, B.BREAKER) === BREAKER_CLOSED) this.#report(b.slot, 'failures');
+  }
+
+  /** A connect to `b` succeeded: the failures are no longer consecutive. */
+  succeeded(b: ShardBackend, trial: boolean): void {
+    if (this.upstream.failureThreshold <= 0) return;
+    // Read before write: a busy backend's cell is not written (and its cache line not bounced
+    // between cores) on every connection.
+    if (this.#table.backendGet(b.slot, B.FAILS) !== 0) this.#table.backendSet(b.slot, B.FAILS, 0);
+    if (trial) this.#report(b.slot, 'trial.ok');
+  }
+
+  /** The client left before a trial connect finished: the permit goes back. */
+  abandoned(b: ShardBackend, trial: boolean): void {
+    if (trial && this.upstream.failureThreshold > 0) this.#report(b.slot, 'trial.aborted');
   }
 
   #roundRobin(exclude: readonly ShardBackend[] | undefined): ShardBackend | undefined {

@@ -2,6 +2,7 @@ import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
 import type { ActorEvent } from '../runtime/events.ts';
 import type { StateTableBuffers } from './state-table.ts';
 import type { ShardConfig } from './shard-config.ts';
+import type { BreakerReport } from './balancer.ts';
 
 /** What the main thread hands a shard task. */
 export interface ShardInit {
@@ -27,7 +28,9 @@ export type FromShard =
   | { type: 'reply'; id: number; value?: unknown; error?: { code?: string; message: string } }
   | { type: 'restart'; supervisor: string; child: string; restarts: number }
   | { type: 'actor-event'; event: ActorEvent }
-  | { type: 'log'; level: string; msg: string };
+  | { type: 'log'; level: string; msg: string }
+  /** A breaker event about the backend in that state-table row (see `balancer.ts`). */
+  | { type: 'backend'; slot: number; event: BreakerReport };
 
 /** The value a shard task resolves with (a crash rejects it instead). */
 export interface ShardResult {

@@ -7,8 +7,8 @@ import { live } from '../runtime/live.ts';
 import { actorEvents$, setActorEventsEnabled } from '../runtime/events.ts';
 import { InjectedFaultError, errorChain } from '../errors.ts';
 import { StateTable } from './state-table.ts';
-import { Balancer } from './balancer.ts';
-import type { ShardConfig, ShardListener } from './shard-config.ts';
+import { Balancer, type BreakerReport } from './balancer.ts';
+import type { ShardConfig, ShardListener, ShardUpstream } from './shard-config.ts';
 import type { FromShard, ShardInit, ShardResult, ToShard } from './protocol.ts';
 
 export interface RunShardOptions {
@@ -40,6 +40,8 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
   const log = opts.log;
   let config = init.config;
   const post = (m: FromShard): void => port.postMessage(m);
+  const report = (slot: number, event: BreakerReport): void => post({ type: 'backend', slot, event });
+  const newBalancer = (upstream: ShardUpstream): Balancer => new Balancer(upstream, table, shard, Math.random, report);
 
   const listenerChild = (l: ShardListener): ChildSpec => ({
     id: `listener:${l.name}`,
@@ -55,7 +57,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
         shard,
         listener: cur,
         upstream,
-        balancer: upstream && new Balancer(upstream, table, shard),
+        balancer: upstream && newBalancer(upstream),
         table,
         log,
         connectionActor: config.connectionActor,
@@ -140,7 +142,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
         // Same address: reconfigure in place; open connections keep their settings.
         const a = sup.child(childIds.get(l.name)!);
         const upstream = upstreamOf(l);
-        if (a instanceof ListenerActor) a.reconfigure(l, upstream, upstream && new Balancer(upstream, table, shard));
+        if (a instanceof ListenerActor) a.reconfigure(l, upstream, upstream && newBalancer(upstream));
         continue;
       }
       const id = old ? `listener:${l.name}~${++generation}` : `listener:${l.name}`;

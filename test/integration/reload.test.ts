@@ -77,7 +77,7 @@ describe('reload', () => {
     const [p1, p2] = [await freePort(), await freePort()];
     const cfg = (port: number, backend: number) => `admin: { listen: "127.0.0.1:0" }
 runtime: { workers: 2, shutdownTimeout: 10s }
-upstreams: [ { name: app, backends: [ "127.0.0.1:${backend}" ] } ]
+upstreams: [ { name: app, healthCheck: { enabled: false }, backends: [ "127.0.0.1:${backend}" ] } ]
 listeners: [ { name: one, protocol: tcp, listen: "127.0.0.1:${port}", upstream: app } ]
 `;
     using dir = tempDir();
