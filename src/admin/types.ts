@@ -52,4 +52,6 @@ export interface AdminBackend {
   debug: boolean;
   /** Debug-only fault injection: crash a shard. Returns false when no such shard. */
   crashShard(index: number): boolean;
+  /** Debug mode: crashes a control-plane state-machine actor (a probe, a breaker, a custom actor) by id. */
+  crashActor(id: string): boolean;
 }

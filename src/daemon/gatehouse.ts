@@ -2,6 +2,7 @@ import { Subject, Observable, merge, map, filter } from 'rxjs';
 import type { Logger } from 'pino';
 import { Supervisor, supervisorChild, type ChildSpec } from '../supervisors/supervisor.ts';
 import { live } from '../runtime/live.ts';
+import { MachineActor } from '../runtime/machine-actor.ts';
 import { actorEvents$, setActorEventsEnabled, type ActorEvent } from '../runtime/events.ts';
 import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
 import { ShardActor, type ShardHost } from '../workers/shard-actor.ts';
@@ -280,6 +281,12 @@ export class Gatehouse implements AdminBackend {
     if (!this.debug) return false;
     const s = this.#shards().find((x) => x.index === index);
     return s ? s.post({ type: 'crash' }) : false;
+  }
+
+  crashActor(id: string): boolean {
+    if (!this.debug) return false;
+    const a = live.list().find((x) => x.id === id);
+    return a instanceof MachineActor ? a.crash() : false;
   }
 
   /** Stops accepting on every shard at once; open connections go on (`POST /drain`). */

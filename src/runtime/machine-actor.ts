@@ -2,6 +2,7 @@ import { createActor, type AnyActorLogic, type AnyActorRef, type InputFrom, type
 import type { Logger } from 'pino';
 import { Actor } from './actor.ts';
 import { channels, emitActorEvent, actorEventsEnabled } from './events.ts';
+import { InjectedFaultError } from '../errors.ts';
 
 /** The event a machine handles to stop cleanly ("trap exits"); it should then reach a final state. */
 export const SHUTDOWN_EVENT = { type: 'gh.shutdown' } as const;
@@ -116,6 +117,24 @@ export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor
       }
     };
     visit(this.ref);
+  }
+
+  /**
+   * Fault injection (debug mode): the actor fails exactly as if its logic had thrown, a DOWN with
+   * reason `error` that its supervisor acts on. For chaos drills and for tests of supervision.
+   */
+  crash(): boolean {
+    if (this.status === 'exited' || this.#killing) return false;
+    const err = new InjectedFaultError(this.id);
+    channels.crash.publish({ id: this.id, type: this.type, error: err });
+    this.#killing = true;
+    this.#sub?.unsubscribe();
+    this.#sub = undefined;
+    this.#stopOrphans();
+    this.ref.stop();
+    this.#cleanup();
+    this.exit('error', err);
+    return true;
   }
 
   /** Sends an event to the xstate actor. */

@@ -83,6 +83,15 @@ export class FakeBackend implements AdminBackend {
   drain(): void {
     this.drained++;
   }
+  /** Actors this fake backend runs, and those crashed through the admin API. */
+  actors = new Set(['probe:app/127.0.0.1:9001']);
+  crashedActors: string[] = [];
+  crashActor(id: string): boolean {
+    if (!this.actors.has(id)) return false;
+    this.crashedActors.push(id);
+    return true;
+  }
+
   crashShard(index: number): boolean {
     if (!this.shards.some((s) => s.shard === index)) return false;
     this.crashed.push(index);

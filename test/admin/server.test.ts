@@ -131,6 +131,25 @@ describe('admin routes', () => {
     expect(get.headers.allow).toBe('POST');
   });
 
+  test('POST /debug/actors/:id/crash crashes a control-plane actor by its URL-encoded id, in debug mode only', async () => {
+    const id = encodeURIComponent('probe:app/127.0.0.1:9001');
+    {
+      await using f = await startFixture();
+      const r = await f.request('POST', `/debug/actors/${id}/crash`);
+      expect(r.status).toBe(404);
+      expect(r.json.error.code).toBe('debug_disabled');
+      expect(f.backend.crashedActors).toEqual([]);
+    }
+    await using f = await startFixture({ debug: true });
+    const r = await f.request('POST', `/debug/actors/${id}/crash`);
+    expect(r.status).toBe(202);
+    expect(r.json).toEqual({ actor: 'probe:app/127.0.0.1:9001', crashed: true });
+    expect(f.backend.crashedActors).toEqual(['probe:app/127.0.0.1:9001']);
+    const miss = await f.request('POST', `/debug/actors/${encodeURIComponent('probe:nope')}/crash`);
+    expect(miss.status).toBe(404);
+    expect(miss.json.error.code).toBe('no_such_actor');
+  });
+
   test('unknown routes answer 404 and wrong methods 405 with Allow', async () => {
     await using f = await startFixture();
     const nf = await f.request('GET', '/nope');
