@@ -76,6 +76,8 @@ export class ConnectionActor extends Actor {
   #clientClosed = false;
   #backendClosed = false;
   #xs: AnyActorRef | undefined;
+  /** The per-IP place this connection holds (`ipKey` of its client), given back when it ends; 0: none. Set by the listener. */
+  ipKey = 0;
 
   constructor(ctx: ConnectionContext, client: net.Socket) {
     super(`conn:${ctx.shard}:${++seq}`, 'connection');
@@ -267,6 +269,7 @@ export class ConnectionActor extends Actor {
     ctx.table.bytesAdd(ctx.shard, ctx.listener.slot, c.bytesRead, c.bytesWritten);
     ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, L.ACTIVE, -1);
     ctx.table.listenerRelease(ctx.listener.slot);
+    if (this.ipKey !== 0) ctx.table.ipRelease(ctx.listener.slot, ctx.shard, this.ipKey);
     ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, outcomeField(this.#outcome), 1);
     if (this.#backend) ctx.table.backendAdd(this.#backend.slot, B.ACTIVE, -1);
     this.#xs?.stop();

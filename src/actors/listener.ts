@@ -6,7 +6,7 @@ import { Actor } from '../runtime/actor.ts';
 import { compile } from '../runtime/compiled-machine.ts';
 import { Registry } from '../runtime/registry.ts';
 import { ListenError } from '../errors.ts';
-import { L, type StateTable } from '../workers/state-table.ts';
+import { IP, L, ipKey, type StateTable } from '../workers/state-table.ts';
 import type { ShardListener, ShardUpstream } from '../workers/shard-config.ts';
 import type { Balancer } from '../workers/balancer.ts';
 import { ConnectionActor, type ConnectionContext } from './connection.ts';
@@ -56,13 +56,20 @@ export class ListenerActor extends Actor {
   readonly connections: Registry<ConnectionActor>;
   readonly #ctx: ConnectionContext;
   #address: { host: string; port: number } | undefined;
+  /** The rate limit as GCRA parameters (ns), or undefined when the listener has none. */
+  #rateInterval: bigint | undefined;
+  #rateBurst = 0n;
+  /** Rate-limited connections since the last warning, and when the next warning may be logged. */
+  #rateRejected = 0;
+  #rateWarnAt = 0;
+  #ipFullWarned = false;
 
   constructor(opts: ListenerOptions) {
     super(`listener:${opts.listener.name}`, 'listener');
     this.#opts = opts;
     this.#log = opts.log.child({ actorId: this.id, actorType: this.type, listener: opts.listener.name });
     // No secondary index on the hot path yet: a peer-address index costs a getpeername() per
-    // accept (2% of churn CPU, measured); per-IP limits will add it only when configured.
+    // accept (2% of churn CPU, measured); the per-IP limit reads the address only when configured.
     this.connections = new Registry<ConnectionActor>(`connections:${opts.listener.name}`);
     this.#ctx = {
       shard: opts.shard,
@@ -75,6 +82,7 @@ export class ListenerActor extends Actor {
       registry: this.connections,
       mode: opts.connectionActor,
     };
+    this.#setLimits(opts.listener);
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.#accept(s));
     this.#server.on('error', (err) => this.#log.error({ err }, 'listener error'));
   }
@@ -94,7 +102,20 @@ export class ListenerActor extends Actor {
   }
 
   override describe(): Record<string, unknown> {
-    return { listen: this.#address && `${this.#address.host}:${this.#address.port}`, connections: this.connections.size, registry: this.connections.sizes() };
+    const d: Record<string, unknown> = { listen: this.#address && `${this.#address.host}:${this.#address.port}`, connections: this.connections.size, registry: this.connections.sizes() };
+    if (this.#opts.listener.maxConnectionsPerIp > 0) d.perIpUntracked = this.#opts.table.ipUntracked(this.#opts.listener.slot);
+    return d;
+  }
+
+  /** GCRA parameters from the config: emission interval T = 1e9 / perSecond ns, and burst × T. */
+  #setLimits(l: ShardListener): void {
+    if (!l.rateLimit) {
+      this.#rateInterval = undefined;
+      return;
+    }
+    const t = BigInt(Math.max(1, Math.round(1e9 / l.rateLimit.perSecond)));
+    this.#rateInterval = t;
+    this.#rateBurst = t * BigInt(l.rateLimit.burst);
   }
 
   #step(ev: ListenerEvent): void {
@@ -122,22 +143,69 @@ export class ListenerActor extends Actor {
 
   #accept(socket: net.Socket): void {
     const ctx = this.#ctx;
-    const { slot, maxConnections } = this.#opts.listener;
+    const { slot, maxConnections, maxConnectionsPerIp } = this.#opts.listener;
     if (this.#state !== 'listening') {
       socket.destroy();
       return;
     }
-    // maxConnections holds for the listener as a whole: the count is shared by all shards.
+    // Every limit holds for the listener as a whole: its cells are shared by all shards.
+    if (this.#rateInterval !== undefined && !ctx.table.rateAdmit(slot, this.#rateInterval, this.#rateBurst)) {
+      this.#rateLimited(socket);
+      return;
+    }
     if (!ctx.table.listenerAcquire(slot, maxConnections > 0 ? maxConnections : 0x7fffffff)) {
       ctx.table.listenerAdd(ctx.shard, slot, L.OVER_LIMIT, 1);
       socket.destroy();
       return;
     }
+    let key = 0;
+    // Per IP only when configured: remoteAddress costs a getpeername() per accept.
+    if (maxConnectionsPerIp > 0 && socket.remoteAddress !== undefined) {
+      key = ipKey(socket.remoteAddress);
+      const r = ctx.table.ipAcquire(slot, ctx.shard, key, maxConnectionsPerIp);
+      if (r === IP.REJECTED) {
+        ctx.table.listenerRelease(slot);
+        ctx.table.listenerAdd(ctx.shard, slot, L.OVER_LIMIT, 1);
+        socket.destroy();
+        return;
+      }
+      if (r === IP.UNTRACKED) key = this.#ipUntracked();
+    }
     ctx.table.listenerAdd(ctx.shard, slot, L.ACTIVE, 1);
     const conn = new ConnectionActor(ctx, socket);
+    conn.ipKey = key;
     conn.parent = this;
     this.connections.register(conn, conn);
     conn.start();
+  }
+
+  /** Closes a connection over the rate limit: debug per connection, a warning at most once a second. */
+  #rateLimited(socket: net.Socket): void {
+    const ctx = this.#ctx;
+    socket.destroy();
+    ctx.table.listenerAdd(ctx.shard, this.#opts.listener.slot, L.RATE_LIMITED, 1);
+    this.#log.debug('connection rate limited');
+    this.#rateRejected++;
+    const now = Date.now();
+    if (now < this.#rateWarnAt) return;
+    this.#rateWarnAt = now + 1_000;
+    const { perSecond, burst } = this.#opts.listener.rateLimit!;
+    this.#log.warn({ rejected: this.#rateRejected, perSecond, burst }, 'rate limit: new connections rejected');
+    this.#rateRejected = 0;
+  }
+
+  /**
+   * A connection admitted without a per-IP count: the IP's stripe of the table is full (or its
+   * lock was held too long). Refusing would turn a full table into refusing every new client, so
+   * the limit fails open for it; the count shows in the tree (`perIpUntracked`). Returns the key
+   * the connection holds: none.
+   */
+  #ipUntracked(): number {
+    if (!this.#ipFullWarned) {
+      this.#ipFullWarned = true;
+      this.#log.warn({ maxConnectionsPerIp: this.#opts.listener.maxConnectionsPerIp }, 'per-IP table full: a connection was admitted without a per-IP count (logged once)');
+    }
+    return 0;
   }
 
   /** The listener's configured name (its id is `listener:NAME`). */
@@ -147,11 +215,13 @@ export class ListenerActor extends Actor {
 
   /**
    * Applies a reloaded config that keeps the address: limits, timeouts and upstream apply to new
-   * connections from now on; open ones keep theirs.
+   * connections from now on; open ones keep theirs. The rate limit keeps its bucket (its cell in
+   * the table), so a reload neither refills nor empties it.
    */
   reconfigure(listener: ShardListener, upstream: ShardUpstream | undefined, balancer: Balancer | undefined): void {
     this.#opts.listener = listener;
     this.#ctx.listener = listener;
+    this.#setLimits(listener);
     this.#opts.upstream = upstream;
     this.#opts.balancer = balancer;
     this.#ctx.balancer = balancer;

@@ -123,6 +123,18 @@ export function createMetrics(backend: AdminBackend, opts: CreateMetricsOptions 
     }),
   });
 
+  // A TCP listener's rate limit has no route: its rejections are the listener's rate_limited outcome.
+  new Counter({
+    name: 'gatehouse_ratelimit_rejected_total',
+    help: 'Connections (and later requests) rejected by a rate limit, per listener and route ("" for a listener-wide limit).',
+    labelNames: ['listener', 'route'],
+    registers,
+    collect: guard<Counter>('gatehouse_ratelimit_rejected_total', function () {
+      this.reset();
+      for (const [listener, s] of sumListeners()) this.inc({ listener, route: '' }, s.outcomes.get('rate_limited') ?? 0);
+    }),
+  });
+
   new Counter({
     name: 'gatehouse_bytes_total',
     help: 'Bytes proxied per listener; direction "in" is from clients, "out" is to clients.',

@@ -172,6 +172,8 @@ export class ShardActor extends Actor {
         t.listenerAdd(this.index, slot, L.ERROR, n);
         t.listenerRelease(slot, n);
       }
+      // And its per-IP places (maxConnectionsPerIp), found by the shard tag of their entries.
+      if (reason !== 'normal' && reason !== 'shutdown') t.ipReleaseShard(slot, this.index);
     }
     for (const [, p] of this.#pending) {
       clearTimeout(p.timer);

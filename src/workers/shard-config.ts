@@ -34,6 +34,8 @@ export interface ShardListener {
   upstream: string | undefined;
   maxConnections: number;
   maxConnectionsPerIp: number;
+  /** New connections for the listener as a whole (a GCRA cell in the state table); none when absent. */
+  rateLimit?: { perSecond: number; burst: number };
   idleTimeoutMs: number;
   /** Row in the state table. */
   slot: number;
@@ -83,6 +85,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
         upstream: l.protocol === 'tcp' ? l.upstream : undefined,
         maxConnections: l.maxConnections,
         maxConnectionsPerIp: l.maxConnectionsPerIp,
+        ...(l.rateLimit && { rateLimit: { perSecond: l.rateLimit.perSecond, burst: l.rateLimit.burst } }),
         idleTimeoutMs: l.idleTimeout,
         slot: slots.listenerSlot(l.name),
       })),

@@ -3,7 +3,8 @@
  * read and written lock-free with `Atomics` (DESIGN.md section 1). Decisions are made by
  * control-plane actors and published here; shards write only their own counter rows, except the
  * few cells that are shared on purpose (a listener's live connection count, a backend's active
- * connections), which are updated with atomic add/sub.
+ * connections), which are updated with atomic add/sub, a listener's rate-limit cell (compare-and-
+ * swap), and its per-IP places, the one region kept under (striped, short-held) spinlocks.
  *
  * Slots (which row belongs to which listener or backend) are given out by the main thread's
  * {@link SlotAllocator} and shipped to shards in their config, so a name maps to the same row
@@ -14,6 +15,8 @@
  * table.listenerAdd(0, slot, L.ACTIVE, 1);        // on shard 0
  * table.listenerSum(slot, L.ACTIVE);             // main thread: summed over shards
  */
+import { isMainThread } from 'node:worker_threads';
+
 export const MAX_SHARDS = 64;
 export const MAX_LISTENERS = 64;
 export const MAX_BACKENDS = 1024;
@@ -63,12 +66,71 @@ const B_FIELDS = 8;
 export const S = { UP: 0 } as const;
 const S_FIELDS = 2;
 
+/**
+ * Per-IP places (`maxConnectionsPerIp`), per listener: {@link IP_STRIPES} open-addressing tables
+ * of {@link IP_STRIPE_ENTRIES} entries, each guarded by a spinlock. An entry is (key, shard << 24 |
+ * count): the places that one shard holds for one client IP, so that a dead shard's places can be
+ * found and given back (`ipReleaseShard`). An IP's count across shards is the sum of its entries.
+ */
+export const IP_STRIPES = 256;
+export const IP_STRIPE_ENTRIES = 64;
+/** What `ipAcquire` answers: refused, admitted and counted, or admitted without a count (fail open). */
+export const IP = { REJECTED: 0, ADMITTED: 1, UNTRACKED: 2 } as const;
+const IP_STRIPE_MASK = IP_STRIPES - 1;
+const IP_ENTRY_MASK = IP_STRIPE_ENTRIES - 1;
+const IP_COUNT_MASK = 0xffffff;
+/** Int32 header of a listener's per-IP region: admissions that could not be counted (fail open). */
+const IP_H_UNTRACKED = 0;
+const IP_HEADER = 4;
+const IP_LOCKS = IP_HEADER;
+const IP_ENTRIES = IP_LOCKS + IP_STRIPES;
+const IP_LISTENER_LEN = IP_ENTRIES + IP_STRIPES * IP_STRIPE_ENTRIES * 2;
+/** A stripe lock's owner: shard N is N + 1 (0 is free); the control plane uses its own id. */
+const OWNER_MAIN = 0x10000;
+/**
+ * A shard waits at most this long for a stripe lock to take a place, then admits without counting
+ * (never blocks for good). Only a holder that the OS took off the CPU keeps a lock for more than
+ * microseconds.
+ */
+const ACQUIRE_WAIT_MS = 100;
+/** ...and this long to give one back (giving up would keep the place for good). */
+const RELEASE_WAIT_MS = 1_000;
+/** The control plane takes a dead shard's lock over after this long (the holder was killed inside it). */
+const STEAL_AFTER_MS = 20;
+/** ...and gives up on a stripe that a live shard holds for this long (never reached in practice). */
+const GIVE_UP_MS = 1_000;
+
 const I32_LISTENER = 0;
 const I32_LISTENER_GLOBAL = I32_LISTENER + MAX_SHARDS * MAX_LISTENERS * L_FIELDS;
 const I32_BACKEND = I32_LISTENER_GLOBAL + MAX_LISTENERS * LG_FIELDS;
 const I32_SHARD = I32_BACKEND + MAX_BACKENDS * B_FIELDS;
-const I32_LEN = I32_SHARD + MAX_SHARDS * S_FIELDS;
-const BIG_LEN = MAX_SHARDS * MAX_LISTENERS * LB_FIELDS;
+const I32_IP = I32_SHARD + MAX_SHARDS * S_FIELDS;
+const I32_LEN = I32_IP + MAX_LISTENERS * IP_LISTENER_LEN;
+/** BigInt64: per (shard, listener) bytes, then one GCRA cell (theoretical arrival time, ns) per listener. */
+const BIG_RATE = MAX_SHARDS * MAX_LISTENERS * LB_FIELDS;
+const BIG_LEN = BIG_RATE + MAX_LISTENERS;
+
+const pause: () => void = (Atomics as unknown as { pause?: () => void }).pause?.bind(Atomics) ?? (() => {});
+/**
+ * After this many spins a worker thread sleeps 50 µs between tries (`Atomics.wait` with a timeout,
+ * no notify needed), leaving the CPU to a holder that was preempted. The main thread (the control
+ * plane, or the shard with `workers: 0`) never waits: it only spins.
+ */
+const SPINS_BEFORE_SLEEP = 256;
+const canSleep = !isMainThread;
+
+/**
+ * The per-IP key of a client address: its 32-bit FNV-1a hash, never 0 (0 marks a free entry).
+ * Two addresses with the same hash share a count, a 1 in 4 billion chance per pair.
+ *
+ * @example
+ * table.ipAcquire(slot, shard, ipKey(socket.remoteAddress!), 10);
+ */
+export function ipKey(address: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < address.length; i++) h = Math.imul(h ^ address.charCodeAt(i), 0x01000193);
+  return h | 0 || 1;
+}
 
 export interface StateTableBuffers {
   i32: SharedArrayBuffer;
@@ -133,6 +195,10 @@ export class StateTable {
       for (let f = 0; f < LB_FIELDS; f++) Atomics.store(this.#big, bb + f, 0n);
     }
     for (let f = 0; f < LG_FIELDS; f++) Atomics.store(this.#i32, I32_LISTENER_GLOBAL + slot * LG_FIELDS + f, 0);
+    Atomics.store(this.#big, BIG_RATE + slot, 0n);
+    // Only non-zero cells are written: pages of the region no listener ever used stay unmapped.
+    const ip = I32_IP + slot * IP_LISTENER_LEN;
+    for (let i = ip; i < ip + IP_LISTENER_LEN; i++) if (Atomics.load(this.#i32, i) !== 0) Atomics.store(this.#i32, i, 0);
   }
 
   /**
@@ -155,6 +221,179 @@ export class StateTable {
 
   listenerActiveAll(slot: number): number {
     return Atomics.load(this.#i32, I32_LISTENER_GLOBAL + slot * LG_FIELDS + LG.ACTIVE);
+  }
+
+  /**
+   * The listener's new-connection rate limit (GCRA, the generic cell rate algorithm: a token
+   * bucket kept as one theoretical arrival time), exact across shards. `intervalNs` is 1e9 /
+   * perSecond and `burstNs` is burst × intervalNs. A connection is admitted when
+   * max(TAT, now) + interval - now <= burst × interval, and TAT moves to max(TAT, now) + interval
+   * by compare-and-swap, so racing shards admit exactly `burst` at once (plus what refills
+   * meanwhile). TAT 0 (a new or reset slot) is a full bucket. The clock is CLOCK_MONOTONIC
+   * (`process.hrtime.bigint()`), the same in every thread of the process.
+   */
+  rateAdmit(slot: number, intervalNs: bigint, burstNs: bigint): boolean {
+    const i = BIG_RATE + slot;
+    const now = process.hrtime.bigint();
+    for (;;) {
+      const tat = Atomics.load(this.#big, i);
+      const next = (tat > now ? tat : now) + intervalNs;
+      if (next - now > burstNs) return false;
+      if (Atomics.compareExchange(this.#big, i, tat, next) === tat) return true;
+    }
+  }
+
+  /**
+   * Takes a place for client `key` ({@link ipKey}) on `shard` when the listener's places for that
+   * key, summed over shards, are under `max`. Answers {@link IP}: `REJECTED`, `ADMITTED` (give it
+   * back with {@link ipRelease}), or `UNTRACKED`: admitted without a count, because the key's
+   * stripe is full or its lock could not be had in time. Failing open keeps a full table from
+   * refusing every new client of a busy listener; it is counted (`ipUntracked`).
+   *
+   * The stripe's spinlock is held for a few loads and stores (linear probing from the key's home
+   * to the first free entry), and never waited on with `Atomics.wait`.
+   */
+  ipAcquire(slot: number, shard: number, key: number, max: number): number {
+    const a = this.#i32;
+    const base = I32_IP + slot * IP_LISTENER_LEN;
+    const lock = base + IP_LOCKS + (key & IP_STRIPE_MASK);
+    if (!this.#lock(lock, shard + 1, ACQUIRE_WAIT_MS)) {
+      Atomics.add(a, base + IP_H_UNTRACKED, 1);
+      return IP.UNTRACKED;
+    }
+    const e0 = base + IP_ENTRIES + (key & IP_STRIPE_MASK) * IP_STRIPE_ENTRIES * 2;
+    let total = 0;
+    let mine = -1;
+    let free = -1;
+    // Every entry of a key sits between its home and the first free entry (no tombstones).
+    for (let n = 0, i = (key >>> 8) & IP_ENTRY_MASK; n < IP_STRIPE_ENTRIES; n++, i = (i + 1) & IP_ENTRY_MASK) {
+      const k = Atomics.load(a, e0 + 2 * i);
+      if (k === 0) {
+        free = i;
+        break;
+      }
+      if (k !== key) continue;
+      const v = Atomics.load(a, e0 + 2 * i + 1);
+      total += v & IP_COUNT_MASK;
+      if (v >>> 24 === shard) mine = i;
+    }
+    let r: number = IP.ADMITTED;
+    if (total >= max) r = IP.REJECTED;
+    else if (mine >= 0) Atomics.add(a, e0 + 2 * mine + 1, 1);
+    else if (free >= 0) {
+      // The value before the key: an entry is live once its key is written.
+      Atomics.store(a, e0 + 2 * free + 1, (shard << 24) | 1);
+      Atomics.store(a, e0 + 2 * free, key);
+    } else r = IP.UNTRACKED;
+    Atomics.store(a, lock, 0);
+    if (r === IP.UNTRACKED) Atomics.add(a, base + IP_H_UNTRACKED, 1);
+    return r;
+  }
+
+  /** Gives back a place taken by {@link ipAcquire} (answered `ADMITTED`). A free entry is deleted by backward shift. */
+  ipRelease(slot: number, shard: number, key: number): void {
+    const a = this.#i32;
+    const base = I32_IP + slot * IP_LISTENER_LEN;
+    const lock = base + IP_LOCKS + (key & IP_STRIPE_MASK);
+    // Only a holder killed inside its critical section keeps a lock this long, and the control
+    // plane frees it when that shard goes down.
+    if (!this.#lock(lock, shard + 1, RELEASE_WAIT_MS)) return;
+    const e0 = base + IP_ENTRIES + (key & IP_STRIPE_MASK) * IP_STRIPE_ENTRIES * 2;
+    for (let n = 0, i = (key >>> 8) & IP_ENTRY_MASK; n < IP_STRIPE_ENTRIES; n++, i = (i + 1) & IP_ENTRY_MASK) {
+      const k = Atomics.load(a, e0 + 2 * i);
+      if (k === 0) break;
+      if (k !== key) continue;
+      const v = Atomics.load(a, e0 + 2 * i + 1);
+      if (v >>> 24 !== shard) continue;
+      if ((v & IP_COUNT_MASK) > 1) Atomics.store(a, e0 + 2 * i + 1, v - 1);
+      else deleteEntry(a, e0, i);
+      break;
+    }
+    Atomics.store(a, lock, 0);
+  }
+
+  /**
+   * Control plane, when `shard` went down: gives back every per-IP place it held in the
+   * listener's table, and returns how many. A stripe lock still held by the dead shard after
+   * {@link STEAL_AFTER_MS} is taken over (its thread was killed inside the critical section), and
+   * that stripe is rebuilt from its entries: a half-done move leaves at most an exact duplicate,
+   * which the rebuild drops.
+   */
+  ipReleaseShard(slot: number, shard: number): number {
+    const a = this.#i32;
+    const base = I32_IP + slot * IP_LISTENER_LEN;
+    const dead = shard + 1;
+    let freed = 0;
+    for (let s = 0; s < IP_STRIPES; s++) {
+      const lock = base + IP_LOCKS + s;
+      const e0 = base + IP_ENTRIES + s * IP_STRIPE_ENTRIES * 2;
+      let stolen = false;
+      if (Atomics.compareExchange(a, lock, 0, OWNER_MAIN) !== 0) {
+        const took = this.#lockOrSteal(lock, dead);
+        if (took === 0) continue;
+        stolen = took === 2;
+      }
+      let has = stolen;
+      for (let i = 0; i < IP_STRIPE_ENTRIES && !has; i++) {
+        has = Atomics.load(a, e0 + 2 * i) !== 0 && Atomics.load(a, e0 + 2 * i + 1) >>> 24 === shard;
+      }
+      if (has) freed += rebuildStripe(a, e0, shard);
+      Atomics.store(a, lock, 0);
+    }
+    return freed;
+  }
+
+  /** Places held for `key` in the listener, over all shards (a look without the lock: for tests and views). */
+  ipCount(slot: number, key: number): number {
+    const e0 = I32_IP + slot * IP_LISTENER_LEN + IP_ENTRIES + (key & IP_STRIPE_MASK) * IP_STRIPE_ENTRIES * 2;
+    let n = 0;
+    for (let i = 0; i < IP_STRIPE_ENTRIES; i++) {
+      if (Atomics.load(this.#i32, e0 + 2 * i) === key) n += Atomics.load(this.#i32, e0 + 2 * i + 1) & IP_COUNT_MASK;
+    }
+    return n;
+  }
+
+  /** Used per-IP entries of the listener, all stripes (0 once every place is given back). */
+  ipEntries(slot: number): number {
+    const e0 = I32_IP + slot * IP_LISTENER_LEN + IP_ENTRIES;
+    let n = 0;
+    for (let i = 0; i < IP_STRIPES * IP_STRIPE_ENTRIES; i++) if (Atomics.load(this.#i32, e0 + 2 * i) !== 0) n++;
+    return n;
+  }
+
+  /** Connections admitted without a per-IP count (a full stripe, or a lock not had in time). */
+  ipUntracked(slot: number): number {
+    return Atomics.load(this.#i32, I32_IP + slot * IP_LISTENER_LEN + IP_H_UNTRACKED);
+  }
+
+  /** Takes a stripe lock for shard `owner` (its index + 1), waiting at most `waitMs`. */
+  #lock(lock: number, owner: number, waitMs: number): boolean {
+    const a = this.#i32;
+    if (Atomics.compareExchange(a, lock, 0, owner) === 0) return true;
+    const until = performance.now() + waitMs;
+    for (let n = 1; ; n++) {
+      const held = Atomics.load(a, lock);
+      if (held === 0) {
+        if (Atomics.compareExchange(a, lock, 0, owner) === 0) return true;
+      } else if (canSleep && n > SPINS_BEFORE_SLEEP) Atomics.wait(a, lock, held, 0.05);
+      else pause();
+      if ((n & 255) === 0 && performance.now() > until) return false;
+    }
+  }
+
+  /** Control plane: 1 when it got the lock, 2 when it took it over from the dead owner, 0 when it gave up. */
+  #lockOrSteal(lock: number, dead: number): number {
+    const a = this.#i32;
+    const start = performance.now();
+    for (let n = 1; ; n++) {
+      pause();
+      const held = Atomics.load(a, lock);
+      if (held === 0 && Atomics.compareExchange(a, lock, 0, OWNER_MAIN) === 0) return 1;
+      if ((n & 1023) !== 0) continue;
+      const waited = performance.now() - start;
+      if (held === dead && waited > STEAL_AFTER_MS && Atomics.compareExchange(a, lock, dead, OWNER_MAIN) === dead) return 2;
+      if (waited > GIVE_UP_MS) return 0;
+    }
   }
 
   // Backend rows: health and breaker written by the control plane; ACTIVE by every shard.
@@ -188,6 +427,52 @@ export class StateTable {
   shardUp(shard: number): boolean {
     return Atomics.load(this.#i32, I32_SHARD + shard * S_FIELDS + S.UP) === 1;
   }
+}
+
+/**
+ * Deletes entry `i` of a stripe (lock held) by backward shift: later entries of the probe run
+ * move back into the hole, so lookups never need tombstones and nothing grows under churn. Each
+ * move writes the value, then the key, then frees the old place: an interrupted move leaves an
+ * exact duplicate at worst.
+ */
+function deleteEntry(a: Int32Array, e0: number, i: number): void {
+  Atomics.store(a, e0 + 2 * i, 0);
+  for (let j = (i + 1) & IP_ENTRY_MASK; j !== i; j = (j + 1) & IP_ENTRY_MASK) {
+    const k = Atomics.load(a, e0 + 2 * j);
+    if (k === 0) return;
+    const home = (k >>> 8) & IP_ENTRY_MASK;
+    // The entry stays when its home lies cyclically in (i, j].
+    if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
+    Atomics.store(a, e0 + 2 * i + 1, Atomics.load(a, e0 + 2 * j + 1));
+    Atomics.store(a, e0 + 2 * i, k);
+    Atomics.store(a, e0 + 2 * j, 0);
+    i = j;
+  }
+}
+
+/** Rebuilds a stripe (lock held) without `shard`'s entries and without duplicates; returns the places dropped. */
+function rebuildStripe(a: Int32Array, e0: number, shard: number): number {
+  const keep: number[] = [];
+  let dropped = 0;
+  for (let i = 0; i < IP_STRIPE_ENTRIES; i++) {
+    const k = Atomics.load(a, e0 + 2 * i);
+    const v = Atomics.load(a, e0 + 2 * i + 1);
+    Atomics.store(a, e0 + 2 * i, 0);
+    Atomics.store(a, e0 + 2 * i + 1, 0);
+    if (k === 0) continue;
+    let dup = false;
+    for (let j = 0; j < keep.length && !dup; j += 2) dup = keep[j] === k && keep[j + 1]! >>> 24 === v >>> 24;
+    if (dup) continue;
+    if (v >>> 24 === shard) dropped += v & IP_COUNT_MASK;
+    else keep.push(k, v);
+  }
+  for (let j = 0; j < keep.length; j += 2) {
+    let i = (keep[j]! >>> 8) & IP_ENTRY_MASK;
+    while (Atomics.load(a, e0 + 2 * i) !== 0) i = (i + 1) & IP_ENTRY_MASK;
+    Atomics.store(a, e0 + 2 * i + 1, keep[j + 1]!);
+    Atomics.store(a, e0 + 2 * i, keep[j]!);
+  }
+  return dropped;
 }
 
 /**

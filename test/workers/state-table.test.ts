@@ -1,7 +1,24 @@
 import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
 import { describe, expect, test } from 'vitest';
-import { B, L, LB, SlotAllocator, StateTable } from '../../src/workers/state-table.ts';
+import { B, IP, IP_STRIPE_ENTRIES, L, LB, SlotAllocator, StateTable, ipKey } from '../../src/workers/state-table.ts';
+
+/** Starts `n` limit-racing threads (fixtures/limits-worker.ts), releases them together, and returns what each reported. */
+async function race<T>(table: StateTable, data: Record<string, unknown>[]): Promise<T[]> {
+  const go = new SharedArrayBuffer(4);
+  const workers = data.map((d) => new Worker(new URL('./fixtures/limits-worker.ts', import.meta.url), { workerData: { buffers: table.buffers, go, ...d } }));
+  const exited = Promise.all(workers.map((w) => once(w, 'exit')));
+  await Promise.all(workers.map((w) => once(w, 'message')));
+  const results = Promise.all(workers.map(async (w) => (await once(w, 'message'))[0] as T));
+  Atomics.store(new Int32Array(go), 0, 1);
+  Atomics.notify(new Int32Array(go), 0);
+  const out = await results;
+  await exited;
+  return out;
+}
+
+/** Keys that all fall in one stripe (low 8 bits) with only 5 home entries between them: long probe runs. */
+const crowded = (n: number, from = 1): number[] => Array.from({ length: n }, (_, i) => ((from + i) << 14) | (((from + i) % 5) << 8) | 7);
 
 describe('the shared state table', () => {
   test('a listener-wide limit is exact across threads racing for it', async () => {
@@ -45,5 +62,129 @@ describe('the shared state table', () => {
     expect(table.listenerGet(0, c, L.OK)).toBe(0);
     expect(slots.get('b')).toBe(b);
     expect(() => slots.get('d')).toThrow(/state table full/);
+  });
+
+  test('a listener slot that is reused starts with a full bucket and no per-IP places', () => {
+    const table = StateTable.create();
+    const t = 10n ** 15n;
+    expect(table.rateAdmit(2, t, t)).toBe(true);
+    expect(table.rateAdmit(2, t, t)).toBe(false);
+    const key = ipKey('10.0.0.1');
+    expect(table.ipAcquire(2, 0, key, 5)).toBe(IP.ADMITTED);
+    table.resetListener(2);
+    expect(table.ipEntries(2)).toBe(0);
+    expect(table.ipCount(2, key)).toBe(0);
+    expect(table.rateAdmit(2, t, t)).toBe(true);
+  });
+});
+
+describe('the rate limit (GCRA)', () => {
+  test('admits exactly burst from two threads racing, with a tiny perSecond', async () => {
+    const table = StateTable.create();
+    const intervalNs = 10n ** 15n; // perSecond 1e-6: nothing refills during the test
+    const got = await race<number>(table, [0, 1].map((shard) => ({ mode: 'rate', slot: 5, shard, tries: 20_000, intervalNs, burstNs: 25n * intervalNs })));
+    expect(got[0]! + got[1]!).toBe(25);
+    expect(table.rateAdmit(5, intervalNs, 25n * intervalNs)).toBe(false);
+    // Other listeners have buckets of their own.
+    expect(table.rateAdmit(6, intervalNs, intervalNs)).toBe(true);
+  });
+
+  test('starts full and refills at perSecond', async () => {
+    const table = StateTable.create();
+    const intervalNs = 2_000_000n; // 500 per second
+    expect(table.rateAdmit(0, intervalNs, 2n * intervalNs)).toBe(true);
+    expect(table.rateAdmit(0, intervalNs, 2n * intervalNs)).toBe(true);
+    expect(table.rateAdmit(0, intervalNs, 2n * intervalNs)).toBe(false);
+    await expect.poll(() => table.rateAdmit(0, intervalNs, 2n * intervalNs), { interval: 1 }).toBe(true);
+  });
+});
+
+describe('per-IP places', () => {
+  test('ipKey is a stable 32-bit hash, never 0', () => {
+    expect(ipKey('127.0.0.1')).toBe(ipKey('127.0.0.1'));
+    expect(ipKey('127.0.0.1')).not.toBe(ipKey('127.0.0.2'));
+    expect(ipKey('')).not.toBe(0);
+    expect(Number.isInteger(ipKey('::1'))).toBe(true);
+  });
+
+  test('are exact across threads racing for them, and all given back leaves no entry', async () => {
+    const table = StateTable.create();
+    const keys = crowded(30);
+    const got = await race<number[]>(table, [0, 1].map((shard) => ({ mode: 'ip-hold', slot: 1, shard, tries: keys.length * 50, keys, max: 3 })));
+    for (const [k, key] of keys.entries()) {
+      expect(got[0]![k]! + got[1]![k]!).toBe(3);
+      expect(table.ipCount(1, key)).toBe(3);
+    }
+    expect(table.ipUntracked(1)).toBe(0);
+    for (const shard of [0, 1]) for (const [k, key] of keys.entries()) for (let i = 0; i < got[shard]![k]!; i++) table.ipRelease(1, shard, key);
+    expect(table.ipEntries(1)).toBe(0);
+    for (const key of keys) expect(table.ipCount(1, key)).toBe(0);
+  });
+
+  test('churn from two threads (acquire, release, backward-shift deletes) ends empty', async () => {
+    const table = StateTable.create();
+    const keys = crowded(30);
+    const taken = await race<number>(table, [0, 1].map((shard) => ({ mode: 'ip-churn', slot: 4, shard, tries: 50_000, keys, max: 2, hold: 10 })));
+    expect(taken[0]).toBeGreaterThan(0);
+    expect(taken[1]).toBeGreaterThan(0);
+    expect(table.ipEntries(4)).toBe(0);
+    for (const key of keys) expect(table.ipCount(4, key)).toBe(0);
+    expect(table.ipUntracked(4)).toBe(0);
+  });
+
+  test('a full stripe admits without a count (fails open) and counts that', () => {
+    const table = StateTable.create();
+    const keys = crowded(IP_STRIPE_ENTRIES + 1);
+    for (const key of keys.slice(0, -1)) expect(table.ipAcquire(0, 0, key, 1)).toBe(IP.ADMITTED);
+    expect(table.ipAcquire(0, 0, keys.at(-1)!, 1)).toBe(IP.UNTRACKED);
+    expect(table.ipUntracked(0)).toBe(1);
+    // A key already in the stripe is still limited.
+    expect(table.ipAcquire(0, 0, keys[0]!, 1)).toBe(IP.REJECTED);
+    for (const key of keys.slice(0, -1)) table.ipRelease(0, 0, key);
+    expect(table.ipEntries(0)).toBe(0);
+  });
+
+  test("a dead shard's places are given back by the control plane, and only its own", async () => {
+    const table = StateTable.create();
+    const keys = crowded(20);
+    for (const key of keys) expect(table.ipAcquire(3, 0, key, 10)).toBe(IP.ADMITTED);
+    // Shard 1 takes places and ends without giving them back (its thread died).
+    const [got] = await race<number[]>(table, [{ mode: 'ip-hold', slot: 3, shard: 1, tries: keys.length * 4, keys, max: 10 }]);
+    expect(got!.every((n) => n === 4)).toBe(true);
+    expect(table.ipCount(3, keys[0]!)).toBe(5);
+    expect(table.ipReleaseShard(3, 1)).toBe(keys.length * 4);
+    for (const key of keys) expect(table.ipCount(3, key)).toBe(1);
+    expect(table.ipEntries(3)).toBe(keys.length);
+    for (const key of keys) table.ipRelease(3, 0, key);
+    expect(table.ipEntries(3)).toBe(0);
+  });
+
+  test('a shard killed inside a critical section leaves no lock and no count behind', async () => {
+    const table = StateTable.create();
+    const mine = crowded(10);
+    for (const key of mine) expect(table.ipAcquire(7, 0, key, 1_000)).toBe(IP.ADMITTED);
+    for (let round = 0; round < 8; round++) {
+      const go = new SharedArrayBuffer(4);
+      const w = new Worker(new URL('./fixtures/limits-worker.ts', import.meta.url), {
+        workerData: { mode: 'ip-forever', buffers: table.buffers, go, slot: 7, shard: 1, tries: 0, keys: crowded(40), max: 1_000, hold: 5 },
+      });
+      const exited = once(w, 'exit');
+      await once(w, 'message');
+      const running = once(w, 'message');
+      Atomics.store(new Int32Array(go), 0, 1);
+      Atomics.notify(new Int32Array(go), 0);
+      await running;
+      // Terminated wherever it is: often with its stripe's lock held, in the middle of a move.
+      await w.terminate();
+      await exited;
+      table.ipReleaseShard(7, 1);
+      expect(table.ipEntries(7)).toBe(mine.length);
+      for (const key of mine) expect(table.ipCount(7, key)).toBe(1);
+      // The stripe is usable: its lock is free.
+      expect(table.ipAcquire(7, 0, mine[0]!, 1_000)).toBe(IP.ADMITTED);
+      table.ipRelease(7, 0, mine[0]!);
+    }
+    for (const key of mine) table.ipRelease(7, 0, key);
+    expect(table.ipEntries(7)).toBe(0);
   });
 });
