@@ -5,7 +5,7 @@
  * one more entry; every suite then measures it like the others.
  */
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
 export interface RowContext {
@@ -54,12 +54,21 @@ export function onPath(cmd: string): boolean {
   }
 }
 
-/** Gatehouse with one TCP listener; `workers` data-plane threads; the chosen or the naive connection actor. */
-function gatehouse(name: string, workers: number, connectionActor: 'light' | 'xstate'): Row {
+/**
+ * Gatehouse with one TCP listener; `workers` data-plane threads; the chosen or the naive connection
+ * actor. `alt`: run the daemon from the checkout in $GATEHOUSE_ALT instead of this one (A/B of a
+ * src/ prototype against the committed code in the same run; the row is skipped when it is unset).
+ */
+function gatehouse(name: string, workers: number, connectionActor: 'light' | 'xstate', alt = false): Row {
   return {
     name,
-    describe: `Gatehouse, runtime.workers: ${workers}, connectionActor: ${connectionActor}${connectionActor === 'xstate' ? ' (naive: a full xstate actor per connection)' : ''}`,
+    describe:
+      `Gatehouse, runtime.workers: ${workers}, connectionActor: ${connectionActor}` +
+      `${connectionActor === 'xstate' ? ' (naive: a full xstate actor per connection)' : ''}` +
+      `${alt ? ', run from the checkout in $GATEHOUSE_ALT (A/B of a prototype)' : ''}`,
+    ...(alt ? { optional: true, unavailable: () => (process.env.GATEHOUSE_ALT && existsSync(path.join(process.env.GATEHOUSE_ALT, 'bin/gatehouse.mjs')) ? undefined : 'GATEHOUSE_ALT is not a Gatehouse checkout') } : {}),
     launch(ctx) {
+      const repo = alt ? path.resolve(process.env.GATEHOUSE_ALT!) : ctx.repo;
       const file = path.join(ctx.dir, `${name}.yaml`);
       writeFileSync(
         file,
@@ -75,9 +84,9 @@ function gatehouse(name: string, workers: number, connectionActor: 'light' | 'xs
       );
       return {
         cmd: ctx.node,
-        args: [path.join(ctx.repo, 'bin/gatehouse.mjs'), 'start', '--config', file],
+        args: [path.join(repo, 'bin/gatehouse.mjs'), 'start', '--config', file],
         readyLine: /"msg":"gatehouse started"/,
-        note: `workers=${workers} connectionActor=${connectionActor}`,
+        note: `workers=${workers} connectionActor=${connectionActor}${alt ? ` from ${repo}` : ''}`,
       };
     },
   };
@@ -116,9 +125,22 @@ export const ROWS: Row[] = [
       note: 'threads=2',
     }),
   },
+  {
+    name: 'node-pipe-fwd',
+    optional: true,
+    describe: 'node-pipe forwarding with handlers shared by all connections instead of pipe() (diagnostic: what pipe() costs)',
+    launch: (ctx) => ({
+      cmd: ctx.node,
+      args: [path.join(ctx.repo, 'bench/peers/node-pipe.ts'), String(ctx.listenPort), ctx.upHost, String(ctx.upPort), '0', 'fwd'],
+      readyLine: /"ready":true/,
+      note: 'mode=fwd',
+    }),
+  },
   gatehouse('gatehouse-w1', 1, 'light'),
   gatehouse('gatehouse-w2', 2, 'light'),
   gatehouse('gatehouse-w1-xstate', 1, 'xstate'),
+  gatehouse('gatehouse-w1-alt', 1, 'light', true),
+  gatehouse('gatehouse-w2-alt', 2, 'light', true),
   {
     name: 'haproxy',
     describe: 'HAProxy, mode tcp, default buffers, nbthread 1 when pinned (as /work/shared/bench/rows.d/haproxy.sh)',
@@ -147,7 +169,62 @@ export const ROWS: Row[] = [
       return { cmd: 'haproxy', args: ['-db', '-f', file], note: `nbthread=${ctx.peerThreads}` };
     },
   },
+  {
+    name: 'nginx',
+    describe: 'nginx stream (L4) proxy, proxy_half_close on, default buffers, worker_processes 1 when pinned (as /work/shared/bench/rows.d/nginx.sh)',
+    unavailable: () => (!onPath('nginx') ? 'nginx not on PATH' : nginxStream() === undefined ? 'nginx has no stream module (apt-get install libnginx-mod-stream)' : undefined),
+    launch(ctx) {
+      const d = path.join(ctx.dir, `nginx-${ctx.listenPort}`);
+      mkdirSync(d, { recursive: true });
+      const mod = nginxStream();
+      writeFileSync(
+        path.join(d, 'nginx.conf'),
+        [
+          ...(mod && mod !== 'builtin' ? [`load_module ${mod};`] : []),
+          `worker_processes ${ctx.peerThreads};`,
+          'worker_rlimit_nofile 20000;',
+          'daemon off;',
+          'master_process on;',
+          `pid ${d}/nginx.pid;`,
+          `error_log ${d}/error.log warn;`,
+          'events { worker_connections 19500; }',
+          'stream {',
+          `  upstream tb { server ${ctx.upHost}:${ctx.upPort}; }`,
+          `  server { listen 127.0.0.1:${ctx.listenPort} backlog=4096; proxy_pass tb; proxy_half_close on; }`,
+          '}',
+          '',
+        ].join('\n'),
+      );
+      // The PID is the master's; CPU and RSS are summed over it and its worker(s).
+      return { cmd: 'nginx', args: ['-p', d, '-e', `${d}/error.log`, '-c', `${d}/nginx.conf`], note: `worker_processes=${ctx.peerThreads}` };
+    },
+  },
 ];
+
+let nginxStreamCache: string | undefined | null = null;
+/** nginx's stream module: 'builtin', the path of the dynamic module, or undefined when there is none. */
+function nginxStream(): string | undefined {
+  if (nginxStreamCache !== null) return nginxStreamCache;
+  let v = '';
+  try {
+    // nginx -V prints to stderr.
+    v = execFileSync('sh', ['-c', 'nginx -V 2>&1'], { encoding: 'utf8', timeout: 5_000 });
+  } catch {
+    v = '';
+  }
+  const dyn = ['/usr/lib/nginx/modules/ngx_stream_module.so', '/usr/share/nginx/modules/ngx_stream_module.so', '/usr/lib64/nginx/modules/ngx_stream_module.so'].find((f) => existsSync(f));
+  nginxStreamCache = / --with-stream(?!=dynamic)(\s|$)/.test(v) ? 'builtin' : dyn;
+  return nginxStreamCache;
+}
+
+/**
+ * Extra node flags for one Node row from the environment: NODE_ARGS_<ROW> with the row name in
+ * upper case and '-' as '_' (e.g. NODE_ARGS_GATEHOUSE_W1_ALT="--max-semi-space-size=1"), so two
+ * rows can differ only in V8 flags within one run.
+ */
+export function rowNodeArgs(row: string): string[] {
+  return (process.env[`NODE_ARGS_${row.toUpperCase().replace(/-/g, '_')}`] ?? '').split(' ').filter(Boolean);
+}
 
 /** The version line of a peer binary, for the facts of the report. */
 export function versionOf(cmd: string, args: string[]): string | undefined {

@@ -13,6 +13,8 @@ interface Stat {
   ppid: number;
   /** utime + stime of the process (all threads). */
   self: number;
+  /** stime alone (kernel time: syscalls, socket copies). */
+  sys: number;
   /** self + cutime + cstime (reaped children included). */
   total: number;
 }
@@ -27,7 +29,7 @@ function readStat(pid: number | string): Stat | undefined {
   // The command name may contain spaces and parentheses: fields start after the last ')'.
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
   const self = Number(f[11]) + Number(f[12]);
-  return { ppid: Number(f[1]), self, total: self + Number(f[13]) + Number(f[14]) };
+  return { ppid: Number(f[1]), self, sys: Number(f[12]), total: self + Number(f[13]) + Number(f[14]) };
 }
 
 /** CPU seconds a process has used so far (all threads; 10 ms resolution). NaN if it is gone. */
@@ -36,13 +38,92 @@ export function processCpuSeconds(pid: number): number {
   return st ? st.self / HZ : Number.NaN;
 }
 
-/** Resident set size in KiB (for the future idle-connection suite). */
+/** Resident set size in KiB of one process (all its threads share it). NaN if it is gone. */
 export function rssKiB(pid: number): number {
   try {
     const m = /^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : Number.NaN;
   } catch {
     return Number.NaN;
+  }
+}
+
+/** `pid` and its live descendants (nginx: master + workers; Gatehouse and Node rows: one process). */
+export function processTree(pid: number): number[] {
+  const byParent = new Map<number, number[]>();
+  let names: string[];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return [pid];
+  }
+  for (const d of names) {
+    if (d.charCodeAt(0) < 48 || d.charCodeAt(0) > 57) continue;
+    const st = readStat(d);
+    if (!st) continue;
+    const kids = byParent.get(st.ppid);
+    if (kids) kids.push(Number(d));
+    else byParent.set(st.ppid, [Number(d)]);
+  }
+  const out: number[] = [];
+  const todo = [pid];
+  for (let i = 0; i < 10_000 && todo.length > 0; i++) {
+    const p = todo.pop()!;
+    out.push(p);
+    todo.push(...(byParent.get(p) ?? []));
+  }
+  return out;
+}
+
+/** CPU seconds used so far by a process and its live descendants (all threads). NaN if it is gone. */
+export function treeCpuSeconds(pid: number): number {
+  if (!readStat(pid)) return Number.NaN;
+  let t = 0;
+  for (const p of processTree(pid)) t += readStat(p)?.self ?? 0;
+  return t / HZ;
+}
+
+/** Kernel (system) CPU seconds used so far by a process and its live descendants. NaN if it is gone. */
+export function treeSysCpuSeconds(pid: number): number {
+  if (!readStat(pid)) return Number.NaN;
+  let t = 0;
+  for (const p of processTree(pid)) t += readStat(p)?.sys ?? 0;
+  return t / HZ;
+}
+
+/**
+ * RSS in KiB of a process plus its live descendants (as /work/shared/bench/run.sh sums nginx's
+ * master and workers). Pages shared between them count once per process; growth is what we use.
+ */
+export function treeRssKiB(pid: number): number {
+  const own = rssKiB(pid);
+  if (!Number.isFinite(own)) return Number.NaN;
+  let t = own;
+  for (const p of processTree(pid).slice(1)) t += rssKiB(p) || 0;
+  return t;
+}
+
+/** Open file descriptors of a process plus its live descendants (sockets included). */
+export function treeFds(pid: number): number {
+  let n = 0;
+  for (const p of processTree(pid)) {
+    try {
+      n += readdirSync(`/proc/${p}/fd`).length;
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return n;
+}
+
+/** The open-files limits (soft, hard) of a process, from /proc/<pid>/limits. */
+export function nofileLimits(pid: number | 'self' = 'self'): { soft: number; hard: number } {
+  try {
+    const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(readFileSync(`/proc/${pid}/limits`, 'utf8'));
+    const num = (v: string | undefined): number => (v === 'unlimited' ? Number.POSITIVE_INFINITY : Number(v));
+    return { soft: num(m?.[1]), hard: num(m?.[2]) };
+  } catch {
+    return { soft: Number.NaN, hard: Number.NaN };
   }
 }
 

@@ -14,6 +14,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export interface SpawnOptions {
   /** CPU list for `taskset -c` (e.g. "1"); undefined = not pinned. */
   cpus?: string | undefined;
+  /**
+   * Soft open-files limit for the child (`prlimit --nofile`, else `sh -c 'ulimit -n'`); the hard
+   * limit is left as it is, so this can be at most the hard limit. Default: Procs' own setting.
+   */
+  nofile?: number | undefined;
   env?: Record<string, string>;
   /** Keep the last N stdout lines in memory (load generators print their JSON result there). */
   keepLines?: number;
@@ -127,15 +132,27 @@ export class Child {
 export class Procs {
   readonly #dir: string;
   readonly #children = new Set<Child>();
+  readonly #nofile: number | undefined;
+  readonly #prlimit: boolean;
   #closed = false;
 
-  constructor(logDir: string) {
+  /** `nofile`: soft open-files limit given to every child (the idle suite holds ~2 fds per connection in the proxy). */
+  constructor(logDir: string, opts: { nofile?: number | undefined; prlimit?: boolean } = {}) {
     this.#dir = logDir;
+    this.#nofile = opts.nofile;
+    this.#prlimit = opts.prlimit ?? false;
   }
 
   spawn(name: string, cmd: string, args: string[], opts: SpawnOptions = {}): Child {
     if (this.#closed) throw new Error(`shutting down: not starting ${name}`);
-    const [file, argv] = opts.cpus !== undefined ? ['taskset', ['-c', opts.cpus, cmd, ...args]] : [cmd, args];
+    let [file, argv] = opts.cpus !== undefined ? ['taskset', ['-c', opts.cpus, cmd, ...args]] : [cmd, args];
+    // Every wrapper execs the next program: the PID stays the program's own.
+    const nofile = opts.nofile ?? this.#nofile;
+    if (nofile !== undefined) {
+      [file, argv] = this.#prlimit
+        ? ['prlimit', [`--nofile=${nofile}:`, file, ...argv]]
+        : ['sh', ['-c', `ulimit -S -n ${nofile} && exec "$@"`, 'sh', file, ...argv]];
+    }
     const proc = spawn(file, argv, {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, ...opts.env },

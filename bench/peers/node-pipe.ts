@@ -3,15 +3,49 @@
  * /work/shared/bench/node/tcp-pipe.mjs). THREADS=0 (default): the main thread only, the baseline
  * Gatehouse is compared to; THREADS=N: N worker threads binding the port with `reusePort` (the
  * same shape as Gatehouse's data plane, to tell thread costs from Gatehouse's own).
- * usage: node bench/peers/node-pipe.ts LISTEN_PORT UP_HOST UP_PORT [THREADS]   (prints {"ready":true,"port":N})
+ * MODE=pipe (default) or fwd: forward with event handlers shared by every connection (the socket
+ * points to its peer; `data` writes to the peer and pauses on backpressure, the peer's `drain`
+ * resumes, `end` is passed on) instead of `pipe()`, which makes ~9 closures per direction per
+ * connection. `fwd` is a diagnostic (optional row node-pipe-fwd), not a peer.
+ * usage: node bench/peers/node-pipe.ts LISTEN_PORT UP_HOST UP_PORT [THREADS] [MODE]   (prints {"ready":true,"port":N})
  */
 import net from 'node:net';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { exitWithParent, intArg, report } from '../lib/child.ts';
 
-function serve(listenPort: number, upHost: string, upPort: number, reusePort: boolean, ready: (port: number) => void): void {
+type Mode = 'pipe' | 'fwd';
+
+const kPeer = Symbol('peer');
+type Peered = net.Socket & { [kPeer]: net.Socket };
+function onData(this: Peered, chunk: Buffer): void {
+  if (!this[kPeer].write(chunk)) this.pause();
+}
+function onDrain(this: Peered): void {
+  this[kPeer].resume();
+}
+function onEnd(this: Peered): void {
+  this[kPeer].end();
+}
+function onGone(this: Peered): void {
+  this.destroy();
+  this[kPeer].destroy();
+}
+
+function serve(listenPort: number, upHost: string, upPort: number, reusePort: boolean, mode: Mode, ready: (port: number) => void): void {
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
     const upstream = net.connect({ host: upHost, port: upPort, allowHalfOpen: true, noDelay: true });
+    if (mode === 'fwd') {
+      (client as Peered)[kPeer] = upstream;
+      (upstream as Peered)[kPeer] = client;
+      for (const s of [client, upstream]) {
+        s.on('data', onData);
+        s.on('drain', onDrain);
+        s.on('end', onEnd);
+        s.on('error', onGone);
+        s.on('close', onGone);
+      }
+      return;
+    }
     const kill = (): void => {
       client.destroy();
       upstream.destroy();
@@ -27,18 +61,23 @@ function serve(listenPort: number, upHost: string, upPort: number, reusePort: bo
 }
 
 if (isMainThread) {
-  const USAGE = 'node bench/peers/node-pipe.ts LISTEN_PORT UP_HOST UP_PORT [THREADS]';
+  const USAGE = 'node bench/peers/node-pipe.ts LISTEN_PORT UP_HOST UP_PORT [THREADS] [MODE]';
   const listenPort = intArg(process.argv[2], 'LISTEN_PORT', USAGE);
   const upHost = process.argv[3] ?? '127.0.0.1';
   const upPort = intArg(process.argv[4], 'UP_PORT', USAGE);
   const threads = intArg(process.argv[5] ?? '0', 'THREADS', USAGE);
+  const mode = (process.argv[6] ?? 'pipe') as Mode;
+  if (mode !== 'pipe' && mode !== 'fwd') {
+    process.stderr.write(`bad MODE ${mode}\nusage: ${USAGE}\n`);
+    process.exit(2);
+  }
   exitWithParent();
-  if (threads === 0) serve(listenPort, upHost, upPort, false, (port) => report({ ready: true, port }));
+  if (threads === 0) serve(listenPort, upHost, upPort, false, mode, (port) => report({ ready: true, port }));
   else {
     if (listenPort === 0) throw new Error('THREADS > 0 needs a fixed LISTEN_PORT (reusePort)');
     let ready = 0;
     for (let i = 0; i < threads; i++) {
-      const w = new Worker(new URL(import.meta.url), { workerData: { listenPort, upHost, upPort } });
+      const w = new Worker(new URL(import.meta.url), { workerData: { listenPort, upHost, upPort, mode } });
       w.on('message', () => {
         if (++ready === threads) report({ ready: true, port: listenPort, threads });
       });
@@ -49,6 +88,6 @@ if (isMainThread) {
     }
   }
 } else {
-  const { listenPort, upHost, upPort } = workerData as { listenPort: number; upHost: string; upPort: number };
-  serve(listenPort, upHost, upPort, true, () => parentPort!.postMessage('ready'));
+  const { listenPort, upHost, upPort, mode } = workerData as { listenPort: number; upHost: string; upPort: number; mode: Mode };
+  serve(listenPort, upHost, upPort, true, mode, () => parentPort!.postMessage('ready'));
 }
