@@ -136,6 +136,17 @@ export const ROWS: Row[] = [
       note: 'mode=fwd',
     }),
   },
+  {
+    name: 'node-pipe-hot',
+    optional: true,
+    describe: 'node-fwd reading into a reused buffer per socket (HOT_BUF_KIB, Node internals; diagnostic: what per-read allocation costs in bulk)',
+    launch: (ctx) => ({
+      cmd: ctx.node,
+      args: [path.join(ctx.repo, 'bench/peers/node-pipe.ts'), String(ctx.listenPort), ctx.upHost, String(ctx.upPort), '0', 'hot'],
+      readyLine: /"ready":true/,
+      note: `mode=hot buffer=${process.env.HOT_BUF_KIB ?? 64} KiB`,
+    }),
+  },
   gatehouse('gatehouse-w1', 1, 'light'),
   gatehouse('gatehouse-w2', 2, 'light'),
   gatehouse('gatehouse-w1-xstate', 1, 'xstate'),

@@ -7,13 +7,18 @@
  * points to its peer; `data` writes to the peer and pauses on backpressure, the peer's `drain`
  * resumes, `end` is passed on) instead of `pipe()`, which makes ~9 closures per direction per
  * connection. `fwd` is a diagnostic (optional row node-pipe-fwd), not a peer.
+ * MODE=hot (diagnostic, row node-pipe-hot): as fwd, but every socket reads into its own reused
+ * buffer of HOT_BUF_KIB KiB (default 64) through Node's `onread` user-buffer path instead of a
+ * fresh 64 KiB allocation per read; a buffer a pending write still holds is handed to that write
+ * and replaced. For accepted sockets Node has no public `onread`, so this reaches its internal
+ * symbols: it measures what a hot, allocation-free read path is worth, it is not a way to build one.
  * usage: node bench/peers/node-pipe.ts LISTEN_PORT UP_HOST UP_PORT [THREADS] [MODE]   (prints {"ready":true,"port":N})
  */
 import net from 'node:net';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { exitWithParent, intArg, report } from '../lib/child.ts';
 
-type Mode = 'pipe' | 'fwd';
+type Mode = 'pipe' | 'fwd' | 'hot';
 
 const kPeer = Symbol('peer');
 type Peered = net.Socket & { [kPeer]: net.Socket };
@@ -31,9 +36,53 @@ function onGone(this: Peered): void {
   this[kPeer].destroy();
 }
 
+let kBuffer: symbol | undefined;
+let kBufferCb: symbol | undefined;
+const HOT = Math.max(1, Number(process.env.HOT_BUF_KIB ?? 64)) * 1024;
+type Hot = net.Socket & { [k: symbol]: unknown; _handle: { useUserBuffer(b: Buffer): void } | null };
+
+/** src reads into a reused buffer and writes each read to dst at once. */
+function hot(src: Hot, dst: net.Socket): void {
+  if (!kBuffer) {
+    const probe = new net.Socket({ onread: { buffer: Buffer.alloc(1), callback: () => true } });
+    const syms = Object.getOwnPropertySymbols(probe);
+    kBuffer = syms.find((x) => x.description === 'kBuffer');
+    kBufferCb = syms.find((x) => x.description === 'kBufferCb');
+    probe.destroy();
+    if (!kBuffer || !kBufferCb) throw new Error('this Node has no onread user-buffer symbols');
+  }
+  const give = (): void => {
+    const b = Buffer.allocUnsafe(HOT);
+    src[kBuffer!] = b;
+    src._handle?.useUserBuffer(b);
+  };
+  give();
+  src[kBufferCb!] = (n: number, buf: Buffer): boolean => {
+    const before = dst.writableLength;
+    const ok = dst.write(buf.subarray(0, n));
+    // Still queued: the pending write holds this buffer; read into a new one from now on.
+    if (dst.writableLength > before || !ok) give();
+    return ok;
+  };
+}
+
 function serve(listenPort: number, upHost: string, upPort: number, reusePort: boolean, mode: Mode, ready: (port: number) => void): void {
   const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (client) => {
     const upstream = net.connect({ host: upHost, port: upPort, allowHalfOpen: true, noDelay: true });
+    if (mode === 'hot') {
+      (client as Peered)[kPeer] = upstream;
+      (upstream as Peered)[kPeer] = client;
+      hot(client as Hot, upstream);
+      hot(upstream as Hot, client);
+      for (const s of [client, upstream]) {
+        s.on('drain', onDrain);
+        s.on('end', onEnd);
+        s.on('error', onGone);
+        s.on('close', onGone);
+        s.resume();
+      }
+      return;
+    }
     if (mode === 'fwd') {
       (client as Peered)[kPeer] = upstream;
       (upstream as Peered)[kPeer] = client;
@@ -67,7 +116,7 @@ if (isMainThread) {
   const upPort = intArg(process.argv[4], 'UP_PORT', USAGE);
   const threads = intArg(process.argv[5] ?? '0', 'THREADS', USAGE);
   const mode = (process.argv[6] ?? 'pipe') as Mode;
-  if (mode !== 'pipe' && mode !== 'fwd') {
+  if (mode !== 'pipe' && mode !== 'fwd' && mode !== 'hot') {
     process.stderr.write(`bad MODE ${mode}\nusage: ${USAGE}\n`);
     process.exit(2);
   }
