@@ -3,6 +3,7 @@ import type { ActorEvent } from '../runtime/events.ts';
 import type { StateTableBuffers } from './state-table.ts';
 import type { ShardConfig } from './shard-config.ts';
 import type { BreakerReport } from './balancer.ts';
+import type { HubFromShard, HubToShard } from '../hub/messages.ts';
 
 /** What the main thread hands a shard task. */
 export interface ShardInit {
@@ -20,7 +21,8 @@ export type ToShard =
   | { type: 'config'; id: number; config: ShardConfig }
   | { type: 'drain'; timeoutMs: number }
   | { type: 'events'; enabled: boolean }
-  | { type: 'crash' };
+  | { type: 'crash' }
+  | HubToShard;
 
 /** Shard to main thread. */
 export type FromShard =
@@ -30,7 +32,8 @@ export type FromShard =
   | { type: 'actor-event'; event: ActorEvent }
   | { type: 'log'; level: string; msg: string }
   /** A breaker event about the backend in that state-table row (see `balancer.ts`). */
-  | { type: 'backend'; slot: number; event: BreakerReport };
+  | { type: 'backend'; slot: number; event: BreakerReport }
+  | HubFromShard;
 
 /** The value a shard task resolves with (a crash rejects it instead). */
 export interface ShardResult {

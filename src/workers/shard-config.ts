@@ -1,4 +1,4 @@
-import type { GatehouseConfig } from '../config/types.ts';
+import type { GatehouseConfig, JwtConfig } from '../config/types.ts';
 
 /**
  * What a shard needs to run its listeners: a plain, structured-clonable snapshot made by the main
@@ -39,6 +39,20 @@ export interface ShardListener {
   idleTimeoutMs: number;
   /** Row in the state table. */
   slot: number;
+  /** `protocol: hub` only: what the shard's HubListenerActor and its ClientProxyActors need. */
+  hub?: ShardHubSettings;
+}
+
+/** A hub listener's data-plane settings (node streams and presence live in the main thread). */
+export interface ShardHubSettings {
+  /** The WebSocket path clients connect to (`/connect`). */
+  path: string;
+  jwt: JwtConfig;
+  maxClientsPerUser: number;
+  /** Bytes of one frame's payload; larger frames close the client with 1009. */
+  maxMessageSize: number;
+  sendQueue: { maxMessages: number; onOverflow: 'close' | 'drop-oldest' };
+  pingIntervalMs: number;
 }
 
 export interface ShardConfig {
@@ -67,8 +81,8 @@ export interface SlotLookup {
 }
 
 /**
- * The shard snapshot of a validated config. Only TCP listeners run in the data plane so far;
- * the others are carried along so that shards can reconcile them once their actors exist.
+ * The shard snapshot of a validated config: TCP and hub listeners (HTTP listeners are not in the
+ * data plane yet).
  *
  * @example
  * worker.postMessage(toShardConfig(config, slots));
@@ -76,7 +90,7 @@ export interface SlotLookup {
 export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardConfig {
   return {
     listeners: cfg.listeners
-      .filter((l) => l.protocol === 'tcp')
+      .filter((l) => l.protocol === 'tcp' || l.protocol === 'hub')
       .map((l) => ({
         name: l.name,
         protocol: l.protocol,
@@ -88,6 +102,16 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
         ...(l.rateLimit && { rateLimit: { perSecond: l.rateLimit.perSecond, burst: l.rateLimit.burst } }),
         idleTimeoutMs: l.idleTimeout,
         slot: slots.listenerSlot(l.name),
+        ...(l.protocol === 'hub' && {
+          hub: {
+            path: l.path,
+            jwt: l.auth.jwt,
+            maxClientsPerUser: l.maxClientsPerUser,
+            maxMessageSize: l.maxMessageSize,
+            sendQueue: { ...l.sendQueue },
+            pingIntervalMs: l.pingInterval,
+          },
+        }),
       })),
     upstreams: cfg.upstreams.map((u) => ({
       name: u.name,

@@ -31,8 +31,33 @@ export const L = {
   BACKEND_ERROR: 5,
   TIMEOUT: 6,
   ERROR: 7,
+  /** Hub: client frames forwarded toward a node (`gatehouse_hub_messages_total{direction="client_to_node"}`). */
+  HUB_IN: 8,
+  /** Hub: frames written to clients (`direction="node_to_client"`, one per client reached). */
+  HUB_OUT: 9,
+  /** Hub drops (`gatehouse_hub_dropped_total{reason}`): oldest frame dropped from a full send queue. */
+  HUB_DROP_QUEUE: 10,
+  /** A client frame refused as `bad_request` (malformed JSON, unknown type, missing fields, binary). */
+  HUB_DROP_BAD: 11,
+  /** A client `send`/`request` refused as `node_unavailable`. */
+  HUB_DROP_UNAVAILABLE: 12,
+  /** A frame over `maxMessageSize` (the client is closed with 1009). */
+  HUB_DROP_OVERSIZE: 13,
+  /** A client frame refused by the per-client inbound rate limit (a flood). */
+  HUB_DROP_RATE: 14,
+  /** A slow consumer closed with 1013 (`onOverflow: close`). */
+  HUB_SLOW_CLOSED: 15,
 } as const;
-const L_FIELDS = 8;
+const L_FIELDS = 16;
+/** `gatehouse_hub_dropped_total{reason}` label of each hub drop counter. */
+export const HUB_DROPS: Record<string, number> = {
+  queue_full: L.HUB_DROP_QUEUE,
+  bad_request: L.HUB_DROP_BAD,
+  node_unavailable: L.HUB_DROP_UNAVAILABLE,
+  oversize: L.HUB_DROP_OVERSIZE,
+  rate_limited: L.HUB_DROP_RATE,
+  slow_consumer: L.HUB_SLOW_CLOSED,
+};
 /** The outcome label of each counter field (contract `gatehouse_connections_total{outcome}`). */
 export const OUTCOMES: Record<string, number> = {
   ok: L.OK,
