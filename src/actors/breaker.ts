@@ -99,7 +99,8 @@ export const breakerMachine = setup({
       ],
     },
     closed: {
-      on: { failures: { guard: 'tripped', target: 'open', actions: 'logOpened' } },
+      // Published before the log line: whoever reads the log finds the table already open.
+      on: { failures: { guard: 'tripped', target: 'open', actions: ['publishOpen', 'logOpened'] } },
     },
     open: {
       entry: ['publishOpen', 'resetSuccesses'],
@@ -113,7 +114,7 @@ export const breakerMachine = setup({
           { guard: 'recovered', target: 'closed', actions: 'publishClosed' },
           { target: 'half_open', reenter: true, actions: ['countSuccess', 'issuePermit'] },
         ],
-        'trial.failed': { target: 'open', actions: 'logReopened' },
+        'trial.failed': { target: 'open', actions: ['publishOpen', 'logReopened'] },
         'trial.aborted': { target: 'half_open', reenter: true, actions: 'issuePermit' },
       },
     },

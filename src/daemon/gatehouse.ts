@@ -7,7 +7,7 @@ import { actorEvents$, setActorEventsEnabled, type ActorEvent } from '../runtime
 import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
 import { ShardActor, type ShardHost } from '../workers/shard-actor.ts';
 import { InThreadShardHost, PiscinaShardHost, reusePortSupported } from '../workers/pool.ts';
-import { StateTable, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator } from '../workers/state-table.ts';
+import { B, StateTable, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator } from '../workers/state-table.ts';
 import { toShardConfig } from '../workers/shard-config.ts';
 import type { FromShard } from '../workers/protocol.ts';
 import { toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
@@ -53,8 +53,9 @@ export class Gatehouse implements AdminBackend {
   readonly actorEvents$: Observable<ActorEvent & { shard?: number }>;
   readonly #configFile: string | undefined;
   readonly #host: ShardHost & { close(): Promise<void> };
-  readonly #listenerSlots = new SlotAllocator(MAX_LISTENERS, (s) => this.table.resetListener(s));
-  readonly #backendSlots = new SlotAllocator(MAX_BACKENDS, (s) => this.table.resetBackend(s));
+  // A removed listener's or backend's row is reused only once its connections are gone.
+  readonly #listenerSlots = new SlotAllocator(MAX_LISTENERS, (s) => this.table.resetListener(s), (s) => this.table.listenerActiveAll(s) === 0);
+  readonly #backendSlots = new SlotAllocator(MAX_BACKENDS, (s) => this.table.resetBackend(s), (s) => this.table.backendGet(s, B.ACTIVE) === 0);
   readonly #resolvedPorts = new Map<string, number>();
   /** Listener addresses already logged as ready (logged once per address, not per shard). */
   readonly #announced = new Map<string, string>();
@@ -147,7 +148,7 @@ export class Gatehouse implements AdminBackend {
             table: this.table,
             log: this.log,
             init: () => ({ shard: i, config: this.#shardConfig(), buffers: this.table.buffers, reusePort: this.#host instanceof PiscinaShardHost }),
-            listenerSlots: () => this.#listenerSlots.entries().map(([, s]) => s),
+            listenerSlots: () => this.#listenerSlots.used(),
             shutdownTimeoutMs: () => this.current.runtime.shutdownTimeout,
             onReady: (ls) => this.#onShardReady(i, ls),
             onMessage: (m) => this.#onShardMessage(i, m),

@@ -175,6 +175,8 @@ export class ShardActor extends Actor {
       // And its per-IP places (maxConnectionsPerIp), found by the shard tag of their entries.
       if (reason !== 'normal' && reason !== 'shutdown') t.ipReleaseShard(slot, this.index);
     }
+    // And its connections' places on their backends (least_connections and p2c read them).
+    if (reason !== 'normal' && reason !== 'shutdown') t.backendReleaseShard(this.index);
     for (const [, p] of this.#pending) {
       clearTimeout(p.timer);
       p.reject(new ShardError(this.index, 'shard went down'));

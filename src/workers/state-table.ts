@@ -130,7 +130,9 @@ const I32_LISTENER_GLOBAL = I32_LISTENER + MAX_SHARDS * MAX_LISTENERS * L_FIELDS
 const I32_BACKEND = I32_LISTENER_GLOBAL + MAX_LISTENERS * LG_FIELDS;
 const I32_SHARD = I32_BACKEND + MAX_BACKENDS * B_FIELDS;
 const I32_IP = I32_SHARD + MAX_SHARDS * S_FIELDS;
-const I32_LEN = I32_IP + MAX_LISTENERS * IP_LISTENER_LEN;
+/** Int32 per (shard, backend): the connections that shard has on that backend (its share of B.ACTIVE). */
+const I32_SHARD_BACKEND = I32_IP + MAX_LISTENERS * IP_LISTENER_LEN;
+const I32_LEN = I32_SHARD_BACKEND + MAX_SHARDS * MAX_BACKENDS;
 /** BigInt64: per (shard, listener) bytes, then one GCRA cell (theoretical arrival time, ns) per listener. */
 const BIG_RATE = MAX_SHARDS * MAX_LISTENERS * LB_FIELDS;
 const BIG_LEN = BIG_RATE + MAX_LISTENERS;
@@ -439,10 +441,42 @@ export class StateTable {
     return Atomics.compareExchange(this.#i32, I32_BACKEND + slot * B_FIELDS + field, expected, v) === expected;
   }
 
+  /**
+   * A connection on `shard` starts (n = 1) or ends (n = -1) on the backend in row `slot`: the
+   * backend's count across shards (B.ACTIVE, what least_connections and p2c read) and the shard's
+   * own share of it, which {@link backendReleaseShard} gives back when the shard dies.
+   */
+  backendActiveAdd(shard: number, slot: number, n: number): void {
+    Atomics.add(this.#i32, I32_BACKEND + slot * B_FIELDS + B.ACTIVE, n);
+    Atomics.add(this.#i32, I32_SHARD_BACKEND + shard * MAX_BACKENDS + slot, n);
+  }
+
+  /** The connections `shard` has on the backend in row `slot`. */
+  backendShardActive(shard: number, slot: number): number {
+    return Atomics.load(this.#i32, I32_SHARD_BACKEND + shard * MAX_BACKENDS + slot);
+  }
+
+  /**
+   * Takes a dead shard's connections off every backend's count (they died with its thread, which
+   * will never count them down). Only for a shard that can no longer run. Returns how many.
+   */
+  backendReleaseShard(shard: number): number {
+    let total = 0;
+    const base = I32_SHARD_BACKEND + shard * MAX_BACKENDS;
+    for (let slot = 0; slot < MAX_BACKENDS; slot++) {
+      if (Atomics.load(this.#i32, base + slot) === 0) continue;
+      const n = Atomics.exchange(this.#i32, base + slot, 0);
+      Atomics.sub(this.#i32, I32_BACKEND + slot * B_FIELDS + B.ACTIVE, n);
+      total += n;
+    }
+    return total;
+  }
+
   resetBackend(slot: number): void {
     const base = I32_BACKEND + slot * B_FIELDS;
     for (let f = 0; f < B_FIELDS; f++) Atomics.store(this.#i32, base + f, 0);
     Atomics.store(this.#i32, base + B.HEALTHY, 1);
+    for (let s = 0; s < MAX_SHARDS; s++) Atomics.store(this.#i32, I32_SHARD_BACKEND + s * MAX_BACKENDS + slot, 0);
   }
 
   shardSetUp(shard: number, up: boolean): void {
@@ -506,42 +540,84 @@ function rebuildStripe(a: Int32Array, e0: number, shard: number): number {
  */
 export class SlotAllocator {
   readonly #slots = new Map<string, number>();
+  /**
+   * Rows whose name left the config while something still counts on them (a removed backend's or
+   * listener's connections finish after the reload). They go back to the free list only once idle:
+   * handing a busy row to a new name would let the old connections' ends count the new one down.
+   */
+  readonly #retired = new Map<number, string>();
   readonly #free: number[] = [];
   #next = 0;
   readonly #max: number;
   readonly #onReuse: (slot: number) => void;
+  readonly #idle: (slot: number) => boolean;
 
-  constructor(max: number, onReuse: (slot: number) => void) {
+  /**
+   * @param onReuse resets a row before it is given to a new name.
+   * @param idle whether a retired row has nothing counting on it any more (default: always).
+   */
+  constructor(max: number, onReuse: (slot: number) => void, idle: (slot: number) => boolean = () => true) {
     this.#max = max;
     this.#onReuse = onReuse;
+    this.#idle = idle;
   }
 
   get(name: string): number {
     let s = this.#slots.get(name);
     if (s !== undefined) return s;
+    // A name that comes back while its row is retired gets its row back, counts and all.
+    for (const [slot, n] of this.#retired) {
+      if (n !== name) continue;
+      this.#retired.delete(slot);
+      this.#slots.set(name, slot);
+      return slot;
+    }
+    this.#sweep();
     if (this.#free.length > 0) {
       s = this.#free.shift()!;
       this.#onReuse(s);
     } else {
-      if (this.#next >= this.#max) throw new RangeError(`state table full: more than ${this.#max} slots`);
+      if (this.#next >= this.#max) throw new RangeError(`state table full: more than ${this.#max} slots (${this.#retired.size} still draining)`);
       s = this.#next++;
     }
     this.#slots.set(name, s);
     return s;
   }
 
-  /** Releases every name not in `keep`. */
+  /** Retires every name not in `keep`; its row is freed once idle. */
   retain(keep: Iterable<string>): void {
     const k = new Set(keep);
     for (const [name, slot] of this.#slots) {
       if (!k.has(name)) {
         this.#slots.delete(name);
-        this.#free.push(slot);
+        this.#retired.set(slot, name);
       }
+    }
+    this.#sweep();
+  }
+
+  /** Frees the retired rows that became idle. */
+  #sweep(): void {
+    for (const slot of this.#retired.keys()) {
+      if (!this.#idle(slot)) continue;
+      this.#retired.delete(slot);
+      this.#free.push(slot);
     }
   }
 
+  /** The names in the config and their rows. */
   entries(): [string, number][] {
     return [...this.#slots];
+  }
+
+  /** Every row in use: the config's and the retired ones still draining. */
+  used(): number[] {
+    return [...this.#slots.values(), ...this.#retired.keys()];
+  }
+
+  /** How many retired rows are still draining. */
+  get retired(): number {
+    this.#sweep();
+    return this.#retired.size;
   }
 }

@@ -187,4 +187,39 @@ describe('per-IP places', () => {
     for (const key of mine) table.ipRelease(7, 0, key);
     expect(table.ipEntries(7)).toBe(0);
   });
+  test('a dead shard\'s connections are taken off its backends, the live shards\' stay', () => {
+    const table = StateTable.create();
+    table.backendActiveAdd(0, 5, 1);
+    table.backendActiveAdd(1, 5, 1);
+    table.backendActiveAdd(1, 5, 1);
+    table.backendActiveAdd(1, 9, 1);
+    expect(table.backendGet(5, B.ACTIVE)).toBe(3);
+    expect(table.backendReleaseShard(1)).toBe(3);
+    expect([table.backendGet(5, B.ACTIVE), table.backendGet(9, B.ACTIVE)]).toEqual([1, 0]);
+    expect([table.backendShardActive(1, 5), table.backendShardActive(0, 5)]).toEqual([0, 1]);
+    table.backendActiveAdd(0, 5, -1);
+    expect(table.backendGet(5, B.ACTIVE)).toBe(0);
+  });
+
+  test('a retired row is handed to a new name only once nothing counts on it; a returning name gets its row back', () => {
+    const table = StateTable.create();
+    const slots = new SlotAllocator(4, (s) => table.resetBackend(s), (s) => table.backendGet(s, B.ACTIVE) === 0);
+    const b = slots.get('app/b');
+    table.backendActiveAdd(0, b, 1);
+    slots.retain(['app/a']);
+    expect(slots.retired).toBe(1);
+    expect(slots.used()).toContain(b);
+    const e = slots.get('app/e');
+    expect(e).not.toBe(b);
+    // The old connection ends: its row is idle, and the next new name may have it.
+    table.backendActiveAdd(0, b, -1);
+    expect(slots.retired).toBe(0);
+    expect(table.backendGet(e, B.ACTIVE)).toBe(0);
+    // A name removed and added back while draining keeps its row and its count.
+    table.backendActiveAdd(0, e, 1);
+    slots.retain([]);
+    expect(slots.get('app/e')).toBe(e);
+    expect(table.backendGet(e, B.ACTIVE)).toBe(1);
+    table.backendActiveAdd(0, e, -1);
+  });
 });
