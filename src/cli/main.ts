@@ -4,12 +4,16 @@ import { ConfigError, formatConfigIssue } from '../errors.ts';
 import { createLogger } from '../log.ts';
 import { Gatehouse } from '../daemon/gatehouse.ts';
 import { printTree } from './tree.ts';
+import { mintToken } from './token.ts';
 
 const USAGE = `usage:
   gatehouse start [--config FILE] [--debug]    run the daemon (default config: gatehouse.yaml)
   gatehouse check --config FILE                validate a config; exit 1 listing FILE:LINE:COL key.path: message
   gatehouse tree [--admin URL] [--depth N] [--token T]   print the live actor tree
   gatehouse reload [--admin URL] [--token T]   ask a running daemon to reload its config
+  gatehouse token --config FILE --sub USER [--listener NAME] [--ttl 1h]
+                                               print a JWT for a hub listener whose auth.jwt has a secret
+                                               (for trying the hub by hand: use real tokens in production)
 `;
 
 /**
@@ -30,6 +34,9 @@ export async function main(argv: string[]): Promise<number> {
         admin: { type: 'string' },
         depth: { type: 'string' },
         token: { type: 'string' },
+        sub: { type: 'string' },
+        listener: { type: 'string' },
+        ttl: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -51,6 +58,8 @@ export async function main(argv: string[]): Promise<number> {
       return printTree(adminUrl(values), token(values), values.depth as string | undefined);
     case 'reload':
       return reload(adminUrl(values), token(values));
+    case 'token':
+      return mintToken(values);
     default:
       process.stderr.write(`gatehouse: unknown command ${cmd}\n${USAGE}`);
       return 2;
