@@ -8,6 +8,17 @@ import type { ShardHost } from './shard-actor.ts';
 import type { ShardInit, ShardResult } from './protocol.ts';
 
 /**
+ * The young generation of a shard thread, in MB. V8 sizes it as 3 semi-spaces (two semi-spaces and
+ * a new large-object space of the same size), so 12 is a 4 MiB semi-space, the same as
+ * `--max-semi-space-size=4` (measured: the new space then peaks at the same size in both). Left to
+ * V8 a worker gets 192 MB (64 MiB semi-spaces): while thousands of connections are set up most
+ * allocations survive, V8 grows the semi-spaces to that maximum, and their pages stay resident:
+ * 3-5 KiB of RSS per idle connection at 9,000 (docs/benchmarks.md). 4 MiB keeps that gain at no
+ * churn or bulk cost; 1 MiB (3 MB here) costs +8 % churn CPU (more short-lived objects promoted).
+ */
+export const SHARD_YOUNG_GENERATION_MB = 12;
+
+/**
  * Worker-thread shards hosted by piscina: one long-running shard task per thread, in a pool of
  * their own (a piscina worker parks its event loop between tasks, and piscina is tuned for task
  * queues: nothing else may run on these threads). piscina replaces a thread that crashed; it
@@ -33,6 +44,7 @@ export class PiscinaShardHost implements ShardHost {
       atomics: 'disabled',
       maxQueue: threads,
       env: process.env,
+      resourceLimits: { maxYoungGenerationSizeMb: SHARD_YOUNG_GENERATION_MB },
     });
     this.pool.on('error', (err: unknown) => log.error({ err }, 'shard pool error'));
     this.pool.on('workerCreate', (w: { worker?: WorkerLike }) => {
