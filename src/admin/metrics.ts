@@ -210,6 +210,53 @@ export function createMetrics(backend: AdminBackend, opts: CreateMetricsOptions 
     }),
   });
 
+  // The hub: presence gauges from the main thread, frame and drop counters from the state table
+  // (shards) plus the main thread's own drops, all read at scrape time.
+  new Gauge({
+    name: 'gatehouse_hub_clients',
+    help: 'Hub clients registered (welcomed and not gone), per hub listener, across shards.',
+    labelNames: ['listener'],
+    registers,
+    collect: guard<Gauge>('gatehouse_hub_clients', function () {
+      this.reset();
+      for (const c of backend.hubStats?.().clients ?? []) this.set({ listener: c.listener }, count(c.clients));
+    }),
+  });
+
+  new Gauge({
+    name: 'gatehouse_hub_users_online',
+    help: 'Hub users online (a user goes offline when its last client is gone and the presence grace passed).',
+    registers,
+    collect: guard<Gauge>('gatehouse_hub_users_online', function () {
+      this.set(count(backend.hubStats?.().usersOnline));
+    }),
+  });
+
+  new Counter({
+    name: 'gatehouse_hub_messages_total',
+    help: 'Hub frames: direction "client_to_node" forwarded toward a node, "node_to_client" written to a client (one per client reached).',
+    labelNames: ['direction'],
+    registers,
+    collect: guard<Counter>('gatehouse_hub_messages_total', function () {
+      this.reset();
+      const s = backend.hubStats?.();
+      if (!s) return;
+      this.inc({ direction: 'client_to_node' }, count(s.messages.clientToNode));
+      this.inc({ direction: 'node_to_client' }, count(s.messages.nodeToClient));
+    }),
+  });
+
+  new Counter({
+    name: 'gatehouse_hub_dropped_total',
+    help: 'Hub frames dropped or refused, by reason (queue_full, bad_request, node_unavailable, oversize, rate_limited, slow_consumer, bad_node_frame, no_client, late_response).',
+    labelNames: ['reason'],
+    registers,
+    collect: guard<Counter>('gatehouse_hub_dropped_total', function () {
+      this.reset();
+      for (const [reason, n] of Object.entries(backend.hubStats?.().dropped ?? {})) this.inc({ reason }, count(n));
+    }),
+  });
+
   addProcessMetrics(registry);
 
   function recordRestart(supervisor: string): void {

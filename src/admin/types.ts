@@ -21,6 +21,31 @@ export interface UpstreamsView {
   }[];
 }
 
+/** The hub's counters and gauges (`gatehouse_hub_*`), read at scrape time. */
+export interface HubStats {
+  /** Registered clients per hub listener (presence, across shards). */
+  clients: { listener: string; clients: number }[];
+  /** Users online over every hub listener (a user drops out after its presence grace). */
+  usersOnline: number;
+  /** Frames by direction, summed over shards and hub listeners. */
+  messages: { clientToNode: number; nodeToClient: number };
+  /** Drops by reason: the shards' (state table) plus the main thread's (`bad_node_frame`, `no_client`, ...). */
+  dropped: Record<string, number>;
+}
+
+/** `GET /hub`: each hub listener's nodes, presence and pending tables. */
+export interface HubView {
+  listeners: {
+    listener: string;
+    nodes: { id: string; url: string; state: string; ready: boolean }[];
+    clients: number;
+    usersOnline: number;
+    usersInGrace: number;
+    pendingRequests: number;
+    pendingAcks: number;
+  }[];
+}
+
 export type ReloadResult =
   | { ok: true; added: string[]; removed: string[]; changed: string[]; restartRequired?: string[] }
   | { ok: false; errors: string[] };
@@ -43,6 +68,10 @@ export interface AdminBackend {
   /** Shard liveness: index -> up. */
   shardsUp(): { shard: number; up: boolean }[];
   upstreams(): UpstreamsView;
+  /** The hub's metrics; absent when the backend has no hub (test fakes). */
+  hubStats?(): HubStats;
+  /** The hub view; absent when the backend has no hub. */
+  hubView?(): HubView;
   /** The effective config with secrets redacted. */
   config(): unknown;
   reload(): Promise<ReloadResult>;

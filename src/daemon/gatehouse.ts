@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { Subject, Observable, merge, map, filter } from 'rxjs';
 import type { Logger } from 'pino';
 import { Supervisor, supervisorChild, type ChildSpec } from '../supervisors/supervisor.ts';
@@ -12,13 +13,15 @@ import { toShardConfig } from '../workers/shard-config.ts';
 import type { FromShard } from '../workers/protocol.ts';
 import { toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
 import { CustomActors } from './custom-actors.ts';
-import { listenerCounters, mergedTree, upstreamsView } from './views.ts';
+import { hubCounters, listenerCounters, mergedTree, upstreamsView } from './views.ts';
 import { AdminActor } from './admin-actor.ts';
 import { Upstreams } from './upstreams.ts';
+import { Hubs } from './hubs.ts';
+import { HUB_FROM_SHARD_TYPES, type HubFromShard, type HubToShard } from '../hub/messages.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
 import { ConfigError, errorChain, formatConfigIssue } from '../errors.ts';
 import type { ActorConfig, GatehouseConfig } from '../config/types.ts';
-import type { AdminBackend, ListenerCounters, ReloadResult, UpstreamsView } from '../admin/types.ts';
+import type { AdminBackend, HubStats, HubView, ListenerCounters, ReloadResult, UpstreamsView } from '../admin/types.ts';
 
 export interface GatehouseOptions {
   config: GatehouseConfig;
@@ -34,7 +37,8 @@ export interface GatehouseOptions {
  * shards), the shared state table, reload and drain. It is the admin server's backend.
  *
  * Tree: `root` (one_for_one) -> `admin`, `actors` (custom actors), `upstreams` (a supervisor per
- * upstream with a health probe and a circuit breaker per backend), `shards` (one ShardActor per
+ * upstream with a health probe and a circuit breaker per backend), `hubs` (a supervisor per hub
+ * listener with its node streams, presence and pending requests), `shards` (one ShardActor per
  * worker thread). Children start in that order and stop in reverse: shards drain first, the
  * admin server answers (`/readyz` 503) until the end.
  *
@@ -69,6 +73,7 @@ export class Gatehouse implements AdminBackend {
   readonly #gatewayEvents = new Subject<GatewayEvent>();
   readonly #actors: CustomActors;
   readonly #upstreams: Upstreams;
+  readonly #hubs: Hubs;
 
   private constructor(opts: GatehouseOptions, customs: { cfg: ActorConfig; def: ActorDefinition }[]) {
     this.current = opts.config;
@@ -87,6 +92,17 @@ export class Gatehouse implements AdminBackend {
     this.events$ = this.#makeEvents$();
     this.#actors = new CustomActors(() => this.root, this.events$, this.log);
     this.#upstreams = new Upstreams({ table: this.table, slotOf: (u, a) => this.#backendSlots.get(`${u}/${a}`), log: this.log });
+    this.#hubs = new Hubs({
+      log: this.log,
+      gateId: () => this.current.cluster?.instanceId ?? os.hostname(),
+      shards: {
+        post: (shard, m) => {
+          const s = this.#shards().find((x) => x.index === shard);
+          return s ? postHub(s, m) : false;
+        },
+        running: () => this.#shards().flatMap((s) => (s.status === 'running' ? [s.index] : [])),
+      },
+    });
     this.root = new Supervisor(
       {
         id: 'root',
@@ -94,7 +110,14 @@ export class Gatehouse implements AdminBackend {
         maxRestarts: 3,
         periodMs: 10_000,
         // Probes and breakers start before the shards, so that traffic finds them; shards stop first.
-        children: [this.#adminChild(), this.#actors.child(customs), this.#upstreams.child(opts.config.upstreams), this.#shardsChild()],
+        children: [
+          this.#adminChild(),
+          this.#actors.child(customs),
+          this.#upstreams.child(opts.config.upstreams),
+          // Hub node streams, presence and pending requests: up before the shards, down after them.
+          this.#hubs.child(opts.config.listeners),
+          this.#shardsChild(),
+        ],
       },
       { log: this.log },
     );
@@ -141,8 +164,11 @@ export class Gatehouse implements AdminBackend {
         // The shard drains for up to shutdownTimeout on its own; past that and a grace, the
         // supervisor aborts its task, which terminates the thread.
         shutdown: () => this.current.runtime.shutdownTimeout + 5_000,
-        start: () =>
-          new ShardActor({
+        start: () => {
+          // Hub messages of this incarnation only: none is taken after its DOWN (a dead shard's
+          // clients are gone all at once, and a late hub-client-up must not bring one back).
+          let alive = true;
+          const shard: ShardActor = new ShardActor({
             index: i,
             host: this.#host,
             table: this.table,
@@ -150,9 +176,20 @@ export class Gatehouse implements AdminBackend {
             init: () => ({ shard: i, config: this.#shardConfig(), buffers: this.table.buffers, reusePort: this.#host instanceof PiscinaShardHost }),
             listenerSlots: () => this.#listenerSlots.used(),
             shutdownTimeoutMs: () => this.current.runtime.shutdownTimeout,
-            onReady: (ls) => this.#onShardReady(i, ls),
-            onMessage: (m) => this.#onShardMessage(i, m),
-          }).start(),
+            onReady: (ls) => {
+              this.#onShardReady(i, ls);
+              this.#hubs.shardReady((m) => postHub(shard, m));
+            },
+            onMessage: (m) => {
+              if (alive) this.#onShardMessage(i, m);
+            },
+          });
+          shard.monitor(() => {
+            alive = false;
+            this.#hubs.shardDown(i);
+          });
+          return shard.start();
+        },
       });
     }
     return supervisorChild(
@@ -197,6 +234,8 @@ export class Gatehouse implements AdminBackend {
       this.#shardEvents.next({ ...m.event, shard });
     } else if (m.type === 'backend') {
       this.#upstreams.report(m.slot, { type: m.event });
+    } else if (HUB_FROM_SHARD_TYPES.has(m.type)) {
+      this.#hubs.fromShard(shard, m as HubFromShard);
     }
   }
 
@@ -271,6 +310,18 @@ export class Gatehouse implements AdminBackend {
 
   upstreams(): UpstreamsView {
     return upstreamsView(this.current, this.table, (u, a) => this.#backendSlots.get(`${u}/${a}`));
+  }
+
+  hubStats(): HubStats {
+    const hubNames = new Set(this.current.listeners.filter((l) => l.protocol === 'hub').map((l) => l.name));
+    const fromShards = hubCounters(this.table, this.#listenerSlots.entries().flatMap(([name, slot]) => (hubNames.has(name) ? [slot] : [])));
+    const dropped = { ...fromShards.dropped };
+    for (const [reason, n] of Object.entries(this.#hubs.dropped())) dropped[reason] = (dropped[reason] ?? 0) + n;
+    return { ...this.#hubs.stats(), messages: fromShards.messages, dropped };
+  }
+
+  hubView(): HubView {
+    return { listeners: this.#hubs.view() };
   }
 
   /** The effective config, secrets redacted (`GET /config`). */
@@ -355,7 +406,10 @@ export class Gatehouse implements AdminBackend {
     this.log.level = this.#logLevel(next);
     // Probes and breakers of removed backends stop before the shards let go of their table rows.
     await this.#upstreams.apply(prev.upstreams, next.upstreams);
+    // Hub control planes exist before shards bind a new hub listener; shards learn the ready nodes after.
+    await this.#hubs.apply(prev.listeners, next.listeners);
     await this.#pushShardConfig();
+    this.#hubs.announce();
     commitActors();
   }
 
@@ -382,7 +436,9 @@ export class Gatehouse implements AdminBackend {
     this.log.level = this.#logLevel(prev);
     await this.#actors.rollback(prev.actors, failed.actors);
     await this.#upstreams.apply(failed.upstreams, prev.upstreams);
+    await this.#hubs.apply(failed.listeners, prev.listeners);
     await this.#pushShardConfig();
+    this.#hubs.announce();
   }
 
   /** Drains and stops everything, in reverse start order. Idempotent. */
@@ -402,4 +458,12 @@ export class Gatehouse implements AdminBackend {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop().catch(() => {});
   }
+}
+
+/**
+ * Posts a hub message to a shard. `ShardActor.post` is typed for its own one-way messages;
+ * `HubToShard` is part of `ToShard` (src/workers/protocol.ts) and travels the same port.
+ */
+function postHub(shard: ShardActor, m: HubToShard): boolean {
+  return shard.post(m as unknown as Parameters<ShardActor['post']>[0]);
 }

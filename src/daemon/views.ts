@@ -1,7 +1,7 @@
 import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
 import type { Supervisor } from '../supervisors/supervisor.ts';
 import type { ShardActor } from '../workers/shard-actor.ts';
-import { B, L, LB, OUTCOMES, type StateTable } from '../workers/state-table.ts';
+import { B, HUB_DROPS, L, LB, OUTCOMES, type StateTable } from '../workers/state-table.ts';
 import type { GatehouseConfig } from '../config/types.ts';
 import type { ListenerCounters, UpstreamsView } from '../admin/types.ts';
 
@@ -59,6 +59,19 @@ export function listenerCounters(table: StateTable, slots: [string, number][], s
     }
   }
   return out;
+}
+
+/** The hub's frame and drop counters of the shards, summed over shards and the given hub listener slots. */
+export function hubCounters(table: StateTable, hubSlots: number[]): { messages: { clientToNode: number; nodeToClient: number }; dropped: Record<string, number> } {
+  const messages = { clientToNode: 0, nodeToClient: 0 };
+  const dropped: Record<string, number> = {};
+  for (const reason of Object.keys(HUB_DROPS)) dropped[reason] = 0;
+  for (const slot of hubSlots) {
+    messages.clientToNode += table.listenerSum(slot, L.HUB_IN);
+    messages.nodeToClient += table.listenerSum(slot, L.HUB_OUT);
+    for (const [reason, field] of Object.entries(HUB_DROPS)) dropped[reason]! += table.listenerSum(slot, field);
+  }
+  return { messages, dropped };
 }
 
 const BREAKER = ['closed', 'open', 'half_open'] as const;

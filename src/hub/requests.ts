@@ -1,0 +1,273 @@
+import type { Logger } from 'pino';
+import { Actor, type ExitReason } from '../runtime/actor.ts';
+
+/** Client error codes the control plane answers with (docs/hub-protocol.md). */
+export type ClientErrorCode = 'timeout' | 'node_unavailable' | 'node_error';
+
+/** `{"type":"error","id":REQ,"code":CODE}`; without `reqId` for an error about a `send`. */
+export function clientErrorFrame(code: ClientErrorCode, reqId?: unknown, error?: unknown): string {
+  if (reqId === undefined) return JSON.stringify({ type: 'error', code });
+  return JSON.stringify(error === undefined ? { type: 'error', id: reqId, code } : { type: 'error', id: reqId, code, error });
+}
+
+/** One client request waiting for its node's `response`. */
+export interface PendingRequest {
+  /** The gateway-scoped id the node sees. */
+  gid: string;
+  node: string;
+  shard: number;
+  clientId: string;
+  /** The client's own request id. */
+  reqId: string;
+  timer: NodeJS.Timeout;
+}
+
+/** A node `push`/`broadcast` that carried `id`: the shards it went to, and what they delivered. */
+interface PendingAck {
+  node: string;
+  /** The node's id, echoed in the ack. */
+  id: unknown;
+  waiting: Set<number>;
+  delivered: number;
+  timer: NodeJS.Timeout;
+}
+
+export interface RequestTableOptions {
+  /** The actor id given by the supervisor (`requests:LISTENER`). */
+  id: string;
+  listener: string;
+  /** `requestTimeout`, read when a request is added (a reload applies to the next ones). */
+  timeoutMs: () => number;
+  /** A frame for one client, through its shard (`hub-reply`). */
+  reply: (shard: number, clientId: string, frame: string) => void;
+  /** A frame for a node (an `ack`); false when its stream is not ready. */
+  toNode: (node: string, frame: string) => boolean;
+  log: Logger;
+  parent?: Actor;
+}
+
+/**
+ * The pending-request table of one hub listener (`requests:LISTENER`, type `hub-requests`).
+ *
+ * A request is pending from its `hub-request` until exactly one of: its node's `response`
+ * (answered `response`, or `error` `node_error` when the node answered with an error), its
+ * `requestTimeout` (`error` `timeout`), its node going down or being removed (`error`
+ * `node_unavailable`, all of the node's requests at once), its client or the client's shard going
+ * away (removed, no answer: nobody to answer). Each exit goes through one function that removes the
+ * entry from the three maps (by gid, by client, by node) and clears its timer, so no path leaves
+ * an entry behind. The actor's own exit fails what is still pending with `node_unavailable`.
+ *
+ * It also holds the pending acks of node pushes that carried an `id` (the ack extension): each
+ * waits for a `hub-delivered` from every shard it went to; a shard that goes down counts as
+ * having delivered nothing, and past `requestTimeout` the ack is sent with what was counted.
+ *
+ * @example
+ * table.add({ gid: 'g1', node: 'n1', shard: 0, clientId: '0.abc', reqId: 'r1' });
+ * table.settle('n1', 'g1', JSON.stringify({ type: 'response', id: 'r1', data: 42 }));
+ */
+export class RequestTableActor extends Actor {
+  readonly listener: string;
+  readonly #opts: RequestTableOptions;
+  readonly #byGid = new Map<string, PendingRequest>();
+  readonly #byClient = new Map<string, Set<string>>();
+  readonly #byNode = new Map<string, Set<string>>();
+  readonly #acks = new Map<number, PendingAck>();
+  #nextAck = 1;
+
+  constructor(opts: RequestTableOptions) {
+    super(opts.id, 'hub-requests', opts.parent);
+    this.#opts = opts;
+    this.listener = opts.listener;
+  }
+
+  start(): this {
+    this.markRunning();
+    return this;
+  }
+
+  get state(): string {
+    return this.status === 'exited' ? 'stopped' : 'running';
+  }
+
+  get pending(): number {
+    return this.#byGid.size;
+  }
+
+  has(gid: string): boolean {
+    return this.#byGid.has(gid);
+  }
+
+  /** Adds a pending request; its timeout starts now. */
+  add(r: Omit<PendingRequest, 'timer'>): void {
+    if (this.status === 'exited') {
+      this.#opts.reply(r.shard, r.clientId, clientErrorFrame('node_unavailable', r.reqId));
+      return;
+    }
+    // The same gid again (not expected: gids are unique per gateway): the older one is answered.
+    if (this.#byGid.has(r.gid)) this.#finish(r.gid, clientErrorFrame('node_unavailable', this.#byGid.get(r.gid)!.reqId));
+    const timer = setTimeout(() => {
+      if (this.#byGid.get(r.gid)?.timer !== timer) return;
+      this.#opts.log.debug({ node: r.node, clientId: r.clientId, reqId: r.reqId }, 'hub request timed out');
+      this.#finish(r.gid, clientErrorFrame('timeout', r.reqId));
+    }, this.#opts.timeoutMs());
+    const entry: PendingRequest = { ...r, timer };
+    this.#byGid.set(r.gid, entry);
+    addTo(this.#byClient, r.clientId, r.gid);
+    addTo(this.#byNode, r.node, r.gid);
+  }
+
+  /**
+   * A node answered request `gid`: `frame(reqId)` builds the client frame. False when no such
+   * request is pending for that node (already timed out, its client gone, or another node's).
+   */
+  answer(node: string, gid: string, frame: (reqId: string) => string): boolean {
+    const e = this.#byGid.get(gid);
+    if (!e || e.node !== node) return false;
+    this.#finish(gid, frame(e.reqId));
+    return true;
+  }
+
+  /** The node is down or removed: each of its pending requests fails with `node_unavailable` now. */
+  failNode(node: string): number {
+    const gids = this.#byNode.get(node);
+    if (!gids) return 0;
+    let n = 0;
+    for (const gid of [...gids]) {
+      const e = this.#byGid.get(gid);
+      if (!e) continue;
+      this.#finish(gid, clientErrorFrame('node_unavailable', e.reqId));
+      n++;
+    }
+    return n;
+  }
+
+  /** The client is gone: its pending requests are removed (no one to answer). */
+  dropClient(clientId: string): number {
+    const gids = this.#byClient.get(clientId);
+    if (!gids) return 0;
+    let n = 0;
+    for (const gid of [...gids]) if (this.#finish(gid)) n++;
+    return n;
+  }
+
+  /** The shard is gone with its clients: their requests are removed, and acks stop waiting for it. */
+  shardDown(shard: number): void {
+    for (const [gid, e] of [...this.#byGid]) if (e.shard === shard) this.#finish(gid);
+    for (const [ack, a] of [...this.#acks]) if (a.waiting.delete(shard) && a.waiting.size === 0) this.#sendAck(ack, a);
+  }
+
+  /** Removes a request from every map and clears its timer; answers the client with `frame` if given. */
+  #finish(gid: string, frame?: string): boolean {
+    const e = this.#byGid.get(gid);
+    if (!e) return false;
+    clearTimeout(e.timer);
+    this.#byGid.delete(gid);
+    removeFrom(this.#byClient, e.clientId, gid);
+    removeFrom(this.#byNode, e.node, gid);
+    if (frame !== undefined) this.#opts.reply(e.shard, e.clientId, frame);
+    return true;
+  }
+
+  // --- acks (extension) ------------------------------------------------------------------
+
+  /**
+   * Opens an ack for a node frame with `id` that went to `shards`; returns its number, to put in
+   * the `hub-deliver` messages. With no shard, the ack (`delivered: 0`) is sent at once and 0 is returned.
+   */
+  openAck(node: string, id: unknown, shards: Iterable<number>): number {
+    const waiting = new Set(shards);
+    if (waiting.size === 0 || this.status === 'exited') {
+      this.#opts.toNode(node, ackFrame(id, 0));
+      return 0;
+    }
+    const ack = this.#nextAck++;
+    const timer = setTimeout(() => {
+      const a = this.#acks.get(ack);
+      if (!a) return;
+      this.#opts.log.warn({ node, shardsMissing: [...a.waiting] }, 'hub ack: not every shard answered in time; acking what was counted');
+      this.#sendAck(ack, a);
+    }, this.#opts.timeoutMs());
+    this.#acks.set(ack, { node, id, waiting, delivered: 0, timer });
+    return ack;
+  }
+
+  /** A shard posted to could not take the frame (not running): it delivered nothing. */
+  ackMissed(ack: number, shard: number): void {
+    this.delivered(ack, shard, 0);
+  }
+
+  /** A shard's `hub-delivered`. */
+  delivered(ack: number, shard: number, n: number): void {
+    const a = this.#acks.get(ack);
+    if (!a || !a.waiting.delete(shard)) return;
+    a.delivered += n > 0 ? n : 0;
+    if (a.waiting.size === 0) this.#sendAck(ack, a);
+  }
+
+  /** The node went down: its acks are dropped (a new stream is a new session). */
+  dropAcks(node: string): void {
+    for (const [ack, a] of [...this.#acks]) {
+      if (a.node !== node) continue;
+      clearTimeout(a.timer);
+      this.#acks.delete(ack);
+    }
+  }
+
+  #sendAck(ack: number, a: PendingAck): void {
+    clearTimeout(a.timer);
+    this.#acks.delete(ack);
+    if (!this.#opts.toNode(a.node, ackFrame(a.id, a.delivered))) this.#opts.log.debug({ node: a.node }, 'hub ack not sent: node not ready');
+  }
+
+  override describe(): Record<string, unknown> {
+    return this.sizes();
+  }
+
+  /** Map sizes, for tests, `/actors` and the hub view. */
+  sizes(): { pending: number; byClient: number; byNode: number; acks: number } {
+    return { pending: this.#byGid.size, byClient: this.#byClient.size, byNode: this.#byNode.size, acks: this.#acks.size };
+  }
+
+  protected requestStop(): boolean {
+    this.exit('shutdown');
+    return false;
+  }
+
+  protected forceStop(): void {
+    this.exit('killed');
+  }
+
+  protected override exit(reason: ExitReason, error?: unknown): void {
+    if (this.status === 'exited') return;
+    // Whatever ends the table, every waiting client gets its answer and no timer survives it.
+    for (const [gid, e] of [...this.#byGid]) {
+      try {
+        this.#finish(gid, clientErrorFrame('node_unavailable', e.reqId));
+      } catch {
+        this.#byGid.delete(gid);
+      }
+    }
+    for (const a of this.#acks.values()) clearTimeout(a.timer);
+    this.#acks.clear();
+    this.#byClient.clear();
+    this.#byNode.clear();
+    super.exit(reason, error);
+  }
+}
+
+export function ackFrame(id: unknown, delivered: number): string {
+  return JSON.stringify({ type: 'ack', id, delivered });
+}
+
+function addTo(m: Map<string, Set<string>>, k: string, v: string): void {
+  let s = m.get(k);
+  if (!s) m.set(k, (s = new Set()));
+  s.add(v);
+}
+
+function removeFrom(m: Map<string, Set<string>>, k: string, v: string): void {
+  const s = m.get(k);
+  if (!s) return;
+  s.delete(v);
+  if (s.size === 0) m.delete(k);
+}
