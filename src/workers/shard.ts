@@ -3,6 +3,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
 import { ListenerActor } from '../actors/listener.ts';
+import { HubListenerActor } from '../actors/hub-listener.ts';
 import { live } from '../runtime/live.ts';
 import { actorEvents$, setActorEventsEnabled } from '../runtime/events.ts';
 import { InjectedFaultError, errorChain } from '../errors.ts';
@@ -42,6 +43,12 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
   const post = (m: FromShard): void => port.postMessage(m);
   const report = (slot: number, event: BreakerReport): void => post({ type: 'backend', slot, event });
   const newBalancer = (upstream: ShardUpstream): Balancer => new Balancer(upstream, table, shard, Math.random, report);
+  /**
+   * Each hub listener's ready nodes, as the main thread last said (`hub-nodes`). Kept here, not in
+   * the listener, so a restarted or moved incarnation starts with them.
+   */
+  const hubNodes = new Map<string, readonly string[]>();
+  const readyNodesOf = (name: string) => (): readonly string[] => hubNodes.get(name) ?? [];
 
   const listenerChild = (l: ShardListener): ChildSpec => ({
     id: `listener:${l.name}`,
@@ -52,6 +59,9 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
       // A restart after a crash uses the listener's settings as reloaded since, not the original.
       // (By name: a port-0 listener is recorded with the port it got, which a restart rebinds.)
       const cur = config.listeners.find((x) => x.name === l.name) ?? l;
+      if (cur.protocol === 'hub') {
+        return new HubListenerActor({ shard, listener: cur, table, log, reusePort: init.reusePort, post, readyNodes: readyNodesOf(cur.name) }).start();
+      }
       const upstream = config.upstreams.find((u) => u.name === cur.upstream);
       return new ListenerActor({
         shard,
@@ -86,7 +96,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
   const drain = async (timeoutMs: number): Promise<void> => {
     if (draining) return;
     draining = true;
-    for (const a of sup.children()) if (a instanceof ListenerActor) a.stopAccepting();
+    for (const a of sup.children()) if (isListener(a)) a.stopAccepting();
     log.info({ connections: live.countsByType().connection ?? 0, timeoutMs }, 'shard draining');
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'timeout'>((r) => (timer = setTimeout(r, timeoutMs, 'timeout')));
@@ -104,7 +114,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
   // Child ids per listener name: a listener that moves to a new address gets a new incarnation
   // (`listener:NAME~2`) bound before the old one drains, so the move drops nothing.
   /** Listeners taken out of service by a reload, still draining their connections. */
-  const retiring = new Set<ListenerActor>();
+  const retiring = new Set<AnyListener>();
   const childIds = new Map(config.listeners.map((l) => [l.name, `listener:${l.name}`]));
   let generation = 0;
 
@@ -113,7 +123,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     ...c,
     listeners: c.listeners.map((l) => {
       const a = sup.child(childIds.get(l.name) ?? '');
-      return l.port === 0 && a instanceof ListenerActor && a.address ? { ...l, port: a.address.port } : l;
+      return l.port === 0 && isListener(a) && a.address ? { ...l, port: a.address.port } : l;
     }),
   });
 
@@ -126,11 +136,11 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
       const id = childIds.get(name)!;
       childIds.delete(name);
       const now = sup.child(id);
-      if (now instanceof ListenerActor) now.stopAccepting();
+      if (isListener(now)) now.stopAccepting();
       // Out of the supervisor, it drains in the background (up to shutdownTimeout): neither the
       // reload nor the supervisor's next operations wait for it.
       void sup.detachChild(id).then((a) => {
-        if (!(a instanceof ListenerActor)) return;
+        if (!isListener(a)) return;
         retiring.add(a);
         void a.shutdown(config.shutdownTimeoutMs).finally(() => retiring.delete(a));
       });
@@ -138,13 +148,20 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     for (const l of prev.listeners) if (!next.listeners.some((x) => x.name === l.name)) retire(l.name);
     for (const l of next.listeners) {
       const old = prev.listeners.find((x) => x.name === l.name);
-      if (old && old.host === l.host && old.port === l.port) {
+      if (old && old.host === l.host && old.port === l.port && old.protocol === l.protocol) {
         // Same address: reconfigure in place; open connections keep their settings.
         const a = sup.child(childIds.get(l.name)!);
+        if (a instanceof HubListenerActor) {
+          a.reconfigure(l);
+          continue;
+        }
         const upstream = upstreamOf(l);
         if (a instanceof ListenerActor) a.reconfigure(l, upstream, upstream && newBalancer(upstream));
         continue;
       }
+      // Another protocol on the same address: the old one stops listening first (its open
+      // connections drain in the background), since without reusePort both cannot bind it.
+      if (old && old.host === l.host && old.port === l.port) retire(l.name);
       const id = old ? `listener:${l.name}~${++generation}` : `listener:${l.name}`;
       const oldId = childIds.get(l.name);
       await sup.startChild({ ...listenerChild(l), id });
@@ -159,8 +176,19 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
 
   const boundListeners = (): { name: string; host: string; port: number }[] =>
     [...sup.children()]
-      .filter((a): a is ListenerActor => a instanceof ListenerActor && a.address !== undefined && a.status === 'running')
+      .filter((a): a is AnyListener => isListener(a) && a.address !== undefined && a.status === 'running')
       .map((a) => ({ name: a.name, ...a.address! }));
+
+  /**
+   * Every incarnation of a hub listener that may hold clients: the current one, one being
+   * detached by a reload, and retiring ones still draining theirs.
+   */
+  const hubListeners = (name: string): Set<HubListenerActor> => {
+    const out = new Set<HubListenerActor>();
+    for (const a of sup.children()) if (a instanceof HubListenerActor && a.name === name) out.add(a);
+    for (const a of retiring) if (a instanceof HubListenerActor && a.name === name) out.add(a);
+    return out;
+  };
 
   const onMessage = (m: ToShard): void => {
     switch (m.type) {
@@ -186,6 +214,22 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
         setActorEventsEnabled(m.enabled);
         eventsSub?.unsubscribe();
         eventsSub = m.enabled ? actorEvents$.subscribe((event) => post({ type: 'actor-event', event })) : undefined;
+        break;
+      case 'hub-nodes':
+        hubNodes.set(m.listener, [...m.ready]);
+        break;
+      case 'hub-deliver': {
+        let delivered = 0;
+        for (const l of hubListeners(m.listener)) delivered += l.deliver(m.to, m.frame);
+        // Answered also when this shard has no such listener (the main thread counts every shard's answer).
+        if (m.ack !== undefined) post({ type: 'hub-delivered', listener: m.listener, ack: m.ack, delivered });
+        break;
+      }
+      case 'hub-node-down':
+        for (const l of hubListeners(m.listener)) l.nodeDown(m.node);
+        break;
+      case 'hub-reply':
+        for (const l of hubListeners(m.listener)) if (l.reply(m.clientId, m.frame)) break;
         break;
       case 'crash': {
         const err = new InjectedFaultError(`shard ${shard}`);
@@ -231,4 +275,10 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
     eventsSub?.unsubscribe();
     diagnostics.unsubscribe('gatehouse:supervisor:restart', onRestart);
   }
+}
+
+type AnyListener = ListenerActor | HubListenerActor;
+
+function isListener(a: unknown): a is AnyListener {
+  return a instanceof ListenerActor || a instanceof HubListenerActor;
 }

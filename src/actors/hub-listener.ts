@@ -1,0 +1,447 @@
+import http from 'node:http';
+import type net from 'node:net';
+import { once } from 'node:events';
+import { setup } from 'xstate';
+import type { Logger } from 'pino';
+import { WebSocketServer } from 'ws';
+import { Actor } from '../runtime/actor.ts';
+import { compile } from '../runtime/compiled-machine.ts';
+import { Registry } from '../runtime/registry.ts';
+import { ListenError } from '../errors.ts';
+import { IP, L, ipKey, type StateTable } from '../workers/state-table.ts';
+import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
+import { createJwtVerifier, bearerToken, TokenError, type JwtVerifier } from '../hub/auth.ts';
+import { hash32, type HubFromShard, type HubTarget } from '../hub/messages.ts';
+import { ClientProxyActor, rejectUpgrade, type HubContext } from '../hub/client-proxy.ts';
+
+type ListenerState = 'binding' | 'listening' | 'draining' | 'closed';
+type ListenerEvent = 'bound' | 'drain' | 'closed';
+
+/** A hub listener's lifecycle: the same as a TCP listener's (bound, draining, closed). */
+export const hubListenerMachine = setup({ types: { events: {} as { type: ListenerEvent } } }).createMachine({
+  id: 'hub-listener',
+  initial: 'binding',
+  states: {
+    binding: { on: { bound: 'listening', drain: 'draining', closed: 'closed' } },
+    listening: { on: { drain: 'draining', closed: 'closed' } },
+    draining: { on: { closed: 'closed' } },
+    closed: { type: 'final' },
+  },
+});
+const machine = compile<ListenerState, ListenerEvent>(hubListenerMachine);
+
+/** A WebSocket closing handshake gets this long before ws destroys the socket. */
+export const CLOSE_TIMEOUT_MS = 5_000;
+/** Refused handshakes (bad tokens, caps) are logged at info at most once a second each kind, with a count. */
+const REFUSAL_LOG_EVERY_MS = 1_000;
+const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
+
+export interface HubListenerOptions {
+  shard: number;
+  listener: ShardListener;
+  table: StateTable;
+  log: Logger;
+  /** Bind with SO_REUSEPORT, so every shard can bind the same address. */
+  reusePort: boolean;
+  /** Posts a message to the main thread (the shard's port). */
+  post(m: HubFromShard): void;
+  /** The listener's ready nodes, as the main thread last said (kept by the shard across incarnations). */
+  readyNodes(): readonly string[];
+}
+
+/**
+ * A `protocol: hub` listener on one shard (`listener:<name>`, type `listener`): an HTTP server
+ * whose upgrade requests on `path` become {@link ClientProxyActor}s after their JWT and the caps
+ * (maxConnections, rateLimit, maxConnectionsPerIp, maxClientsPerUser, all held across shards in
+ * the state table). Its clients live in a {@link Registry} indexed by `user` and `node`, and leave
+ * it by their DOWN. One keepalive timer per listener pings every client each `pingInterval`.
+ *
+ * @example
+ * const l = await new HubListenerActor(opts).start(); // resolves once bound
+ * l.deliver({ kind: 'user', userId: 'u1' }, frame);  // number of clients it was queued to
+ * l.stopAccepting(); await l.shutdown(30_000);        // drain, then kill what is left
+ */
+export class HubListenerActor extends Actor {
+  #state: ListenerState = machine.initial;
+  readonly #opts: HubListenerOptions;
+  readonly #server: http.Server;
+  readonly #log: Logger;
+  readonly clients: Registry<ClientProxyActor>;
+  #ctx: HubContext;
+  #wss: WebSocketServer;
+  #verifier: JwtVerifier;
+  #jwtKey: string;
+  #address: { host: string; port: number } | undefined;
+  #rateInterval: bigint | undefined;
+  #rateBurst = 0n;
+  #pingTimer: NodeJS.Timeout | undefined;
+  #pingEvery = 0;
+  readonly #refused = new Map<string, { n: number; at: number }>();
+  #ipFullWarned = false;
+
+  constructor(opts: HubListenerOptions) {
+    super(`listener:${opts.listener.name}`, 'listener');
+    if (!opts.listener.hub) throw new TypeError(`listener ${opts.listener.name} has no hub settings`);
+    this.#opts = opts;
+    this.#log = opts.log.child({ actorId: this.id, actorType: this.type, listener: opts.listener.name });
+    this.clients = new Registry<ClientProxyActor>(`hub-clients:${opts.listener.name}`, {
+      user: (c) => c.userId,
+      node: (c) => (c.nodes.length > 0 ? c.nodes : undefined),
+    });
+    this.#ctx = this.#context(opts.listener);
+    // Throws JwtConfigError for a config that cannot verify anything: the listener fails to start.
+    this.#verifier = createJwtVerifier(opts.listener.hub.jwt);
+    this.#jwtKey = JSON.stringify(opts.listener.hub.jwt);
+    this.#wss = newWss(opts.listener.hub);
+    this.#setLimits(opts.listener);
+    this.#server = http.createServer();
+    this.#server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.#upgrade(req, socket, head));
+    this.#server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.#plainRequest(req, res));
+    this.#server.on('error', (err) => this.#log.error({ err }, 'listener error'));
+    this.#server.on('clientError', (err: Error, socket: net.Socket) => {
+      this.#log.debug({ err }, 'hub listener: bad HTTP request');
+      if (socket.writable) rejectUpgrade(socket, 400, { error: 'bad_request' });
+      else socket.destroy();
+    });
+  }
+
+  #context(listener: ShardListener): HubContext {
+    return {
+      shard: this.#opts.shard,
+      listener,
+      hub: listener.hub!,
+      table: this.#opts.table,
+      log: this.#log,
+      registry: this.clients,
+      post: this.#opts.post,
+      readyNodes: this.#opts.readyNodes,
+    };
+  }
+
+  get state(): string {
+    return this.#state;
+  }
+
+  get address(): { host: string; port: number } | undefined {
+    return this.#address;
+  }
+
+  /** The listener's configured name (its id is `listener:NAME`). */
+  get name(): string {
+    return this.#opts.listener.name;
+  }
+
+  override children(): Iterable<Actor> {
+    const out: Actor[] = [];
+    for (const { value } of this.clients.values()) out.push(value);
+    return out;
+  }
+
+  override describe(): Record<string, unknown> {
+    return {
+      protocol: 'hub',
+      listen: this.#address && `${this.#address.host}:${this.#address.port}`,
+      path: this.#ctx.hub.path,
+      clients: this.clients.size,
+      registry: this.clients.sizes(),
+      readyNodes: this.#opts.readyNodes(),
+    };
+  }
+
+  #setLimits(l: ShardListener): void {
+    if (!l.rateLimit) {
+      this.#rateInterval = undefined;
+      return;
+    }
+    const t = BigInt(Math.max(1, Math.round(1e9 / l.rateLimit.perSecond)));
+    this.#rateInterval = t;
+    this.#rateBurst = t * BigInt(l.rateLimit.burst);
+  }
+
+  #step(ev: ListenerEvent): void {
+    const next = machine.next(this.#state, ev);
+    if (next) this.#state = next;
+  }
+
+  /** Binds the listening socket. Rejects with `GH_ERR_LISTEN`. */
+  async start(): Promise<this> {
+    const { host, port, name } = this.#opts.listener;
+    const onError = once(this.#server, 'error');
+    this.#server.listen({ host, port, backlog: 4096, reusePort: this.#opts.reusePort });
+    const first = await Promise.race([once(this.#server, 'listening'), onError]);
+    if (first[0] instanceof Error) {
+      this.exit('error', first[0]);
+      throw new ListenError(name, `${host}:${port}`, { cause: first[0] });
+    }
+    const a = this.#server.address() as net.AddressInfo;
+    this.#address = { host: a.address, port: a.port };
+    this.#step('bound');
+    this.#armKeepalive();
+    this.markRunning();
+    this.#log.info({ address: `${a.address}:${a.port}`, path: this.#ctx.hub.path }, 'listening');
+    return this;
+  }
+
+  /** One timer for every client of the listener: a sweep each ping interval. */
+  #armKeepalive(): void {
+    const every = this.#ctx.hub.pingIntervalMs;
+    if (this.#pingTimer && every === this.#pingEvery) return;
+    clearInterval(this.#pingTimer);
+    this.#pingEvery = every;
+    this.#pingTimer = every > 0 ? setInterval(() => this.#sweep(), every) : undefined;
+  }
+
+  #sweep(): void {
+    for (const { value } of this.clients.values()) value.heartbeat();
+  }
+
+  // ---- accepting -------------------------------------------------------------------------------
+
+  #plainRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const body = JSON.stringify({ error: 'upgrade_required', message: 'this is a WebSocket endpoint' });
+    res.writeHead(426, { Upgrade: 'websocket', Connection: 'close', 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+    res.end(body);
+    req.resume();
+  }
+
+  #upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+    const ctx = this.#ctx;
+    const { shard, table } = ctx;
+    const { slot, maxConnections, maxConnectionsPerIp } = ctx.listener;
+    socket.on('error', noop);
+    if (this.#state !== 'listening') {
+      rejectUpgrade(socket, 503, { error: 'unavailable', message: 'the listener is draining' });
+      return;
+    }
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://hub');
+    } catch {
+      rejectUpgrade(socket, 400, { error: 'bad_request', message: 'bad request target' });
+      return;
+    }
+    if (url.pathname !== ctx.hub.path) {
+      rejectUpgrade(socket, 404, { error: 'not_found' });
+      return;
+    }
+    const bad = badUpgrade(req);
+    if (bad) {
+      rejectUpgrade(socket, 400, { error: 'bad_request', message: bad }, bad.includes('Version') ? { 'Sec-WebSocket-Version': '13, 8' } : {});
+      return;
+    }
+    // Listener-wide limits hold across shards (same cells as a TCP listener's).
+    if (this.#rateInterval !== undefined && !table.rateAdmit(slot, this.#rateInterval, this.#rateBurst)) {
+      table.listenerAdd(shard, slot, L.RATE_LIMITED, 1);
+      this.#refusedLog('rate_limited', 'rate limit: new hub clients refused');
+      rejectUpgrade(socket, 429, { error: 'rate_limited' }, { 'Retry-After': '1' });
+      return;
+    }
+    if (!table.listenerAcquire(slot, maxConnections > 0 ? maxConnections : 0x7fffffff)) {
+      table.listenerAdd(shard, slot, L.OVER_LIMIT, 1);
+      this.#refusedLog('max_connections', 'maxConnections reached: hub client refused');
+      rejectUpgrade(socket, 503, { error: 'over_limit', message: 'too many connections' });
+      return;
+    }
+    let key = 0;
+    if (maxConnectionsPerIp > 0 && socket.remoteAddress !== undefined) {
+      key = ipKey(socket.remoteAddress);
+      const r = table.ipAcquire(slot, shard, key, maxConnectionsPerIp);
+      if (r === IP.REJECTED) {
+        table.listenerRelease(slot);
+        table.listenerAdd(shard, slot, L.OVER_LIMIT, 1);
+        this.#refusedLog('per_ip', 'maxConnectionsPerIp reached: hub client refused');
+        rejectUpgrade(socket, 429, { error: 'over_limit', message: 'too many connections from this address' });
+        return;
+      }
+      if (r === IP.UNTRACKED) key = this.#ipUntracked();
+    }
+    socket.off('error', noop);
+    table.listenerAdd(shard, slot, L.ACTIVE, 1);
+    const client = new ClientProxyActor(ctx, socket);
+    client.holdsPlace = true;
+    client.ipKey = key;
+    client.parent = this;
+    this.clients.register(client, client);
+    const token = bearerToken(req.headers.authorization, url.searchParams);
+    if (token === undefined) {
+      this.#unauthorized(client, new TokenError('missing_token', 'no Authorization: Bearer header and no token parameter'));
+      return;
+    }
+    const verifier = this.#verifier;
+    const wss = this.#wss;
+    verifier.verify(token).then(
+      ({ userId }) => this.#admitUser(client, ctx, wss, req, socket, head, userId),
+      (err: unknown) => this.#unauthorized(client, err instanceof TokenError ? err : new TokenError('malformed', String(err))),
+    );
+  }
+
+  #unauthorized(client: ClientProxyActor, err: TokenError): void {
+    if (!client.handshaking) return;
+    this.#refusedLog(`token:${err.reason}`, 'hub client refused: bad or missing token', { reason: err.reason });
+    client.reject(401, { error: 'unauthorized', reason: err.reason }, 'error', { 'WWW-Authenticate': `Bearer error="invalid_token"` });
+  }
+
+  #admitUser(client: ClientProxyActor, ctx: HubContext, wss: WebSocketServer, req: http.IncomingMessage, socket: net.Socket, head: Buffer, userId: string): void {
+    // The client left (or was killed) while its token was checked.
+    if (!client.handshaking) return;
+    const { table, shard } = ctx;
+    const { slot } = ctx.listener;
+    const max = ctx.hub.maxClientsPerUser;
+    if (max > 0) {
+      const key = hash32(userId);
+      const r = table.ipAcquire(slot, shard, key, max);
+      if (r === IP.REJECTED) {
+        this.#refusedLog('per_user', 'maxClientsPerUser reached: hub client refused', { userId, maxClientsPerUser: max });
+        client.reject(429, { error: 'too_many_clients', message: `user has ${max} clients already` }, 'over_limit', { 'Retry-After': '1' });
+        return;
+      }
+      if (r === IP.ADMITTED) client.userKey = key;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => client.accept(ws, userId));
+  }
+
+  /** Logs a refusal at info, at most once a second per kind, with how many were refused since. */
+  #refusedLog(kind: string, msg: string, extra?: Record<string, unknown>): void {
+    const now = Date.now();
+    let r = this.#refused.get(kind);
+    if (!r) this.#refused.set(kind, (r = { n: 0, at: 0 }));
+    r.n++;
+    if (now < r.at) {
+      this.#log.debug({ ...extra, kind }, msg);
+      return;
+    }
+    this.#log.info({ ...extra, refused: r.n }, msg);
+    r.n = 0;
+    r.at = now + REFUSAL_LOG_EVERY_MS;
+  }
+
+  #ipUntracked(): number {
+    if (!this.#ipFullWarned) {
+      this.#ipFullWarned = true;
+      this.#log.warn({ maxConnectionsPerIp: this.#ctx.listener.maxConnectionsPerIp }, 'per-IP table full: a connection was admitted without a per-IP count (logged once)');
+    }
+    return 0;
+  }
+
+  // ---- routing (HubToShard) --------------------------------------------------------------------
+
+  /** Queues a node's frame to its target's clients here; returns how many live clients took it. */
+  deliver(to: HubTarget, frame: string): number {
+    let n = 0;
+    switch (to.kind) {
+      case 'client': {
+        const e = this.clients.get(to.clientId);
+        if (e && (e.value as ClientProxyActor).deliver(frame)) n++;
+        break;
+      }
+      case 'user':
+        for (const { value } of this.clients.lookup('user', to.userId)) if (value.deliver(frame)) n++;
+        break;
+      case 'all':
+        for (const { value } of this.clients.values()) if (value.deliver(frame)) n++;
+        break;
+    }
+    return n;
+  }
+
+  /** A frame for one client (a response, an error); dropped silently when the client is gone. */
+  reply(clientId: string, frame: string): boolean {
+    const e = this.clients.get(clientId);
+    return e !== undefined && e.value.deliver(frame);
+  }
+
+  /** A node went down: its bound clients get `node-down` and lose the binding. */
+  nodeDown(node: string): number {
+    let n = 0;
+    for (const { value } of this.clients.lookup('node', node)) if (value.nodeDown(node)) n++;
+    return n;
+  }
+
+  /**
+   * Applies a reloaded config that keeps the address: limits, token settings, message size, send
+   * queue and ping interval apply to clients that connect from now on (the ping interval to
+   * every client). Open clients keep the rest of theirs. Throws `GH_ERR_JWT_CONFIG` (and changes
+   * nothing) when the new token settings cannot verify anything.
+   */
+  reconfigure(listener: ShardListener): void {
+    const hub = listener.hub;
+    if (!hub) throw new TypeError(`listener ${listener.name} has no hub settings`);
+    const jwtKey = JSON.stringify(hub.jwt);
+    const verifier = jwtKey === this.#jwtKey ? this.#verifier : createJwtVerifier(hub.jwt);
+    this.#verifier = verifier;
+    this.#jwtKey = jwtKey;
+    this.#opts.listener = listener;
+    this.#ctx = this.#context(listener);
+    this.#wss = newWss(hub);
+    this.#setLimits(listener);
+    if (this.#state === 'listening') this.#armKeepalive();
+  }
+
+  // ---- stopping --------------------------------------------------------------------------------
+
+  /** Stops accepting (the drain's first step); open clients go on being served. */
+  stopAccepting(): void {
+    if (this.#state === 'closed' || this.#state === 'draining') return;
+    this.#step('drain');
+    this.#server.close();
+    this.#server.closeIdleConnections();
+    this.#log.info({ clients: this.clients.size }, 'draining');
+  }
+
+  protected requestStop(): boolean {
+    this.stopAccepting();
+    this.#exitWhenEmpty();
+    return true;
+  }
+
+  #exitWhenEmpty(): void {
+    if (this.clients.size === 0) {
+      this.#close('shutdown');
+      return;
+    }
+    for (const { actor } of this.clients.values()) {
+      actor.monitor(() => {
+        if (this.clients.size === 0 && this.status === 'stopping') this.#close('shutdown');
+      });
+    }
+  }
+
+  protected forceStop(): void {
+    this.stopAccepting();
+    for (const { actor } of [...this.clients.values()]) actor.kill();
+    this.#close('killed');
+  }
+
+  #close(reason: 'shutdown' | 'killed'): void {
+    if (this.#state === 'closed') return;
+    clearInterval(this.#pingTimer);
+    this.#pingTimer = undefined;
+    this.#server.close();
+    this.#server.closeAllConnections();
+    this.#step('closed');
+    this.exit(reason);
+  }
+}
+
+function newWss(hub: ShardHubSettings): WebSocketServer {
+  return new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    maxPayload: hub.maxMessageSize,
+    perMessageDeflate: false,
+    closeTimeout: CLOSE_TIMEOUT_MS,
+  } as ConstructorParameters<typeof WebSocketServer>[0]);
+}
+
+/** Why an upgrade request is not a WebSocket handshake we take (400), or undefined. */
+function badUpgrade(req: http.IncomingMessage): string | undefined {
+  if (req.method !== 'GET') return 'a WebSocket handshake is a GET';
+  if (req.headers.upgrade?.toLowerCase() !== 'websocket') return 'Upgrade must be websocket';
+  const key = req.headers['sec-websocket-key'];
+  if (typeof key !== 'string' || !WS_KEY.test(key.trim())) return 'missing or invalid Sec-WebSocket-Key header';
+  const version = Number(req.headers['sec-websocket-version']);
+  if (version !== 13 && version !== 8) return 'missing or invalid Sec-WebSocket-Version header';
+  return undefined;
+}
+
+function noop(): void {}

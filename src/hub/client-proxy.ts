@@ -1,0 +1,558 @@
+/**
+ * One hub client on one shard (`client:<clientId>`, type `client-proxy`): from the upgrade request
+ * (token check) through its WebSocket's life to its DOWN. The listener ({@link HubListenerActor})
+ * owns its clients as OTP's `simple_one_for_one` does: they live in its {@link Registry} (indexes
+ * `user` and `node`), and leave every index by their own DOWN.
+ *
+ * Like a TCP connection, a client is a state machine ({@link clientProxyMachine}) stepped through
+ * a compiled transition table, not a full xstate actor: hubs hold tens of thousands of clients.
+ *
+ * Nothing ever awaits a client: frames for it go straight to its socket while the socket keeps
+ * up, then into a bounded queue flushed on the socket's `drain`; a full queue closes the client
+ * (1013) or drops its oldest frame, as configured. One slow client cannot slow the others.
+ */
+import type net from 'node:net';
+import { STATUS_CODES } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import { setup } from 'xstate';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import { Actor } from '../runtime/actor.ts';
+import { compile } from '../runtime/compiled-machine.ts';
+import { actorEventsEnabled, emitActorEvent } from '../runtime/events.ts';
+import type { Registry } from '../runtime/registry.ts';
+import { L, type StateTable } from '../workers/state-table.ts';
+import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
+import { pickNode, type HubFromShard } from './messages.ts';
+import { clientMessageFrame, errorFrame, frameId, nodeDownFrame, parseClientFrame, requestFrame, welcomeFrame } from './frames.ts';
+
+export type ClientState = 'handshaking' | 'registered' | 'closing' | 'closed';
+/**
+ * `welcome`: the upgrade succeeded and the welcome went out; `close`: the gateway started a close
+ * (a close frame sent, or the socket terminated); `closed`: the socket is gone.
+ */
+export type ClientEvent = 'welcome' | 'close' | 'closed';
+
+/** A hub client's life: the handshake (token, caps), registered (serving), closing, closed. */
+export const clientProxyMachine = setup({ types: { events: {} as { type: ClientEvent } } }).createMachine({
+  id: 'client-proxy',
+  initial: 'handshaking',
+  states: {
+    handshaking: { on: { welcome: 'registered', close: 'closing', closed: 'closed' } },
+    registered: { on: { close: 'closing', closed: 'closed' } },
+    closing: { on: { closed: 'closed' } },
+    closed: { type: 'final' },
+  },
+});
+const machine = compile<ClientState, ClientEvent>(clientProxyMachine);
+
+/** Inbound frames a client may send per second, sustained (a token bucket per client). */
+export const CLIENT_RATE_PER_SECOND = 100;
+/** ...and at once (the bucket's size; it starts full). */
+export const CLIENT_RATE_BURST = 200;
+/**
+ * A client whose refused frames outrun the refill by this many (5 × the burst: it kept flooding
+ * after being told `rate_limited`) is closed with 1008 (policy violation).
+ */
+export const CLIENT_FLOOD_CLOSE = 5 * CLIENT_RATE_BURST;
+/**
+ * Frames are written straight to the socket while it holds less than this (bytes not yet taken
+ * by the kernel); above it they wait in the client's send queue until the socket drains.
+ */
+export const SOCKET_HIGH_WATER = 64 * 1024;
+/** Keepalive: a client that has not answered a ping for this many sweeps (ping intervals) is terminated. */
+export const MISSED_PONGS = 2;
+
+/** What a listener shares with its clients: one object per listener settings version, not per client. */
+export interface HubContext {
+  shard: number;
+  listener: ShardListener;
+  hub: ShardHubSettings;
+  table: StateTable;
+  log: Logger;
+  registry: Registry<ClientProxyActor>;
+  post(m: HubFromShard): void;
+  /** The listener's ready nodes (config order), as the main thread last said. */
+  readyNodes(): readonly string[];
+}
+
+/** Per-thread counter of gateway-scoped request ids, seeded by the clock (see {@link nextGid}). */
+let gidSeq = Date.now() * 1_000;
+
+/**
+ * A gateway-scoped request id: `SHARD-SEQ`. SEQ is this thread's counter, seeded with the clock
+ * in microseconds, so a restarted shard (a new thread, whose counter starts again) never reuses
+ * an id its previous incarnation may still have pending in the main thread's table.
+ */
+export function nextGid(shard: number): string {
+  return `${shard}-${++gidSeq}`;
+}
+
+/** A new client id: `SHARD.` then 16 url-safe random characters ({@link shardOfClient} parses it). */
+export function newClientId(shard: number): string {
+  return `${shard}.${randomBytes(12).toString('base64url')}`;
+}
+
+/** Answers an upgrade request with a plain HTTP error (a JSON body) and closes the socket: no upgrade. */
+export function rejectUpgrade(socket: net.Socket, status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): void {
+  if (socket.destroyed) return;
+  const json = JSON.stringify(body);
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(json)}\r\n`;
+  for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
+  // Destroyed once the answer is handed to the kernel: a peer that never closes its side keeps nothing.
+  socket.end(`${head}\r\n${json}`, () => socket.destroy());
+}
+
+/** A frame the gateway itself makes for the client (welcome, error): not counted as a node-to-client message. */
+interface LocalFrame {
+  f: string;
+}
+type Queued = string | LocalFrame;
+
+const kClient = Symbol('gatehouse.hub.client');
+type Owned<T> = T & { [kClient]: ClientProxyActor };
+type ConnOutcome = 'ok' | 'timeout' | 'error' | 'over_limit';
+
+/**
+ * One hub client: see the module comment. Created by the listener on the upgrade request in state
+ * `handshaking`, registered when the listener hands it its WebSocket ({@link accept}); every exit
+ * after that posts exactly one `hub-client-down`.
+ *
+ * @example
+ * const c = new ClientProxyActor(ctx, socket);      // handshaking, holding the raw socket
+ * c.accept(ws, 'u1');                               // welcome, hub-client-up
+ * c.deliver('{"type":"message","from":"n1","data":1}');
+ */
+export class ClientProxyActor extends Actor {
+  readonly clientId: string;
+  /** The token's `sub`; set when registered. */
+  userId: string | undefined;
+  /** The nodes this client is bound to (it sent to them). A new array on every change: it is indexed. */
+  nodes: readonly string[] = [];
+  /** The listener's place taken for this client (maxConnections): given back when it ends. */
+  holdsPlace = false;
+  /** The per-IP place (`ipKey`) it holds, 0: none. */
+  ipKey = 0;
+  /** The per-user place (`hash32(userId)`) it holds, 0: none. */
+  userKey = 0;
+  /** The most frames its send queue ever held (memory is bounded by `sendQueue.maxMessages`). */
+  maxQueued = 0;
+  #state: ClientState = machine.initial;
+  #ctx: HubContext;
+  readonly #socket: Owned<net.Socket>;
+  #ws: Owned<WebSocket> | undefined;
+  #log: Logger | undefined;
+  /** The send queue: `#queue[#qHead..]`, allocated on first use, released when it empties. */
+  #queue: Queued[] | undefined;
+  #qHead = 0;
+  #tokens = CLIENT_RATE_BURST;
+  #debt = 0;
+  #rateAt = 0;
+  #awaitingPong = false;
+  #missed = 0;
+  #up = false;
+  #downPosted = false;
+  #outcome: ConnOutcome = 'ok';
+
+  constructor(ctx: HubContext, socket: net.Socket) {
+    const clientId = newClientId(ctx.shard);
+    super(`client:${clientId}`, 'client-proxy');
+    this.clientId = clientId;
+    this.#ctx = ctx;
+    this.#socket = socket as Owned<net.Socket>;
+    this.#socket[kClient] = this;
+    socket.on('error', ClientProxyActor.#onRawError);
+    socket.on('close', ClientProxyActor.#onRawClose);
+    this.markRunning();
+  }
+
+  get state(): string {
+    return this.#state;
+  }
+
+  /** Frames waiting in the send queue. */
+  get queued(): number {
+    return this.#queue ? this.#queue.length - this.#qHead : 0;
+  }
+
+  override describe(): Record<string, unknown> {
+    return { user: this.userId, nodes: this.nodes, queued: this.queued, peer: `${this.#socket.remoteAddress}:${this.#socket.remotePort}` };
+  }
+
+  get #logger(): Logger {
+    return (this.#log ??= this.#ctx.log.child({ actorId: this.id, actorType: this.type, clientId: this.clientId, userId: this.userId }));
+  }
+
+  #step(ev: ClientEvent): void {
+    const next = machine.next(this.#state, ev);
+    if (next === undefined || next === this.#state) return;
+    const was = this.#state;
+    this.#state = next;
+    if (actorEventsEnabled()) emitActorEvent({ type: 'state', id: this.id, actorType: this.type, state: next });
+    if (was === 'registered') this.#postDown();
+    if (next === 'closed') this.#finish(this.status === 'stopping' ? 'shutdown' : 'normal');
+  }
+
+  // ---- handshake ---------------------------------------------------------------------------
+
+  static #onRawError(this: Owned<net.Socket>, err: Error): void {
+    const c = this[kClient];
+    c.#ctx.log.debug({ err, clientId: c.clientId }, 'hub handshake socket error');
+    this.destroy();
+  }
+
+  static #onRawClose(this: Owned<net.Socket>): void {
+    const c = this[kClient];
+    if (c.#ws === undefined) c.#step('closed');
+  }
+
+  /** Still waiting for its token check and caps (the listener checks before going on after an await). */
+  get handshaking(): boolean {
+    return this.#state === 'handshaking' && !this.#socket.destroyed;
+  }
+
+  /** Refuses the upgrade with an HTTP error; the actor ends when the socket closes. */
+  reject(status: number, body: Record<string, unknown>, outcome: ConnOutcome, headers?: Record<string, string>): void {
+    if (this.#state !== 'handshaking') return;
+    this.#outcome = outcome;
+    this.#step('close');
+    rejectUpgrade(this.#socket, status, body, headers);
+  }
+
+  /**
+   * The upgrade went through: takes the WebSocket, registers under its user, sends `welcome`,
+   * then posts `hub-client-up`.
+   */
+  accept(ws: WebSocket, userId: string): void {
+    if (this.#state !== 'handshaking') {
+      ws.terminate();
+      return;
+    }
+    const s = this.#socket;
+    s.off('error', ClientProxyActor.#onRawError);
+    s.off('close', ClientProxyActor.#onRawClose);
+    const w = ws as Owned<WebSocket>;
+    w[kClient] = this;
+    this.#ws = w;
+    this.userId = userId;
+    this.#log = undefined;
+    w.on('message', ClientProxyActor.#onMessage);
+    w.on('close', ClientProxyActor.#onClose);
+    w.on('error', ClientProxyActor.#onError);
+    w.on('pong', ClientProxyActor.#onPong);
+    s.on('drain', ClientProxyActor.#onDrain);
+    this.#rateAt = performance.now();
+    this.#step('welcome');
+    // In the user index before anyone hears of it: a push reacting to hub-client-up finds it.
+    this.#ctx.registry.register(this, this);
+    this.#enqueue({ f: welcomeFrame(this.clientId, userId) });
+    this.#up = true;
+    this.#ctx.post({ type: 'hub-client-up', listener: this.#ctx.listener.name, clientId: this.clientId, userId });
+  }
+
+  // ---- socket events (shared handlers: `this` is the socket, which points back to its client) --
+
+  static #onMessage(this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+    const c = (this as Owned<WebSocket>)[kClient];
+    try {
+      c.#onFrame(data, isBinary);
+    } catch (err) {
+      c.crash(err);
+    }
+  }
+
+  static #onClose(this: WebSocket): void {
+    (this as Owned<WebSocket>)[kClient].#step('closed');
+  }
+
+  static #onError(this: WebSocket, err: Error & { code?: string }): void {
+    const c = (this as Owned<WebSocket>)[kClient];
+    const { table, shard, listener } = c.#ctx;
+    // ws has already started the close (1009, 1002, 1007) or the socket is gone; count and log.
+    if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+      table.listenerAdd(shard, listener.slot, L.HUB_DROP_OVERSIZE, 1);
+      c.#logger.info({ maxMessageSize: c.#ctx.hub.maxMessageSize }, 'hub client frame over maxMessageSize: closed (1009)');
+    } else if (err.code?.startsWith('WS_ERR_')) {
+      table.listenerAdd(shard, listener.slot, L.HUB_DROP_BAD, 1);
+      c.#logger.info({ err: err.message, code: err.code }, 'hub client protocol error: closed');
+    } else {
+      c.#logger.debug({ err }, 'hub client socket error');
+    }
+    c.#step('close');
+  }
+
+  static #onPong(this: WebSocket): void {
+    const c = (this as Owned<WebSocket>)[kClient];
+    c.#awaitingPong = false;
+    c.#missed = 0;
+  }
+
+  static #onDrain(this: Owned<net.Socket>): void {
+    this[kClient].#flush();
+  }
+
+  // ---- inbound ---------------------------------------------------------------------------------
+
+  /** Token bucket ({@link CLIENT_RATE_PER_SECOND}, {@link CLIENT_RATE_BURST}); refused frames build up a debt that drains at the same rate. */
+  #admit(): boolean {
+    const now = performance.now();
+    const refill = ((now - this.#rateAt) * CLIENT_RATE_PER_SECOND) / 1_000;
+    this.#rateAt = now;
+    this.#tokens = Math.min(CLIENT_RATE_BURST, this.#tokens + refill);
+    this.#debt = Math.max(0, this.#debt - refill);
+    if (this.#tokens >= 1) {
+      this.#tokens -= 1;
+      return true;
+    }
+    this.#debt += 1;
+    return false;
+  }
+
+  #onFrame(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+    if (this.#state !== 'registered') return;
+    const ctx = this.#ctx;
+    const { table, shard } = ctx;
+    const slot = ctx.listener.slot;
+    if (isBinary) {
+      table.listenerAdd(shard, slot, L.HUB_DROP_BAD, 1);
+      this.#logger.info('hub client sent a binary frame: closed (1003)');
+      this.close(1003, 'binary frames are not supported');
+      return;
+    }
+    const text = Array.isArray(data) ? Buffer.concat(data).toString() : Buffer.isBuffer(data) ? data.toString() : Buffer.from(data).toString();
+    if (!this.#admit()) {
+      table.listenerAdd(shard, slot, L.HUB_DROP_RATE, 1);
+      if (this.#debt > CLIENT_FLOOD_CLOSE) {
+        this.#logger.warn({ perSecond: CLIENT_RATE_PER_SECOND, burst: CLIENT_RATE_BURST }, 'hub client kept flooding past its rate limit: closed (1008)');
+        this.close(1008, 'rate limit exceeded');
+        return;
+      }
+      this.#enqueue({ f: errorFrame('rate_limited', frameId(text)) });
+      return;
+    }
+    const r = parseClientFrame(text);
+    if (!r.ok) {
+      table.listenerAdd(shard, slot, L.HUB_DROP_BAD, 1);
+      this.#logger.debug({ why: r.why }, 'hub client frame refused: bad_request');
+      this.#enqueue({ f: errorFrame('bad_request', r.id) });
+      return;
+    }
+    const f = r.frame;
+    const ready = ctx.readyNodes();
+    const node = f.node !== undefined ? (ready.includes(f.node) ? f.node : undefined) : pickNode(this.userId!, ready);
+    if (node === undefined) {
+      table.listenerAdd(shard, slot, L.HUB_DROP_UNAVAILABLE, 1);
+      this.#logger.debug({ node: f.node, ready }, 'hub client frame refused: node_unavailable');
+      this.#enqueue({ f: errorFrame('node_unavailable', f.id) });
+      return;
+    }
+    this.#bind(node);
+    const listener = ctx.listener.name;
+    if (f.type === 'send') {
+      ctx.post({ type: 'hub-send', listener, node, clientId: this.clientId, frame: clientMessageFrame(this.clientId, this.userId!, f.data) });
+    } else {
+      const gid = nextGid(shard);
+      ctx.post({ type: 'hub-request', listener, node, clientId: this.clientId, reqId: f.id, gid, frame: requestFrame(gid, this.clientId, this.userId!, f.data) });
+    }
+    table.listenerAdd(shard, slot, L.HUB_IN, 1);
+  }
+
+  #bind(node: string): void {
+    if (this.nodes.includes(node)) return;
+    this.nodes = [...this.nodes, node];
+    // Re-registering recomputes the entry's index keys (the `node` index).
+    this.#ctx.registry.register(this, this);
+  }
+
+  // ---- outbound --------------------------------------------------------------------------------
+
+  /**
+   * Queues a frame from the main thread (a node's message, a response or error, node-down) for
+   * this client. True when it was written or queued; false when the client is not serving (not
+   * registered any more) or its full queue made it close.
+   */
+  deliver(frame: string): boolean {
+    return this.#enqueue(frame);
+  }
+
+  /** The node went down: the client is told (`node-down`) and loses its binding to it. */
+  nodeDown(node: string): boolean {
+    if (!this.nodes.includes(node)) return false;
+    this.nodes = this.nodes.filter((n) => n !== node);
+    if (this.#state === 'registered') this.#ctx.registry.register(this, this);
+    return this.#enqueue(nodeDownFrame(node));
+  }
+
+  #write(item: Queued): void {
+    if (typeof item === 'string') {
+      this.#ws!.send(item);
+      this.#ctx.table.listenerAdd(this.#ctx.shard, this.#ctx.listener.slot, L.HUB_OUT, 1);
+    } else {
+      this.#ws!.send(item.f);
+    }
+  }
+
+  #enqueue(item: Queued): boolean {
+    if (this.#state !== 'registered') return false;
+    const ws = this.#ws!;
+    const q = this.#queue;
+    if ((q === undefined || q.length === this.#qHead) && ws.bufferedAmount < SOCKET_HIGH_WATER) {
+      this.#write(item);
+      return true;
+    }
+    const { maxMessages, onOverflow } = this.#ctx.hub.sendQueue;
+    const max = Math.max(1, maxMessages);
+    if (this.queued >= max) {
+      const { table, shard, listener } = this.#ctx;
+      if (onOverflow === 'close') {
+        table.listenerAdd(shard, listener.slot, L.HUB_SLOW_CLOSED, 1);
+        this.#logger.warn({ maxMessages: max }, 'hub client send queue full: slow consumer closed (1013)');
+        this.close(1013, 'slow consumer');
+        return false;
+      }
+      // drop-oldest
+      q![this.#qHead++] = undefined as unknown as Queued;
+      table.listenerAdd(shard, listener.slot, L.HUB_DROP_QUEUE, 1);
+    }
+    const queue = (this.#queue ??= []);
+    queue.push(item);
+    // Compact the consumed head now and then: amortised O(1), never more than twice max slots.
+    if (this.#qHead >= 1024 || (this.#qHead > 0 && this.#qHead * 2 >= queue.length)) {
+      this.#queue = queue.slice(this.#qHead);
+      this.#qHead = 0;
+    }
+    const n = this.queued;
+    if (n > this.maxQueued) this.maxQueued = n;
+    return true;
+  }
+
+  #flush(): void {
+    const q = this.#queue;
+    if (q === undefined || this.#state !== 'registered') return;
+    const ws = this.#ws!;
+    while (this.#qHead < q.length && ws.bufferedAmount < SOCKET_HIGH_WATER) {
+      const item = q[this.#qHead]!;
+      q[this.#qHead++] = undefined as unknown as Queued;
+      this.#write(item);
+    }
+    if (this.#qHead === q.length) {
+      this.#queue = undefined;
+      this.#qHead = 0;
+    }
+  }
+
+  // ---- keepalive and closing -------------------------------------------------------------------
+
+  /**
+   * The listener's keepalive sweep (one timer per listener, every `pingInterval`): pings a
+   * registered client, and terminates one that left {@link MISSED_PONGS} pings unanswered. A
+   * client still closing after two sweeps is terminated too.
+   */
+  heartbeat(): void {
+    if (this.#state === 'registered') {
+      if (this.#awaitingPong && ++this.#missed >= MISSED_PONGS) {
+        this.#outcome = 'timeout';
+        this.#logger.info({ pingIntervalMs: this.#ctx.hub.pingIntervalMs }, 'hub client ping timeout: terminated');
+        this.#terminate();
+        return;
+      }
+      this.#awaitingPong = true;
+      this.#ws!.ping();
+    } else if (this.#state === 'closing' && this.#ws && ++this.#missed > MISSED_PONGS) {
+      this.#ws.terminate();
+    }
+  }
+
+  /** Starts a close with a code (1003, 1008, 1013...): the client leaves `registered` at once. */
+  close(code: number, reason: string): void {
+    if (this.#state !== 'registered') return;
+    this.#dropQueue();
+    this.#missed = 0;
+    this.#step('close');
+    this.#ws!.close(code, reason);
+  }
+
+  #terminate(): void {
+    this.#dropQueue();
+    this.#step('close');
+    this.#ws?.terminate();
+  }
+
+  #dropQueue(): void {
+    this.#queue = undefined;
+    this.#qHead = 0;
+  }
+
+  /**
+   * Crashes the client (a bug in its handling, or fault injection in tests): logs, releases its
+   * socket, and exits with reason `error`; its registry entries and places go with its DOWN.
+   */
+  crash(err: unknown): void {
+    if (this.status === 'exited') return;
+    this.#ctx.log.error({ err, clientId: this.clientId }, 'hub client crashed');
+    this.#release();
+    this.#finish('error', err);
+  }
+
+  #release(): void {
+    this.#dropQueue();
+    if (this.#ws) this.#ws.terminate();
+    else this.#socket.destroy();
+  }
+
+  #postDown(): void {
+    if (!this.#up || this.#downPosted) return;
+    this.#downPosted = true;
+    this.#ctx.post({ type: 'hub-client-down', listener: this.#ctx.listener.name, clientId: this.clientId, userId: this.userId! });
+  }
+
+  #finish(reason: 'normal' | 'shutdown' | 'killed' | 'error', error?: unknown): void {
+    if (this.status === 'exited') return;
+    this.#state = 'closed';
+    this.#postDown();
+    const { table, shard, listener } = this.#ctx;
+    const slot = listener.slot;
+    table.bytesAdd(shard, slot, this.#socket.bytesRead, this.#socket.bytesWritten);
+    table.listenerAdd(shard, slot, L.ACTIVE, -1);
+    if (this.holdsPlace) table.listenerRelease(slot);
+    if (this.ipKey !== 0) table.ipRelease(slot, shard, this.ipKey);
+    if (this.userKey !== 0) table.ipRelease(slot, shard, this.userKey);
+    this.holdsPlace = false;
+    this.ipKey = 0;
+    this.userKey = 0;
+    table.listenerAdd(shard, slot, outcomeField(this.#outcome), 1);
+    this.exit(reason, error);
+  }
+
+  /** Graceful stop: a client is served until the listener's drain deadline, like a TCP connection. */
+  protected requestStop(): boolean {
+    return true;
+  }
+
+  /** Kill: a going-away close frame when the socket takes it, then the socket is destroyed. */
+  protected forceStop(): void {
+    if (this.#state === 'closed') return;
+    if (this.#ws && this.#state === 'registered') {
+      try {
+        this.#ws.close(1001, 'going away');
+      } catch {
+        // the socket is gone already
+      }
+    }
+    this.#release();
+    this.#finish('killed');
+  }
+}
+
+function outcomeField(o: ConnOutcome): number {
+  switch (o) {
+    case 'ok':
+      return L.OK;
+    case 'timeout':
+      return L.TIMEOUT;
+    case 'over_limit':
+      return L.OVER_LIMIT;
+    default:
+      return L.ERROR;
+  }
+}
