@@ -330,8 +330,8 @@ export class HubListenerActor extends Actor {
     let n = 0;
     switch (to.kind) {
       case 'client': {
-        const e = this.clients.get(to.clientId);
-        if (e && (e.value as ClientProxyActor).deliver(frame)) n++;
+        const e = this.clients.get(`client:${to.clientId}`);
+        if (e && e.value.deliver(frame)) n++;
         break;
       }
       case 'user':
@@ -346,7 +346,7 @@ export class HubListenerActor extends Actor {
 
   /** A frame for one client (a response, an error); dropped silently when the client is gone. */
   reply(clientId: string, frame: string): boolean {
-    const e = this.clients.get(clientId);
+    const e = this.clients.get(`client:${clientId}`);
     return e !== undefined && e.value.deliver(frame);
   }
 
