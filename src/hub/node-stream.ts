@@ -50,6 +50,8 @@ type LinkEvent = { type: 'link.open' } | { type: 'link.closed'; code: number; re
  */
 export class NodeLink {
   #ws: WebSocket | undefined;
+  /** Hello sent on the current socket: frames may flow. */
+  #greeted = false;
   #closeTimer: NodeJS.Timeout | undefined;
   readonly #onFrame: (text: string, binary: boolean) => void;
 
@@ -59,13 +61,17 @@ export class NodeLink {
 
   dial(url: string, emit: (e: LinkEvent) => void): void {
     this.hangUp();
+    this.#greeted = false;
     const ws = new WebSocket(url, { perMessageDeflate: false, followRedirects: false });
     this.#ws = ws;
     ws.on('open', () => emit({ type: 'link.open' }));
     ws.on('pong', () => emit({ type: 'link.pong' }));
     ws.on('error', (err) => emit({ type: 'link.error', message: err.message }));
     ws.on('close', (code, reason) => {
-      if (this.#ws === ws) this.#ws = undefined;
+      if (this.#ws === ws) {
+        this.#ws = undefined;
+        this.#greeted = false;
+      }
       this.#clearCloseTimer();
       emit({ type: 'link.closed', code, reason: reason.toString() });
     });
@@ -74,6 +80,18 @@ export class NodeLink {
 
   get open(): boolean {
     return this.#ws?.readyState === WebSocket.OPEN;
+  }
+
+  /** Open and greeted (`hello` sent): frames may flow. */
+  get ready(): boolean {
+    return this.#greeted && this.open;
+  }
+
+  /** Sends `hello`, the first frame of every stream; from then on the stream is ready. */
+  greet(hello: string): boolean {
+    if (!this.send(hello)) return false;
+    this.#greeted = true;
+    return true;
   }
 
   /** Queues a text frame; false when the socket is not open or too much is queued already. */
@@ -91,6 +109,7 @@ export class NodeLink {
 
   /** Starts a polite close (1001); the socket is dropped if the node has not answered within {@link NODE_CLOSE_TIMEOUT_MS}. */
   close(): boolean {
+    this.#greeted = false;
     const ws = this.#ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) {
       this.hangUp();
@@ -103,6 +122,7 @@ export class NodeLink {
 
   /** Drops the socket now (no close handshake) and forgets it: its events no longer reach anyone. */
   hangUp(): void {
+    this.#greeted = false;
     this.#clearCloseTimer();
     const ws = this.#ws;
     if (!ws) return;
@@ -184,7 +204,7 @@ export const nodeStreamMachine = setup({
     dial: ({ context, self }) => context.link.dial(context.url, (e) => self.send(e)),
     hangUp: ({ context }) => context.link.hangUp(),
     sendHello: ({ context: c }) => {
-      c.link.send(JSON.stringify({ type: 'hello', gateId: c.settings().gateId }));
+      c.link.greet(JSON.stringify({ type: 'hello', gateId: c.settings().gateId }));
     },
     ping: ({ context }) => context.link.ping(),
     countPing: assign({ unanswered: ({ context }) => context.unanswered + 1 }),
@@ -325,9 +345,12 @@ export class NodeStreamActor extends MachineActor<typeof nodeStreamMachine> {
     this.#link = link;
   }
 
-  /** True while the stream is `ready` (hello sent, socket open). */
+  /**
+   * True while the stream is `ready`: socket open and `hello` sent. Read from the link, so it is
+   * already true inside the `ready` entry (where `onReady` runs).
+   */
   get ready(): boolean {
-    return this.status !== 'exited' && this.state === 'ready' && this.#link.open;
+    return this.status !== 'exited' && this.#link.ready;
   }
 
   /** Writes a text frame to the node; false when the stream is not ready or the node is not reading. */
