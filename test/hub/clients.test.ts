@@ -1,5 +1,5 @@
 import { describe, expect, test } from 'vitest';
-import { WebSocket } from 'ws';
+import { WebSocket, type ClientOptions } from 'ws';
 import { L } from '../../src/workers/state-table.ts';
 import { pickNode, shardOfClient } from '../../src/hub/messages.ts';
 import { CLIENT_RATE_BURST, type ClientProxyActor } from '../../src/hub/client-proxy.ts';
@@ -61,7 +61,7 @@ describe('client lifecycle', () => {
   test('every exit path posts exactly one hub-client-down and empties every registry index', async () => {
     await using h = await ShardHarness.start({ listeners: [hubListener({}, { pingIntervalMs: 100, maxMessageSize: 1024 })], ready: ['n1', 'n2'] });
     const l = theListener();
-    const bound = async (user: string, opts?: ConstructorParameters<typeof WebSocket>[2]): Promise<TestClient> => {
+    const bound = async (user: string, opts?: ClientOptions): Promise<TestClient> => {
       const c = await TestClient.connect(h.hubPort, await tokenFor(user), opts);
       c.sendJson({ type: 'send', data: 'bind me' });
       await until(() => actorOf(c).nodes.length === 1, 'a node binding');

@@ -195,7 +195,7 @@ export class TestClient {
   static async connect(port: number, token: string | undefined, opts: ClientOptions & { query?: boolean; path?: string } = {}): Promise<TestClient> {
     const { query, path = '/connect', ...wsOpts } = opts;
     const url = `ws://127.0.0.1:${port}${path}${token !== undefined && query ? `?token=${encodeURIComponent(token)}` : ''}`;
-    const headers = token !== undefined && !query ? { Authorization: `Bearer ${token}` } : {};
+    const headers: Record<string, string> = token !== undefined && !query ? { Authorization: `Bearer ${token}` } : {};
     const ws = new WebSocket(url, { headers, ...wsOpts });
     const c = new TestClient(ws);
     await Promise.race([once(ws, 'open'), c.closed.then(() => Promise.reject(new Error('closed before open')))]);
@@ -229,7 +229,7 @@ export class TestClient {
 export async function refused(port: number, token: string | undefined, opts: { query?: boolean; path?: string; headers?: Record<string, string> } = {}): Promise<{ status: number; body: Record<string, unknown>; headers: Record<string, unknown> }> {
   const { query, path = '/connect' } = opts;
   const url = `ws://127.0.0.1:${port}${path}${token !== undefined && query ? `?token=${encodeURIComponent(token)}` : ''}`;
-  const headers = { ...(token !== undefined && !query ? { Authorization: `Bearer ${token}` } : {}), ...opts.headers };
+  const headers: Record<string, string> = { ...(token !== undefined && !query ? { Authorization: `Bearer ${token}` } : {}), ...opts.headers };
   const ws = new WebSocket(url, { headers });
   return new Promise((resolve, reject) => {
     ws.on('open', () => {
