@@ -180,6 +180,7 @@ export function builtinRoutes(): AdminRoute[] {
       },
     },
     { path: '/upstreams', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.upstreams()) } },
+    { path: '/hub', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.hubView?.() ?? { listeners: [] }) } },
     { path: '/config', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.config()) } },
     {
       path: '/reload',
