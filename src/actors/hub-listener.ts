@@ -89,8 +89,13 @@ export class HubListenerActor extends Actor {
       node: (c) => (c.nodes.length > 0 ? c.nodes : undefined),
     });
     this.#ctx = this.#context(opts.listener);
-    // Throws JwtConfigError for a config that cannot verify anything: the listener fails to start.
-    this.#verifier = createJwtVerifier(opts.listener.hub.jwt);
+    try {
+      // Throws JwtConfigError for a config that cannot verify anything: the listener fails to start.
+      this.#verifier = createJwtVerifier(opts.listener.hub.jwt);
+    } catch (err) {
+      this.exit('error', err);
+      throw err;
+    }
     this.#jwtKey = JSON.stringify(opts.listener.hub.jwt);
     this.#wss = newWss(opts.listener.hub);
     this.#setLimits(opts.listener);

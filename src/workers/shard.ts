@@ -146,6 +146,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
       });
     };
     for (const l of prev.listeners) if (!next.listeners.some((x) => x.name === l.name)) retire(l.name);
+    for (const name of hubNodes.keys()) if (!next.listeners.some((x) => x.name === name && x.protocol === 'hub')) hubNodes.delete(name);
     for (const l of next.listeners) {
       const old = prev.listeners.find((x) => x.name === l.name);
       if (old && old.host === l.host && old.port === l.port && old.protocol === l.protocol) {

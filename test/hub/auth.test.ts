@@ -5,7 +5,11 @@ import { describe, expect, test } from 'vitest';
 import { SignJWT, UnsecuredJWT, exportJWK, exportSPKI, generateKeyPair, type JWTPayload } from 'jose';
 import { createJwtVerifier, bearerToken, JwtConfigError, TokenError, type TokenReason } from '../../src/hub/auth.ts';
 import { L } from '../../src/workers/state-table.ts';
-import { SECRET, ShardHarness, TestClient, hs256, hubListener, liveClients, refused, until } from './harness.ts';
+import { MessageChannel } from 'node:worker_threads';
+import pino from 'pino';
+import { runShard } from '../../src/workers/shard.ts';
+import { StateTable } from '../../src/workers/state-table.ts';
+import { SECRET, ShardHarness, TestClient, hs256, hubListener, hubListeners, liveClients, refused, shardConfig, until } from './harness.ts';
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
@@ -197,4 +201,14 @@ describe('hub listener authentication', () => {
     await r.close();
     await e.close();
   });
+});
+
+test('a hub listener whose JWT settings cannot verify anything fails to start, and leaves nothing behind', async () => {
+  const { port1, port2 } = new MessageChannel();
+  const config = shardConfig([hubListener({}, { jwt: { publicKey: 'not a pem', algorithms: ['RS256'] } })]);
+  const r = await runShard({ shard: 0, config, buffers: StateTable.create().buffers, reusePort: true }, port2, { log: pino({ level: 'silent' }), inThread: true });
+  port1.close();
+  expect(r.ok).toBe(false);
+  expect(r.message).toMatch(/publicKey is not a readable PEM/);
+  expect(hubListeners()).toEqual([]);
 });
