@@ -8,7 +8,7 @@ import { Gatehouse } from '../../src/daemon/gatehouse.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { createMetrics } from '../../src/admin/metrics.ts';
 import { HubNode } from '../helpers/hub-node.ts';
-import { metric, until } from '../helpers/daemon.ts';
+import { metric, tempDir, until } from '../helpers/daemon.ts';
 import { SECRET, TestClient, hubListeners as liveHubListeners, tokenFor } from './harness.ts';
 import type { TreeNode } from '../../src/runtime/actor.ts';
 
@@ -32,6 +32,21 @@ listeners:
 `,
     'e2e.yaml',
   );
+}
+
+/** A config file's text: one hub listener with these nodes, or none. */
+function yaml(nodes: [string, string][] | undefined): string {
+  const hub = nodes
+    ? `listeners:
+  - name: hub
+    protocol: hub
+    listen: 127.0.0.1:0
+    auth: { jwt: { secret: ${SECRET} } }
+    nodes: [ ${nodes.map(([id, url]) => `{ id: ${id}, url: "${url}" }`).join(', ')} ]
+    presenceGrace: 0ms
+`
+    : 'listeners: []\n';
+  return `admin: { listen: "127.0.0.1:0" }\nruntime: { workers: 0, shutdownTimeout: 2s }\nlog: { level: silent }\n${hub}`;
 }
 
 function find(n: TreeNode, pred: (n: TreeNode) => boolean): TreeNode[] {
@@ -99,6 +114,50 @@ describe('hub through the daemon (workers: 0)', () => {
       }
     } finally {
       for (const c of clients) await c.close().catch(() => {});
+      await gh.stop();
+    }
+  });
+
+  test('reload through the daemon: a node added and one removed, then the hub listener removed and added back', async () => {
+    await using n1 = await HubNode.start();
+    await using n2 = await HubNode.start();
+    using dir = tempDir();
+    const file = dir.write('gh.yaml', yaml([['n1', n1.url]]));
+    const gh = await Gatehouse.start({ config: parseConfig(yaml([['n1', n1.url]]), file), configFile: file, log });
+    try {
+      await n1.waitFor((f) => f.type === 'hello');
+      const readyAtShard = (): string[] => (liveHubListeners()[0]?.describe().readyNodes as string[] | undefined) ?? [];
+      await until(() => readyAtShard().join() === 'n1', 5_000, 'shard knows n1');
+
+      dir.write('gh.yaml', yaml([['n2', n2.url]]));
+      const r1 = await gh.reload();
+      expect(r1).toMatchObject({ ok: true, changed: ['listener:hub'] });
+      await n2.waitFor((f) => f.type === 'hello');
+      await until(() => n1.sockets.size === 0, 5_000, 'n1 stream closed');
+      await until(() => readyAtShard().join() === 'n2', 5_000, 'shard knows n2 only');
+      const streams = (t: TreeNode) => find(t, (n) => n.type === 'node-stream').map((n) => n.id);
+      expect(streams(await gh.tree({}))).toEqual(['node:hub/n2']);
+
+      const port = liveHubListeners()[0]!.address!.port;
+      const c = await TestClient.connect(port, await tokenFor('u1'));
+      await n2.waitFor((f) => f.type === 'presence' && f.online === true);
+      c.sendJson({ type: 'request', id: 'r1', data: 1 });
+      expect(await c.next((f) => f.type === 'response')).toEqual({ type: 'response', id: 'r1', data: { echo: 1 } });
+      await c.close();
+      await n2.waitFor((f) => f.type === 'presence' && f.online === false);
+
+      dir.write('gh.yaml', yaml(undefined));
+      expect(await gh.reload()).toMatchObject({ ok: true, removed: ['listener:hub'] });
+      await until(() => n2.sockets.size === 0, 5_000, 'n2 stream closed');
+      const tree = await gh.tree({});
+      expect(find(tree, (n) => n.id === 'hubs')[0]!.children).toEqual([]);
+      expect(gh.hubView()).toEqual({ listeners: [] });
+
+      dir.write('gh.yaml', yaml([['n1', n1.url]]));
+      expect(await gh.reload()).toMatchObject({ ok: true, added: ['listener:hub'] });
+      await n1.waitFor((f, conn) => f.type === 'hello' && conn === 2);
+      await until(() => readyAtShard().join() === 'n1', 5_000, 'the new listener knows n1');
+    } finally {
       await gh.stop();
     }
   });
