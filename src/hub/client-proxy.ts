@@ -458,7 +458,7 @@ export class ClientProxyActor extends Actor {
       }
       this.#awaitingPong = true;
       this.#ws!.ping();
-    } else if (this.#state === 'closing' && this.#ws && ++this.#missed > MISSED_PONGS) {
+    } else if (this.#state === 'closing' && this.#ws && ++this.#missed >= MISSED_PONGS) {
       this.#ws.terminate();
     }
   }
