@@ -100,7 +100,8 @@ export class Gatehouse implements AdminBackend {
           const s = this.#shards().find((x) => x.index === shard);
           return s ? postHub(s, m) : false;
         },
-        running: () => this.#shards().flatMap((s) => (s.status === 'running' ? [s.index] : [])),
+        // A draining shard still serves its clients: it still gets hub messages.
+        running: () => this.#shards().flatMap((s) => (s.status === 'running' || s.status === 'stopping' ? [s.index] : [])),
       },
     });
     this.root = new Supervisor(
