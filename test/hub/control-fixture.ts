@@ -96,8 +96,13 @@ export async function startHubPlane(listeners: ListenerConfig[], o: { shards?: n
       await until(() => Object.keys(plane.nonEmpty()).length === 0, 5_000, 'every hub map empty').catch(() => {});
       expect(plane.nonEmpty()).toEqual({});
     },
+    /** Every test ends with every map empty (checked before the subtree stops, which would empty them anyway). */
     async [Symbol.asyncDispose](): Promise<void> {
-      await root.shutdown('infinity');
+      try {
+        await plane.settledEmpty();
+      } finally {
+        await root.shutdown('infinity');
+      }
     },
   };
   return plane;
