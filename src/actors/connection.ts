@@ -5,7 +5,7 @@ import { Actor } from '../runtime/actor.ts';
 import { compile } from '../runtime/compiled-machine.ts';
 import { actorEventsEnabled, emitActorEvent } from '../runtime/events.ts';
 import type { Registry } from '../runtime/registry.ts';
-import { B, L, type Outcome, type StateTable } from '../workers/state-table.ts';
+import { L, type Outcome, type StateTable } from '../workers/state-table.ts';
 import type { ShardBackend, ShardListener } from '../workers/shard-config.ts';
 import type { Balancer } from '../workers/balancer.ts';
 
@@ -198,7 +198,7 @@ export class ConnectionActor extends Actor {
     }
     this.#backend = b;
     this.#trial = ctx.balancer!.trial;
-    ctx.table.backendAdd(b.slot, B.ACTIVE, 1);
+    ctx.table.backendActiveAdd(ctx.shard, b.slot, 1);
     const s = net.connect({ host: b.host, port: b.port, allowHalfOpen: true, noDelay: true }) as OwnedSocket;
     s[kConn] = this;
     this.#backendSocket = s;
@@ -213,7 +213,7 @@ export class ConnectionActor extends Actor {
   #releaseBackend(): ShardBackend {
     const b = this.#backend!;
     this.#backendSocket!.destroy();
-    this.#ctx.table.backendAdd(b.slot, B.ACTIVE, -1);
+    this.#ctx.table.backendActiveAdd(this.#ctx.shard, b.slot, -1);
     this.#backend = undefined;
     this.#backendSocket = undefined;
     return b;
@@ -294,7 +294,7 @@ export class ConnectionActor extends Actor {
     ctx.table.listenerRelease(ctx.listener.slot);
     if (this.ipKey !== 0) ctx.table.ipRelease(ctx.listener.slot, ctx.shard, this.ipKey);
     ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, outcomeField(this.#outcome), 1);
-    if (this.#backend) ctx.table.backendAdd(this.#backend.slot, B.ACTIVE, -1);
+    if (this.#backend) ctx.table.backendActiveAdd(ctx.shard, this.#backend.slot, -1);
     this.#xs?.stop();
     this.exit(reason);
   }

@@ -377,13 +377,9 @@ circuitBreaker: { failureThreshold: 3, successThreshold: 1, openFor: 1s }`;
     expect(await gh.stop()).toBe(0);
   });
 
-  // BUG (src/daemon/gatehouse.ts #shardConfig + src/actors/connection.ts #finish): a removed
-  // backend's state-table row is freed at the reload while its connections stay open, and the
-  // next backend added is given that row (reset to zero); when the old connection ends it takes
-  // 1 off the row's ACTIVE, so the new backend shows activeConnections -1 in /upstreams for good
-  // (and least_connections / p2c favour it). Marked `fails` until the row is kept until the old
-  // connections are gone (or connections hold a per-backend generation).
-  test.fails('a removed backend whose table row goes to a new backend while a connection to the removed one is still open: the new backend\'s count stays right', async () => {
+  // A removed backend's state-table row is retired, not freed, while its connections stay open:
+  // a backend added meanwhile gets another row, and the old connection's end is not taken off it.
+  test('a removed backend whose table row goes to a new backend while a connection to the removed one is still open: the new backend\'s count stays right', async () => {
     await using backends = await startBackends(3);
     const [a, b, e] = [...backends] as [KillableEcho, KillableEcho, KillableEcho];
     using dir = tempDir();
@@ -413,12 +409,9 @@ circuitBreaker: { failureThreshold: 3, successThreshold: 1, openFor: 1s }`;
 });
 
 describe('a shard crash and the backends\' counts', () => {
-  // BUG (src/workers/shard-actor.ts, the give-back on a crashed shard): a backend's ACTIVE cell is
-  // shared by all shards, and a crashed shard's connections never take their 1 off it. The
-  // listener counters are given back, the backend counters are not: /upstreams keeps showing the
-  // dead connections as active for good, and least_connections / p2c steer away from those
-  // backends. Marked `fails` until the shard actor gives those back too.
-  test.fails('connections that die with a crashed shard are taken off their backends\' activeConnections', async () => {
+  // Each shard keeps its share of every backend's ACTIVE; the ShardActor takes a crashed shard's
+  // share off, as it gives back the listener's places.
+  test('connections that die with a crashed shard are taken off their backends\' activeConnections', async () => {
     await using backends = await startBackends(2);
     using dir = tempDir();
     await using gh = await Daemon.start(dir.write('gh.yaml', config([{ name: 'app', backends: backends.map((x) => x.address), extra: breakerOnly }], [['tcp-in', 'app']])), { debug: true });
