@@ -222,9 +222,9 @@ export function builtinRoutes(): AdminRoute[] {
       path: '/debug/actors/:id/crash',
       debugOnly: true,
       methods: {
-        POST: ({ res, params, backend, log }) => {
+        POST: async ({ res, params, backend, log }) => {
           const id = params.id!;
-          if (!backend.crashActor(id)) throw new AdminHttpError(404, 'no_such_actor', 'no control-plane state-machine actor with this id', { extra: { actor: id } });
+          if (!(await backend.crashActor(id))) throw new AdminHttpError(404, 'no_such_actor', 'no actor with this id that can be crashed (control-plane state machines, hub clients)', { extra: { actor: id } });
           log.warn({ actor: id }, 'actor crash injected');
           sendJson(res, 202, { actor: id, crashed: true });
         },

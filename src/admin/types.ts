@@ -82,5 +82,5 @@ export interface AdminBackend {
   /** Debug-only fault injection: crash a shard. Returns false when no such shard. */
   crashShard(index: number): boolean;
   /** Debug mode: crashes a control-plane state-machine actor (a probe, a breaker, a custom actor) by id. */
-  crashActor(id: string): boolean;
+  crashActor(id: string): boolean | Promise<boolean>;
 }

@@ -17,7 +17,7 @@ import { hubCounters, listenerCounters, mergedTree, upstreamsView } from './view
 import { AdminActor } from './admin-actor.ts';
 import { Upstreams } from './upstreams.ts';
 import { Hubs } from './hubs.ts';
-import { HUB_FROM_SHARD_TYPES, type HubFromShard, type HubToShard } from '../hub/messages.ts';
+import { HUB_FROM_SHARD_TYPES, type HubFromShard } from '../hub/messages.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
 import { ConfigError, errorChain, formatConfigIssue } from '../errors.ts';
 import type { ActorConfig, GatehouseConfig } from '../config/types.ts';
@@ -98,7 +98,7 @@ export class Gatehouse implements AdminBackend {
       shards: {
         post: (shard, m) => {
           const s = this.#shards().find((x) => x.index === shard);
-          return s ? postHub(s, m) : false;
+          return s ? s.post(m) : false;
         },
         // A draining shard still serves its clients: it still gets hub messages.
         running: () => this.#shards().flatMap((s) => (s.status === 'running' || s.status === 'stopping' ? [s.index] : [])),
@@ -179,7 +179,7 @@ export class Gatehouse implements AdminBackend {
             shutdownTimeoutMs: () => this.current.runtime.shutdownTimeout,
             onReady: (ls) => {
               this.#onShardReady(i, ls);
-              this.#hubs.shardReady((m) => postHub(shard, m));
+              this.#hubs.shardReady((m) => shard.post(m));
             },
             onMessage: (m) => {
               if (alive) this.#onShardMessage(i, m);
@@ -336,10 +336,15 @@ export class Gatehouse implements AdminBackend {
     return s ? s.post({ type: 'crash' }) : false;
   }
 
-  crashActor(id: string): boolean {
+  async crashActor(id: string): Promise<boolean> {
     if (!this.debug) return false;
     const a = live.list().find((x) => x.id === id);
-    return a instanceof MachineActor ? a.crash() : false;
+    if (a instanceof MachineActor) return a.crash();
+    // A hub client: its id names its shard (`client:S.RANDOM`).
+    const m = /^client:(\d+)\./.exec(id);
+    const shard = m && this.#shards().find((s) => s.index === Number(m[1]));
+    if (!shard) return false;
+    return shard.request<boolean>({ type: 'crash-actor', actor: id }).catch(() => false);
   }
 
   /** Stops accepting on every shard at once; open connections go on (`POST /drain`). */
@@ -459,12 +464,4 @@ export class Gatehouse implements AdminBackend {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.stop().catch(() => {});
   }
-}
-
-/**
- * Posts a hub message to a shard. `ShardActor.post` is typed for its own one-way messages;
- * `HubToShard` is part of `ToShard` (src/workers/protocol.ts) and travels the same port.
- */
-function postHub(shard: ShardActor, m: HubToShard): boolean {
-  return shard.post(m as unknown as Parameters<ShardActor['post']>[0]);
 }

@@ -22,6 +22,8 @@ export type ToShard =
   | { type: 'drain'; timeoutMs: number }
   | { type: 'events'; enabled: boolean }
   | { type: 'crash' }
+  /** Debug mode: crash one actor of the shard (a hub client) as if its code had thrown; replies true when found. */
+  | { type: 'crash-actor'; id: number; actor: string }
   | HubToShard;
 
 /** Shard to main thread. */

@@ -133,7 +133,7 @@ export class ShardActor extends Actor {
   }
 
   /** Posts a one-way message to the shard. */
-  post(m: Extract<ToShard, { type: 'drain' | 'events' | 'crash' }>): boolean {
+  post(m: Exclude<ToShard, { id: number }>): boolean {
     if (!this.#port || this.status === 'exited') return false;
     this.#port.postMessage(m);
     return true;

@@ -5,6 +5,7 @@ import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
 import { ListenerActor } from '../actors/listener.ts';
 import { HubListenerActor } from '../actors/hub-listener.ts';
 import { live } from '../runtime/live.ts';
+import type { Actor } from '../runtime/actor.ts';
 import { actorEvents$, setActorEventsEnabled } from '../runtime/events.ts';
 import { InjectedFaultError, errorChain } from '../errors.ts';
 import { StateTable } from './state-table.ts';
@@ -232,6 +233,16 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
       case 'hub-reply':
         for (const l of hubListeners(m.listener)) if (l.reply(m.clientId, m.frame)) break;
         break;
+      case 'crash-actor': {
+        const a = findActor(sup, m.actor);
+        const crash = (a as { crash?: (err: unknown) => unknown } | undefined)?.crash;
+        if (a && typeof crash === 'function') {
+          log.warn({ actor: m.actor }, 'injected fault: crashing actor');
+          crash.call(a, new InjectedFaultError(m.actor));
+        }
+        post({ type: 'reply', id: m.id, value: Boolean(a && typeof crash === 'function') });
+        break;
+      }
       case 'crash': {
         const err = new InjectedFaultError(`shard ${shard}`);
         log.error({ err }, 'injected fault: crashing shard');
@@ -282,4 +293,15 @@ type AnyListener = ListenerActor | HubListenerActor;
 
 function isListener(a: unknown): a is AnyListener {
   return a instanceof ListenerActor || a instanceof HubListenerActor;
+}
+
+/** The live actor with this id under `root` (depth-first; debug use only: it walks every connection). */
+function findActor(root: Actor, id: string): Actor | undefined {
+  const stack: Actor[] = [root];
+  for (let n = 0; stack.length > 0 && n < 10_000_000; n++) {
+    const a = stack.pop()!;
+    if (a.id === id) return a;
+    for (const c of a.children()) stack.push(c);
+  }
+  return undefined;
 }
