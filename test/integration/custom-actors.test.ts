@@ -5,6 +5,7 @@ import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { Daemon, ROOT, metric, runCli, tempDir, until } from '../helpers/daemon.ts';
 import { connect } from '../helpers/net.ts';
+import { WebSocket } from 'ws';
 
 /** Free ports for configs that must name fixed ports (the demo backends). */
 async function freePorts(n: number): Promise<number[]> {
@@ -26,8 +27,8 @@ async function httpGet(port: number): Promise<string> {
 }
 
 describe('custom actors', () => {
-  test('the quickstart serves through its listener, and gatehouse tree shows the whole tree', async () => {
-    const [a, b, listen] = await freePorts(3);
+  test('the quickstart serves through its listener and its hub (a token from gatehouse token), and gatehouse tree shows the whole tree', async () => {
+    const [a, b, listen, hub, node] = await freePorts(5);
     using dir = tempDir();
     // The quickstart as shipped, with free ports, its actor modules resolved from examples/.
     const text = readFileSync(path.join(ROOT, 'examples/quickstart.yaml'), 'utf8')
@@ -35,12 +36,30 @@ describe('custom actors', () => {
       .replaceAll('9001', String(a))
       .replaceAll('9002', String(b))
       .replaceAll('127.0.0.1:15000', `127.0.0.1:${listen}`)
+      .replaceAll('127.0.0.1:18090', `127.0.0.1:${hub}`)
+      .replaceAll('7001', String(node))
       .replaceAll('./actors/', `${path.join(ROOT, 'examples/actors')}/`);
     await using gh = await Daemon.start(dir.write('quickstart.yaml', text));
     await gh.waitForLog((l) => l.msg === 'demo backend listening' && l.port === b);
     const answers = await Promise.all(Array.from({ length: 6 }, () => httpGet(listen!)));
     expect(answers.every((t) => /^hello from [ab] \(request \d+, GET \/\)\n$/.test(t))).toBe(true);
     expect(new Set(answers.map((t) => t.slice(0, 12)))).toEqual(new Set(['hello from a', 'hello from b']));
+
+    // The hub, as the README shows it: a token from the CLI, a request answered by the demo node.
+    const file = dir.write('quickstart.yaml', text);
+    const minted = await runCli(['token', '--config', file, '--sub', 'alice']);
+    expect(minted.code).toBe(0);
+    await gh.waitForLog((l) => l.msg === 'demo node: gateway connected');
+    const ws = new WebSocket(`ws://127.0.0.1:${hub}/connect?token=${minted.stdout.trim()}`);
+    const frames: { type: string; id?: string; data?: unknown }[] = [];
+    ws.on('message', (d: Buffer) => frames.push(JSON.parse(d.toString())));
+    await once(ws, 'open');
+    await until(() => frames.find((f) => f.type === 'welcome'), 5_000, 'welcome');
+    ws.send(JSON.stringify({ type: 'request', id: 'r1', data: 'hi' }));
+    expect(await until(() => frames.find((f) => f.type === 'response'), 5_000, 'response')).toEqual({ type: 'response', id: 'r1', data: { echo: 'hi', node: 'n1' } });
+    ws.close();
+    await once(ws, 'close');
+    expect((await runCli(['token', '--config', file, '--sub', 'x', '--listener', 'nope'])).code).toBe(1);
 
     const tree = await runCli(['tree', '--admin', gh.adminUrl]);
     expect(tree.code).toBe(0);
@@ -52,6 +71,9 @@ describe('custom actors', () => {
       /shard-0 {2}shard {2}running/,
       /shard-1 {2}shard {2}running/,
       /listener:tcp-in {2}listener {2}listening/,
+      /listener:hub {2}listener {2}listening/,
+      /node:hub\/n1 {2}node-stream {2}ready/,
+      /presence:hub {2}presence/,
     ]) {
       expect(tree.stdout).toMatch(line);
     }
@@ -59,7 +81,7 @@ describe('custom actors', () => {
     const listeners = await gh.json<{ children: { id: string; children: { children: { children: { id: string; type: string }[] }[] }[] }[] }>('/actors?type=listener');
     expect(listeners.children.map((c) => c.id)).toEqual(['shards']);
     const found = listeners.children[0]!.children.flatMap((s) => s.children.flatMap((sup) => sup.children));
-    expect(found.map((l) => `${l.type}:${l.id}`)).toEqual(['listener:listener:tcp-in', 'listener:listener:tcp-in']);
+    expect(found.map((l) => `${l.type}:${l.id}`)).toEqual(['listener:listener:tcp-in', 'listener:listener:hub', 'listener:listener:tcp-in', 'listener:listener:hub']);
     const depth1 = await runCli(['tree', '--admin', gh.adminUrl, '--depth', '1']);
     expect(depth1.stdout).not.toMatch(/shard-0/);
     expect(await gh.stop()).toBe(0);
