@@ -51,6 +51,35 @@ export interface ConnectionContext {
 let seq = 0;
 
 const kConn = Symbol('gatehouse.connection');
+
+/*
+ * The backend side reads into buffers of its own (net.connect's `onread`) instead of a fresh
+ * 64 KiB allocation per read, which the kernel then copies into cold memory (docs/benchmarks.md,
+ * "Bulk"). Every backend socket of the thread starts on SHARED; what is read into it is copied
+ * before it is written (the write may keep its chunk until flushed, and the next read by any
+ * socket overwrites SHARED). A full read means data is streaming: the socket then gets a HOT
+ * buffer of its own, from a free list of the thread, written without a copy. A HOT buffer that a
+ * write still holds (not flushed at once) is left to that write and replaced; a short read whose
+ * write completed gives it back and returns the socket to SHARED. So an idle connection holds no
+ * read buffer, and a busy one reuses the same warm 64 KiB.
+ */
+const READ_BUF = 64 * 1024;
+const SHARED = Buffer.allocUnsafeSlow(READ_BUF);
+const freeHot: Buffer[] = [];
+const FREE_HOT_MAX = 32;
+/** The buffer the socket that just read is to read into next: set by the read callback, taken by {@link nextReadBuffer} right after it (Node calls both back to back, synchronously). */
+let handoff: Buffer = SHARED;
+function takeHot(): Buffer {
+  return freeHot.pop() ?? Buffer.allocUnsafeSlow(READ_BUF);
+}
+function releaseHot(b: Buffer): void {
+  if (freeHot.length < FREE_HOT_MAX) freeHot.push(b);
+}
+function nextReadBuffer(): Buffer {
+  const b = handoff;
+  handoff = SHARED;
+  return b;
+}
 /** A socket that knows the connection actor it belongs to. */
 type OwnedSocket = net.Socket & { [kConn]: ConnectionActor };
 
@@ -77,6 +106,8 @@ export class ConnectionActor extends Actor {
   #clientClosed = false;
   #backendClosed = false;
   #xs: AnyActorRef | undefined;
+  /** The HOT buffer the backend socket reads into, if it has one (else SHARED). */
+  #hot: Buffer | undefined;
   /** The per-IP place this connection holds (`ipKey` of its client), given back when it ends; 0: none. Set by the listener. */
   ipKey = 0;
 
@@ -130,8 +161,27 @@ export class ConnectionActor extends Actor {
   static #onClientData(this: OwnedSocket, chunk: Buffer): void {
     if (!this[kConn].#backendSocket!.write(chunk)) this.pause();
   }
-  static #onBackendData(this: OwnedSocket, chunk: Buffer): void {
-    if (!this[kConn].#client.write(chunk)) this.pause();
+  /** The backend socket's `onread` callback: `n` bytes were read into `buf` (SHARED or its HOT buffer). Returning false stops reading (until resume()). */
+  static #onBackendRead(this: OwnedSocket, n: number, buf: Buffer): boolean {
+    const a = this[kConn];
+    const c = a.#client;
+    if (buf === SHARED) {
+      const ok = c.write(Buffer.from(buf.subarray(0, n)));
+      if (n === READ_BUF) handoff = a.#hot = takeHot();
+      return ok;
+    }
+    const queued = c.writableLength;
+    const ok = c.write(n === READ_BUF ? buf : buf.subarray(0, n));
+    if (c.writableLength > queued) {
+      // Not flushed at once: the pending write holds buf, which is the write's now.
+      a.#hot = n === READ_BUF ? takeHot() : undefined;
+      handoff = a.#hot ?? SHARED;
+    } else if (n < READ_BUF) {
+      releaseHot(buf);
+      a.#hot = undefined;
+      handoff = SHARED;
+    } else handoff = buf;
+    return ok;
   }
   static #onClientDrain(this: OwnedSocket): void {
     this[kConn].#backendSocket!.resume();
@@ -163,6 +213,11 @@ export class ConnectionActor extends Actor {
   static #onBackendClose(this: OwnedSocket, hadError: boolean): void {
     const a = this[kConn];
     if (a.#backendSocket !== this || a.#state === 'connecting') return;
+    // The handle is gone: its HOT buffer (never one a write holds, see #onBackendRead) is free.
+    if (a.#hot) {
+      releaseHot(a.#hot);
+      a.#hot = undefined;
+    }
     a.#backendClosed = true;
     a.#onSocketClose(hadError);
   }
@@ -199,7 +254,13 @@ export class ConnectionActor extends Actor {
     this.#backend = b;
     this.#trial = ctx.balancer!.trial;
     ctx.table.backendActiveAdd(ctx.shard, b.slot, 1);
-    const s = net.connect({ host: b.host, port: b.port, allowHalfOpen: true, noDelay: true }) as OwnedSocket;
+    const s = net.connect({
+      host: b.host,
+      port: b.port,
+      allowHalfOpen: true,
+      noDelay: true,
+      onread: { buffer: nextReadBuffer, callback: ConnectionActor.#onBackendRead as (n: number, buf: Uint8Array) => boolean },
+    }) as OwnedSocket;
     s[kConn] = this;
     this.#backendSocket = s;
     s.setTimeout(ctx.connectTimeoutMs);
@@ -257,7 +318,6 @@ export class ConnectionActor extends Actor {
     c.on('data', ConnectionActor.#onClientData);
     c.on('drain', ConnectionActor.#onClientDrain);
     c.on('end', ConnectionActor.#onClientEnd);
-    s.on('data', ConnectionActor.#onBackendData);
     s.on('drain', ConnectionActor.#onBackendDrain);
     s.on('end', ConnectionActor.#onBackendEnd);
     if (this.#ctx.listener.idleTimeoutMs > 0) c.setTimeout(this.#ctx.listener.idleTimeoutMs);
