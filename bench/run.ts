@@ -3,13 +3,13 @@
  * Node pipe proxy, HAProxy and nginx (when installed), measured in the same run, reported as
  * absolute figures and as ratios, with the issue-3 targets checked.
  *
- *   npm run bench [-- --suite tcp|churn|idle|all] [--reps N] [--dur S] [--mib N] [--streams N]
+ *   npm run bench [-- --suite tcp|churn|idle|all] [--reps N] [--dur S] [--mib N] [--streams N] [--dir up|down]
  *                    [--conns N] [--loadgen node|wrk] [--idle-conns N] [--idle-reps N]
  *                    [--idle-settle S] [--rows a,b,c]
  *   env: PIN=split|wide|none (default split)  QUIET_WAIT=5 (s)  FOREIGN_MAX=15 (% of one core)
  *        TRIES=2  RETRY_BUDGET=300 (s)
  *
- * Suites: `tcp` = bulk upload, STREAMS parallel streams of MIB MiB each, MB/s (10^6 B/s);
+ * Suites: `tcp` = bulk upload (or download with --dir down), STREAMS parallel streams of MIB MiB each, MB/s (10^6 B/s);
  * `churn` = CONNS concurrent loops of connect / small request / reply / close for DUR s, conn/s;
  * `idle` = IDLE_CONNS idle connections held through a freshly started proxy, its RSS growth per
  * connection (KiB), every connection counted at the backend first.
@@ -37,13 +37,15 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
 const NODE = process.execPath;
 
-const USAGE = `usage: npm run bench [-- --suite tcp|churn|idle|all] [--reps N] [--dur S] [--mib N] [--streams N] [--conns N]
+const USAGE = `usage: npm run bench [-- --suite tcp|churn|idle|all] [--reps N] [--dur S] [--mib N] [--streams N] [--dir up|down] [--conns N]
                      [--loadgen node|wrk] [--idle-conns N] [--idle-reps N] [--idle-settle S] [--rows a,b,c]
   --suite        which suite(s) to run: tcp, churn, idle, a comma list, or all (default: tcp,churn,idle)
   --reps         repetitions per row for tcp and churn (default 3); the tables give the median
   --dur          seconds per churn measurement (default 5)
   --mib          MiB uploaded per stream in the tcp suite (default 512)
   --streams      parallel streams in the tcp suite (default 4)
+  --dir          tcp suite direction: up (default: the client uploads, the issue-3 figure) or down (the backend
+                 sends, the client reads: the proxy's backend-side read path)
   --conns        concurrent connection loops in the churn suite (default 50)
   --loadgen      churn load generator: node (default, bench/load/churn.ts) or wrk (if installed; HTTP/1.0-shaped
                  request and reply, so wrk -H 'Connection: close' drives the same exchange with less client CPU)
@@ -81,6 +83,7 @@ function options() {
       dur: { type: 'string' },
       mib: { type: 'string' },
       streams: { type: 'string' },
+      dir: { type: 'string', default: 'up' },
       conns: { type: 'string' },
       'idle-conns': { type: 'string' },
       'idle-reps': { type: 'string' },
@@ -103,6 +106,8 @@ function options() {
   const loadgen = values.loadgen!;
   if (loadgen !== 'node' && loadgen !== 'wrk') throw new Error(`--loadgen must be node or wrk, got ${loadgen}`);
   if (loadgen === 'wrk' && !onPath('wrk')) throw new Error('--loadgen wrk: wrk is not on PATH');
+  const dir = values.dir!;
+  if (dir !== 'up' && dir !== 'down') throw new Error(`--dir must be up or down, got ${dir}`);
   const pin = process.env.PIN ?? 'split';
   if (pin !== 'split' && pin !== 'wide' && pin !== 'none') throw new Error(`PIN must be split, wide or none, got ${pin}`);
   return {
@@ -111,6 +116,7 @@ function options() {
     dur: positive(values.dur, 'dur', 5, 600),
     mib: Math.round(positive(values.mib, 'mib', 512, 65_536)),
     streams: Math.round(positive(values.streams, 'streams', 4, 64)),
+    dir: dir as 'up' | 'down',
     conns: Math.round(positive(values.conns, 'conns', 50, 5_000)),
     idleConns: Math.round(positive(values['idle-conns'], 'idle-conns', 9_000, 100_000)),
     idleReps: Math.round(positive(values['idle-reps'], 'idle-reps', 2, 50)),
@@ -265,9 +271,9 @@ function suiteDef(name: 'tcp' | 'churn', o: Options, plan: PinPlan): SuiteDef {
       costUnit: 'proxy CPU s/GB',
       backendScript: 'backends/tcp-sink.ts',
       warm: async (port) => {
-        await runLoad(plan, `warm-tcp-${port}`, 'load/bulk.ts', [String(port), String(o.streams), '64', '60'], 70_000);
+        await runLoad(plan, `warm-tcp-${port}`, 'load/bulk.ts', [String(port), String(o.streams), '64', '60', o.dir], 70_000);
       },
-      load: (port, tag) => runLoad(plan, tag, 'load/bulk.ts', [String(port), String(o.streams), String(o.mib), '120'], bound),
+      load: (port, tag) => runLoad(plan, tag, 'load/bulk.ts', [String(port), String(o.streams), String(o.mib), '120', o.dir], bound),
       toSample: (r) => ({
         value: r.ok === true ? Number(r.mbps) : Number.NaN,
         verified: r.ok === true,
@@ -479,7 +485,9 @@ function table(def: SuiteDef, sums: RowSummary[], o: Options): string {
   ]);
   const what = churn
     ? `churn — ${o.conns} concurrent loops of connect / small request / reply / close, ${o.dur} s per run, load generator ${o.loadgen}`
-    : `tcp — bulk upload, ${o.streams} parallel streams × ${o.mib} MiB (1 MiB writes, half-close, byte count verified)`;
+    : o.dir === 'down'
+      ? `tcp — bulk download (--dir down), ${o.streams} parallel streams × ${o.mib} MiB (the backend writes 1 MiB at a time, byte count verified)`
+      : `tcp — bulk upload, ${o.streams} parallel streams × ${o.mib} MiB (1 MiB writes, half-close, byte count verified)`;
   return `### ${what} (${def.unit}, median of ${o.reps} runs; ratios: row ÷ peer, higher is better)\n\n${mdTable(headers, rows)}\n`;
 }
 
