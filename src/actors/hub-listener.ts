@@ -339,12 +339,21 @@ export class HubListenerActor extends Actor {
         if (e && e.value.deliver(frame)) n++;
         break;
       }
-      case 'user':
-        for (const { value } of this.clients.lookup('user', to.userId)) if (value.deliver(frame)) n++;
+      case 'user': {
+        // Encoded once for all of the user's clients (ws would encode a string once per send).
+        const bytes = this.clients.count('user', to.userId) > 1 ? Buffer.from(frame) : frame;
+        this.clients.forEachIn('user', to.userId, (c) => {
+          if (c.deliver(bytes)) n++;
+        });
         break;
-      case 'all':
-        for (const { value } of this.clients.values()) if (value.deliver(frame)) n++;
+      }
+      case 'all': {
+        const bytes = this.clients.size > 1 ? Buffer.from(frame) : frame;
+        this.clients.forEach((c) => {
+          if (c.deliver(bytes)) n++;
+        });
         break;
+      }
     }
     return n;
   }

@@ -107,7 +107,9 @@ export function rejectUpgrade(socket: net.Socket, status: number, body: Record<s
 interface LocalFrame {
   f: string;
 }
-type Queued = string | LocalFrame;
+/** A frame from the main thread (text, or its UTF-8 bytes when shared by several clients), or a local one. */
+type Queued = string | Buffer | LocalFrame;
+const TEXT = { binary: false } as const;
 
 const kClient = Symbol('gatehouse.hub.client');
 type Owned<T> = T & { [kClient]: ClientProxyActor };
@@ -371,7 +373,7 @@ export class ClientProxyActor extends Actor {
    * this client. True when it was written or queued; false when the client is not serving (not
    * registered any more) or its full queue made it close.
    */
-  deliver(frame: string): boolean {
+  deliver(frame: string | Buffer): boolean {
     return this.#enqueue(frame);
   }
 
@@ -386,6 +388,9 @@ export class ClientProxyActor extends Actor {
   #write(item: Queued): void {
     if (typeof item === 'string') {
       this.#ws!.send(item);
+      this.#ctx.table.listenerAdd(this.#ctx.shard, this.#ctx.listener.slot, L.HUB_OUT, 1);
+    } else if (Buffer.isBuffer(item)) {
+      this.#ws!.send(item, TEXT);
       this.#ctx.table.listenerAdd(this.#ctx.shard, this.#ctx.listener.slot, L.HUB_OUT, 1);
     } else {
       this.#ws!.send(item.f);

@@ -136,6 +136,17 @@ export class Registry<V = undefined> {
     return out;
   }
 
+  /** Calls `fn` with every entry's value, allocating nothing per entry (fan-out paths). */
+  forEach(fn: (value: V, actor: Actor) => void): void {
+    for (const e of this.#byId.values()) fn(e.value, e.actor);
+  }
+
+  /** Calls `fn` with the value of every entry under `key` in `index`. */
+  forEachIn(index: string, key: string, fn: (value: V, actor: Actor) => void): void {
+    const set = this.#indexFor(index).get(key);
+    if (set) for (const e of set) fn(e.value, e.actor);
+  }
+
   *values(): IterableIterator<{ actor: Actor; value: V }> {
     for (const e of this.#byId.values()) yield { actor: e.actor, value: e.value };
   }
