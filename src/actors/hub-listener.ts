@@ -8,10 +8,11 @@ import { Actor } from '../runtime/actor.ts';
 import { compile } from '../runtime/compiled-machine.ts';
 import { Registry } from '../runtime/registry.ts';
 import { ListenError } from '../errors.ts';
-import { IP, L, ipKey, type StateTable } from '../workers/state-table.ts';
+import { IP, L, type StateTable } from '../workers/state-table.ts';
 import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
 import { createJwtVerifier, bearerToken, TokenError, type JwtVerifier } from '../hub/auth.ts';
 import { hash32, type HubFromShard, type HubTarget } from '../hub/messages.ts';
+import { ListenerLimits } from './listener-limits.ts';
 import { ClientProxyActor, rejectUpgrade, type HubContext } from '../hub/client-proxy.ts';
 
 type ListenerState = 'binding' | 'listening' | 'draining' | 'closed';
@@ -72,12 +73,10 @@ export class HubListenerActor extends Actor {
   #verifier: JwtVerifier;
   #jwtKey: string;
   #address: { host: string; port: number } | undefined;
-  #rateInterval: bigint | undefined;
-  #rateBurst = 0n;
+  readonly #limits: ListenerLimits;
   #pingTimer: NodeJS.Timeout | undefined;
   #pingEvery = 0;
   readonly #refused = new Map<string, { n: number; at: number }>();
-  #ipFullWarned = false;
 
   constructor(opts: HubListenerOptions) {
     super(`listener:${opts.listener.name}`, 'listener');
@@ -98,7 +97,7 @@ export class HubListenerActor extends Actor {
     }
     this.#jwtKey = JSON.stringify(opts.listener.hub.jwt);
     this.#wss = newWss(opts.listener.hub);
-    this.#setLimits(opts.listener);
+    this.#limits = new ListenerLimits(opts.table, opts.shard, opts.listener, this.#log);
     this.#server = http.createServer();
     this.#server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.#upgrade(req, socket, head));
     this.#server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.#plainRequest(req, res));
@@ -153,16 +152,6 @@ export class HubListenerActor extends Actor {
     };
   }
 
-  #setLimits(l: ShardListener): void {
-    if (!l.rateLimit) {
-      this.#rateInterval = undefined;
-      return;
-    }
-    const t = BigInt(Math.max(1, Math.round(1e9 / l.rateLimit.perSecond)));
-    this.#rateInterval = t;
-    this.#rateBurst = t * BigInt(l.rateLimit.burst);
-  }
-
   #step(ev: ListenerEvent): void {
     const next = machine.next(this.#state, ev);
     if (next) this.#state = next;
@@ -212,7 +201,6 @@ export class HubListenerActor extends Actor {
   #upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     const ctx = this.#ctx;
     const { shard, table } = ctx;
-    const { slot, maxConnections, maxConnectionsPerIp } = ctx.listener;
     socket.on('error', noop);
     if (this.#state !== 'listening') {
       rejectUpgrade(socket, 503, { error: 'unavailable', message: 'the listener is draining' });
@@ -234,37 +222,26 @@ export class HubListenerActor extends Actor {
       rejectUpgrade(socket, 400, { error: 'bad_request', message: bad }, bad.includes('Version') ? { 'Sec-WebSocket-Version': '13, 8' } : {});
       return;
     }
-    // Listener-wide limits hold across shards (same cells as a TCP listener's).
-    if (this.#rateInterval !== undefined && !table.rateAdmit(slot, this.#rateInterval, this.#rateBurst)) {
-      table.listenerAdd(shard, slot, L.RATE_LIMITED, 1);
-      this.#refusedLog('rate_limited', 'rate limit: new hub clients refused');
-      rejectUpgrade(socket, 429, { error: 'rate_limited' }, { 'Retry-After': '1' });
-      return;
-    }
-    if (!table.listenerAcquire(slot, maxConnections > 0 ? maxConnections : 0x7fffffff)) {
-      table.listenerAdd(shard, slot, L.OVER_LIMIT, 1);
-      this.#refusedLog('max_connections', 'maxConnections reached: hub client refused');
-      rejectUpgrade(socket, 503, { error: 'over_limit', message: 'too many connections' });
-      return;
-    }
-    let key = 0;
-    if (maxConnectionsPerIp > 0 && socket.remoteAddress !== undefined) {
-      key = ipKey(socket.remoteAddress);
-      const r = table.ipAcquire(slot, shard, key, maxConnectionsPerIp);
-      if (r === IP.REJECTED) {
-        table.listenerRelease(slot);
-        table.listenerAdd(shard, slot, L.OVER_LIMIT, 1);
+    // Listener-wide limits hold across shards (the same cells as a TCP listener's).
+    const a = this.#limits.admit(socket);
+    if (!a.ok) {
+      if (a.reason === 'rate_limited') {
+        this.#refusedLog('rate_limited', 'rate limit: new hub clients refused');
+        rejectUpgrade(socket, 429, { error: 'rate_limited' }, { 'Retry-After': '1' });
+      } else if (a.reason === 'over_limit') {
+        this.#refusedLog('max_connections', 'maxConnections reached: hub client refused');
+        rejectUpgrade(socket, 503, { error: 'over_limit', message: 'too many connections' });
+      } else {
         this.#refusedLog('per_ip', 'maxConnectionsPerIp reached: hub client refused');
         rejectUpgrade(socket, 429, { error: 'over_limit', message: 'too many connections from this address' });
-        return;
       }
-      if (r === IP.UNTRACKED) key = this.#ipUntracked();
+      return;
     }
     socket.off('error', noop);
-    table.listenerAdd(shard, slot, L.ACTIVE, 1);
+    table.listenerAdd(shard, ctx.listener.slot, L.ACTIVE, 1);
     const client = new ClientProxyActor(ctx, socket);
     client.holdsPlace = true;
-    client.ipKey = key;
+    client.ipKey = a.ipKey;
     client.parent = this;
     this.clients.register(client, client);
     const token = bearerToken(req.headers.authorization, url.searchParams);
@@ -318,14 +295,6 @@ export class HubListenerActor extends Actor {
     this.#log.info({ ...extra, refused: r.n }, msg);
     r.n = 0;
     r.at = now + REFUSAL_LOG_EVERY_MS;
-  }
-
-  #ipUntracked(): number {
-    if (!this.#ipFullWarned) {
-      this.#ipFullWarned = true;
-      this.#log.warn({ maxConnectionsPerIp: this.#ctx.listener.maxConnectionsPerIp }, 'per-IP table full: a connection was admitted without a per-IP count (logged once)');
-    }
-    return 0;
   }
 
   // ---- routing (HubToShard) --------------------------------------------------------------------
@@ -387,7 +356,7 @@ export class HubListenerActor extends Actor {
     this.#opts.listener = listener;
     this.#ctx = this.#context(listener);
     this.#wss = newWss(hub);
-    this.#setLimits(listener);
+    this.#limits.configure(listener);
     if (this.#state === 'listening') this.#armKeepalive();
   }
 

@@ -6,7 +6,8 @@ import { Actor } from '../runtime/actor.ts';
 import { compile } from '../runtime/compiled-machine.ts';
 import { Registry } from '../runtime/registry.ts';
 import { ListenError } from '../errors.ts';
-import { IP, L, ipKey, type StateTable } from '../workers/state-table.ts';
+import { L, type StateTable } from '../workers/state-table.ts';
+import { ListenerLimits } from './listener-limits.ts';
 import type { ShardListener, ShardUpstream } from '../workers/shard-config.ts';
 import type { Balancer } from '../workers/balancer.ts';
 import { ConnectionActor, type ConnectionContext } from './connection.ts';
@@ -56,13 +57,10 @@ export class ListenerActor extends Actor {
   readonly connections: Registry<ConnectionActor>;
   readonly #ctx: ConnectionContext;
   #address: { host: string; port: number } | undefined;
-  /** The rate limit as GCRA parameters (ns), or undefined when the listener has none. */
-  #rateInterval: bigint | undefined;
-  #rateBurst = 0n;
+  readonly #limits: ListenerLimits;
   /** Rate-limited connections since the last warning, and when the next warning may be logged. */
   #rateRejected = 0;
   #rateWarnAt = 0;
-  #ipFullWarned = false;
 
   constructor(opts: ListenerOptions) {
     super(`listener:${opts.listener.name}`, 'listener');
@@ -82,7 +80,7 @@ export class ListenerActor extends Actor {
       registry: this.connections,
       mode: opts.connectionActor,
     };
-    this.#setLimits(opts.listener);
+    this.#limits = new ListenerLimits(opts.table, opts.shard, opts.listener, this.#log);
     this.#server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (s) => this.#accept(s));
     this.#server.on('error', (err) => this.#log.error({ err }, 'listener error'));
   }
@@ -105,17 +103,6 @@ export class ListenerActor extends Actor {
     const d: Record<string, unknown> = { listen: this.#address && `${this.#address.host}:${this.#address.port}`, connections: this.connections.size, registry: this.connections.sizes() };
     if (this.#opts.listener.maxConnectionsPerIp > 0) d.perIpUntracked = this.#opts.table.ipUntracked(this.#opts.listener.slot);
     return d;
-  }
-
-  /** GCRA parameters from the config: emission interval T = 1e9 / perSecond ns, and burst × T. */
-  #setLimits(l: ShardListener): void {
-    if (!l.rateLimit) {
-      this.#rateInterval = undefined;
-      return;
-    }
-    const t = BigInt(Math.max(1, Math.round(1e9 / l.rateLimit.perSecond)));
-    this.#rateInterval = t;
-    this.#rateBurst = t * BigInt(l.rateLimit.burst);
   }
 
   #step(ev: ListenerEvent): void {
@@ -143,47 +130,27 @@ export class ListenerActor extends Actor {
 
   #accept(socket: net.Socket): void {
     const ctx = this.#ctx;
-    const { slot, maxConnections, maxConnectionsPerIp } = this.#opts.listener;
     if (this.#state !== 'listening') {
       socket.destroy();
       return;
     }
     // Every limit holds for the listener as a whole: its cells are shared by all shards.
-    if (this.#rateInterval !== undefined && !ctx.table.rateAdmit(slot, this.#rateInterval, this.#rateBurst)) {
-      this.#rateLimited(socket);
-      return;
-    }
-    if (!ctx.table.listenerAcquire(slot, maxConnections > 0 ? maxConnections : 0x7fffffff)) {
-      ctx.table.listenerAdd(ctx.shard, slot, L.OVER_LIMIT, 1);
+    const a = this.#limits.admit(socket);
+    if (!a.ok) {
       socket.destroy();
+      if (a.reason === 'rate_limited') this.#rateLimited();
       return;
     }
-    let key = 0;
-    // Per IP only when configured: remoteAddress costs a getpeername() per accept.
-    if (maxConnectionsPerIp > 0 && socket.remoteAddress !== undefined) {
-      key = ipKey(socket.remoteAddress);
-      const r = ctx.table.ipAcquire(slot, ctx.shard, key, maxConnectionsPerIp);
-      if (r === IP.REJECTED) {
-        ctx.table.listenerRelease(slot);
-        ctx.table.listenerAdd(ctx.shard, slot, L.OVER_LIMIT, 1);
-        socket.destroy();
-        return;
-      }
-      if (r === IP.UNTRACKED) key = this.#ipUntracked();
-    }
-    ctx.table.listenerAdd(ctx.shard, slot, L.ACTIVE, 1);
+    ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, L.ACTIVE, 1);
     const conn = new ConnectionActor(ctx, socket);
-    conn.ipKey = key;
+    conn.ipKey = a.ipKey;
     conn.parent = this;
     this.connections.register(conn, conn);
     conn.start();
   }
 
-  /** Closes a connection over the rate limit: debug per connection, a warning at most once a second. */
-  #rateLimited(socket: net.Socket): void {
-    const ctx = this.#ctx;
-    socket.destroy();
-    ctx.table.listenerAdd(ctx.shard, this.#opts.listener.slot, L.RATE_LIMITED, 1);
+  /** Logs a connection refused by the rate limit: debug per connection, a warning at most once a second. */
+  #rateLimited(): void {
     this.#log.debug('connection rate limited');
     this.#rateRejected++;
     const now = Date.now();
@@ -192,20 +159,6 @@ export class ListenerActor extends Actor {
     const { perSecond, burst } = this.#opts.listener.rateLimit!;
     this.#log.warn({ rejected: this.#rateRejected, perSecond, burst }, 'rate limit: new connections rejected');
     this.#rateRejected = 0;
-  }
-
-  /**
-   * A connection admitted without a per-IP count: the IP's stripe of the table is full (or its
-   * lock was held too long). Refusing would turn a full table into refusing every new client, so
-   * the limit fails open for it; the count shows in the tree (`perIpUntracked`). Returns the key
-   * the connection holds: none.
-   */
-  #ipUntracked(): number {
-    if (!this.#ipFullWarned) {
-      this.#ipFullWarned = true;
-      this.#log.warn({ maxConnectionsPerIp: this.#opts.listener.maxConnectionsPerIp }, 'per-IP table full: a connection was admitted without a per-IP count (logged once)');
-    }
-    return 0;
   }
 
   /** The listener's configured name (its id is `listener:NAME`). */
@@ -221,7 +174,7 @@ export class ListenerActor extends Actor {
   reconfigure(listener: ShardListener, upstream: ShardUpstream | undefined, balancer: Balancer | undefined): void {
     this.#opts.listener = listener;
     this.#ctx.listener = listener;
-    this.#setLimits(listener);
+    this.#limits.configure(listener);
     this.#opts.upstream = upstream;
     this.#opts.balancer = balancer;
     this.#ctx.balancer = balancer;
