@@ -3,7 +3,21 @@ import type { MessagePort } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
 import { ListenerActor } from '../actors/listener.ts';
-import { HubListenerActor } from '../actors/hub-listener.ts';
+import type { HubListenerActor } from '../actors/hub-listener.ts';
+
+/**
+ * The hub's data plane (ws, jose and the client proxies) is loaded by the first hub listener a
+ * shard starts: a TCP-only shard does not carry it in its heap (a bigger heap makes every
+ * full collection on the bulk path slower).
+ */
+let hubModule: typeof import('../actors/hub-listener.ts') | undefined;
+async function loadHub(): Promise<typeof import('../actors/hub-listener.ts')> {
+  hubModule ??= await import('../actors/hub-listener.ts');
+  return hubModule;
+}
+function isHub(a: unknown): a is HubListenerActor {
+  return hubModule !== undefined && a instanceof hubModule.HubListenerActor;
+}
 import { live } from '../runtime/live.ts';
 import type { Actor } from '../runtime/actor.ts';
 import { actorEvents$, setActorEventsEnabled } from '../runtime/events.ts';
@@ -61,7 +75,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
       // (By name: a port-0 listener is recorded with the port it got, which a restart rebinds.)
       const cur = config.listeners.find((x) => x.name === l.name) ?? l;
       if (cur.protocol === 'hub') {
-        return new HubListenerActor({ shard, listener: cur, table, log, reusePort: init.reusePort, post, readyNodes: readyNodesOf(cur.name) }).start();
+        return loadHub().then(({ HubListenerActor }) => new HubListenerActor({ shard, listener: cur, table, log, reusePort: init.reusePort, post, readyNodes: readyNodesOf(cur.name) }).start());
       }
       const upstream = config.upstreams.find((u) => u.name === cur.upstream);
       return new ListenerActor({
@@ -153,7 +167,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
       if (old && old.host === l.host && old.port === l.port && old.protocol === l.protocol) {
         // Same address: reconfigure in place; open connections keep their settings.
         const a = sup.child(childIds.get(l.name)!);
-        if (a instanceof HubListenerActor) {
+        if (isHub(a)) {
           a.reconfigure(l);
           continue;
         }
@@ -187,8 +201,8 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
    */
   const hubListeners = (name: string): Set<HubListenerActor> => {
     const out = new Set<HubListenerActor>();
-    for (const a of sup.children()) if (a instanceof HubListenerActor && a.name === name) out.add(a);
-    for (const a of retiring) if (a instanceof HubListenerActor && a.name === name) out.add(a);
+    for (const a of sup.children()) if (isHub(a) && a.name === name) out.add(a);
+    for (const a of retiring) if (isHub(a) && a.name === name) out.add(a);
     return out;
   };
 
@@ -292,7 +306,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
 type AnyListener = ListenerActor | HubListenerActor;
 
 function isListener(a: unknown): a is AnyListener {
-  return a instanceof ListenerActor || a instanceof HubListenerActor;
+  return a instanceof ListenerActor || isHub(a);
 }
 
 /** The live actor with this id under `root` (depth-first; debug use only: it walks every connection). */
