@@ -327,6 +327,15 @@ export class HubListenerActor extends Actor {
     return n;
   }
 
+  /** Announces every registered client again (the main thread's presence restarted); returns how many. */
+  resync(): number {
+    let n = 0;
+    this.clients.forEach((c) => {
+      if (c.announce()) n++;
+    });
+    return n;
+  }
+
   /** A frame for one client (a response, an error); dropped silently when the client is gone. */
   reply(clientId: string, frame: string): boolean {
     const e = this.clients.get(`client:${clientId}`);

@@ -17,9 +17,10 @@ import { hubCounters, listenerCounters, mergedTree, upstreamsView } from './view
 import { AdminActor } from './admin-actor.ts';
 import { Upstreams } from './upstreams.ts';
 import { Hubs } from './hubs.ts';
+import { PresenceActor } from '../hub/presence.ts';
 import { HUB_FROM_SHARD_TYPES, type HubFromShard } from '../hub/messages.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
-import { ConfigError, errorChain, formatConfigIssue } from '../errors.ts';
+import { ConfigError, InjectedFaultError, errorChain, formatConfigIssue } from '../errors.ts';
 import type { ActorConfig, GatehouseConfig } from '../config/types.ts';
 import type { AdminBackend, HubStats, HubView, ListenerCounters, ReloadResult, UpstreamsView } from '../admin/types.ts';
 
@@ -340,6 +341,7 @@ export class Gatehouse implements AdminBackend {
     if (!this.debug) return false;
     const a = live.list().find((x) => x.id === id);
     if (a instanceof MachineActor) return a.crash();
+    if (a instanceof PresenceActor) return a.crash(new InjectedFaultError(id));
     // A hub client: its id names its shard (`client:S.RANDOM`).
     const m = /^client:(\d+)\./.exec(id);
     const shard = m && this.#shards().find((s) => s.index === Number(m[1]));

@@ -225,6 +225,13 @@ export class ClientProxyActor extends Actor {
    * The upgrade went through: takes the WebSocket, registers under its user, sends `welcome`,
    * then posts `hub-client-up`.
    */
+  /** Announces this registered client again (`hub-client-up`) after the main thread's presence restarted. */
+  announce(): boolean {
+    if (this.#state !== 'registered') return false;
+    this.#ctx.post({ type: 'hub-client-up', listener: this.#ctx.listener.name, clientId: this.clientId, userId: this.userId! });
+    return true;
+  }
+
   accept(ws: WebSocket, userId: string): void {
     if (this.#state !== 'handshaking') {
       ws.terminate();

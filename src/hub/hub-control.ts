@@ -86,6 +86,7 @@ export class HubControl {
   readonly #log: Logger;
   #supervisor: Supervisor | undefined;
   #presence: PresenceActor | undefined;
+  #presenceStarts = 0;
   #requests: RequestTableActor | undefined;
   readonly #streams = new Map<string, NodeStreamActor>();
   readonly #ready = new Set<string>();
@@ -169,7 +170,15 @@ export class HubControl {
         p.monitor(() => {
           if (this.#presence === p) this.#presence = undefined;
         });
-        return p.start();
+        // A restarted presence starts empty: the shards announce their clients again, so users
+        // stay online (nodes may hear `online: true` again for users they already had online).
+        const restarted = this.#presenceStarts++ > 0;
+        const started = p.start();
+        if (restarted) {
+          this.#log.warn('presence restarted: shards re-announce their clients');
+          for (const s of this.#opts.shards.running()) this.#opts.shards.post(s, { type: 'hub-resync', listener: this.name });
+        }
+        return started;
       },
     };
   }

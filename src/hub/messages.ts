@@ -47,10 +47,12 @@ export type HubToShard =
   /** A node went down: its bound clients get `{"type":"node-down","node":NODE}` and lose the binding. */
   | { type: 'hub-node-down'; listener: string; node: string }
   /** A frame for one client: a `response`, or an `error` for its request or send. */
-  | { type: 'hub-reply'; listener: string; clientId: string; frame: string };
+  | { type: 'hub-reply'; listener: string; clientId: string; frame: string }
+  /** The main thread's presence restarted empty: post `hub-client-up` again for every registered client. */
+  | { type: 'hub-resync'; listener: string };
 
 export const HUB_FROM_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-client-up', 'hub-client-down', 'hub-send', 'hub-request', 'hub-delivered']);
-export const HUB_TO_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-nodes', 'hub-deliver', 'hub-node-down', 'hub-reply']);
+export const HUB_TO_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-nodes', 'hub-deliver', 'hub-node-down', 'hub-reply', 'hub-resync']);
 
 /**
  * The shard a client lives on, from its id. Client ids are `S.RANDOM` (shard index, a dot, then

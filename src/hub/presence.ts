@@ -193,6 +193,12 @@ export class PresenceActor extends Actor {
     return { clients: this.#clients.size, users: this.#users.size, inGrace: this.#inGrace, shards: this.#byShard.size };
   }
 
+  /** Fault injection (debug mode): fails as a bug would; its supervisor restarts it and the shards re-announce their clients. */
+  crash(err: unknown): boolean {
+    this.exit('error', err);
+    return true;
+  }
+
   protected requestStop(): boolean {
     this.exit('shutdown');
     return false;

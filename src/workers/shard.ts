@@ -234,6 +234,9 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
       case 'hub-nodes':
         hubNodes.set(m.listener, [...m.ready]);
         break;
+      case 'hub-resync':
+        for (const l of hubListeners(m.listener)) l.resync();
+        break;
       case 'hub-deliver': {
         let delivered = 0;
         for (const l of hubListeners(m.listener)) delivered += l.deliver(m.to, m.frame);

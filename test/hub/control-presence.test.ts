@@ -148,4 +148,26 @@ describe('hub control plane: presence across shards', () => {
     expect(p.hubs.stats()).toEqual({ clients: [{ listener: 'hub', clients: 0 }], usersOnline: 0 });
     await node.waitFor((f) => f.type === 'presence' && f.online === false && f.userId === 'u199');
   });
+  test('a presence that crashes is restarted and the shards re-announce their clients: users stay online, no offline reaches the nodes', async () => {
+    await using node = await HubNode.start();
+    await using p = await startHubPlane(hubListeners({ nodes: [['n1', node.url]], extra: 'presenceGrace: 30ms' }));
+    await p.nodeReady('n1');
+    p.from(0, { type: 'hub-client-up', clientId: '0.a', userId: 'u1' });
+    p.from(1, { type: 'hub-client-up', clientId: '1.b', userId: 'u2' });
+    const before = p.control().presence!;
+    const mark = p.posted.length;
+    before.crash(new Error('injected'));
+    await until(() => p.control().presence && p.control().presence !== before, 5_000, 'presence restarted');
+    // Every running shard is asked to announce its clients again...
+    for (const shard of [0, 1]) await p.waitPosted((x) => x.shard === shard && x.m.type === 'hub-resync', `hub-resync to shard ${shard}`, mark);
+    // ...and does (as HubListenerActor.resync would): presence is whole again.
+    p.from(0, { type: 'hub-client-up', clientId: '0.a', userId: 'u1' });
+    p.from(1, { type: 'hub-client-up', clientId: '1.b', userId: 'u2' });
+    expect(p.control().presence!.sizes()).toEqual({ clients: 2, users: 2, inGrace: 0, shards: 2 });
+    expect(p.hubs.stats().usersOnline).toBe(2);
+    expect(story(node).filter((s) => s.endsWith('offline'))).toEqual([]);
+    p.from(0, { type: 'hub-client-down', clientId: '0.a', userId: 'u1' });
+    p.from(1, { type: 'hub-client-down', clientId: '1.b', userId: 'u2' });
+    await p.settledEmpty();
+  });
 });
