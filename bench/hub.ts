@@ -81,6 +81,8 @@ function proxyArgs(row: string, port: number, nodePort: number): string[] {
       `    nodes: [ { id: n1, url: "ws://127.0.0.1:${nodePort}/gate" } ]`,
       '    maxConnections: 100000',
       `    sendQueue: { maxMessages: ${Math.max(1_000, msgs * 2)}, onOverflow: close }`,
+      // The request phase sends as fast as answers come back: far above a browser client's default.
+      '    clientRateLimit: { perSecond: 1000000, burst: 1000000 }',
       '',
     ].join('\n'),
   );

@@ -42,6 +42,8 @@ const hub = z.strictObject({
   presenceGrace: duration().default(100),
   requestTimeout: positiveDuration().default(10_000),
   pingInterval: positiveDuration().default(20_000),
+  /** Inbound frames per client (a token bucket; a client that keeps flooding is closed with 1008). */
+  clientRateLimit: rateLimit().default({ perSecond: 100, burst: 200 }),
 });
 
 /**

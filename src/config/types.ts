@@ -162,6 +162,8 @@ export interface HubListenerConfig extends ListenerBase {
   presenceGrace: number;
   requestTimeout: number;
   pingInterval: number;
+  /** Inbound frames per client. */
+  clientRateLimit: RateLimitConfig;
 }
 
 export type ListenerConfig = TcpListenerConfig | HttpListenerConfig | HubListenerConfig;

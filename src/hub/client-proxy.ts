@@ -46,15 +46,12 @@ export const clientProxyMachine = setup({ types: { events: {} as { type: ClientE
 });
 const machine = compile<ClientState, ClientEvent>(clientProxyMachine);
 
-/** Inbound frames a client may send per second, sustained (a token bucket per client). */
-export const CLIENT_RATE_PER_SECOND = 100;
-/** ...and at once (the bucket's size; it starts full). */
-export const CLIENT_RATE_BURST = 200;
 /**
- * A client whose refused frames outrun the refill by this many (5 × the burst: it kept flooding
- * after being told `rate_limited`) is closed with 1008 (policy violation).
+ * A client whose refused frames outrun the refill by this many times its burst (it kept flooding
+ * after being told `rate_limited`) is closed with 1008 (policy violation). The bucket itself is
+ * the listener's `clientRateLimit` (default 100 frames per second, bursts of 200).
  */
-export const CLIENT_FLOOD_CLOSE = 5 * CLIENT_RATE_BURST;
+export const CLIENT_FLOOD_BURSTS = 5;
 /**
  * Frames are written straight to the socket while it holds less than this (bytes not yet taken
  * by the kernel); above it they wait in the client's send queue until the socket drains.
@@ -147,7 +144,7 @@ export class ClientProxyActor extends Actor {
   /** The send queue: `#queue[#qHead..]`, allocated on first use, released when it empties. */
   #queue: Queued[] | undefined;
   #qHead = 0;
-  #tokens = CLIENT_RATE_BURST;
+  #tokens: number;
   #debt = 0;
   #rateAt = 0;
   #awaitingPong = false;
@@ -161,6 +158,7 @@ export class ClientProxyActor extends Actor {
     super(`client:${clientId}`, 'client-proxy');
     this.clientId = clientId;
     this.#ctx = ctx;
+    this.#tokens = ctx.hub.clientRateLimit.burst;
     this.#socket = socket as Owned<net.Socket>;
     this.#socket[kClient] = this;
     socket.on('error', ClientProxyActor.#onRawError);
@@ -302,12 +300,13 @@ export class ClientProxyActor extends Actor {
 
   // ---- inbound ---------------------------------------------------------------------------------
 
-  /** Token bucket ({@link CLIENT_RATE_PER_SECOND}, {@link CLIENT_RATE_BURST}); refused frames build up a debt that drains at the same rate. */
+  /** Token bucket (the listener's `clientRateLimit`); refused frames build up a debt that drains at the same rate. */
   #admit(): boolean {
+    const { perSecond, burst } = this.#ctx.hub.clientRateLimit;
     const now = performance.now();
-    const refill = ((now - this.#rateAt) * CLIENT_RATE_PER_SECOND) / 1_000;
+    const refill = ((now - this.#rateAt) * perSecond) / 1_000;
     this.#rateAt = now;
-    this.#tokens = Math.min(CLIENT_RATE_BURST, this.#tokens + refill);
+    this.#tokens = Math.min(burst, this.#tokens + refill);
     this.#debt = Math.max(0, this.#debt - refill);
     if (this.#tokens >= 1) {
       this.#tokens -= 1;
@@ -331,8 +330,8 @@ export class ClientProxyActor extends Actor {
     const text = Array.isArray(data) ? Buffer.concat(data).toString() : Buffer.isBuffer(data) ? data.toString() : Buffer.from(data).toString();
     if (!this.#admit()) {
       table.listenerAdd(shard, slot, L.HUB_DROP_RATE, 1);
-      if (this.#debt > CLIENT_FLOOD_CLOSE) {
-        this.#logger.warn({ perSecond: CLIENT_RATE_PER_SECOND, burst: CLIENT_RATE_BURST }, 'hub client kept flooding past its rate limit: closed (1008)');
+      if (this.#debt > CLIENT_FLOOD_BURSTS * ctx.hub.clientRateLimit.burst) {
+        this.#logger.warn(ctx.hub.clientRateLimit, 'hub client kept flooding past its rate limit: closed (1008)');
         this.close(1008, 'rate limit exceeded');
         return;
       }

@@ -53,6 +53,8 @@ export interface ShardHubSettings {
   maxMessageSize: number;
   sendQueue: { maxMessages: number; onOverflow: 'close' | 'drop-oldest' };
   pingIntervalMs: number;
+  /** Inbound frames per client (token bucket). */
+  clientRateLimit: { perSecond: number; burst: number };
 }
 
 export interface ShardConfig {
@@ -110,6 +112,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
             maxMessageSize: l.maxMessageSize,
             sendQueue: { ...l.sendQueue },
             pingIntervalMs: l.pingInterval,
+            clientRateLimit: { perSecond: l.clientRateLimit.perSecond, burst: l.clientRateLimit.burst },
           },
         }),
       })),

@@ -170,6 +170,7 @@ describe('parseConfig: defaults', () => {
     expect(cfg.listeners[2]).toMatchObject({
       path: '/connect', auth: { jwt: { algorithms: ['RS256', 'ES256'] } }, discovery: { service: 'nodes', path: '/' },
       maxClientsPerUser: 16, maxMessageSize: 65_536, presenceGrace: 100, requestTimeout: 10_000, pingInterval: 20_000,
+      clientRateLimit: { perSecond: 100, burst: 200 },
     });
     expect(cfg.actors[0]).toEqual({ name: 'audit', module: '@acme/audit', moduleSpecifier: '@acme/audit', restart: 'permanent', options: {} });
   });

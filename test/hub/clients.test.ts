@@ -2,7 +2,10 @@ import { describe, expect, test } from 'vitest';
 import { WebSocket, type ClientOptions } from 'ws';
 import { L } from '../../src/workers/state-table.ts';
 import { pickNode, shardOfClient } from '../../src/hub/messages.ts';
-import { CLIENT_RATE_BURST, type ClientProxyActor } from '../../src/hub/client-proxy.ts';
+import type { ClientProxyActor } from '../../src/hub/client-proxy.ts';
+
+/** The default `clientRateLimit` burst (hubSettings in harness.ts). */
+const BURST = 200;
 import type { HubListenerActor } from '../../src/actors/hub-listener.ts';
 import { ShardHarness, TestClient, hubListener, hubListeners, liveClients, tokenFor, until } from './harness.ts';
 
@@ -228,7 +231,7 @@ describe('client frames', () => {
     await using h = await ShardHarness.start({ ready: ['n1'] });
     const calm = await TestClient.connect(h.hubPort, await tokenFor('calm'));
     const flood = await TestClient.connect(h.hubPort, await tokenFor('flood'));
-    const n = 8 * CLIENT_RATE_BURST;
+    const n = 8 * BURST;
     for (let i = 0; i < n; i++) flood.ws.send(i % 2 ? '{"type":"send","data":1}' : `{"type":"request","id":"f${i}","data":1}`);
     expect((await flood.closed).code).toBe(1008);
     const limited = flood.frames.filter((f) => f.code === 'rate_limited');
@@ -236,10 +239,10 @@ describe('client frames', () => {
     // A refused request is told which one.
     expect(limited.some((f) => typeof f.id === 'string')).toBe(true);
     const admitted = h.table.listenerGet(0, 0, L.HUB_IN);
-    expect(admitted).toBeGreaterThanOrEqual(CLIENT_RATE_BURST);
+    expect(admitted).toBeGreaterThanOrEqual(BURST);
     // The burst, plus what refilled while the flood was sent (100/s).
-    expect(admitted).toBeLessThan(2 * CLIENT_RATE_BURST);
-    expect(h.table.listenerGet(0, 0, L.HUB_DROP_RATE)).toBeGreaterThan(4 * CLIENT_RATE_BURST);
+    expect(admitted).toBeLessThan(2 * BURST);
+    expect(h.table.listenerGet(0, 0, L.HUB_DROP_RATE)).toBeGreaterThan(4 * BURST);
     await expectGoneOnce(h, flood);
     calm.sendJson({ type: 'send', data: 'fine' });
     await until(() => h.of('hub-send').some((m) => m.clientId === calm.clientId));

@@ -44,6 +44,7 @@ export function hubSettings(over: Partial<ShardHubSettings> = {}): ShardHubSetti
     maxMessageSize: 64 * 1024,
     sendQueue: { maxMessages: 1000, onOverflow: 'close' },
     pingIntervalMs: 60_000,
+    clientRateLimit: { perSecond: 100, burst: 200 },
     ...over,
   };
 }

@@ -45,6 +45,14 @@ class Client {
   }
 }
 
+interface TreeNode {
+  id: string;
+  restarts: number;
+  children: TreeNode[];
+  [k: string]: unknown;
+}
+const find = (n: TreeNode, pred: (n: TreeNode) => boolean): TreeNode[] => [...(pred(n) ? [n] : []), ...n.children.flatMap((c) => find(c, pred))];
+
 /** Polls every 10 ms until `fn` gives a truthy value; throws after `ms`. */
 async function until<T>(fn: () => Promise<T | undefined | false> | T | undefined | false, ms: number, what: string): Promise<T> {
   const deadline = Date.now() + ms;
@@ -70,7 +78,7 @@ listeners:
 `;
 
 describe('hub at workers: 2', () => {
-  test('presence across shards, broadcast acks, and a shard crash: its clients are gone and cleaned, the other shard\'s keep working, the restarted shard serves', async () => {
+  test('presence across shards, broadcast acks, a presence crash (shards re-announce), and a shard crash: its clients are gone and cleaned, the other shard\'s keep working, the restarted shard serves', async () => {
     await using node = await HubNode.start();
     using dir = tempDir();
     await using gh = await Daemon.start(dir.write('gh.yaml', yaml(node.url)), { debug: true });
@@ -96,6 +104,20 @@ describe('hub at workers: 2', () => {
     node.broadcast('all', 'b1');
     expect(await node.waitFor((f) => f.type === 'ack' && f.id === 'b1')).toEqual({ type: 'ack', id: 'b1', delivered: 12 });
     for (const c of live()) await until(() => c.frames.some((f) => f.type === 'message' && f.data === 'all'), 5_000, 'broadcast at a client');
+
+    // The presence actor crashes (fault injection): it is restarted, both shards re-announce
+    // their clients, and no user goes offline.
+    expect((await gh.admin(`/debug/actors/${encodeURIComponent('presence:hub')}/crash`, { method: 'POST' })).status).toBe(202);
+    await until(
+      async () => {
+        const tree = await gh.json<TreeNode>('/actors');
+        const p = find(tree, (n) => n.id === 'presence:hub')[0];
+        return p !== undefined && p.restarts === 1 && p.clients === 12 && p.users === 11;
+      },
+      5_000,
+      'presence restarted and whole again',
+    );
+    expect(node.frames('presence').filter((f) => f.online === false)).toEqual([]);
 
     // `both` leaves shard 0: still online (its shard-1 client), and the node hears client-gone only.
     const [on0, on1] = [both.find((c) => c.shard === 0)!, both.find((c) => c.shard === 1)!];
