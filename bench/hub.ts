@@ -17,6 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Procs, freePort, type Child } from './lib/procs.ts';
+import { treeCpuSeconds } from './lib/cpu.ts';
 import { fmt, mdTable, median, ratio } from './lib/stats.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -57,6 +58,10 @@ interface Result {
   reqPerSec?: number;
   error?: string;
   bad?: number;
+  /** The proxy's CPU (all its threads) per 1,000 deliveries during the fan-out, ms. */
+  proxyCpuMsPer1k?: number;
+  /** The load generator's CPU share of the fan-out's wall time (near 1.0: it is the bottleneck). */
+  loadBusy?: number;
 }
 
 /** The proxy's command line. Readiness is the load generator's business: it waits for the proxy's `hello` on its node, then retries client connects for a while. */
@@ -99,8 +104,17 @@ async function runOnce(row: string, rep: number): Promise<Result> {
   try {
     await load.waitLine(/"nodeListening":true/, 30_000);
     proxy = procs.spawn(`${row}-${rep}`, NODE, proxyArgs(row, port, nodePort), { cpus: pin ? '1' : undefined });
-    const line = await load.waitLine(/"mode":/, 300_000);
-    return JSON.parse(line) as Result;
+    const result = load.waitLine(/"mode":/, 300_000);
+    await load.waitLine(/"phase":"fanout-start"/, 120_000);
+    const cpu0 = treeCpuSeconds(proxy.pid);
+    await load.waitLine(/"phase":"fanout-end"/, 180_000);
+    const cpu1 = treeCpuSeconds(proxy.pid);
+    const r = JSON.parse(await result) as Result & { fanoutSecs?: number; loadCpuS?: number };
+    if (r.ok) {
+      r.proxyCpuMsPer1k = ((cpu1 - cpu0) * 1e6) / (clients * msgs);
+      r.loadBusy = (r.loadCpuS ?? NaN) / (r.fanoutSecs ?? NaN);
+    }
+    return r;
   } catch (err) {
     return { ok: false, error: (err as Error).message };
   } finally {
@@ -124,11 +138,14 @@ const ok = (row: string) => results.get(row)!.filter((r) => r.ok);
 const med = (row: string, k: keyof Result) => median(ok(row).map((r) => r[k] as number));
 const base = rows.includes('ws-relay') ? 'ws-relay' : undefined;
 const table = mdTable(
-  ['row', 'fan-out deliveries/s', 'x relay', 'req p50 ms', 'req p99 ms', 'p99 x relay', 'req/s', 'ok runs'],
+  ['row', 'fan-out deliveries/s', 'x relay', 'proxy CPU ms per 1k deliveries', 'CPU x relay', 'load gen busy', 'req p50 ms', 'req p99 ms', 'p99 x relay', 'req/s', 'ok runs'],
   rows.map((row) => [
     row,
     fmt(med(row, 'deliveriesPerSec')),
     base ? fmt(ratio(med(row, 'deliveriesPerSec'), med(base, 'deliveriesPerSec')), 2) : '',
+    fmt(med(row, 'proxyCpuMsPer1k'), 3),
+    base ? fmt(ratio(med(row, 'proxyCpuMsPer1k'), med(base, 'proxyCpuMsPer1k')), 2) : '',
+    fmt(med(row, 'loadBusy'), 2),
     fmt(med(row, 'p50Ms'), 3),
     fmt(med(row, 'p99Ms'), 3),
     base ? fmt(ratio(med(row, 'p99Ms'), med(base, 'p99Ms')), 2) : '',
@@ -145,6 +162,7 @@ if (base && rows.includes('gatehouse-w2')) {
   const r = ratio(med('gatehouse-w2', 'deliveriesPerSec'), med(base, 'deliveriesPerSec'));
   targets.push(`- fan-out at workers: 2 > the relay: ${fmt(r, 2)}x, ${r > 1 ? 'met' : 'NOT met'}`);
 }
+targets.push('', 'Deliveries/s is capped by whichever side saturates first: "load gen busy" near 1.00 means the load generator (1,000 clients in one process) was the limit, and then the proxy CPU per delivery is the figure that compares the proxies.');
 const md = [
   '# Hub benchmark (npm run bench:hub)',
   '',

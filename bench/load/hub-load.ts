@@ -118,6 +118,7 @@ try {
   const check = setInterval(() => {
     if (clients.every((c) => c.got + c.bad >= nMsgs)) allIn();
   }, 2);
+  report({ phase: 'fanout-start' });
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   for (let s = 0; s < nMsgs; s++) {
@@ -127,6 +128,7 @@ try {
   await deadline(done, 'fan-out').finally(() => clearInterval(check));
   const secs = (performance.now() - t0) / 1000;
   const cpu = process.cpuUsage(cpu0);
+  report({ phase: 'fanout-end' });
   const bad = clients.reduce((n, c) => n + c.bad, 0);
   result.fanoutSecs = secs;
   result.deliveriesPerSec = (nClients * nMsgs) / secs;
