@@ -1,5 +1,11 @@
+import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+
+/**
+ * pino-pretty is loaded only when pretty output is used (a TTY): every shard thread builds a
+ * logger, and a module it never uses would sit in its heap, which every full collection walks.
+ */
+const requireModule = createRequire(import.meta.url);
 
 export interface LogOptions {
   level?: string;
@@ -24,6 +30,6 @@ export function createLogger(opts: LogOptions = {}): Logger {
     base: { pid: process.pid, ...opts.base },
     timestamp: pino.stdTimeFunctions.isoTime,
   };
-  if (usePretty) return pino(options, pretty({ colorize: true, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid' }));
+  if (usePretty) return pino(options, (requireModule('pino-pretty') as typeof import('pino-pretty'))({ colorize: true, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid' }));
   return pino(options, pino.destination({ dest: 1, sync: true }));
 }
