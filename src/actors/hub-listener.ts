@@ -77,6 +77,7 @@ export class HubListenerActor extends Actor {
   #pingTimer: NodeJS.Timeout | undefined;
   #pingEvery = 0;
   readonly #refused = new Map<string, { n: number; at: number }>();
+  #userFullWarned = false;
 
   constructor(opts: HubListenerOptions) {
     super(`listener:${opts.listener.name}`, 'listener');
@@ -278,6 +279,12 @@ export class HubListenerActor extends Actor {
         return;
       }
       if (r === IP.ADMITTED) client.userKey = key;
+      else if (!this.#userFullWarned) {
+        // The keyed table's stripe for this user is full (about 16,000 (user or IP, shard) pairs
+        // per listener): the cap fails open for this client rather than refusing everyone.
+        this.#userFullWarned = true;
+        this.#log.warn({ maxClientsPerUser: max }, 'per-user table full: a client was admitted without a per-user count (logged once)');
+      }
     }
     wss.handleUpgrade(req, socket, head, (ws) => client.accept(ws, userId));
   }
@@ -393,7 +400,11 @@ export class HubListenerActor extends Actor {
     }
     for (const { actor } of this.clients.values()) {
       actor.monitor(() => {
-        if (this.clients.size === 0 && this.status === 'stopping') this.#close('shutdown');
+        // After the DOWN has reached every watcher: a client that re-registered (a new node
+        // binding) has its registry watcher behind this one, so its entry is only gone then.
+        queueMicrotask(() => {
+          if (this.clients.size === 0 && this.status === 'stopping') this.#close('shutdown');
+        });
       });
     }
   }

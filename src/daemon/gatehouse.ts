@@ -175,7 +175,13 @@ export class Gatehouse implements AdminBackend {
             host: this.#host,
             table: this.table,
             log: this.log,
-            init: () => ({ shard: i, config: this.#shardConfig(), buffers: this.table.buffers, reusePort: this.#host instanceof PiscinaShardHost }),
+            init: () => ({
+              shard: i,
+              config: this.#shardConfig(),
+              buffers: this.table.buffers,
+              reusePort: this.#host instanceof PiscinaShardHost,
+              hubNodes: Object.fromEntries(this.#hubs.controls().map((c) => [c.name, c.readyNodes()])),
+            }),
             listenerSlots: () => this.#listenerSlots.used(),
             shutdownTimeoutMs: () => this.current.runtime.shutdownTimeout,
             onReady: (ls) => {

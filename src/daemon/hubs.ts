@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
+import { clientErrorFrame } from '../hub/requests.ts';
 import { HubControl, type HubListenerView, type HubShards, type NodeStreamTuning } from '../hub/hub-control.ts';
 import type { HubFromShard, HubToShard } from '../hub/messages.ts';
 import type { HubListenerConfig, ListenerConfig } from '../config/types.ts';
@@ -82,7 +83,18 @@ export class Hubs {
 
   /** A hub message from a shard; one for a listener that is not (or no longer) a hub listener is ignored. */
   fromShard(shard: number, m: HubFromShard): void {
-    this.#controls.get(m.listener)?.fromShard(shard, m);
+    const c = this.#controls.get(m.listener);
+    if (c) {
+      c.fromShard(shard, m);
+      return;
+    }
+    // The listener was removed by a reload and its shards have not caught up yet: its clients'
+    // sends and requests are answered, never left to hang.
+    if (m.type === 'hub-send' || m.type === 'hub-request') {
+      this.drop('node_unavailable');
+      const frame = clientErrorFrame('node_unavailable', m.type === 'hub-request' ? m.reqId : m.id);
+      this.#opts.shards.post(shard, { type: 'hub-reply', listener: m.listener, clientId: m.clientId, frame });
+    }
   }
 
   /** A shard went down (any reason): its clients are gone. */

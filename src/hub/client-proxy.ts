@@ -357,7 +357,7 @@ export class ClientProxyActor extends Actor {
     this.#bind(node);
     const listener = ctx.listener.name;
     if (f.type === 'send') {
-      ctx.post({ type: 'hub-send', listener, node, clientId: this.clientId, frame: clientMessageFrame(this.clientId, this.userId!, f.data) });
+      ctx.post({ type: 'hub-send', listener, node, clientId: this.clientId, frame: clientMessageFrame(this.clientId, this.userId!, f.data), ...(f.id !== undefined && { id: f.id }) });
     } else {
       const gid = nextGid(shard);
       ctx.post({ type: 'hub-request', listener, node, clientId: this.clientId, reqId: f.id, gid, frame: requestFrame(gid, this.clientId, this.userId!, f.data) });

@@ -4,7 +4,7 @@ import type { HubListenerConfig, HubNodeConfig } from '../config/types.ts';
 import { shardOfClient, type HubFromShard, type HubTarget, type HubToShard } from './messages.ts';
 import { NodeStreamActor, type NodeStreamOptions } from './node-stream.ts';
 import { PresenceActor } from './presence.ts';
-import { RequestTableActor, ackFrame, clientErrorFrame } from './requests.ts';
+import { MAX_PENDING_PER_CLIENT, RequestTableActor, ackFrame, clientErrorFrame } from './requests.ts';
 
 /** How the hub control plane reaches the data-plane shards. */
 export interface HubShards {
@@ -269,11 +269,16 @@ export class HubControl {
       case 'hub-send':
         if (!this.#toNode(m.node, m.frame)) {
           this.#opts.drop('node_unavailable');
-          this.#reply(shard, m.clientId, clientErrorFrame('node_unavailable'));
+          this.#reply(shard, m.clientId, clientErrorFrame('node_unavailable', m.id));
         }
         return;
       case 'hub-request': {
         const requests = this.#requests;
+        if (requests && requests.pendingFor(m.clientId) >= MAX_PENDING_PER_CLIENT) {
+          this.#opts.drop('rate_limited');
+          this.#reply(shard, m.clientId, clientErrorFrame('rate_limited', m.reqId));
+          return;
+        }
         if (!requests || !this.#toNode(m.node, m.frame)) {
           this.#opts.drop('node_unavailable');
           this.#reply(shard, m.clientId, clientErrorFrame('node_unavailable', m.reqId));
@@ -316,8 +321,18 @@ export class HubControl {
     return this.#streams.get(node)?.sendFrame(frame) ?? false;
   }
 
+  /**
+   * A control frame (presence, client-gone) to every ready node. A node too far behind to take it
+   * (its queue is full) would silently lose track of who is online: its stream is restarted
+   * instead, and the new session begins with the presence snapshot.
+   */
   #toReadyNodes(frame: string): void {
-    for (const node of this.#ready) this.#streams.get(node)?.sendFrame(frame);
+    for (const node of this.#ready) {
+      const s = this.#streams.get(node);
+      if (!s || s.sendFrame(frame)) continue;
+      this.#log.warn({ node }, 'hub node too far behind to take a control frame: restarting its stream (a new session resends presence)');
+      s.restartSession();
+    }
   }
 
   #nodeReady(node: string, s: NodeStreamActor): void {
@@ -348,6 +363,16 @@ export class HubControl {
 
   #nodeFrame(node: string, s: NodeStreamActor, text: string, binary: boolean): void {
     if (this.#streams.get(node) !== s) return;
+    try {
+      this.#routeNodeFrame(node, s, text, binary);
+    } catch (err) {
+      // Whatever a node sends never takes the gateway down: e.g. JSON nested too deep to
+      // stringify again (RangeError) is counted and logged as a bad frame.
+      this.#badFrame(node, `unusable frame: ${(err as Error).message}`, text);
+    }
+  }
+
+  #routeNodeFrame(node: string, s: NodeStreamActor, text: string, binary: boolean): void {
     const f = binary ? 'binary frame' : parseNodeFrame(text);
     if (typeof f === 'string') {
       this.#badFrame(node, f, text);

@@ -23,7 +23,7 @@ export type HubFromShard =
   /** A client is gone, whatever ended it (close, drop, ping timeout, slow consumer, crash, drain). */
   | { type: 'hub-client-down'; listener: string; clientId: string; userId: string }
   /** A client `send`: `frame` is the node frame `{"type":"client-message",clientId,userId,data}`. */
-  | { type: 'hub-send'; listener: string; node: string; clientId: string; frame: string }
+  | { type: 'hub-send'; listener: string; node: string; clientId: string; frame: string; id?: string | number }
   /**
    * A client `request`: `frame` is the node frame `{"type":"request","id":GID,clientId,userId,data}`
    * where GID = `gid` (gateway-scoped, unique per gateway instance); `reqId` is the client's own id.

@@ -25,6 +25,11 @@ export const NODE_STABLE_MS = 2_000;
  * queued: a stalled node must not grow the gateway's memory without bound.
  */
 export const NODE_MAX_BUFFERED = 16 * 1024 * 1024;
+/**
+ * The largest frame a node may send (ws closes the stream with 1009 past it, and the stream
+ * reconnects): a push is re-serialised and fanned out, so one frame must not pin hundreds of MB.
+ */
+export const NODE_MAX_PAYLOAD = 16 * 1024 * 1024;
 
 /**
  * Full-jitter exponential backoff (AWS Architecture Blog, "Exponential Backoff And Jitter"):
@@ -62,7 +67,7 @@ export class NodeLink {
   dial(url: string, emit: (e: LinkEvent) => void): void {
     this.hangUp();
     this.#greeted = false;
-    const ws = new WebSocket(url, { perMessageDeflate: false, followRedirects: false });
+    const ws = new WebSocket(url, { perMessageDeflate: false, followRedirects: false, maxPayload: NODE_MAX_PAYLOAD });
     this.#ws = ws;
     ws.on('open', () => emit({ type: 'link.open' }));
     ws.on('pong', () => emit({ type: 'link.pong' }));
@@ -118,6 +123,11 @@ export class NodeLink {
     ws.close(1001, 'gateway going away');
     this.#closeTimer = setTimeout(() => this.hangUp(), NODE_CLOSE_TIMEOUT_MS);
     return true;
+  }
+
+  /** Drops the socket now, keeping its listeners: the machine sees it close and backs off, then redials. */
+  reset(): void {
+    this.#ws?.terminate();
   }
 
   /** Drops the socket now (no close handshake) and forgets it: its events no longer reach anyone. */
@@ -356,6 +366,15 @@ export class NodeStreamActor extends MachineActor<typeof nodeStreamMachine> {
   /** Writes a text frame to the node; false when the stream is not ready or the node is not reading. */
   sendFrame(text: string): boolean {
     return this.ready && this.#link.send(text);
+  }
+
+  /**
+   * Drops the stream so that it reconnects (after a backoff) and starts a new session: for a
+   * node that fell so far behind that a control frame (presence, client-gone) could not be
+   * queued. A new session gets `hello` and the presence snapshot, so the node's view heals.
+   */
+  restartSession(): void {
+    if (this.ready) this.#link.reset();
   }
 
   override describe(): Record<string, unknown> {

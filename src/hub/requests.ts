@@ -2,7 +2,13 @@ import type { Logger } from 'pino';
 import { Actor, type ExitReason } from '../runtime/actor.ts';
 
 /** Client error codes the control plane answers with (docs/hub-protocol.md). */
-export type ClientErrorCode = 'timeout' | 'node_unavailable' | 'node_error';
+export type ClientErrorCode = 'timeout' | 'node_unavailable' | 'node_error' | 'rate_limited';
+
+/**
+ * Requests one client may have waiting for answers at once; one more is answered
+ * `rate_limited` at once (a node that never answers must not hold thousands of timers per client).
+ */
+export const MAX_PENDING_PER_CLIENT = 256;
 
 /** `{"type":"error","id":REQ,"code":CODE}`; without `reqId` for an error about a `send`. */
 export function clientErrorFrame(code: ClientErrorCode, reqId?: unknown, error?: unknown): string {
@@ -98,6 +104,11 @@ export class RequestTableActor extends Actor {
   }
 
   /** Adds a pending request; its timeout starts now. */
+  /** How many requests of this client are waiting for their node. */
+  pendingFor(clientId: string): number {
+    return this.#byClient.get(clientId)?.size ?? 0;
+  }
+
   add(r: Omit<PendingRequest, 'timer'>): void {
     if (this.status === 'exited') {
       this.#opts.reply(r.shard, r.clientId, clientErrorFrame('node_unavailable', r.reqId));

@@ -12,6 +12,8 @@ export interface ShardInit {
   buffers: StateTableBuffers;
   /** Bind listeners with SO_REUSEPORT (false only when the data plane runs in the main thread). */
   reusePort: boolean;
+  /** Each hub listener's ready nodes now, so that a (re)started shard's first clients find them. */
+  hubNodes?: Record<string, string[]>;
 }
 
 /** Main thread to shard. Requests carry an id; the shard answers with the same id. */

@@ -62,7 +62,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
    * Each hub listener's ready nodes, as the main thread last said (`hub-nodes`). Kept here, not in
    * the listener, so a restarted or moved incarnation starts with them.
    */
-  const hubNodes = new Map<string, readonly string[]>();
+  const hubNodes = new Map<string, readonly string[]>(Object.entries(init.hubNodes ?? {}));
   const readyNodesOf = (name: string) => (): readonly string[] => hubNodes.get(name) ?? [];
 
   const listenerChild = (l: ShardListener): ChildSpec => ({

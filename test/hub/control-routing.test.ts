@@ -2,6 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { HubNode } from '../helpers/hub-node.ts';
 import { until } from '../helpers/daemon.ts';
 import { parseNodeFrame } from '../../src/hub/hub-control.ts';
+import { MAX_PENDING_PER_CLIENT } from '../../src/hub/requests.ts';
 import { hubListeners, startHubPlane } from './control-fixture.ts';
 
 const requestFrame = (gid: string, clientId: string, data: unknown) => JSON.stringify({ type: 'request', id: gid, clientId, userId: 'u1', data });
@@ -185,7 +186,10 @@ describe('hub control plane: routing between shards and nodes', () => {
     await using node = await HubNode.start();
     await using p = await startHubPlane(hubListeners({ nodes: [['n1', node.url]] }));
     await p.nodeReady('n1');
-    const bad = ['not json', '[1,2]', '{"type":"nope"}', '{"data":1}', '{"type":"push","data":1}', '{"type":"push","userId":"u","clientId":"0.a","data":1}', '{"type":"push","userId":"u"}', '{"type":"broadcast"}', '{"type":"response","data":1}', '{"type":"response","id":"g"}', '{"type":"push","userId":"u","data":1,"id":{}}'];
+    // The last one parses but is too deeply nested to serialise again (a RangeError): it must not
+    // take the gateway down.
+    const deep = `{"type":"broadcast","data":${'['.repeat(20_000)}${']'.repeat(20_000)}}`;
+    const bad = ['not json', '[1,2]', '{"type":"nope"}', '{"data":1}', '{"type":"push","data":1}', '{"type":"push","userId":"u","clientId":"0.a","data":1}', '{"type":"push","userId":"u"}', '{"type":"broadcast"}', '{"type":"response","data":1}', '{"type":"response","id":"g"}', '{"type":"push","userId":"u","data":1,"id":{}}', deep];
     for (const b of bad) node.send(b);
     for (const ws of node.sockets) ws.send(Buffer.from([1, 2, 3]), { binary: true });
     await until(() => p.hubs.dropped().bad_node_frame === bad.length + 1, 5_000, 'bad frames counted');
@@ -198,5 +202,49 @@ describe('hub control plane: routing between shards and nodes', () => {
     p.from(0, { type: 'hub-client-down', clientId: '0.a', userId: 'u' });
     await p.settledEmpty();
     expect(typeof parseNodeFrame('{"type":"broadcast","data":null}')).toBe('object');
+  });
+  test('a client with MAX_PENDING_PER_CLIENT requests unanswered gets rate_limited for the next; a send refused by the main thread keeps its id; a removed listener\'s messages are answered', async () => {
+    await using node = await HubNode.start({ answer: () => undefined });
+    await using p = await startHubPlane(hubListeners({ nodes: [['n1', node.url]], extra: 'requestTimeout: 30s' }));
+    await p.nodeReady('n1');
+    for (let k = 0; k <= MAX_PENDING_PER_CLIENT; k++) p.from(0, { type: 'hub-request', node: 'n1', clientId: '0.c', reqId: `r${k}`, gid: `g-${k}`, frame: requestFrame(`g-${k}`, '0.c', k) });
+    expect(p.replies()).toEqual([{ shard: 0, clientId: '0.c', frame: { type: 'error', id: `r${MAX_PENDING_PER_CLIENT}`, code: 'rate_limited' } }]);
+    expect(p.control().sizes()['requests.pending']).toBe(MAX_PENDING_PER_CLIENT);
+    // A send to a node the main thread does not have: the error carries the send's id.
+    let mark = p.posted.length;
+    p.from(0, { type: 'hub-send', node: 'n9', clientId: '0.c', frame: '{}', id: 's1' });
+    expect(p.replies(mark)).toEqual([{ shard: 0, clientId: '0.c', frame: { type: 'error', id: 's1', code: 'node_unavailable' } }]);
+    // A listener the main thread no longer has (removed by a reload the shard has not seen yet).
+    mark = p.posted.length;
+    p.hubs.fromShard(1, { type: 'hub-request', listener: 'gone', node: 'n1', clientId: '1.x', reqId: 'rq', gid: 'g-x', frame: '{}' });
+    expect(p.replies(mark)).toEqual([{ shard: 1, clientId: '1.x', frame: { type: 'error', id: 'rq', code: 'node_unavailable' } }]);
+    p.from(0, { type: 'hub-client-down', clientId: '0.c', userId: 'u1' });
+    await p.settledEmpty();
+  });
+  test('a node too far behind to take a presence frame gets a new session (hello and the presence snapshot) instead of a silently wrong view', async () => {
+    await using node = await HubNode.start();
+    await using p = await startHubPlane(hubListeners({ nodes: [['n1', node.url]] }));
+    await p.nodeReady('n1');
+    p.from(0, { type: 'hub-client-up', clientId: '0.a', userId: 'u1' });
+    await node.waitFor((f) => f.type === 'presence' && f.userId === 'u1');
+    // The node stops reading; client messages pile up toward it until its queue is full.
+    for (const ws of node.sockets) (ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const big = JSON.stringify({ type: 'client-message', clientId: '0.a', userId: 'u1', data: 'x'.repeat(1024 * 1024) });
+    let mark = p.posted.length;
+    for (let k = 0; k < 40 && p.replies(mark).length === 0; k++) {
+      p.from(0, { type: 'hub-send', node: 'n1', clientId: '0.a', frame: big });
+      await new Promise((r) => setImmediate(r));
+    }
+    expect(p.replies(mark).map((r) => r.frame.code)).toContain('node_unavailable');
+    // A presence change cannot be queued either: the stream is restarted, and the new session
+    // starts with hello and the users online now.
+    p.from(1, { type: 'hub-client-up', clientId: '1.b', userId: 'u2' });
+    await until(() => node.accepted === 2, 10_000, 'a new stream');
+    await node.waitFor((f, conn) => conn === 2 && f.type === 'hello');
+    await node.waitFor((f, conn) => conn === 2 && f.type === 'presence' && f.userId === 'u2' && f.online === true);
+    await node.waitFor((f, conn) => conn === 2 && f.type === 'presence' && f.userId === 'u1' && f.online === true);
+    p.from(0, { type: 'hub-client-down', clientId: '0.a', userId: 'u1' });
+    p.from(1, { type: 'hub-client-down', clientId: '1.b', userId: 'u2' });
+    await p.settledEmpty();
   });
 });
