@@ -55,6 +55,9 @@ export const hubChildIds = {
   node: (listener: string, node: string) => `node:${listener}/${node}`,
 };
 
+/** After a presence restart, how long (beyond the grace) the shards have to re-announce their clients. */
+const PRESENCE_SETTLE_MS = 1_000;
+
 /**
  * The main-thread side of one hub listener: the `hub:LISTENER` supervisor (one_for_one) with its
  * PresenceActor (`presence:LISTENER`), its pending-request table (`requests:LISTENER`) and a
@@ -87,6 +90,8 @@ export class HubControl {
   #supervisor: Supervisor | undefined;
   #presence: PresenceActor | undefined;
   #presenceStarts = 0;
+  /** Users the nodes have been told are online (presence online sent, offline not yet). */
+  readonly #announced = new Set<string>();
   #requests: RequestTableActor | undefined;
   readonly #streams = new Map<string, NodeStreamActor>();
   readonly #ready = new Set<string>();
@@ -159,8 +164,17 @@ export class HubControl {
           parent,
           log: log.child({ actorId: id, actorType: 'presence', listener: this.name }),
           graceMs: () => this.#cfg.presenceGrace,
-          onOnline: (userId) => this.#toReadyNodes(JSON.stringify({ type: 'presence', userId, online: true })),
-          onOffline: (userId) => this.#toReadyNodes(JSON.stringify({ type: 'presence', userId, online: false })),
+          // What the nodes were told is kept here, outside the actor: a restarted presence neither
+          // repeats an online nor forgets to send an offline.
+          onOnline: (userId) => {
+            if (this.#announced.has(userId)) return;
+            this.#announced.add(userId);
+            this.#toReadyNodes(JSON.stringify({ type: 'presence', userId, online: true }));
+          },
+          onOffline: (userId) => {
+            if (this.#announced.delete(userId)) this.#toReadyNodes(JSON.stringify({ type: 'presence', userId, online: false }));
+          },
+          ...(this.#presenceStarts > 0 && { previouslyOnline: [...this.#announced], settleMs: this.#cfg.presenceGrace + PRESENCE_SETTLE_MS }),
           onClientGone: (clientId, userId) => {
             this.#requests?.dropClient(clientId);
             this.#toReadyNodes(JSON.stringify({ type: 'client-gone', clientId, userId }));

@@ -15,6 +15,12 @@ export interface PresenceOptions {
   onClientGone: (clientId: string, userId: string) => void;
   log: Logger;
   parent?: Actor;
+  /**
+   * After a restart: the users the nodes were told are online. Those that no shard re-announces
+   * within `settleMs` (their last client left while presence was down) are reported offline.
+   */
+  previouslyOnline?: readonly string[];
+  settleMs?: number;
 }
 
 interface UserEntry {
@@ -52,6 +58,7 @@ export class PresenceActor extends Actor {
   readonly #users = new Map<string, UserEntry>();
   readonly #byShard = new Map<number, Set<string>>();
   #inGrace = 0;
+  #settle: NodeJS.Timeout | undefined;
 
   constructor(opts: PresenceOptions) {
     super(opts.id, 'presence', opts.parent);
@@ -60,6 +67,13 @@ export class PresenceActor extends Actor {
   }
 
   start(): this {
+    const prev = this.#opts.previouslyOnline;
+    if (prev && prev.length > 0) {
+      this.#settle = setTimeout(() => {
+        this.#settle = undefined;
+        for (const userId of prev) if (!this.#users.has(userId)) this.#opts.onOffline(userId);
+      }, this.#opts.settleMs ?? 1_000);
+    }
     this.markRunning();
     return this;
   }
@@ -210,6 +224,8 @@ export class PresenceActor extends Actor {
 
   protected override exit(reason: ExitReason, error?: unknown): void {
     if (this.status === 'exited') return;
+    clearTimeout(this.#settle);
+    this.#settle = undefined;
     for (const u of this.#users.values()) if (u.grace) clearTimeout(u.grace);
     this.#users.clear();
     this.#clients.clear();

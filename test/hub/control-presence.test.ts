@@ -170,4 +170,24 @@ describe('hub control plane: presence across shards', () => {
     p.from(1, { type: 'hub-client-down', clientId: '1.b', userId: 'u2' });
     await p.settledEmpty();
   });
+  test('a presence restart while a user is in its grace: the nodes still hear it go offline, and re-announced users are not announced twice', async () => {
+    await using node = await HubNode.start();
+    await using p = await startHubPlane(hubListeners({ nodes: [['n1', node.url]], extra: 'presenceGrace: 200ms' }));
+    await p.nodeReady('n1');
+    p.from(0, { type: 'hub-client-up', clientId: '0.a', userId: 'u1' });
+    p.from(0, { type: 'hub-client-up', clientId: '0.b', userId: 'u2' });
+    p.from(0, { type: 'hub-client-down', clientId: '0.a', userId: 'u1' });
+    await node.waitFor((f) => f.type === 'client-gone' && f.clientId === '0.a');
+    const before = p.control().presence!;
+    expect(before.sizes().inGrace).toBe(1);
+    before.crash(new Error('injected'));
+    await until(() => p.control().presence && p.control().presence !== before, 5_000, 'presence restarted');
+    // Shard 0 re-announces the client it still has; u1's last client left before the crash.
+    p.from(0, { type: 'hub-client-up', clientId: '0.b', userId: 'u2' });
+    await node.waitFor((f) => f.type === 'presence' && f.userId === 'u1' && f.online === false, 5_000);
+    expect(story(node)).toEqual(['u1 online', 'u2 online', 'gone 0.a u1', 'u1 offline']);
+    p.from(0, { type: 'hub-client-down', clientId: '0.b', userId: 'u2' });
+    await node.waitFor((f) => f.type === 'presence' && f.userId === 'u2' && f.online === false, 5_000);
+    await p.settledEmpty();
+  });
 });
