@@ -252,10 +252,14 @@ export class HubListenerActor extends Actor {
     }
     const verifier = this.#verifier;
     const wss = this.#wss;
-    verifier.verify(token).then(
-      ({ userId }) => this.#admitUser(client, ctx, wss, req, socket, head, userId),
-      (err: unknown) => this.#unauthorized(client, err instanceof TokenError ? err : new TokenError('malformed', String(err))),
-    );
+    verifier
+      .verify(token)
+      .then(
+        ({ userId }) => this.#admitUser(client, ctx, wss, req, socket, head, userId),
+        (err: unknown) => this.#unauthorized(client, err instanceof TokenError ? err : new TokenError('malformed', String(err))),
+      )
+      // A bug while admitting crashes this client, never the shard (an unhandled rejection would).
+      .catch((err: unknown) => client.crash(err));
   }
 
   #unauthorized(client: ClientProxyActor, err: TokenError): void {
