@@ -51,6 +51,8 @@ export interface ConnectionContext {
 let seq = 0;
 
 const kConn = Symbol('gatehouse.connection');
+/** Set on a client socket that reads through `onread` (no 'data' events). */
+const kUserReads = Symbol('gatehouse.userReads');
 
 /*
  * The backend side reads into buffers of its own (net.connect's `onread`) instead of a fresh
@@ -108,6 +110,8 @@ export class ConnectionActor extends Actor {
   #xs: AnyActorRef | undefined;
   /** The HOT buffer the backend socket reads into, if it has one (else SHARED). */
   #hot: Buffer | undefined;
+  /** The same for the client socket, when it reads through `onread` (see {@link ConnectionActor.adopt}). */
+  #clientHot: Buffer | undefined;
   /** The per-IP place this connection holds (`ipKey` of its client), given back when it ends; 0: none. Set by the listener. */
   ipKey = 0;
 
@@ -130,6 +134,32 @@ export class ConnectionActor extends Actor {
     return { peer: `${this.#client.remoteAddress}:${this.#client.remotePort}`, backend: this.#backend?.address };
   }
 
+  /**
+   * An accepted socket (paused: `pauseOnConnect`) made to read like the backend side, into the
+   * thread's reused buffers through `onread`, instead of a fresh 64 KiB buffer per read (the cost
+   * that keeps a Node proxy's upload below HAProxy's, docs/benchmarks.md). Node offers `onread`
+   * only to sockets it creates from options, so the accepted socket's handle is moved into a new
+   * socket made with it; the old socket object is dropped without closing the handle. Returns
+   * the socket unchanged when its handle cannot be taken.
+   */
+  static adopt(accepted: net.Socket): net.Socket {
+    const old = accepted as net.Socket & { _handle?: { useUserBuffer?: unknown } | null };
+    const handle = old._handle;
+    if (!handle || typeof handle.useUserBuffer !== 'function') return accepted;
+    old._handle = null;
+    old.destroy();
+    const s = new net.Socket({
+      handle,
+      allowHalfOpen: true,
+      pauseOnCreate: true,
+      readable: true,
+      writable: true,
+      onread: { buffer: nextReadBuffer, callback: ConnectionActor.#onClientRead as (n: number, buf: Uint8Array) => boolean },
+    } as unknown as net.SocketConstructorOpts) as net.Socket & { [kUserReads]?: true };
+    s[kUserReads] = true;
+    return s;
+  }
+
   /** Starts the connection: the client socket is paused until the backend answers. */
   start(): this {
     const c = this.#client as OwnedSocket;
@@ -149,6 +179,10 @@ export class ConnectionActor extends Actor {
   }
   static #onClientClose(this: OwnedSocket, hadError: boolean): void {
     const a = this[kConn];
+    if (a.#clientHot) {
+      releaseHot(a.#clientHot);
+      a.#clientHot = undefined;
+    }
     a.#clientClosed = true;
     a.#onSocketClose(hadError);
   }
@@ -179,6 +213,27 @@ export class ConnectionActor extends Actor {
     } else if (n < READ_BUF) {
       releaseHot(buf);
       a.#hot = undefined;
+      handoff = SHARED;
+    } else handoff = buf;
+    return ok;
+  }
+  /** The client socket's `onread` callback (an adopted socket): as {@link #onBackendRead}, toward the backend. */
+  static #onClientRead(this: OwnedSocket, n: number, buf: Buffer): boolean {
+    const a = this[kConn];
+    const b = a.#backendSocket!;
+    if (buf === SHARED) {
+      const ok = b.write(Buffer.from(buf.subarray(0, n)));
+      if (n === READ_BUF) handoff = a.#clientHot = takeHot();
+      return ok;
+    }
+    const queued = b.writableLength;
+    const ok = b.write(n === READ_BUF ? buf : buf.subarray(0, n));
+    if (b.writableLength > queued) {
+      a.#clientHot = n === READ_BUF ? takeHot() : undefined;
+      handoff = a.#clientHot ?? SHARED;
+    } else if (n < READ_BUF) {
+      releaseHot(buf);
+      a.#clientHot = undefined;
       handoff = SHARED;
     } else handoff = buf;
     return ok;
@@ -315,7 +370,7 @@ export class ConnectionActor extends Actor {
       return;
     }
     this.#outcome = 'ok';
-    c.on('data', ConnectionActor.#onClientData);
+    if (!(c as net.Socket & { [kUserReads]?: true })[kUserReads]) c.on('data', ConnectionActor.#onClientData);
     c.on('drain', ConnectionActor.#onClientDrain);
     c.on('end', ConnectionActor.#onClientEnd);
     s.on('drain', ConnectionActor.#onBackendDrain);

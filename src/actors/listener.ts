@@ -142,7 +142,7 @@ export class ListenerActor extends Actor {
       return;
     }
     ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, L.ACTIVE, 1);
-    const conn = new ConnectionActor(ctx, socket);
+    const conn = new ConnectionActor(ctx, ConnectionActor.adopt(socket));
     conn.ipKey = a.ipKey;
     conn.parent = this;
     this.connections.register(conn, conn);
