@@ -53,6 +53,12 @@ export interface RequestTableOptions {
 }
 
 /**
+ * Ack numbers are unique for the process, not per table: a restarted table must never take a
+ * late `hub-delivered` of its previous incarnation for one of its own acks.
+ */
+let nextAck = 1;
+
+/**
  * The pending-request table of one hub listener (`requests:LISTENER`, type `hub-requests`).
  *
  * A request is pending from its `hub-request` until exactly one of: its node's `response`
@@ -78,7 +84,6 @@ export class RequestTableActor extends Actor {
   readonly #byClient = new Map<string, Set<string>>();
   readonly #byNode = new Map<string, Set<string>>();
   readonly #acks = new Map<number, PendingAck>();
-  #nextAck = 1;
 
   constructor(opts: RequestTableOptions) {
     super(opts.id, 'hub-requests', opts.parent);
@@ -191,7 +196,7 @@ export class RequestTableActor extends Actor {
       this.#opts.toNode(node, ackFrame(id, 0));
       return 0;
     }
-    const ack = this.#nextAck++;
+    const ack = nextAck++;
     const timer = setTimeout(() => {
       const a = this.#acks.get(ack);
       if (!a) return;
