@@ -77,6 +77,36 @@ function takeHot(): Buffer {
 function releaseHot(b: Buffer): void {
   if (freeHot.length < FREE_HOT_MAX) freeHot.push(b);
 }
+/** The reading socket's HOT buffer after {@link forwardRead} (an out-parameter: no object per read). */
+let readHot: Buffer | undefined;
+/**
+ * Writes the `n` bytes a socket read into `buf` (SHARED or its HOT buffer) to `to`, and decides
+ * the buffer it reads into next (`handoff`) and its HOT buffer (`readHot`). Returns what the
+ * write returned: false asks the reading socket to stop until `to` drains.
+ */
+function forwardRead(to: net.Socket, n: number, buf: Buffer): boolean {
+  if (buf === SHARED) {
+    // Copied: the next read by any socket of the thread overwrites SHARED.
+    const ok = to.write(Buffer.from(buf.subarray(0, n)));
+    readHot = n === READ_BUF ? (handoff = takeHot()) : undefined;
+    return ok;
+  }
+  const queued = to.writableLength;
+  const ok = to.write(n === READ_BUF ? buf : buf.subarray(0, n));
+  if (to.writableLength > queued) {
+    // Not flushed at once: the pending write holds buf, which is the write's now.
+    readHot = n === READ_BUF ? takeHot() : undefined;
+    handoff = readHot ?? SHARED;
+  } else if (n < READ_BUF) {
+    releaseHot(buf);
+    readHot = undefined;
+    handoff = SHARED;
+  } else {
+    readHot = buf;
+    handoff = buf;
+  }
+  return ok;
+}
 function nextReadBuffer(): Buffer {
   const b = handoff;
   handoff = SHARED;
@@ -198,44 +228,15 @@ export class ConnectionActor extends Actor {
   /** The backend socket's `onread` callback: `n` bytes were read into `buf` (SHARED or its HOT buffer). Returning false stops reading (until resume()). */
   static #onBackendRead(this: OwnedSocket, n: number, buf: Buffer): boolean {
     const a = this[kConn];
-    const c = a.#client;
-    if (buf === SHARED) {
-      const ok = c.write(Buffer.from(buf.subarray(0, n)));
-      if (n === READ_BUF) handoff = a.#hot = takeHot();
-      return ok;
-    }
-    const queued = c.writableLength;
-    const ok = c.write(n === READ_BUF ? buf : buf.subarray(0, n));
-    if (c.writableLength > queued) {
-      // Not flushed at once: the pending write holds buf, which is the write's now.
-      a.#hot = n === READ_BUF ? takeHot() : undefined;
-      handoff = a.#hot ?? SHARED;
-    } else if (n < READ_BUF) {
-      releaseHot(buf);
-      a.#hot = undefined;
-      handoff = SHARED;
-    } else handoff = buf;
+    const ok = forwardRead(a.#client, n, buf);
+    a.#hot = readHot;
     return ok;
   }
-  /** The client socket's `onread` callback (an adopted socket): as {@link #onBackendRead}, toward the backend. */
+  /** The client socket's `onread` callback (an adopted socket): the same, toward the backend. */
   static #onClientRead(this: OwnedSocket, n: number, buf: Buffer): boolean {
     const a = this[kConn];
-    const b = a.#backendSocket!;
-    if (buf === SHARED) {
-      const ok = b.write(Buffer.from(buf.subarray(0, n)));
-      if (n === READ_BUF) handoff = a.#clientHot = takeHot();
-      return ok;
-    }
-    const queued = b.writableLength;
-    const ok = b.write(n === READ_BUF ? buf : buf.subarray(0, n));
-    if (b.writableLength > queued) {
-      a.#clientHot = n === READ_BUF ? takeHot() : undefined;
-      handoff = a.#clientHot ?? SHARED;
-    } else if (n < READ_BUF) {
-      releaseHot(buf);
-      a.#clientHot = undefined;
-      handoff = SHARED;
-    } else handoff = buf;
+    const ok = forwardRead(a.#backendSocket!, n, buf);
+    a.#clientHot = readHot;
     return ok;
   }
   static #onClientDrain(this: OwnedSocket): void {
