@@ -66,6 +66,8 @@ export class Gatehouse implements AdminBackend {
   readonly #announced = new Map<string, string>();
   readonly #shardEvents = new Subject<ActorEvent & { shard?: number }>();
   readonly #shardCount: number;
+  /** hub-deliver messages posted to each shard's current incarnation, on the scale of its HUB_DONE cell. */
+  readonly #hubPosted: number[] = [];
   #eventListeners = 0;
   #draining = false;
   #stopping: Promise<void> | undefined;
@@ -99,8 +101,12 @@ export class Gatehouse implements AdminBackend {
       shards: {
         post: (shard, m) => {
           const s = this.#shards().find((x) => x.index === shard);
-          return s ? s.post(m) : false;
+          if (!s || !s.post(m)) return false;
+          if (m.type === 'hub-deliver') this.#hubPosted[shard] = (this.#hubPosted[shard] ?? 0) + 1;
+          return true;
         },
+        // hub-deliver messages a shard has not processed yet (node pacing).
+        backlog: (shard) => (this.#hubPosted[shard] ?? 0) - this.table.hubDeliversDone(shard),
         // A draining shard still serves its clients: it still gets hub messages.
         running: () => this.#shards().flatMap((s) => (s.status === 'running' || s.status === 'stopping' ? [s.index] : [])),
       },
@@ -170,6 +176,8 @@ export class Gatehouse implements AdminBackend {
           // Hub messages of this incarnation only: none is taken after its DOWN (a dead shard's
           // clients are gone all at once, and a late hub-client-up must not bring one back).
           let alive = true;
+          // What a dead incarnation never processed is gone with it: the backlog starts at zero.
+          this.#hubPosted[i] = this.table.hubDeliversDone(i);
           const shard: ShardActor = new ShardActor({
             index: i,
             host: this.#host,

@@ -12,7 +12,17 @@ export interface HubShards {
   post(shard: number, m: HubToShard): boolean;
   /** The indexes of the shards running now. */
   running(): number[];
+  /** `hub-deliver` messages posted to the shard that it has not processed yet (node pacing); none when absent. */
+  backlog?(shard: number): number;
 }
+
+/**
+ * Node pacing: a node stream stops reading its node while some shard has more than this many
+ * `hub-deliver` messages not yet processed, and reads again once every shard is below
+ * {@link DELIVER_BACKLOG_LOW}. The queue between the main thread and a slow shard stays bounded.
+ */
+export const DELIVER_BACKLOG_HIGH = 4_096;
+export const DELIVER_BACKLOG_LOW = 1_024;
 
 /** Dial tuning of node streams (tests shorten it). */
 export type NodeStreamTuning = Partial<Pick<NodeStreamOptions, 'connectTimeoutMs' | 'backoffBaseMs' | 'backoffCapMs' | 'random'>>;
@@ -426,9 +436,17 @@ export class HubControl {
       if (r) ack = r.openAck(node, f.id, targets);
       else s.sendFrame(ackFrame(f.id, 0));
     }
+    const backlog = this.#opts.shards.backlog;
+    let behind = false;
     for (const shard of targets) {
       const m: HubToShard = ack ? { type: 'hub-deliver', listener: this.name, to, frame, ack } : { type: 'hub-deliver', listener: this.name, to, frame };
       if (!this.#opts.shards.post(shard, m) && ack) this.#requests?.ackMissed(ack, shard);
+      if (backlog && backlog(shard) > DELIVER_BACKLOG_HIGH) behind = true;
+    }
+    // A shard fell behind this node: stop reading the node until every shard has caught up.
+    if (behind && backlog) {
+      this.#log.debug({ node }, 'hub shards behind: pausing the node stream');
+      s.pauseUntil(() => this.#opts.shards.running().every((x) => backlog(x) < DELIVER_BACKLOG_LOW));
     }
   }
 

@@ -2,7 +2,7 @@ import WebSocket from 'ws';
 import { assign, fromCallback, setup } from 'xstate';
 import type { Logger } from 'pino';
 import { MachineActor } from '../runtime/machine-actor.ts';
-import type { Actor } from '../runtime/actor.ts';
+import type { Actor, ExitReason } from '../runtime/actor.ts';
 
 /**
  * The gateway's one stream to one hub node (`node:LISTENER/NODEID`): it dials the node's URL,
@@ -30,6 +30,8 @@ export const NODE_MAX_BUFFERED = 16 * 1024 * 1024;
  * reconnects): a push is re-serialised and fanned out, so one frame must not pin hundreds of MB.
  */
 export const NODE_MAX_PAYLOAD = 16 * 1024 * 1024;
+/** How often a stream paused for pacing checks whether the shards have caught up. */
+export const PACE_CHECK_MS = 5;
 
 /**
  * Full-jitter exponential backoff (AWS Architecture Blog, "Exponential Backoff And Jitter"):
@@ -123,6 +125,15 @@ export class NodeLink {
     ws.close(1001, 'gateway going away');
     this.#closeTimer = setTimeout(() => this.hangUp(), NODE_CLOSE_TIMEOUT_MS);
     return true;
+  }
+
+  /** Stops reading the node's frames (and pongs) until {@link resume}. */
+  pause(): void {
+    this.#ws?.pause();
+  }
+
+  resume(): void {
+    this.#ws?.resume();
   }
 
   /** Drops the socket now, keeping its listeners: the machine sees it close and backs off, then redials. */
@@ -325,6 +336,7 @@ export class NodeStreamActor extends MachineActor<typeof nodeStreamMachine> {
   readonly node: string;
   readonly url: string;
   readonly #link: NodeLink;
+  #paceTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: NodeStreamOptions) {
     const link = new NodeLink(opts.onFrame);
@@ -375,6 +387,33 @@ export class NodeStreamActor extends MachineActor<typeof nodeStreamMachine> {
    */
   restartSession(): void {
     if (this.ready) this.#link.reset();
+  }
+
+  /**
+   * Node pacing: stops reading the node until `caughtUp()` says the shards have caught up
+   * (checked every {@link PACE_CHECK_MS}). A stream paused for longer than two ping intervals
+   * misses its pongs and is restarted by its keepalive, like any stream that stops answering.
+   */
+  pauseUntil(caughtUp: () => boolean): void {
+    if (this.#paceTimer || !this.ready) return;
+    this.#link.pause();
+    this.#paceTimer = setInterval(() => {
+      if (this.status !== 'exited' && !caughtUp()) return;
+      clearInterval(this.#paceTimer);
+      this.#paceTimer = undefined;
+      this.#link.resume();
+    }, PACE_CHECK_MS);
+  }
+
+  protected override exit(reason: ExitReason, error?: unknown): void {
+    clearInterval(this.#paceTimer);
+    this.#paceTimer = undefined;
+    super.exit(reason, error);
+  }
+
+  /** True while reading is paused for pacing. */
+  get paused(): boolean {
+    return this.#paceTimer !== undefined;
   }
 
   override describe(): Record<string, unknown> {

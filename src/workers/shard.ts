@@ -242,6 +242,7 @@ export async function runShard(init: ShardInit, port: MessagePort, opts: RunShar
         for (const l of hubListeners(m.listener)) delivered += l.deliver(m.to, m.frame);
         // Answered also when this shard has no such listener (the main thread counts every shard's answer).
         if (m.ack !== undefined) post({ type: 'hub-delivered', listener: m.listener, ack: m.ack, delivered });
+        table.hubDeliverDone(shard);
         break;
       }
       case 'hub-node-down':

@@ -88,7 +88,8 @@ export const B = { HEALTHY: 0, BREAKER: 1, PERMIT: 2, ACTIVE: 3, FAILS: 4 } as c
 const B_FIELDS = 8;
 
 /** Int32 fields of a shard row. */
-export const S = { UP: 0 } as const;
+/** Int32 fields of a shard's row: UP (1 while it runs), HUB_DONE (hub-deliver messages it has processed, for node pacing). */
+export const S = { UP: 0, HUB_DONE: 1 } as const;
 const S_FIELDS = 2;
 
 /**
@@ -481,6 +482,15 @@ export class StateTable {
 
   shardSetUp(shard: number, up: boolean): void {
     Atomics.store(this.#i32, I32_SHARD + shard * S_FIELDS + S.UP, up ? 1 : 0);
+  }
+
+  /** A shard processed one `hub-deliver` (counted so that the main thread can pace nodes by the shards' backlog). */
+  hubDeliverDone(shard: number): void {
+    Atomics.add(this.#i32, I32_SHARD + shard * S_FIELDS + S.HUB_DONE, 1);
+  }
+
+  hubDeliversDone(shard: number): number {
+    return Atomics.load(this.#i32, I32_SHARD + shard * S_FIELDS + S.HUB_DONE);
   }
 
   shardUp(shard: number): boolean {

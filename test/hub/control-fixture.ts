@@ -37,6 +37,8 @@ type ShardMessage = HubFromShard extends infer T ? (T extends unknown ? Omit<T, 
 export async function startHubPlane(listeners: ListenerConfig[], o: { shards?: number[] } = {}) {
   const posted: Posted[] = [];
   let running = o.shards ?? [0, 1];
+  /** What each fake shard has not processed yet (node pacing); 0 unless a test sets it. */
+  const backlogs = new Map<number, number>();
   const hubs = new Hubs({
     log,
     gateId: () => 'gw-test',
@@ -47,6 +49,7 @@ export async function startHubPlane(listeners: ListenerConfig[], o: { shards?: n
         return true;
       },
       running: () => running,
+      backlog: (shard) => backlogs.get(shard) ?? 0,
     },
     streamTuning: { backoffBaseMs: 10, backoffCapMs: 40 },
   });
@@ -62,6 +65,9 @@ export async function startHubPlane(listeners: ListenerConfig[], o: { shards?: n
     },
     setRunning(shards: number[]): void {
       running = shards;
+    },
+    setBacklog(shard: number, n: number): void {
+      backlogs.set(shard, n);
     },
     /** Messages posted so far (from index `from`) matching `pred`. */
     find(pred: (p: Posted) => boolean, from = 0): Posted[] {

@@ -3,6 +3,7 @@ import { HubNode } from '../helpers/hub-node.ts';
 import { until } from '../helpers/daemon.ts';
 import { parseNodeFrame } from '../../src/hub/hub-control.ts';
 import { MAX_PENDING_PER_CLIENT } from '../../src/hub/requests.ts';
+import { DELIVER_BACKLOG_HIGH } from '../../src/hub/hub-control.ts';
 import { hubListeners, startHubPlane } from './control-fixture.ts';
 
 const requestFrame = (gid: string, clientId: string, data: unknown) => JSON.stringify({ type: 'request', id: gid, clientId, userId: 'u1', data });
@@ -245,6 +246,29 @@ describe('hub control plane: routing between shards and nodes', () => {
     await node.waitFor((f, conn) => conn === 2 && f.type === 'presence' && f.userId === 'u1' && f.online === true);
     p.from(0, { type: 'hub-client-down', clientId: '0.a', userId: 'u1' });
     p.from(1, { type: 'hub-client-down', clientId: '1.b', userId: 'u2' });
+    await p.settledEmpty();
+  });
+  test('node pacing: a shard far behind makes the node stream stop reading until every shard has caught up; nothing is lost', async () => {
+    await using node = await HubNode.start();
+    await using p = await startHubPlane(hubListeners({ nodes: [['n1', node.url]] }));
+    await p.nodeReady('n1');
+    const deliveries = (from: number) => p.find((x) => x.m.type === 'hub-deliver', from).length;
+    const mark = p.posted.length;
+    // Shard 1 is behind: the next broadcast is still handed over, then the stream stops reading.
+    p.setBacklog(1, DELIVER_BACKLOG_HIGH + 1);
+    node.broadcast('first');
+    await until(() => deliveries(mark) === 2, 5_000, 'the first broadcast to both shards');
+    const stream = p.control().stream('n1')!;
+    expect(stream.paused).toBe(true);
+    for (let k = 0; k < 20; k++) node.broadcast(`held ${k}`);
+    // The node's frames wait in the sockets (held back, not dropped and not queued toward shards).
+    expect(deliveries(mark)).toBe(2);
+    // The shard catches up: the stream reads again and every frame arrives, in order.
+    p.setBacklog(1, 0);
+    await until(() => deliveries(mark) === 42, 5_000, 'the held broadcasts delivered');
+    expect(stream.paused).toBe(false);
+    const frames = p.find((x) => x.m.type === 'hub-deliver' && x.shard === 0, mark).map((x) => JSON.parse((x.m as { frame: string }).frame).data);
+    expect(frames).toEqual(['first', ...Array.from({ length: 20 }, (_, k) => `held ${k}`)]);
     await p.settledEmpty();
   });
 });
