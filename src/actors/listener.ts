@@ -1,11 +1,10 @@
 import net from 'node:net';
-import { once } from 'node:events';
 import { setup } from 'xstate';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
 import { compile } from '../runtime/compiled-machine.ts';
 import { Registry } from '../runtime/registry.ts';
-import { ListenError } from '../errors.ts';
+import { bindServer } from './bind.ts';
 import { L, type StateTable } from '../workers/state-table.ts';
 import { ListenerLimits } from './listener-limits.ts';
 import type { ShardListener, ShardUpstream } from '../workers/shard-config.ts';
@@ -113,18 +112,15 @@ export class ListenerActor extends Actor {
   /** Binds the listening socket. Rejects with `GH_ERR_LISTEN`. */
   async start(): Promise<this> {
     const { host, port, name } = this.#opts.listener;
-    const onError = once(this.#server, 'error');
-    this.#server.listen({ host, port, backlog: 4096, reusePort: this.#opts.reusePort });
-    const first = await Promise.race([once(this.#server, 'listening'), onError]);
-    if (first[0] instanceof Error) {
-      this.exit('error', first[0]);
-      throw new ListenError(name, `${host}:${port}`, { cause: first[0] });
+    try {
+      this.#address = await bindServer(this.#server, name, host, port, this.#opts.reusePort);
+    } catch (err) {
+      this.exit('error', (err as Error).cause ?? err);
+      throw err;
     }
-    const a = this.#server.address() as net.AddressInfo;
-    this.#address = { host: a.address, port: a.port };
     this.#step('bound');
     this.markRunning();
-    this.#log.info({ address: `${a.address}:${a.port}` }, 'listening');
+    this.#log.info({ address: `${this.#address.host}:${this.#address.port}` }, 'listening');
     return this;
   }
 

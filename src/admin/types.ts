@@ -33,17 +33,20 @@ export interface HubStats {
   dropped: Record<string, number>;
 }
 
+/** One hub listener as the hub view and metrics show it. */
+export interface HubListenerView {
+  listener: string;
+  nodes: { id: string; url: string; state: string; ready: boolean }[];
+  clients: number;
+  usersOnline: number;
+  usersInGrace: number;
+  pendingRequests: number;
+  pendingAcks: number;
+}
+
 /** `GET /hub`: each hub listener's nodes, presence and pending tables. */
 export interface HubView {
-  listeners: {
-    listener: string;
-    nodes: { id: string; url: string; state: string; ready: boolean }[];
-    clients: number;
-    usersOnline: number;
-    usersInGrace: number;
-    pendingRequests: number;
-    pendingAcks: number;
-  }[];
+  listeners: HubListenerView[];
 }
 
 export type ReloadResult =

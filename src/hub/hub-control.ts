@@ -38,16 +38,9 @@ export interface HubControlOptions {
   streamTuning?: NodeStreamTuning;
 }
 
-/** One hub listener as the hub view and metrics show it. */
-export interface HubListenerView {
-  listener: string;
-  nodes: { id: string; url: string; state: string; ready: boolean }[];
-  clients: number;
-  usersOnline: number;
-  usersInGrace: number;
-  pendingRequests: number;
-  pendingAcks: number;
-}
+import type { HubListenerView } from '../admin/types.ts';
+
+export type { HubListenerView };
 
 /** Node frames, as validated. */
 type NodeFrame =
