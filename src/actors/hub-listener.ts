@@ -6,13 +6,13 @@ import { WebSocketServer } from 'ws';
 import { Actor } from '../runtime/actor.ts';
 import { compile } from '../runtime/compiled-machine.ts';
 import { Registry } from '../runtime/registry.ts';
-import { bindServer } from './bind.ts';
+import { bindServer } from '../net/bind.ts';
 import { IP, L, type StateTable } from '../workers/state-table.ts';
 import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
 import { createJwtVerifier, bearerToken, TokenError, type JwtVerifier } from '../hub/auth.ts';
 import { hash32, type HubFromShard, type HubTarget } from '../hub/messages.ts';
-import { ListenerLimits } from './listener-limits.ts';
-import { ClientProxyActor, rejectUpgrade, type HubContext } from '../hub/client-proxy.ts';
+import { ListenerLimits } from '../net/listener-limits.ts';
+import { ClientProxyActor, rejectUpgrade, type HubContext } from './client-proxy.ts';
 
 type ListenerState = 'binding' | 'listening' | 'draining' | 'closed';
 type ListenerEvent = 'bound' | 'drain' | 'closed';

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
-import { clientErrorFrame } from '../hub/requests.ts';
+import { clientErrorFrame } from '../actors/hub-requests.ts';
 import { HubControl, type HubListenerView, type HubShards, type NodeStreamTuning } from '../hub/hub-control.ts';
 import type { HubFromShard, HubToShard } from '../hub/messages.ts';
 import type { HubListenerConfig, ListenerConfig } from '../config/types.ts';

@@ -1,6 +1,6 @@
 import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
 import type { Supervisor } from '../supervisors/supervisor.ts';
-import type { ShardActor } from '../workers/shard-actor.ts';
+import type { ShardActor } from '../actors/shard.ts';
 import { B, HUB_DROPS, L, LB, OUTCOMES, type StateTable } from '../workers/state-table.ts';
 import type { GatehouseConfig } from '../config/types.ts';
 import type { ListenerCounters, UpstreamsView } from '../admin/types.ts';

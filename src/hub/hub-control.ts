@@ -2,9 +2,9 @@ import type { Logger } from 'pino';
 import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
 import type { HubListenerConfig, HubNodeConfig } from '../config/types.ts';
 import { shardOfClient, type HubFromShard, type HubTarget, type HubToShard } from './messages.ts';
-import { NodeStreamActor, type NodeStreamOptions } from './node-stream.ts';
-import { PresenceActor } from './presence.ts';
-import { MAX_PENDING_PER_CLIENT, RequestTableActor, ackFrame, clientErrorFrame } from './requests.ts';
+import { NodeStreamActor, type NodeStreamOptions } from '../actors/node-stream.ts';
+import { PresenceActor } from '../actors/presence.ts';
+import { MAX_PENDING_PER_CLIENT, RequestTableActor, ackFrame, clientErrorFrame } from '../actors/hub-requests.ts';
 
 /** How the hub control plane reaches the data-plane shards. */
 export interface HubShards {

@@ -2,9 +2,9 @@ import os from 'node:os';
 import type { MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
-import { runShard } from './shard.ts';
+import { runShard } from './shard-runtime.ts';
 import { trackResource, trackWorker, type WorkerLike } from '../runtime/resources.ts';
-import type { ShardHost } from './shard-actor.ts';
+import type { ShardHost } from '../actors/shard.ts';
 import type { ShardInit, ShardResult } from './protocol.ts';
 
 /**

@@ -1,6 +1,6 @@
 import type { MessagePort } from 'node:worker_threads';
 import { createLogger } from '../log.ts';
-import { runShard } from './shard.ts';
+import { runShard } from './shard-runtime.ts';
 import type { ShardInit, ShardResult } from './protocol.ts';
 
 /**

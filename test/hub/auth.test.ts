@@ -7,7 +7,7 @@ import { createJwtVerifier, bearerToken, JwtConfigError, TokenError, type TokenR
 import { L } from '../../src/workers/state-table.ts';
 import { MessageChannel } from 'node:worker_threads';
 import pino from 'pino';
-import { runShard } from '../../src/workers/shard.ts';
+import { runShard } from '../../src/workers/shard-runtime.ts';
 import { StateTable } from '../../src/workers/state-table.ts';
 import { SECRET, ShardHarness, TestClient, hs256, hubListener, hubListeners, liveClients, refused, shardConfig, until } from './harness.ts';
 

@@ -2,7 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { WebSocket, type ClientOptions } from 'ws';
 import { L } from '../../src/workers/state-table.ts';
 import { pickNode, shardOfClient } from '../../src/hub/messages.ts';
-import type { ClientProxyActor } from '../../src/hub/client-proxy.ts';
+import type { ClientProxyActor } from '../../src/actors/client-proxy.ts';
 
 /** The default `clientRateLimit` burst (hubSettings in harness.ts). */
 const BURST = 200;

@@ -2,7 +2,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import pino from 'pino';
 import { describe, expect, test } from 'vitest';
-import { NodeStreamActor, backoffDelay, NODE_BACKOFF_BASE_MS, NODE_BACKOFF_CAP_MS } from '../../src/hub/node-stream.ts';
+import { NodeStreamActor, backoffDelay, NODE_BACKOFF_BASE_MS, NODE_BACKOFF_CAP_MS } from '../../src/actors/node-stream.ts';
 import { live } from '../../src/runtime/live.ts';
 import { HubNode } from '../helpers/hub-node.ts';
 import { until } from '../helpers/daemon.ts';

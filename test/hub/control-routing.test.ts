@@ -2,7 +2,7 @@ import { describe, expect, test } from 'vitest';
 import { HubNode } from '../helpers/hub-node.ts';
 import { until } from '../helpers/daemon.ts';
 import { parseNodeFrame } from '../../src/hub/hub-control.ts';
-import { MAX_PENDING_PER_CLIENT } from '../../src/hub/requests.ts';
+import { MAX_PENDING_PER_CLIENT } from '../../src/actors/hub-requests.ts';
 import { DELIVER_BACKLOG_HIGH } from '../../src/hub/hub-control.ts';
 import { hubListeners, startHubPlane } from './control-fixture.ts';
 

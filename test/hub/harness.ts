@@ -8,12 +8,12 @@ import { once } from 'node:events';
 import pino from 'pino';
 import { SignJWT, type JWTPayload } from 'jose';
 import { WebSocket, type ClientOptions } from 'ws';
-import { runShard } from '../../src/workers/shard.ts';
+import { runShard } from '../../src/workers/shard-runtime.ts';
 import { StateTable } from '../../src/workers/state-table.ts';
 import { live } from '../../src/runtime/live.ts';
 import type { ShardConfig, ShardHubSettings, ShardListener } from '../../src/workers/shard-config.ts';
 import type { FromShard, ShardResult, ToShard } from '../../src/workers/protocol.ts';
-import type { ClientProxyActor } from '../../src/hub/client-proxy.ts';
+import type { ClientProxyActor } from '../../src/actors/client-proxy.ts';
 import type { HubListenerActor } from '../../src/actors/hub-listener.ts';
 
 export const SECRET = 'test-secret-of-reasonable-length-0123456789';

@@ -2,7 +2,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import pino from 'pino';
 import { describe, expect, test } from 'vitest';
-import { ShardActor, type ShardHost } from '../../src/workers/shard-actor.ts';
+import { ShardActor, type ShardHost } from '../../src/actors/shard.ts';
 import { InThreadShardHost, PiscinaShardHost } from '../../src/workers/pool.ts';
 import { StateTable, L } from '../../src/workers/state-table.ts';
 import type { ShardConfig } from '../../src/workers/shard-config.ts';

@@ -23,8 +23,8 @@ import { actorEventsEnabled, emitActorEvent } from '../runtime/events.ts';
 import type { Registry } from '../runtime/registry.ts';
 import { L, type StateTable } from '../workers/state-table.ts';
 import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
-import { pickNode, type HubFromShard } from './messages.ts';
-import { clientMessageFrame, errorFrame, frameId, nodeDownFrame, parseClientFrame, requestFrame, welcomeFrame } from './frames.ts';
+import { pickNode, type HubFromShard } from '../hub/messages.ts';
+import { clientMessageFrame, errorFrame, frameId, nodeDownFrame, parseClientFrame, requestFrame, welcomeFrame } from '../hub/frames.ts';
 
 export type ClientState = 'handshaking' | 'registered' | 'closing' | 'closed';
 /**

@@ -4,8 +4,8 @@ import type { Logger } from 'pino';
 import { Actor, type TreeNode, type TreeOptions } from '../runtime/actor.ts';
 import { compile } from '../runtime/compiled-machine.ts';
 import { ShardError } from '../errors.ts';
-import { L, type StateTable } from './state-table.ts';
-import type { FromShard, ShardInit, ShardResult, ToShard } from './protocol.ts';
+import { L, type StateTable } from '../workers/state-table.ts';
+import type { FromShard, ShardInit, ShardResult, ToShard } from '../workers/protocol.ts';
 
 /** Runs a shard task somewhere: a piscina worker thread, or the main thread (`workers: 0`). */
 export interface ShardHost {
