@@ -27,7 +27,8 @@ export interface TreeNode {
   id: string;
   type: string;
   state: string;
-  status: ActorStatus;
+  /** `failed`: a child that gave up on its own restart intensity, kept listed by its supervisor. */
+  status: ActorStatus | 'failed';
   restarts: number;
   children: TreeNode[];
   truncated?: number;

@@ -33,6 +33,16 @@ export interface ChildSpec {
   shutdown?: ShutdownSpec | (() => ShutdownSpec);
   /** True for a child that is itself a supervisor (default shutdown becomes `'infinity'`). */
   supervisor?: boolean;
+  /**
+   * This child's own restart intensity (only under `one_for_one`). Its restarts do not count
+   * toward the supervisor's: past `maxRestarts` within `periodMs` this child alone gives up and
+   * stays listed as `failed`, and its siblings and the supervisor go on. A failed start of such a
+   * child is a crash like any other (restarted and counted), never a failed supervisor start.
+   * Not in OTP, where one child's crash loop takes down its whole supervisor.
+   */
+  intensity?: { maxRestarts: number; periodMs: number };
+  /** The type shown in the tree while the child has no actor (a failed child). */
+  type?: string;
 }
 
 export interface SupervisorSpec {
@@ -63,7 +73,17 @@ export function checkSupervisorSpec(spec: SupervisorSpec): void {
   if (spec.periodMs !== undefined && !(spec.periodMs > 0)) throw new SupervisorSpecError(name, 'periodMs', 'must be > 0');
   if (!Array.isArray(spec.children)) throw new SupervisorSpecError(name, 'children', 'must be an array');
   const seen = new Set<string>();
-  spec.children.forEach((c, i) => checkChildSpec(name, c, i, seen));
+  spec.children.forEach((c, i) => {
+    checkChildSpec(name, c, i, seen);
+    checkIsolation(name, spec.strategy ?? 'one_for_one', c, i);
+  });
+}
+
+/** A child with its own intensity restarts alone: a strategy that restarts siblings with it would share its crash loop. */
+export function checkIsolation(name: string, strategy: Strategy, c: ChildSpec, i: number | string): void {
+  if (c.intensity !== undefined && strategy !== 'one_for_one') {
+    throw new SupervisorSpecError(name, `children.${i}.intensity`, 'needs strategy one_for_one');
+  }
 }
 
 /** Checks one child spec; `seen` collects ids to reject duplicates. */
@@ -74,6 +94,10 @@ export function checkChildSpec(name: string, c: ChildSpec, i: number | string, s
   if (typeof c.start !== 'function') throw new SupervisorSpecError(name, `children.${i}.start`, 'must be a function');
   if (c.restart !== undefined && !RESTARTS.includes(c.restart)) {
     throw new SupervisorSpecError(name, `children.${i}.restart`, `must be one of ${RESTARTS.join(', ')}`);
+  }
+  const w = c.intensity;
+  if (w !== undefined && !(w && Number.isInteger(w.maxRestarts) && w.maxRestarts >= 0 && w.periodMs > 0)) {
+    throw new SupervisorSpecError(name, `children.${i}.intensity`, 'must be { maxRestarts: integer >= 0, periodMs: > 0 }');
   }
   const s = c.shutdown;
   if (typeof s !== 'function' && s !== undefined && s !== 'brutal' && s !== 'infinity' && !(typeof s === 'number' && s >= 0 && Number.isFinite(s))) {

@@ -1,9 +1,10 @@
 import { createActor, setup } from 'xstate';
 import pino, { type Logger } from 'pino';
-import { Actor, type Down, type ExitReason } from '../runtime/actor.ts';
+import { Actor, type Down, type ExitReason, type TreeNode, type TreeOptions } from '../runtime/actor.ts';
 import { channels, emitActorEvent } from '../runtime/events.ts';
 import { ChildStartError, SupervisorIntensityError } from '../errors.ts';
-import { checkChildSpec, checkSupervisorSpec, type ChildSpec, type RestartType, type SupervisorSpec } from './child-spec.ts';
+import { checkChildSpec, checkIsolation, checkSupervisorSpec, type ChildSpec, type RestartType, type SupervisorSpec } from './child-spec.ts';
+import { RestartWindow, SpecOrder } from './intensity.ts';
 
 export { machineChild, type ChildSpec, type RestartType, type StartContext, type Strategy, type SupervisorSpec } from './child-spec.ts';
 import { systemClock, type Clock } from '../runtime/clock.ts';
@@ -20,6 +21,10 @@ interface Slot {
   restarts: number;
   /** Set while the supervisor itself stops this child, so its DOWN is not a failure. */
   stopping: boolean;
+  /** The child's own intensity (`ChildSpec.intensity`); undefined: its restarts count toward the supervisor's. */
+  window: RestartWindow | undefined;
+  /** Gave up on its own intensity: kept listed, not restarted until started again. */
+  failed: boolean;
 }
 
 const supervisorMachine = setup({
@@ -68,7 +73,8 @@ export class Supervisor extends Actor {
   readonly #clock: Clock;
   readonly #slots: Slot[] = [];
   readonly #lifecycle = createActor(supervisorMachine);
-  #restartTimes: number[] = [];
+  readonly #window: RestartWindow;
+  readonly #order: SpecOrder;
   #queue: Promise<void> = Promise.resolve();
   #started: Promise<this> | undefined;
 
@@ -86,7 +92,9 @@ export class Supervisor extends Actor {
     this.#baseLog = opts.log ?? pino({ level: 'silent' });
     this.log = this.#baseLog.child({ actorId: spec.id, actorType: this.type });
     this.#clock = opts.clock ?? systemClock;
-    for (const c of spec.children) this.#slots.push({ spec: c, actor: undefined, restarts: 0, stopping: false });
+    this.#window = new RestartWindow(this.spec.maxRestarts, this.spec.periodMs, this.#clock);
+    this.#order = new SpecOrder(spec.children.map((c) => c.id));
+    for (const c of spec.children) this.#slots.push(this.#newSlot(c));
     this.#lifecycle.subscribe({ error: (err) => this.log.error({ err }, 'supervisor lifecycle failed') });
     this.#lifecycle.start();
   }
@@ -119,9 +127,38 @@ export class Supervisor extends Actor {
     return this.#slots.find((s) => s.spec.id === id)?.actor;
   }
 
-  /** Child ids in start order, with their current actors (OTP `which_children`). */
-  whichChildren(): { id: string; actor: Actor | undefined; restarts: number }[] {
-    return this.#slots.map((s) => ({ id: s.spec.id, actor: s.actor, restarts: s.restarts }));
+  /** Child ids in start order, with their current actors (OTP `which_children`); `failed` for a child that gave up on its own intensity. */
+  whichChildren(): { id: string; actor: Actor | undefined; restarts: number; failed: boolean }[] {
+    return this.#slots.map((s) => ({ id: s.spec.id, actor: s.actor, restarts: s.restarts, failed: s.failed }));
+  }
+
+  /**
+   * The tree, with a child that gave up on its own intensity listed where it belongs, as
+   * `{ state: 'failed', status: 'failed' }`.
+   */
+  override tree(opts: TreeOptions = {}, level = 0): TreeNode {
+    const node = super.tree(opts, level);
+    const failed = this.#slots.filter((s) => s.failed);
+    if (failed.length === 0) return node;
+    if (opts.depth !== undefined && level >= opts.depth) {
+      node.truncated = (node.truncated ?? 0) + failed.length;
+      return node;
+    }
+    // super.tree() lists live children in slot order (some filtered out): merge by walking both.
+    const live = node.children;
+    const merged: TreeNode[] = [];
+    let k = 0;
+    for (const s of this.#slots) {
+      if (s.failed) {
+        const type = s.spec.type ?? 'actor';
+        if (!opts.type || opts.type === type) merged.push({ id: s.spec.id, type, state: 'failed', status: 'failed', restarts: s.restarts, children: [] });
+      } else if (s.actor && live[k]?.id === s.actor.id) {
+        merged.push(live[k++]!);
+      }
+    }
+    merged.push(...live.slice(k));
+    node.children = merged;
+    return node;
   }
 
   /**
@@ -141,6 +178,10 @@ export class Supervisor extends Actor {
         try {
           await this.#startSlot(slot);
         } catch (err) {
+          if (slot.window && this.status === 'starting') {
+            this.#startCrashed(slot, err);
+            continue;
+          }
           this.log.error({ supervisor: this.id, errorContext: 'start_error', reason: String(err), offender: slot.spec.id, err }, 'supervisor report');
           await this.#stopAll();
           this.#send({ type: 'sup.fail' });
@@ -155,20 +196,30 @@ export class Supervisor extends Actor {
     return this;
   }
 
-  /** Adds and starts a child at the end (OTP `start_child`). Rejects with `GH_ERR_SUPERVISOR_SPEC` or `GH_ERR_CHILD_START`. */
-  async startChild(spec: ChildSpec): Promise<Actor> {
+  /**
+   * Adds and starts a child (OTP `start_child`): a new id goes last, an id this supervisor held
+   * before goes back to its place in the spec order. Rejects with `GH_ERR_SUPERVISOR_SPEC` or
+   * `GH_ERR_CHILD_START`; a child with its own intensity whose start fails is a crash instead
+   * (kept and restarted), and the promise resolves with undefined.
+   */
+  async startChild(spec: ChildSpec): Promise<Actor | undefined> {
     Supervisor.checkChild(this.id, spec, spec?.id ?? '(child)', new Set());
+    checkIsolation(this.id, this.spec.strategy, spec, spec.id);
     return this.#run(async () => {
       // Checked in the queue, so that two concurrent calls with one id cannot both pass.
       Supervisor.checkChild(this.id, spec, spec.id, new Set(this.#slots.map((s) => s.spec.id)));
       if (this.#halting()) {
         throw new ChildStartError(this.id, spec.id, { cause: new Error(`supervisor ${this.id} is ${this.status}`) });
       }
-      const slot: Slot = { spec, actor: undefined, restarts: 0, stopping: false };
-      this.#slots.push(slot);
+      const slot = this.#newSlot(spec);
+      this.#slots.splice(this.#order.insertAt(this.#slots.map((s) => s.spec.id), spec.id), 0, slot);
       try {
         return await this.#startSlot(slot);
       } catch (err) {
+        if (slot.window && !this.#halting() && this.status !== 'exited') {
+          this.#startCrashed(slot, err);
+          return undefined;
+        }
         const i = this.#slots.indexOf(slot);
         if (i >= 0) this.#slots.splice(i, 1);
         throw new ChildStartError(this.id, spec.id, { cause: err });
@@ -201,6 +252,7 @@ export class Supervisor extends Actor {
       const i = this.#slots.findIndex((s) => s.spec.id === id);
       if (i < 0) return undefined;
       const [slot] = this.#slots.splice(i, 1);
+      this.#order.forget(id);
       const actor = slot!.actor;
       slot!.actor = undefined;
       return actor;
@@ -236,6 +288,17 @@ export class Supervisor extends Actor {
   /** Sends to the lifecycle actor unless it already stopped (xstate warns about sends to stopped actors). */
   #send(event: { type: 'sup.started' | 'sup.restarting' | 'sup.restarted' | 'sup.stop' | 'sup.stopped' | 'sup.fail' }): void {
     if (this.status !== 'exited') this.#lifecycle.send(event);
+  }
+
+  #newSlot(spec: ChildSpec): Slot {
+    const w = spec.intensity;
+    return { spec, actor: undefined, restarts: 0, stopping: false, window: w && new RestartWindow(w.maxRestarts, w.periodMs, this.#clock), failed: false };
+  }
+
+  /** A child with its own intensity failed to start: a crash, restarted (and counted) after the current step. */
+  #startCrashed(slot: Slot, err: unknown): void {
+    this.log.error({ supervisor: this.id, errorContext: 'start_error', reason: String(err), offender: slot.spec.id, err }, 'supervisor report');
+    this.#queueRestart(slot);
   }
 
   async #startSlot(slot: Slot): Promise<Actor> {
@@ -312,11 +375,13 @@ export class Supervisor extends Actor {
     if (this.#halting() || !this.#slots.includes(slot)) return;
     // Restarted meanwhile by a one_for_all/rest_for_one restart of a sibling: this DOWN is stale
     // (OTP ignores an EXIT from a pid it no longer holds).
-    if (slot.actor) return;
-    const now = this.#clock.now();
-    this.#restartTimes = this.#restartTimes.filter((t) => now - t < this.spec.periodMs);
-    this.#restartTimes.push(now);
-    if (this.#restartTimes.length > this.spec.maxRestarts) {
+    if (slot.actor || slot.failed) return;
+    if (slot.window) {
+      if (slot.window.hit()) {
+        this.#childGivesUp(slot);
+        return;
+      }
+    } else if (this.#window.hit()) {
       await this.#giveUp(slot);
       return;
     }
@@ -338,9 +403,10 @@ export class Supervisor extends Actor {
       if (s.actor) continue;
       if (this.#halting()) break;
       s.restarts++;
+      // Every attempt counts, also one that fails in its start (gatehouse_actor_restarts_total).
+      channels.restart.publish({ supervisor: this.id, child: s.spec.id, restarts: s.restarts });
       try {
         const a = await this.#startSlot(s);
-        channels.restart.publish({ supervisor: this.id, child: s.spec.id, restarts: s.restarts });
         emitActorEvent({ type: 'restart', id: a.id, actorType: a.type, supervisor: this.id, restarts: s.restarts });
         this.log.warn({ supervisor: this.id, child: s.spec.id, restarts: s.restarts }, 'child restarted');
       } catch (err) {
@@ -352,6 +418,18 @@ export class Supervisor extends Actor {
       }
     }
     this.#send({ type: 'sup.restarted' });
+  }
+
+  /** A child past its own intensity: it alone stays down, listed as failed (the supervisor goes on). */
+  #childGivesUp(slot: Slot): void {
+    const w = slot.window!;
+    slot.failed = true;
+    this.log.error(
+      { supervisor: this.id, errorContext: 'child_gave_up', reason: 'reached_max_restart_intensity', offender: slot.spec.id, maxRestarts: w.maxRestarts, periodMs: w.periodMs },
+      'supervisor report',
+    );
+    channels.intensity.publish({ supervisor: this.id, offender: slot.spec.id });
+    emitActorEvent({ type: 'state', id: slot.spec.id, actorType: slot.spec.type ?? 'actor', state: 'failed' });
   }
 
   async #giveUp(offender: Slot): Promise<void> {

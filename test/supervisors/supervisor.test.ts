@@ -417,7 +417,7 @@ describe('Supervisor: failed start', () => {
     const sup = await startSup({ id: 'sup', children: [machineChild({ id: 'once', logic: oneShot, restart: 'transient' })] });
     await sup.settled();
     expect(sup.child('once')).toBeUndefined();
-    expect(sup.whichChildren()).toEqual([{ id: 'once', actor: undefined, restarts: 0 }]);
+    expect(sup.whichChildren()).toEqual([{ id: 'once', actor: undefined, restarts: 0, failed: false }]);
     expect(sup.status).toBe('running');
 
     const looping = await startSup({ id: 'looping', maxRestarts: 2, children: [machineChild({ id: 'again', logic: oneShot })] });
@@ -497,7 +497,7 @@ describe('Supervisor: startChild / removeChild', () => {
     const rec = recorder();
     const sup = await startSup({ id: 'sup', strategy: 'rest_for_one', maxRestarts: 5, children: [rec.child('a')] });
     const b = await sup.startChild(rec.child('b'));
-    expect(b.parent).toBe(sup);
+    expect(b?.parent).toBe(sup);
     expect(sup.whichChildren().map((c) => c.id)).toEqual(['a', 'b']);
     worker(sup, 'a').send({ type: 'crash' });
     await sup.settled();
@@ -544,6 +544,52 @@ describe('Supervisor: startChild / removeChild', () => {
     expect(rec.events).toEqual(['start:a', 'start:b', 'start:c', 'down:b:shutdown']);
     expect(sup.whichChildren().map((c) => c.id)).toEqual(['a', 'c']);
     expect(lines.filter((l) => l.msg === 'supervisor report')).toEqual([]);
+  });
+
+  test('a temporary child started again after it ended goes back to its place, and stops in spec order', async () => {
+    const rec = recorder();
+    // Root-like: `t` (the custom actors' subtree once was temporary) sits between `a` and `c`.
+    const sup = await startSup({ id: 'sup', children: [rec.child('a'), rec.child('t', { restart: 'temporary' }), rec.child('c')] });
+    await endChild(sup, 't', 'crash');
+    await sup.settled();
+    expect(sup.whichChildren().map((c) => c.id)).toEqual(['a', 'c']);
+    await sup.startChild(rec.child('t', { restart: 'temporary' }));
+    expect(sup.whichChildren().map((c) => c.id)).toEqual(['a', 't', 'c']);
+    rec.events.length = 0;
+    await sup.shutdown('infinity');
+    expect(rec.events).toEqual(['down:c:shutdown', 'down:t:shutdown', 'down:a:shutdown']);
+  });
+
+  test('removeChild then startChild of one id keeps its place; restarts never move a child', async () => {
+    const rec = recorder();
+    const sup = await startSup({ id: 'sup', maxRestarts: 5, children: ['a', 'b', 'c', 'd'].map((id) => rec.child(id)) });
+    await sup.removeChild('b');
+    await sup.removeChild('c');
+    await sup.startChild(rec.child('c'));
+    await sup.startChild(rec.child('e'));
+    await sup.startChild(rec.child('b'));
+    expect(sup.whichChildren().map((c) => c.id)).toEqual(['a', 'b', 'c', 'd', 'e']);
+    worker(sup, 'b').send({ type: 'crash' });
+    await sup.settled();
+    expect(sup.whichChildren().map((c) => [c.id, c.restarts])).toEqual([['a', 0], ['b', 1], ['c', 0], ['d', 0], ['e', 0]]);
+    rec.events.length = 0;
+    await sup.shutdown('infinity');
+    expect(rec.events).toEqual(['down:e:shutdown', 'down:d:shutdown', 'down:c:shutdown', 'down:b:shutdown', 'down:a:shutdown']);
+  });
+
+  test('a detached child is out of the order: its replacement started first stays, a later child of its id is new', async () => {
+    const rec = recorder();
+    const sup = await startSup({ id: 'sup', children: [rec.child('l'), rec.child('m')] });
+    // A listener move: the new incarnation starts, then the old one is detached (shard-runtime reconcile).
+    await sup.startChild(rec.child('l~1'));
+    const old = await sup.detachChild('l');
+    expect(sup.whichChildren().map((c) => c.id)).toEqual(['m', 'l~1']);
+    await old!.shutdown(1_000);
+    await sup.settled();
+    expect(sup.whichChildren().map((c) => c.id)).toEqual(['m', 'l~1']);
+    await sup.startChild(rec.child('l'));
+    expect(sup.whichChildren().map((c) => c.id)).toEqual(['m', 'l~1', 'l']);
+    expect(rec.events.filter((e) => e.startsWith('start:l')).length).toBe(3);
   });
 
   test('a temporary sibling stopped by a one_for_all restart is not restarted', async () => {
