@@ -1,7 +1,8 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { statSync } from 'node:fs';
 import { pathToFileURL } from 'node:url';
 import type { AnyActorLogic } from 'xstate';
-import type { Observable } from 'rxjs';
+import { Observable } from 'rxjs';
 import type { Logger } from 'pino';
 import { MachineActor } from '../runtime/machine-actor.ts';
 import type { ChildSpec } from '../supervisors/supervisor.ts';
@@ -85,18 +86,63 @@ export async function loadActorModule(cfg: ActorConfig): Promise<ActorDefinition
   return def;
 }
 
-/** The child spec of a custom actor (`actor:<name>`), run as a full xstate actor. */
+/** The incarnation whose code is running: every callback its code schedules carries it. */
+interface Owner {
+  actor: MachineActor | undefined;
+}
+
+// AsyncLocalStorage follows a custom actor's timers, sockets and promises, so that an error
+// thrown from any of them (an uncaught exception of the process) is known to be that actor's.
+const owners = new AsyncLocalStorage<Owner>();
+
+/**
+ * The child spec of a custom actor (`actor:<name>`), run as a full xstate actor with its own
+ * restart intensity (the entry's `maxRestarts` in `period`): a throw from `logic`, from the
+ * machine's start, or from any callback its code scheduled later is a crash of this actor.
+ */
 export function customActorChild(cfg: ActorConfig, def: ActorDefinition, events$: Observable<GatewayEvent>): ChildSpec {
   return {
     id: `actor:${cfg.name}`,
+    type: def.name,
     restart: cfg.restart,
+    intensity: { maxRestarts: cfg.maxRestarts, periodMs: cfg.period },
     shutdown: 5_000,
     start: ({ id, log }) => {
-      const alog = log.child({ actorId: id, actorType: def.name });
-      const logic = def.logic({ log: alog, options: cfg.options, events$ });
-      return new MachineActor({ id, type: def.name, logic, log: alog }).start();
+      const owner: Owner = { actor: undefined };
+      return owners.run(owner, () => {
+        const alog = log.child({ actorId: id, actorType: def.name });
+        const logic = def.logic({ log: alog, options: cfg.options, events$: ownedBy(owner, events$) });
+        owner.actor = new MachineActor({ id, type: def.name, logic, log: alog });
+        return owner.actor.start();
+      });
     },
   };
+}
+
+/** Gateway events delivered inside the actor's scope: a throw in its subscriber is its own crash. */
+function ownedBy(owner: Owner, events$: Observable<GatewayEvent>): Observable<GatewayEvent> {
+  return new Observable<GatewayEvent>((sub) =>
+    events$.subscribe({
+      next: (e) => owners.run(owner, () => sub.next(e)),
+      error: (err: unknown) => sub.error(err),
+      complete: () => sub.complete(),
+    }),
+  );
+}
+
+/**
+ * For the process's `uncaughtException` and `unhandledRejection` handlers: when the error was
+ * thrown by a custom actor's code, that actor crashes (its supervisor restarts it) and the
+ * process goes on. `crashed`: the live actor was crashed; `stale`: it came from an incarnation
+ * already gone (a timer it left behind); `undefined`: not a custom actor's error.
+ *
+ * @example
+ * process.on('uncaughtException', (err) => { if (!crashCustomActor(err)) process.exit(70); });
+ */
+export function crashCustomActor(err: unknown): { actorId: string; outcome: 'crashed' | 'stale' } | undefined {
+  const actor = owners.getStore()?.actor;
+  if (!actor) return undefined;
+  return { actorId: actor.id, outcome: actor.crash(err) ? 'crashed' : 'stale' };
 }
 
 /** The gateway event custom actors see for an actor lifecycle event, if any. */

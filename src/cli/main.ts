@@ -1,9 +1,8 @@
 import { parseArgs } from 'node:util';
 import { loadConfigFile } from '../config/load.ts';
 import { ConfigError, formatConfigIssue } from '../errors.ts';
-import { createLogger } from '../log.ts';
-import { Gatehouse } from '../daemon/gatehouse.ts';
 import { printTree } from './tree.ts';
+import { processSignals, start, type SignalSource } from './start.ts';
 import { mintToken } from './token.ts';
 
 const USAGE = `usage:
@@ -16,13 +15,22 @@ const USAGE = `usage:
                                                (for trying the hub by hand: use real tokens in production)
 `;
 
+/** Options of {@link main}. */
+export interface MainOptions {
+  /**
+   * Where `start` gets SIGTERM, SIGINT and SIGHUP from (bin/gatehouse.mjs hands over those it
+   * queued since its first line). Default: handlers installed when `start` runs.
+   */
+  signals?: SignalSource;
+}
+
 /**
  * The `gatehouse` command line. Returns the process exit code.
  *
  * @example
  * process.exitCode = await main(['check', '--config', 'gatehouse.yaml']);
  */
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], opts: MainOptions = {}): Promise<number> {
   const [cmd, ...rest] = argv;
   let values: Record<string, string | boolean | undefined>;
   try {
@@ -53,7 +61,7 @@ export async function main(argv: string[]): Promise<number> {
     case 'check':
       return check(values.config as string | undefined);
     case 'start':
-      return start((values.config as string | undefined) ?? 'gatehouse.yaml', Boolean(values.debug));
+      return start((values.config as string | undefined) ?? 'gatehouse.yaml', Boolean(values.debug), opts.signals ?? processSignals);
     case 'tree':
       return printTree(adminUrl(values), token(values), values.depth as string | undefined);
     case 'reload':
@@ -91,57 +99,6 @@ async function check(file: string | undefined): Promise<number> {
     process.stderr.write(`${file}: ${(err as Error).message}\n`);
     return 1;
   }
-}
-
-async function start(file: string, debug: boolean): Promise<number> {
-  let config;
-  try {
-    config = await loadConfigFile(file);
-  } catch (err) {
-    if (err instanceof ConfigError) for (const i of err.issues) process.stderr.write(`${formatConfigIssue(i)}\n`);
-    else process.stderr.write(`${file}: ${(err as Error).message}\n`);
-    return 1;
-  }
-  const log = createLogger({ level: debug && config.log.level === 'info' ? 'debug' : config.log.level });
-  process.on('uncaughtException', (err) => {
-    // A control-plane bug: log it with its stack, then let the process die as Node would.
-    log.fatal({ err }, 'uncaught exception in the control plane');
-    process.exit(70);
-  });
-  let gh: Gatehouse;
-  try {
-    gh = await Gatehouse.start({ config, configFile: file, log, debug });
-  } catch (err) {
-    log.fatal({ err }, 'gatehouse failed to start');
-    return 1;
-  }
-  return new Promise<number>((resolve) => {
-    let signals = 0;
-    const stop = (signal: string): void => {
-      if (++signals > 1) {
-        log.warn({ signal }, 'second signal: exiting without waiting for the drain');
-        process.exit(1);
-      }
-      log.info({ signal, timeoutMs: gh.current.runtime.shutdownTimeout }, 'shutting down');
-      gh.stop().then(
-        () => resolve(0),
-        (err: unknown) => {
-          log.error({ err }, 'shutdown failed');
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => {
-      log.info({ file }, 'SIGHUP: reloading');
-      void gh.reload();
-    });
-    gh.root.monitor((down) => {
-      // Gatehouse has logged 'root supervisor gave up'; stop what is left and exit 1.
-      if (down.reason === 'error') gh.stop().finally(() => resolve(1));
-    });
-  });
 }
 
 async function reload(admin: string, tok: string | undefined): Promise<number> {

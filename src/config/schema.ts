@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import { z } from 'zod';
-import { int, listenAddress, name, positiveDuration, urlWith } from './schema-common.ts';
+import { duration, int, listenAddress, name, positiveDuration, urlWith } from './schema-common.ts';
 import { listenerSchema } from './schema-listeners.ts';
 import { upstreamSchema } from './schema-upstreams.ts';
 import type { GatehouseConfig } from './types.ts';
@@ -23,6 +23,8 @@ const runtime = z.strictObject({
   debug: z.boolean().default(false),
   shutdownTimeout: positiveDuration().default(30_000),
   connectionActor: z.enum(['light', 'xstate']).default('light'),
+  // A shard thread with no heartbeat for this long is hung: killed and restarted (0: off).
+  watchdog: duration().default(5_000),
 });
 
 const log = z.strictObject({
@@ -39,6 +41,9 @@ const actor = z
     name: name(),
     module: z.string().min(1),
     restart: z.enum(['permanent', 'transient', 'temporary']).default('permanent'),
+    // Each custom actor's own restart intensity: past it, that actor alone is failed.
+    maxRestarts: int(0).default(3),
+    period: positiveDuration().default(5_000),
     options: z.preprocess((v) => v ?? {}, z.record(z.string(), z.unknown())),
   })
   // `module` is resolved against the config file's directory by `parseConfig`.

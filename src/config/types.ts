@@ -27,6 +27,8 @@ export interface RuntimeConfig {
   shutdownTimeout: number;
   /** `light`: our own small actor per connection; `xstate`: a full xstate actor (bench knob). */
   connectionActor: 'light' | 'xstate';
+  /** Milliseconds without a shard thread's heartbeat after which it is killed as hung; 0 turns it off. */
+  watchdog: number;
 }
 
 export interface ClusterConfig {
@@ -87,6 +89,12 @@ export interface JwtConfig {
   issuer?: string;
   audience?: string[];
   algorithms: JwtAlgorithm[];
+  /** Skew accepted on `exp` and `nbf`, in ms; the schema sets 30 s. Optional for configs built in code. */
+  clockSkew?: number;
+  /** A token without `exp` is refused unless this is `false`; the schema sets `true`. */
+  requireExp?: boolean;
+  /** HTTP routes: claim name -> request header set from it (the incoming header is removed first). */
+  forwardClaims?: Record<string, string>;
 }
 
 export interface AuthConfig {
@@ -174,7 +182,12 @@ export interface ActorConfig {
   module: string;
   /** `module` as written in the config. */
   moduleSpecifier: string;
+  /** `permanent` (default): always restarted; `transient`: after a crash only; `temporary`: never. */
   restart: RestartType;
+  /** Most restarts within `period` before this actor alone is given up (status `failed`); default 3. */
+  maxRestarts: number;
+  /** The window of `maxRestarts`, in ms; default 5000. */
+  period: number;
   options: Record<string, unknown>;
 }
 

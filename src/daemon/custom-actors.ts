@@ -1,17 +1,18 @@
 import type { Observable } from 'rxjs';
 import type { Logger } from 'pino';
-import { Supervisor, supervisorChild, type ChildSpec } from '../supervisors/supervisor.ts';
+import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
 import { customActorChild, loadActorModule, moduleVersion, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
 import type { ActorConfig } from '../config/types.ts';
 
 /**
- * The custom actors' subtree (`actors`, `temporary` under root) and how a reload changes it:
- * which actors changed (entry or module file), starting the changed ones, and putting the
- * previous ones back after a failed reload.
+ * The custom actors' subtree (`actors`, a one_for_one supervisor under root) and how a reload
+ * changes it. Each custom actor is supervised on its own (its entry's `maxRestarts` in
+ * `period`): a crash loop fails that actor alone, which stays listed as `failed` until a reload
+ * lists it again; the `actors` supervisor itself never gives up because of one of them.
  *
  * @example
  * const actors = new CustomActors(root, events$, log);
- * rootChildren.push(actors.child(await actors.load(config.actors)));
+ * rootChildren.push(actors.child(await CustomActors.load(config.actors)));
  */
 export class CustomActors {
   readonly #root: () => Supervisor;
@@ -19,6 +20,8 @@ export class CustomActors {
   readonly #log: Logger;
   /** The module version each running actor was started with: a reload restarts edited ones. */
   readonly #versions = new Map<string, string>();
+  /** The specs in config order: what the subtree starts with (also when root restarts it). */
+  #specs: ChildSpec[] = [];
 
   constructor(root: () => Supervisor, events$: Observable<GatewayEvent>, log: Logger) {
     this.#root = root;
@@ -32,31 +35,32 @@ export class CustomActors {
   }
 
   /**
-   * The `actors` child spec. `temporary` under root: an actor that crash-loops past the `actors`
-   * supervisor's intensity takes that subtree down, never the data plane.
+   * The `actors` child spec: permanent, since nothing a custom actor does can make it fail (a
+   * throw at start or later is that actor's crash, counted against its own intensity).
    */
   child(loaded: { cfg: ActorConfig; def: ActorDefinition }[]): ChildSpec {
     for (const c of loaded) this.#versions.set(c.cfg.name, moduleVersion(c.cfg));
-    return this.#subtree(loaded.map((c) => customActorChild(c.cfg, c.def, this.#events$)));
-  }
-
-  #subtree(children: ChildSpec[]): ChildSpec {
-    const spec = supervisorChild({ id: 'actors', strategy: 'one_for_one', maxRestarts: 5, periodMs: 10_000, children }, { log: this.#log }, 'temporary');
+    this.#specs = loaded.map((c) => customActorChild(c.cfg, c.def, this.#events$));
     return {
-      ...spec,
-      start: async (ctx) => {
-        const sup = await spec.start(ctx);
-        sup.monitor((down) => {
-          if (down.reason === 'error') this.#log.error({ err: down.error }, 'custom actors gave up: their subtree is stopped, traffic goes on');
-        });
-        return sup;
-      },
+      id: 'actors',
+      restart: 'permanent',
+      supervisor: true,
+      shutdown: 'infinity',
+      start: ({ parent }) =>
+        new Supervisor({ id: 'actors', strategy: 'one_for_one', maxRestarts: 5, periodMs: 10_000, children: [...this.#specs] }, { log: this.#log, parent }).start(),
     };
   }
 
-  #supervisor(): Supervisor | undefined {
-    const sup = this.#root().child('actors') as Supervisor | undefined;
-    return sup && sup.status !== 'exited' ? sup : undefined;
+  async #supervisor(): Promise<Supervisor> {
+    const get = () => {
+      const sup = this.#root().child('actors') as Supervisor | undefined;
+      return sup && sup.status !== 'exited' ? sup : undefined;
+    };
+    // Being restarted by root: its restart is queued there.
+    if (!get()) await this.#root().settled();
+    const sup = get();
+    if (!sup) throw new Error('the custom actors supervisor is not running');
+    return sup;
   }
 
   async #spec(a: ActorConfig): Promise<ChildSpec> {
@@ -73,34 +77,34 @@ export class CustomActors {
 
   /**
    * Moves the subtree from `prev` to `next`: stops removed and changed actors, starts added and
-   * changed ones (or the whole subtree, if it gave up earlier). Returns a commit function to call
-   * once the whole reload succeeded; a failed reload calls {@link rollback} instead.
+   * changed ones, and starts again every listed actor that is not running (failed, or ended).
+   * Each keeps its place in the tree. Returns a commit function to call once the whole reload
+   * succeeded; a failed reload calls {@link rollback} instead.
    */
   async apply(prev: ActorConfig[], next: ActorConfig[]): Promise<() => void> {
     const changed = this.changed(prev, next);
-    const versions = new Map(next.map((a) => [a.name, moduleVersion(a)]));
-    const specs = await Promise.all(changed.map((a) => this.#spec(a)));
-    const sup = this.#supervisor();
-    if (!sup) {
-      // The subtree gave up earlier: a reload brings it back with every actor of the new config.
-      await this.#root().startChild(this.#subtree(await Promise.all(next.map((a) => this.#spec(a)))));
-    } else {
-      for (const a of prev) {
-        if (!next.some((x) => x.name === a.name) || changed.some((c) => c.name === a.name)) await sup.removeChild(`actor:${a.name}`);
-      }
-      for (const spec of specs) await sup.startChild(spec);
+    // Modules load before anything stops: one that does not load refuses the reload.
+    const specs = new Map(await Promise.all(next.map(async (a) => [a.name, await this.#spec(a)] as const)));
+    const sup = await this.#supervisor();
+    const again = next.filter((a) => !changed.includes(a) && !sup.child(`actor:${a.name}`));
+    for (const a of prev) {
+      if (!next.some((x) => x.name === a.name) || changed.some((c) => c.name === a.name)) await sup.removeChild(`actor:${a.name}`);
     }
+    for (const a of again) await sup.removeChild(`actor:${a.name}`);
+    if (again.length > 0) this.#log.info({ actors: again.map((a) => a.name) }, 'custom actors started again by the reload');
+    for (const a of [...changed, ...again]) await sup.startChild(specs.get(a.name)!);
+    const versions = new Map(next.map((a) => [a.name, moduleVersion(a)]));
     return () => {
       // Only on success: a failed reload leaves the versions the running actors were started with.
       this.#versions.clear();
       for (const [name, v] of versions) this.#versions.set(name, v);
+      this.#specs = next.map((a) => specs.get(a.name)!);
     };
   }
 
   /** After a failed reload: every actor whose entry differs between the two is put back as in `prev`. */
   async rollback(prev: ActorConfig[], failed: ActorConfig[]): Promise<void> {
-    const sup = this.#supervisor();
-    if (!sup) return;
+    const sup = await this.#supervisor();
     const touched = new Set([...this.changed(prev, failed), ...prev.filter((a) => !failed.some((x) => x.name === a.name))].map((a) => a.name));
     for (const name of touched) await sup.removeChild(`actor:${name}`);
     for (const a of prev) if (touched.has(a.name)) await sup.startChild(await this.#spec(a));

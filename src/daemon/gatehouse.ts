@@ -14,6 +14,7 @@ import type { FromShard } from '../workers/protocol.ts';
 import { toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
 import { CustomActors } from './custom-actors.ts';
 import { hubCounters, listenerCounters, mergedTree, upstreamsView } from './views.ts';
+import { stateView, type StateView } from '../admin/state-view.ts';
 import { AdminActor } from '../actors/admin.ts';
 import { Upstreams } from './upstreams.ts';
 import { Hubs } from './hubs.ts';
@@ -31,6 +32,11 @@ export interface GatehouseOptions {
   log: Logger;
   /** `--debug`: actor events, fault injection. Also `runtime.debug`. */
   debug?: boolean;
+  /**
+   * Cuts the start short (a SIGTERM during start-up): what has started is stopped in order, as
+   * by `stop()`, and `start` resolves with the stopped daemon.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -131,18 +137,38 @@ export class Gatehouse implements AdminBackend {
     );
   }
 
-  /** Starts the whole tree. Rejects (and leaves nothing running) when any part fails to start. */
+  /**
+   * Starts the whole tree. Rejects (and leaves nothing running) when any part fails to start.
+   * When `opts.signal` aborts meanwhile, resolves once what had started has stopped (`stopped`).
+   */
   static async start(opts: GatehouseOptions): Promise<Gatehouse> {
     // Modules load before anything starts: a missing module fails the start cleanly.
     const customs = await CustomActors.load(opts.config.actors);
     const gh = new Gatehouse(opts, customs);
     if (gh.debug) setActorEventsEnabled(true);
+    // The root supervisor finishes the child it is starting, starts no other, and stops the
+    // started ones in reverse order: a stop during start-up keeps the drain-first order.
+    const onAbort = (): void => void gh.stop().catch((err: unknown) => gh.log.error({ err }, 'shutdown failed'));
+    if (opts.signal?.aborted) onAbort();
+    else opts.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       await gh.root.start();
     } catch (err) {
+      if (gh.#stopping) {
+        // A start that failed because the stop got there first is not a failed start.
+        gh.log.warn({ err }, 'start-up cut short by a stop');
+        await gh.#stopping.catch(() => {});
+        return gh;
+      }
       await gh.root.shutdown('infinity').catch(() => {});
       await gh.#host.close();
       throw err;
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+    if (gh.#stopping) {
+      await gh.#stopping.catch(() => {});
+      return gh;
     }
     gh.root.monitor((down) => {
       if (!gh.#stopping) gh.log.fatal({ reason: down.reason, err: down.error }, 'root supervisor gave up');
@@ -324,6 +350,12 @@ export class Gatehouse implements AdminBackend {
     return Array.from({ length: this.#shardCount }, (_, shard) => ({ shard, up: this.table.shardUp(shard) }));
   }
 
+  /** `GET /state`: the table's live counts per listener and backend (all zero when idle). */
+  stateView(): StateView {
+    const [l, b] = [this.#listenerSlots, this.#backendSlots];
+    return stateView({ table: this.table, shardCount: this.#shardCount, listeners: l.entries(), listenerRows: l.used(), backends: b.entries(), backendRows: b.used() });
+  }
+
   upstreams(): UpstreamsView {
     return upstreamsView(this.current, this.table, (u, a) => this.#backendSlots.get(`${u}/${a}`));
   }
@@ -373,6 +405,11 @@ export class Gatehouse implements AdminBackend {
 
   get draining(): boolean {
     return this.#draining;
+  }
+
+  /** True once `stop()` was called (also by a signal during start-up). */
+  get stopped(): boolean {
+    return this.#stopping !== undefined;
   }
 
   /** Re-reads the config file; a bad config never replaces the running one. */

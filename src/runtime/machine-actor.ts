@@ -120,12 +120,13 @@ export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor
   }
 
   /**
-   * Fault injection (debug mode): the actor fails exactly as if its logic had thrown, a DOWN with
-   * reason `error` that its supervisor acts on. For chaos drills and for tests of supervision.
+   * Fails the actor exactly as if its logic had thrown: a DOWN with reason `error` that its
+   * supervisor acts on. Without `err` it is fault injection (debug mode, chaos drills, tests of
+   * supervision); with one, an error its code threw outside xstate (a timer, a socket callback).
+   * False when it had already exited.
    */
-  crash(): boolean {
+  crash(err: unknown = new InjectedFaultError(this.id)): boolean {
     if (this.status === 'exited' || this.#killing) return false;
-    const err = new InjectedFaultError(this.id);
     channels.crash.publish({ id: this.id, type: this.type, error: err });
     this.#killing = true;
     this.#sub?.unsubscribe();
