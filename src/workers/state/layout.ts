@@ -1,0 +1,179 @@
+/**
+ * The memory layout of the shared state table: the field names of each kind of row, the limits,
+ * and where each region starts in the two buffers. Every thread computes the same offsets from
+ * these constants, so a (shard, listener, field) triple names the same cell everywhere with no
+ * handshake. Kept apart from the code that reads the cells so the whole map fits on one screen.
+ */
+
+/** Shards (threads) the table has rows for. */
+export const MAX_SHARDS = 64;
+/** Listener slots. */
+export const MAX_LISTENERS = 64;
+/** Backend slots (`upstream/address`). */
+export const MAX_BACKENDS = 1024;
+
+/**
+ * Int32 fields of a (shard, listener) row.
+ *
+ * @example
+ * table.listenerAdd(shard, slot, L.OK, 1);
+ */
+export const L = {
+  ACTIVE: 0,
+  OK: 1,
+  RATE_LIMITED: 2,
+  OVER_LIMIT: 3,
+  NO_BACKEND: 4,
+  BACKEND_ERROR: 5,
+  TIMEOUT: 6,
+  ERROR: 7,
+  /** Hub: client frames forwarded toward a node (`gatehouse_hub_messages_total{direction="client_to_node"}`). */
+  HUB_IN: 8,
+  /** Hub: frames written to clients (`direction="node_to_client"`, one per client reached). */
+  HUB_OUT: 9,
+  /** Hub drops (`gatehouse_hub_dropped_total{reason}`): oldest frame dropped from a full send queue. */
+  HUB_DROP_QUEUE: 10,
+  /** A client frame refused as `bad_request` (malformed JSON, unknown type, missing fields, binary). */
+  HUB_DROP_BAD: 11,
+  /** A client `send`/`request` refused as `node_unavailable`. */
+  HUB_DROP_UNAVAILABLE: 12,
+  /** A frame over `maxMessageSize` (the client is closed with 1009). */
+  HUB_DROP_OVERSIZE: 13,
+  /** A client frame refused by the per-client inbound rate limit (a flood). */
+  HUB_DROP_RATE: 14,
+  /** A slow consumer closed with 1013 (`onOverflow: close`). */
+  HUB_SLOW_CLOSED: 15,
+} as const;
+export const L_FIELDS = 16;
+
+/**
+ * `gatehouse_hub_dropped_total{reason}` label of each hub drop counter.
+ *
+ * @example
+ * for (const [reason, field] of Object.entries(HUB_DROPS)) table.listenerSum(slot, field);
+ */
+export const HUB_DROPS: Record<string, number> = {
+  queue_full: L.HUB_DROP_QUEUE,
+  bad_request: L.HUB_DROP_BAD,
+  node_unavailable: L.HUB_DROP_UNAVAILABLE,
+  oversize: L.HUB_DROP_OVERSIZE,
+  rate_limited: L.HUB_DROP_RATE,
+  slow_consumer: L.HUB_SLOW_CLOSED,
+};
+
+/**
+ * The outcome label of each counter field (contract `gatehouse_connections_total{outcome}`).
+ *
+ * @example
+ * table.listenerAdd(shard, slot, OUTCOMES[outcome]!, 1);
+ */
+export const OUTCOMES: Record<string, number> = {
+  ok: L.OK,
+  rate_limited: L.RATE_LIMITED,
+  over_limit: L.OVER_LIMIT,
+  no_backend: L.NO_BACKEND,
+  backend_error: L.BACKEND_ERROR,
+  timeout: L.TIMEOUT,
+  error: L.ERROR,
+};
+/** An outcome label of `gatehouse_connections_total`. */
+export type Outcome = keyof typeof OUTCOMES & string;
+
+/**
+ * BigInt64 fields of a (shard, listener) row.
+ *
+ * @example
+ * table.bytesGet(shard, slot, LB.BYTES_IN);
+ */
+export const LB = { BYTES_IN: 0, BYTES_OUT: 1 } as const;
+export const LB_FIELDS = 2;
+
+/**
+ * Int32 fields of a listener-wide row (all shards).
+ *
+ * @example
+ * table.listenerActiveAll(slot); // LG.ACTIVE
+ */
+export const LG = { ACTIVE: 0 } as const;
+export const LG_FIELDS = 4;
+
+/**
+ * Int32 fields of a backend row. HEALTHY (the probe's verdict) and BREAKER (0 closed, 1 open,
+ * 2 half-open) are written by the control plane's actors; PERMIT is the half-open trial permit a
+ * shard takes with compare-and-swap; ACTIVE counts connections on every shard; FAILS counts
+ * consecutive failed connects seen by any shard (a success resets it).
+ *
+ * @example
+ * table.backendCas(slot, B.PERMIT, 0, 1); // take the half-open trial
+ */
+export const B = { HEALTHY: 0, BREAKER: 1, PERMIT: 2, ACTIVE: 3, FAILS: 4 } as const;
+export const B_FIELDS = 8;
+
+/**
+ * Int32 fields of a shard's row: UP (1 while it runs), HUB_DONE (hub-deliver messages it has
+ * processed, for node pacing), HEARTBEAT (bumped by the shard's thread on a timer; the main
+ * thread's watchdog reads it).
+ *
+ * @example
+ * table.shardUp(shard); // S.UP === 1
+ */
+export const S = { UP: 0, HUB_DONE: 1, HEARTBEAT: 2 } as const;
+export const S_FIELDS = 3;
+
+/**
+ * Per-IP places (`maxConnectionsPerIp`), per listener: {@link IP_STRIPES} open-addressing tables
+ * of {@link IP_STRIPE_ENTRIES} entries, each guarded by a spinlock. An entry is (key, shard << 24 |
+ * count): the places that one shard holds for one client IP, so that a dead shard's places can be
+ * found and given back. An IP's count across shards is the sum of its entries.
+ */
+export const IP_STRIPES = 256;
+/** Entries of one per-IP stripe. */
+export const IP_STRIPE_ENTRIES = 64;
+export const IP_STRIPE_MASK = IP_STRIPES - 1;
+export const IP_ENTRY_MASK = IP_STRIPE_ENTRIES - 1;
+export const IP_COUNT_MASK = 0xffffff;
+/**
+ * Int32 header of a listener's per-IP region: admissions that could not be counted (fail open),
+ * releases that had to wait for their stripe lock (queued and given back later), and how many of
+ * those are still queued.
+ */
+export const IP_H = { UNTRACKED: 0, DEFERRED: 1, PENDING: 2 } as const;
+export const IP_HEADER = 4;
+export const IP_LOCKS = IP_HEADER;
+export const IP_ENTRIES = IP_LOCKS + IP_STRIPES;
+export const IP_LISTENER_LEN = IP_ENTRIES + IP_STRIPES * IP_STRIPE_ENTRIES * 2;
+
+/** Int32 regions, in order. */
+export const I32_LISTENER = 0;
+export const I32_LISTENER_GLOBAL = I32_LISTENER + MAX_SHARDS * MAX_LISTENERS * L_FIELDS;
+export const I32_BACKEND = I32_LISTENER_GLOBAL + MAX_LISTENERS * LG_FIELDS;
+export const I32_SHARD = I32_BACKEND + MAX_BACKENDS * B_FIELDS;
+export const I32_IP = I32_SHARD + MAX_SHARDS * S_FIELDS;
+/** Int32 per (shard, backend): the connections that shard has on that backend (its share of B.ACTIVE). */
+export const I32_SHARD_BACKEND = I32_IP + MAX_LISTENERS * IP_LISTENER_LEN;
+export const I32_LEN = I32_SHARD_BACKEND + MAX_SHARDS * MAX_BACKENDS;
+/** BigInt64: per (shard, listener) bytes, then one GCRA cell (theoretical arrival time, ns) per listener. */
+export const BIG_RATE = MAX_SHARDS * MAX_LISTENERS * LB_FIELDS;
+export const BIG_LEN = BIG_RATE + MAX_LISTENERS;
+
+/** Index of a (shard, listener) Int32 field. */
+export const listenerCell = (shard: number, slot: number, field: number): number => I32_LISTENER + (shard * MAX_LISTENERS + slot) * L_FIELDS + field;
+/** Index of a listener-wide Int32 field. */
+export const listenerGlobalCell = (slot: number, field: number): number => I32_LISTENER_GLOBAL + slot * LG_FIELDS + field;
+/** Index of a backend Int32 field. */
+export const backendCell = (slot: number, field: number): number => I32_BACKEND + slot * B_FIELDS + field;
+/** Index of a (shard, backend) share of B.ACTIVE. */
+export const shardBackendCell = (shard: number, slot: number): number => I32_SHARD_BACKEND + shard * MAX_BACKENDS + slot;
+/** Index of a shard Int32 field. */
+export const shardCell = (shard: number, field: number): number => I32_SHARD + shard * S_FIELDS + field;
+/** Start of a listener's per-IP region. */
+export const ipRegion = (slot: number): number => I32_IP + slot * IP_LISTENER_LEN;
+
+/**
+ * The two buffers a table is made of; structured-clonable, so they travel to a worker thread in
+ * its init message.
+ */
+export interface StateTableBuffers {
+  i32: SharedArrayBuffer;
+  big: SharedArrayBuffer;
+}
