@@ -18,10 +18,9 @@ import { setup } from 'xstate';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import { Actor } from '../runtime/actor.ts';
-import { compile } from '../runtime/compiled-machine.ts';
-import { actorEventsEnabled, emitActorEvent } from '../runtime/events.ts';
+import { compile, stepMachine } from '../runtime/compiled-machine.ts';
 import type { Registry } from '../runtime/registry.ts';
-import { L, type StateTable } from '../workers/state-table.ts';
+import { L, OUTCOMES, type StateTable } from '../workers/state-table.ts';
 import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
 import { pickNode, type HubFromShard } from '../hub/messages.ts';
 import { clientMessageFrame, errorFrame, frameId, nodeDownFrame, parseClientFrame, requestFrame, welcomeFrame } from '../hub/frames.ts';
@@ -29,18 +28,19 @@ import { clientMessageFrame, errorFrame, frameId, nodeDownFrame, parseClientFram
 export type ClientState = 'handshaking' | 'registered' | 'closing' | 'closed';
 /**
  * `welcome`: the upgrade succeeded and the welcome went out; `close`: the gateway started a close
- * (a close frame sent, or the socket terminated); `closed`: the socket is gone.
+ * (a close frame sent, or the socket terminated); `closed`: the socket is gone; `kill`: killed
+ * (its listener's drain deadline); `crash`: a fault in its handling ended it.
  */
-export type ClientEvent = 'welcome' | 'close' | 'closed';
+export type ClientEvent = 'welcome' | 'close' | 'closed' | 'kill' | 'crash';
 
 /** A hub client's life: the handshake (token, caps), registered (serving), closing, closed. */
 export const clientProxyMachine = setup({ types: { events: {} as { type: ClientEvent } } }).createMachine({
   id: 'client-proxy',
   initial: 'handshaking',
   states: {
-    handshaking: { on: { welcome: 'registered', close: 'closing', closed: 'closed' } },
-    registered: { on: { close: 'closing', closed: 'closed' } },
-    closing: { on: { closed: 'closed' } },
+    handshaking: { on: { welcome: 'registered', close: 'closing', closed: 'closed', kill: 'closed', crash: 'closed' } },
+    registered: { on: { close: 'closing', closed: 'closed', kill: 'closed', crash: 'closed' } },
+    closing: { on: { closed: 'closed', kill: 'closed', crash: 'closed' } },
     closed: { type: 'final' },
   },
 });
@@ -111,6 +111,8 @@ const TEXT = { binary: false } as const;
 const kClient = Symbol('gatehouse.hub.client');
 type Owned<T> = T & { [kClient]: ClientProxyActor };
 type ConnOutcome = 'ok' | 'timeout' | 'error' | 'over_limit';
+/** A socket or WebSocket event handler shared by every client (`this` is the emitter, which points back to its client). */
+type Handler<A, B> = (this: Owned<object>, a: A, b: B) => void;
 
 /**
  * One hub client: see the module comment. Created by the listener on the upgrade request in state
@@ -152,6 +154,12 @@ export class ClientProxyActor extends Actor {
   #up = false;
   #downPosted = false;
   #outcome: ConnOutcome = 'ok';
+  /** A fault armed by {@link crash}: thrown from inside the client's next socket handler. */
+  #injected: unknown;
+  /** Why the client crashed, for its DOWN. */
+  #error: unknown;
+  /** The client's address, read once (each read is a getpeername()). */
+  readonly remoteAddress: string | undefined;
 
   constructor(ctx: HubContext, socket: net.Socket) {
     const clientId = newClientId(ctx.shard);
@@ -161,6 +169,7 @@ export class ClientProxyActor extends Actor {
     this.#tokens = ctx.hub.clientRateLimit.burst;
     this.#socket = socket as Owned<net.Socket>;
     this.#socket[kClient] = this;
+    this.remoteAddress = socket.remoteAddress;
     socket.on('error', ClientProxyActor.#onRawError);
     socket.on('close', ClientProxyActor.#onRawClose);
     this.markRunning();
@@ -180,31 +189,53 @@ export class ClientProxyActor extends Actor {
   }
 
   get #logger(): Logger {
-    return (this.#log ??= this.#ctx.log.child({ actorId: this.id, actorType: this.type, clientId: this.clientId, userId: this.userId }));
+    // ctx.log binds the listener only: actorId and actorType appear once in each line.
+    return (this.#log ??= this.#ctx.log.child({ actorId: this.id, actorType: this.type, clientId: this.clientId, userId: this.userId, remoteAddress: this.remoteAddress }));
   }
 
   #step(ev: ClientEvent): void {
-    const next = machine.next(this.#state, ev);
-    if (next === undefined || next === this.#state) return;
     const was = this.#state;
+    const next = stepMachine(machine, this, was, ev);
+    if (next === undefined) return;
     this.#state = next;
-    if (actorEventsEnabled()) emitActorEvent({ type: 'state', id: this.id, actorType: this.type, state: next });
     if (was === 'registered') this.#postDown();
-    if (next === 'closed') this.#finish(this.status === 'stopping' ? 'shutdown' : 'normal');
+    if (next === 'closed') this.#finish(ev === 'kill' ? 'killed' : ev === 'crash' ? 'error' : this.status === 'stopping' ? 'shutdown' : 'normal');
+  }
+
+  /**
+   * Wraps a handler shared by every client: a throw inside it (a bug, or a fault armed by
+   * {@link crash}) ends this client with DOWN `error`, never the shard. Fixed arity, no closure
+   * per call: it runs per frame.
+   */
+  static #guard<A, B>(fn: Handler<A, B>): (this: object, a: A, b: B) => void {
+    return function (this: object, a: A, b: B): void {
+      const c = (this as Owned<object>)[kClient];
+      try {
+        if (c.#injected !== undefined) c.#raise();
+        fn.call(this as Owned<object>, a, b);
+      } catch (err) {
+        c.fail(err);
+      }
+    };
+  }
+
+  #raise(): never {
+    const err = this.#injected;
+    this.#injected = undefined;
+    throw err;
   }
 
   // ---- handshake ---------------------------------------------------------------------------
 
-  static #onRawError(this: Owned<net.Socket>, err: Error): void {
-    const c = this[kClient];
-    c.#ctx.log.debug({ err, clientId: c.clientId }, 'hub handshake socket error');
-    this.destroy();
-  }
+  static #onRawError = ClientProxyActor.#guard(function (this: Owned<object>, err: Error) {
+    (this[kClient] as ClientProxyActor).#logger.debug({ err }, 'hub handshake socket error');
+    (this as Owned<net.Socket>).destroy();
+  });
 
-  static #onRawClose(this: Owned<net.Socket>): void {
+  static #onRawClose = ClientProxyActor.#guard(function (this: Owned<object>) {
     const c = this[kClient];
     if (c.#ws === undefined) c.#step('closed');
-  }
+  });
 
   /** Still waiting for its token check and caps (the listener checks before going on after an await). */
   get handshaking(): boolean {
@@ -219,10 +250,6 @@ export class ClientProxyActor extends Actor {
     rejectUpgrade(this.#socket, status, body, headers);
   }
 
-  /**
-   * The upgrade went through: takes the WebSocket, registers under its user, sends `welcome`,
-   * then posts `hub-client-up`.
-   */
   /** Announces this registered client again (`hub-client-up`) after the main thread's presence restarted. */
   announce(): boolean {
     if (this.#state !== 'registered') return false;
@@ -230,6 +257,10 @@ export class ClientProxyActor extends Actor {
     return true;
   }
 
+  /**
+   * The upgrade went through: takes the WebSocket, registers under its user, sends `welcome`,
+   * then posts `hub-client-up`.
+   */
   accept(ws: WebSocket, userId: string): void {
     if (this.#state !== 'handshaking') {
       ws.terminate();
@@ -259,21 +290,16 @@ export class ClientProxyActor extends Actor {
 
   // ---- socket events (shared handlers: `this` is the socket, which points back to its client) --
 
-  static #onMessage(this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-    const c = (this as Owned<WebSocket>)[kClient];
-    try {
-      c.#onFrame(data, isBinary);
-    } catch (err) {
-      c.crash(err);
-    }
-  }
+  static #onMessage = ClientProxyActor.#guard(function (this: Owned<object>, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) {
+    this[kClient].#onFrame(data, isBinary);
+  });
 
-  static #onClose(this: WebSocket): void {
-    (this as Owned<WebSocket>)[kClient].#step('closed');
-  }
+  static #onClose = ClientProxyActor.#guard(function (this: Owned<object>) {
+    this[kClient].#step('closed');
+  });
 
-  static #onError(this: WebSocket, err: Error & { code?: string }): void {
-    const c = (this as Owned<WebSocket>)[kClient];
+  static #onError = ClientProxyActor.#guard(function (this: Owned<object>, err: Error & { code?: string }) {
+    const c = this[kClient];
     const { table, shard, listener } = c.#ctx;
     // ws has already started the close (1009, 1002, 1007) or the socket is gone; count and log.
     if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
@@ -286,17 +312,17 @@ export class ClientProxyActor extends Actor {
       c.#logger.debug({ err }, 'hub client socket error');
     }
     c.#step('close');
-  }
+  });
 
-  static #onPong(this: WebSocket): void {
-    const c = (this as Owned<WebSocket>)[kClient];
+  static #onPong = ClientProxyActor.#guard(function (this: Owned<object>) {
+    const c = this[kClient];
     c.#awaitingPong = false;
     c.#missed = 0;
-  }
+  });
 
-  static #onDrain(this: Owned<net.Socket>): void {
+  static #onDrain = ClientProxyActor.#guard(function (this: Owned<object>) {
     this[kClient].#flush();
-  }
+  });
 
   // ---- inbound ---------------------------------------------------------------------------------
 
@@ -495,14 +521,39 @@ export class ClientProxyActor extends Actor {
   }
 
   /**
-   * Crashes the client (a bug in its handling, or fault injection in tests): logs, releases its
-   * socket, and exits with reason `error`; its registry entries and places go with its DOWN.
+   * Ends the client now because its handling failed (a throw in one of its handlers, or while it
+   * was admitted): logs at error, releases its socket, counts outcome `error` and exits with reason
+   * `error`; its registry entries and places go with its DOWN.
    */
-  crash(err: unknown): void {
+  fail(err: unknown): void {
     if (this.status === 'exited') return;
-    this.#ctx.log.error({ err, clientId: this.clientId }, 'hub client crashed');
+    this.#logger.error({ err }, 'hub client crashed');
+    this.#outcome = 'error';
+    this.#error = err;
+    if (this.#state === 'closed') {
+      // The throw came from its own ending: it is gone all the same.
+      this.exit('error', err);
+      return;
+    }
     this.#release();
-    this.#finish('error', err);
+    this.#step('crash');
+  }
+
+  /**
+   * Fault injection (`POST /debug/actors/:id/crash`, debug mode): `err` is thrown from inside the
+   * client's next socket handler (a frame, a pong, a drain, a close), where the handler guard ends
+   * this client alone. A registered client is pinged at once, so an idle one's pong delivers it; a
+   * client still handshaking fails at once.
+   */
+  crash(err: unknown): boolean {
+    if (this.status === 'exited') return false;
+    if (this.#state !== 'registered') {
+      this.fail(err);
+      return true;
+    }
+    this.#injected = err;
+    this.#ws!.ping();
+    return true;
   }
 
   #release(): void {
@@ -517,9 +568,8 @@ export class ClientProxyActor extends Actor {
     this.#ctx.post({ type: 'hub-client-down', listener: this.#ctx.listener.name, clientId: this.clientId, userId: this.userId! });
   }
 
-  #finish(reason: 'normal' | 'shutdown' | 'killed' | 'error', error?: unknown): void {
+  #finish(reason: 'normal' | 'shutdown' | 'killed' | 'error'): void {
     if (this.status === 'exited') return;
-    this.#state = 'closed';
     this.#postDown();
     const { table, shard, listener } = this.#ctx;
     const slot = listener.slot;
@@ -531,8 +581,8 @@ export class ClientProxyActor extends Actor {
     this.holdsPlace = false;
     this.ipKey = 0;
     this.userKey = 0;
-    table.listenerAdd(shard, slot, outcomeField(this.#outcome), 1);
-    this.exit(reason, error);
+    table.listenerAdd(shard, slot, OUTCOMES[this.#outcome]!, 1);
+    this.exit(reason, reason === 'error' ? this.#error : undefined);
   }
 
   /** Graceful stop: a client is served until the listener's drain deadline, like a TCP connection. */
@@ -551,19 +601,6 @@ export class ClientProxyActor extends Actor {
       }
     }
     this.#release();
-    this.#finish('killed');
-  }
-}
-
-function outcomeField(o: ConnOutcome): number {
-  switch (o) {
-    case 'ok':
-      return L.OK;
-    case 'timeout':
-      return L.TIMEOUT;
-    case 'over_limit':
-      return L.OVER_LIMIT;
-    default:
-      return L.ERROR;
+    this.#step('kill');
   }
 }

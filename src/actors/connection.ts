@@ -2,20 +2,23 @@ import net from 'node:net';
 import { createActor, setup, type AnyActorRef } from 'xstate';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
-import { compile } from '../runtime/compiled-machine.ts';
+import { compile, stepMachine } from '../runtime/compiled-machine.ts';
 import { actorEventsEnabled, emitActorEvent } from '../runtime/events.ts';
 import type { Registry } from '../runtime/registry.ts';
-import { L, type Outcome, type StateTable } from '../workers/state-table.ts';
+import { InjectedFaultError } from '../errors.ts';
+import { L, OUTCOMES, type Outcome, type StateTable } from '../workers/state-table.ts';
 import type { ShardBackend, ShardListener } from '../workers/shard-config.ts';
 import type { Balancer } from '../workers/balancer.ts';
+import { abandonRead, forwardRead, nextReadBuffer, readHot, releaseHot } from '../net/read-buffers.ts';
 
 export type ConnectionState = 'connecting' | 'open' | 'half_closed_client' | 'half_closed_backend' | 'closing' | 'closed';
-export type ConnectionEventType = 'backend.connected' | 'client.end' | 'backend.end' | 'abort' | 'sockets.closed';
+export type ConnectionEventType = 'backend.connected' | 'client.end' | 'backend.end' | 'abort' | 'sockets.closed' | 'kill' | 'crash';
 
 /**
  * The life of one proxied TCP connection. `client.end` / `backend.end` are a FIN from that side
  * (half-close, forwarded to the other side); `abort` is an error, a reset, a timeout or a failed
- * connect; `sockets.closed` is both sockets gone.
+ * connect; `sockets.closed` is both sockets gone; `kill` is a kill (its listener's drain
+ * deadline) and `crash` a throw in its handling, both of which destroy the sockets at once.
  */
 export const connectionMachine = setup({
   types: { events: {} as { type: ConnectionEventType } },
@@ -30,6 +33,8 @@ export const connectionMachine = setup({
     closing: { on: { 'sockets.closed': 'closed' } },
     closed: { type: 'final' },
   },
+  // A kill or a crash ends the connection from any state but the last.
+  on: { kill: '.closed', crash: '.closed' },
 });
 
 const table = compile<ConnectionState, ConnectionEventType>(connectionMachine);
@@ -54,66 +59,10 @@ const kConn = Symbol('gatehouse.connection');
 /** Set on a client socket that reads through `onread` (no 'data' events). */
 const kUserReads = Symbol('gatehouse.userReads');
 
-/*
- * The backend side reads into buffers of its own (net.connect's `onread`) instead of a fresh
- * 64 KiB allocation per read, which the kernel then copies into cold memory (docs/benchmarks.md,
- * "Bulk"). Every backend socket of the thread starts on SHARED; what is read into it is copied
- * before it is written (the write may keep its chunk until flushed, and the next read by any
- * socket overwrites SHARED). A full read means data is streaming: the socket then gets a HOT
- * buffer of its own, from a free list of the thread, written without a copy. A HOT buffer that a
- * write still holds (not flushed at once) is left to that write and replaced; a short read whose
- * write completed gives it back and returns the socket to SHARED. So an idle connection holds no
- * read buffer, and a busy one reuses the same warm 64 KiB.
- */
-const READ_BUF = 64 * 1024;
-const SHARED = Buffer.allocUnsafeSlow(READ_BUF);
-const freeHot: Buffer[] = [];
-const FREE_HOT_MAX = 32;
-/** The buffer the socket that just read is to read into next: set by the read callback, taken by {@link nextReadBuffer} right after it (Node calls both back to back, synchronously). */
-let handoff: Buffer = SHARED;
-function takeHot(): Buffer {
-  return freeHot.pop() ?? Buffer.allocUnsafeSlow(READ_BUF);
-}
-function releaseHot(b: Buffer): void {
-  if (freeHot.length < FREE_HOT_MAX) freeHot.push(b);
-}
-/** The reading socket's HOT buffer after {@link forwardRead} (an out-parameter: no object per read). */
-let readHot: Buffer | undefined;
-/**
- * Writes the `n` bytes a socket read into `buf` (SHARED or its HOT buffer) to `to`, and decides
- * the buffer it reads into next (`handoff`) and its HOT buffer (`readHot`). Returns what the
- * write returned: false asks the reading socket to stop until `to` drains.
- */
-function forwardRead(to: net.Socket, n: number, buf: Buffer): boolean {
-  if (buf === SHARED) {
-    // Copied: the next read by any socket of the thread overwrites SHARED.
-    const ok = to.write(Buffer.from(buf.subarray(0, n)));
-    readHot = n === READ_BUF ? (handoff = takeHot()) : undefined;
-    return ok;
-  }
-  const queued = to.writableLength;
-  const ok = to.write(n === READ_BUF ? buf : buf.subarray(0, n));
-  if (to.writableLength > queued) {
-    // Not flushed at once: the pending write holds buf, which is the write's now.
-    readHot = n === READ_BUF ? takeHot() : undefined;
-    handoff = readHot ?? SHARED;
-  } else if (n < READ_BUF) {
-    releaseHot(buf);
-    readHot = undefined;
-    handoff = SHARED;
-  } else {
-    readHot = buf;
-    handoff = buf;
-  }
-  return ok;
-}
-function nextReadBuffer(): Buffer {
-  const b = handoff;
-  handoff = SHARED;
-  return b;
-}
 /** A socket that knows the connection actor it belongs to. */
 type OwnedSocket = net.Socket & { [kConn]: ConnectionActor };
+/** A socket event handler shared by every connection (`this` is the socket). */
+type Handler<A, B, R> = (this: OwnedSocket, a: A, b: B) => R;
 
 /**
  * One actor per proxied TCP connection, in the listener's registry (OTP `simple_one_for_one`):
@@ -121,8 +70,9 @@ type OwnedSocket = net.Socket & { [kConn]: ConnectionActor };
  * forwards half-close, and exits with a DOWN that cleans every map that held it.
  *
  * It is a state machine ({@link connectionMachine}) stepped through a compiled transition table,
- * so a connection costs a table look-up per state change, not an xstate actor (DESIGN.md,
- * "Measured costs"). Bytes are counted by the sockets themselves, never per chunk.
+ * so a connection costs a table look-up per state change, not an xstate actor
+ * (docs/architecture.md, "Compiled machines"). Bytes are counted by the sockets themselves, never
+ * per chunk. Every socket handler is guarded: a throw in one ends this connection alone.
  */
 export class ConnectionActor extends Actor {
   #state: ConnectionState = table.initial;
@@ -142,6 +92,10 @@ export class ConnectionActor extends Actor {
   #hot: Buffer | undefined;
   /** The same for the client socket, when it reads through `onread` (see {@link ConnectionActor.adopt}). */
   #clientHot: Buffer | undefined;
+  /** A fault armed by {@link crash}: thrown from inside the connection's next socket handler. */
+  #injected: unknown;
+  /** Why the connection crashed, for its DOWN. */
+  #error: unknown;
   /** The per-IP place this connection holds (`ipKey` of its client), given back when it ends; 0: none. Set by the listener. */
   ipKey = 0;
 
@@ -162,6 +116,15 @@ export class ConnectionActor extends Actor {
 
   override describe(): Record<string, unknown> {
     return { peer: `${this.#client.remoteAddress}:${this.#client.remotePort}`, backend: this.#backend?.address };
+  }
+
+  /** This connection's logger: made on first use (a line per connection is rare), bound once. */
+  #log(): Logger {
+    return this.#ctx.log.child({ actorId: this.id, actorType: this.type });
+  }
+
+  #debug(obj: Record<string, unknown>, msg: string): void {
+    if (this.#ctx.log.isLevelEnabled('debug')) this.#log().debug(obj, msg);
   }
 
   /**
@@ -198,16 +161,55 @@ export class ConnectionActor extends Actor {
     c.on('close', ConnectionActor.#onClientClose);
     c.on('timeout', ConnectionActor.#onClientTimeout);
     this.markRunning();
-    this.#connect();
+    try {
+      this.#connect();
+    } catch (err) {
+      this.#fail(err);
+    }
     return this;
+  }
+
+  /**
+   * Fault injection (`POST /debug/actors/:id/crash`, debug mode): `err` is thrown from inside this
+   * connection's next socket handler (a read from either side, a drain, an end, a close), where
+   * the handler guard catches it: the connection ends with DOWN `error`, alone. Returns true.
+   */
+  crash(err: unknown = new InjectedFaultError(this.id)): boolean {
+    if (this.status === 'exited') return false;
+    this.#injected = err;
+    return true;
+  }
+
+  /**
+   * Wraps a socket handler shared by every connection: a throw inside it (a bug, or a fault armed
+   * by {@link crash}) ends this connection with DOWN `error`, never the shard. Fixed arity and no
+   * closure per call, as it runs per chunk; `onThrow` is what the handler returns then.
+   */
+  static #guard<A, B, R>(fn: Handler<A, B, R>, onThrow: R): Handler<A, B, R> {
+    return function (this: OwnedSocket, a: A, b: B): R {
+      const c = this[kConn];
+      try {
+        if (c.#injected !== undefined) c.#raise();
+        return fn.call(this, a, b);
+      } catch (err) {
+        c.#fail(err);
+        return onThrow;
+      }
+    };
+  }
+
+  #raise(): never {
+    const err = this.#injected;
+    this.#injected = undefined;
+    throw err;
   }
 
   // Socket handlers are shared by every connection (`this` is the socket, which points back to its
   // actor): no closure per connection and per event, which churn would pay for in GC.
-  static #onClientError(this: OwnedSocket, err: Error): void {
+  static #onClientError = ConnectionActor.#guard(function (this: OwnedSocket, err: Error) {
     this[kConn].#abort('error', err);
-  }
-  static #onClientClose(this: OwnedSocket, hadError: boolean): void {
+  }, undefined);
+  static #onClientClose = ConnectionActor.#guard(function (this: OwnedSocket, hadError: boolean) {
     const a = this[kConn];
     if (a.#clientHot) {
       releaseHot(a.#clientHot);
@@ -215,58 +217,58 @@ export class ConnectionActor extends Actor {
     }
     a.#clientClosed = true;
     a.#onSocketClose(hadError);
-  }
-  static #onClientTimeout(this: OwnedSocket): void {
+  }, undefined);
+  static #onClientTimeout = ConnectionActor.#guard(function (this: OwnedSocket) {
     this[kConn].#abort('timeout');
-  }
+  }, undefined);
   // Forwarding (instead of pipe(), which makes ~9 closures per direction per connection): data
   // goes to the other side, a write that returns false pauses the source until the other side's
   // 'drain', and a FIN is passed on with end() (half-close).
-  static #onClientData(this: OwnedSocket, chunk: Buffer): void {
+  static #onClientData = ConnectionActor.#guard(function (this: OwnedSocket, chunk: Buffer) {
     if (!this[kConn].#backendSocket!.write(chunk)) this.pause();
-  }
+  }, undefined);
   /** The backend socket's `onread` callback: `n` bytes were read into `buf` (SHARED or its HOT buffer). Returning false stops reading (until resume()). */
-  static #onBackendRead(this: OwnedSocket, n: number, buf: Buffer): boolean {
+  static #onBackendRead = ConnectionActor.#guard(function (this: OwnedSocket, n: number, buf: Buffer): boolean {
     const a = this[kConn];
     const ok = forwardRead(a.#client, n, buf);
     a.#hot = readHot;
     return ok;
-  }
+  }, false);
   /** The client socket's `onread` callback (an adopted socket): the same, toward the backend. */
-  static #onClientRead(this: OwnedSocket, n: number, buf: Buffer): boolean {
+  static #onClientRead = ConnectionActor.#guard(function (this: OwnedSocket, n: number, buf: Buffer): boolean {
     const a = this[kConn];
     const ok = forwardRead(a.#backendSocket!, n, buf);
     a.#clientHot = readHot;
     return ok;
-  }
-  static #onClientDrain(this: OwnedSocket): void {
+  }, false);
+  static #onClientDrain = ConnectionActor.#guard(function (this: OwnedSocket) {
     this[kConn].#backendSocket!.resume();
-  }
-  static #onBackendDrain(this: OwnedSocket): void {
+  }, undefined);
+  static #onBackendDrain = ConnectionActor.#guard(function (this: OwnedSocket) {
     this[kConn].#client.resume();
-  }
-  static #onClientEnd(this: OwnedSocket): void {
+  }, undefined);
+  static #onClientEnd = ConnectionActor.#guard(function (this: OwnedSocket) {
     const a = this[kConn];
     a.#step('client.end');
     a.#backendSocket!.end();
-  }
-  static #onBackendConnect(this: OwnedSocket): void {
+  }, undefined);
+  static #onBackendConnect = ConnectionActor.#guard(function (this: OwnedSocket) {
     const a = this[kConn];
     if (a.#backendSocket !== this) return;
     this.setTimeout(0);
     a.#open(this);
-  }
-  static #onBackendTimeout(this: OwnedSocket): void {
+  }, undefined);
+  static #onBackendTimeout = ConnectionActor.#guard(function (this: OwnedSocket) {
     const a = this[kConn];
     if (a.#backendSocket === this && a.#state === 'connecting') a.#connectFailed(this, 'timeout');
-  }
-  static #onBackendError(this: OwnedSocket, err: Error): void {
+  }, undefined);
+  static #onBackendError = ConnectionActor.#guard(function (this: OwnedSocket, err: Error) {
     const a = this[kConn];
     if (a.#backendSocket !== this) return;
     if (a.#state === 'connecting') a.#connectFailed(this, 'backend_error', err);
     else a.#abort('error', err);
-  }
-  static #onBackendClose(this: OwnedSocket, hadError: boolean): void {
+  }, undefined);
+  static #onBackendClose = ConnectionActor.#guard(function (this: OwnedSocket, hadError: boolean) {
     const a = this[kConn];
     if (a.#backendSocket !== this || a.#state === 'connecting') return;
     // The handle is gone: its HOT buffer (never one a write holds, see #onBackendRead) is free.
@@ -276,26 +278,27 @@ export class ConnectionActor extends Actor {
     }
     a.#backendClosed = true;
     a.#onSocketClose(hadError);
-  }
-  static #onBackendEnd(this: OwnedSocket): void {
+  }, undefined);
+  static #onBackendEnd = ConnectionActor.#guard(function (this: OwnedSocket) {
     const a = this[kConn];
     if (a.#backendSocket !== this) return;
     a.#step('backend.end');
     a.#client.end();
-  }
+  }, undefined);
 
   #step(ev: ConnectionEventType): void {
     let next: ConnectionState | undefined;
     if (this.#xs) {
       this.#xs.send({ type: ev });
       next = (this.#xs.getSnapshot() as { value: ConnectionState }).value;
+      if (next === this.#state) return;
+      if (actorEventsEnabled()) emitActorEvent({ type: 'state', id: this.id, actorType: this.type, state: next });
     } else {
-      next = table.next(this.#state, ev);
+      next = stepMachine(table, this, this.#state, ev);
+      if (next === undefined) return;
     }
-    if (next === undefined || next === this.#state) return;
     this.#state = next;
-    if (actorEventsEnabled()) emitActorEvent({ type: 'state', id: this.id, actorType: this.type, state: next });
-    if (next === 'closed') this.#finish(this.status === 'stopping' ? 'shutdown' : 'normal');
+    if (next === 'closed') this.#finish(ev === 'kill' ? 'killed' : ev === 'crash' ? 'error' : this.status === 'stopping' ? 'shutdown' : 'normal');
   }
 
   #connect(): void {
@@ -350,7 +353,7 @@ export class ConnectionActor extends Actor {
     ctx.balancer?.failed(b, this.#trial);
     this.#trial = false;
     this.#outcome = outcome;
-    ctx.log.debug({ backend: b.address, outcome, err }, 'backend connect failed');
+    this.#debug({ backend: b.address, outcome, err }, 'backend connect failed');
     (this.#tried ??= []).push(b.address);
     if (this.status === 'stopping' || this.#client.destroyed || this.#tried.length > ctx.connectRetries) {
       this.#abort('error');
@@ -390,8 +393,8 @@ export class ConnectionActor extends Actor {
 
   #abort(reason: 'error' | 'timeout' | 'shutdown', err?: Error): void {
     if (this.#state === 'closed') return;
-    if (reason === 'timeout' && this.#state !== 'connecting') this.#ctx.log.debug('idle timeout');
-    else if (err) this.#ctx.log.debug({ err }, 'connection error');
+    if (reason === 'timeout' && this.#state !== 'connecting') this.#debug({}, 'idle timeout');
+    else if (err) this.#debug({ err }, 'connection error');
     // A reset from one side is passed on as a reset (RST), not a clean close, to the other.
     const reset = (err as NodeJS.ErrnoException | undefined)?.code === 'ECONNRESET';
     if (reset && !this.#client.destroyed) this.#client.resetAndDestroy();
@@ -402,17 +405,40 @@ export class ConnectionActor extends Actor {
     this.#step('abort');
   }
 
-  #finish(reason: 'normal' | 'shutdown' | 'killed'): void {
+  /**
+   * A throw in this connection's handling: logged at error with the client's address, both sockets
+   * destroyed, outcome `error`, and the machine's `crash` ends it (DOWN `error`, places given back
+   * once, by #finish). The listener and every other connection go on.
+   */
+  #fail(err: unknown): void {
+    if (this.status === 'exited') return;
+    // A read callback that threw may have chosen a buffer Node will not ask for now.
+    abandonRead();
+    this.#outcome = 'error';
+    this.#error = err;
+    this.#log().error({ err, remoteAddress: this.#client.remoteAddress, state: this.#state }, 'connection handler failed: connection closed');
+    if (this.#state === 'closed') {
+      // The throw came from its own ending: it is gone all the same.
+      this.exit('error', err);
+      return;
+    }
+    this.#client.destroy();
+    if (this.#state === 'connecting' && this.#backendSocket) this.#abandonBackend();
+    else this.#backendSocket?.destroy();
+    this.#step('crash');
+  }
+
+  #finish(reason: 'normal' | 'shutdown' | 'killed' | 'error'): void {
     const ctx = this.#ctx;
     const c = this.#client;
     ctx.table.bytesAdd(ctx.shard, ctx.listener.slot, c.bytesRead, c.bytesWritten);
     ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, L.ACTIVE, -1);
     ctx.table.listenerRelease(ctx.listener.slot);
     if (this.ipKey !== 0) ctx.table.ipRelease(ctx.listener.slot, ctx.shard, this.ipKey);
-    ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, outcomeField(this.#outcome), 1);
+    ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, OUTCOMES[this.#outcome]!, 1);
     if (this.#backend) ctx.table.backendActiveAdd(ctx.shard, this.#backend.slot, -1);
     this.#xs?.stop();
-    this.exit(reason);
+    this.exit(reason, reason === 'error' ? this.#error : undefined);
   }
 
   /** Graceful stop: a connection is left to finish on its own; the listener's drain deadline kills it. */
@@ -424,28 +450,11 @@ export class ConnectionActor extends Actor {
     this.#client.destroy();
     if (this.#state === 'connecting' && this.#backendSocket) this.#abandonBackend();
     this.#backendSocket?.destroy();
-    if (this.#state === 'closed') return;
-    this.#state = 'closed';
-    this.#finish('killed');
+    this.#step('kill');
   }
 }
 
 /** The current backend objects whose address is in `tried` (a reload replaces the objects, not the addresses). */
 function excluded(backends: readonly ShardBackend[], tried: readonly string[]): ShardBackend[] {
   return backends.filter((b) => tried.includes(b.address));
-}
-
-function outcomeField(o: Outcome): number {
-  switch (o) {
-    case 'ok':
-      return L.OK;
-    case 'timeout':
-      return L.TIMEOUT;
-    case 'backend_error':
-      return L.BACKEND_ERROR;
-    case 'no_backend':
-      return L.NO_BACKEND;
-    default:
-      return L.ERROR;
-  }
 }

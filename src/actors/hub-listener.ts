@@ -1,39 +1,17 @@
 import http from 'node:http';
 import type net from 'node:net';
-import { setup } from 'xstate';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
-import { Actor } from '../runtime/actor.ts';
-import { compile } from '../runtime/compiled-machine.ts';
-import { Registry } from '../runtime/registry.ts';
-import { bindServer } from '../net/bind.ts';
-import { IP, L, type StateTable } from '../workers/state-table.ts';
+import { IP, type StateTable } from '../workers/state-table.ts';
 import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
-import { createJwtVerifier, bearerToken, TokenError, type JwtVerifier } from '../hub/auth.ts';
+import { createJwtVerifier, bearerToken, TokenError, type JwtVerifier } from '../auth/jwt.ts';
 import { hash32, type HubFromShard, type HubTarget } from '../hub/messages.ts';
-import { ListenerLimits } from '../net/listener-limits.ts';
+import type { Refusal } from '../net/listener-limits.ts';
+import { ListenerBase } from './listener-base.ts';
 import { ClientProxyActor, rejectUpgrade, type HubContext } from './client-proxy.ts';
-
-type ListenerState = 'binding' | 'listening' | 'draining' | 'closed';
-type ListenerEvent = 'bound' | 'drain' | 'closed';
-
-/** A hub listener's lifecycle: the same as a TCP listener's (bound, draining, closed). */
-export const hubListenerMachine = setup({ types: { events: {} as { type: ListenerEvent } } }).createMachine({
-  id: 'hub-listener',
-  initial: 'binding',
-  states: {
-    binding: { on: { bound: 'listening', drain: 'draining', closed: 'closed' } },
-    listening: { on: { drain: 'draining', closed: 'closed' } },
-    draining: { on: { closed: 'closed' } },
-    closed: { type: 'final' },
-  },
-});
-const machine = compile<ListenerState, ListenerEvent>(hubListenerMachine);
 
 /** A WebSocket closing handshake gets this long before ws destroys the socket. */
 export const CLOSE_TIMEOUT_MS = 5_000;
-/** Refused handshakes (bad tokens, caps) are logged at info at most once a second each kind, with a count. */
-const REFUSAL_LOG_EVERY_MS = 1_000;
 const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
 
 export interface HubListenerOptions {
@@ -49,44 +27,50 @@ export interface HubListenerOptions {
   readyNodes(): readonly string[];
 }
 
+/** How each listener-limit refusal is answered to a WebSocket client. */
+const REFUSED: Record<Refusal, { status: number; body: Record<string, unknown>; headers?: Record<string, string> }> = {
+  rate_limited: { status: 429, body: { error: 'rate_limited' }, headers: { 'Retry-After': '1' } },
+  over_limit: { status: 503, body: { error: 'over_limit', message: 'too many connections' } },
+  per_ip: { status: 429, body: { error: 'over_limit', message: 'too many connections from this address' } },
+};
+
 /**
  * A `protocol: hub` listener on one shard (`listener:<name>`, type `listener`): an HTTP server
  * whose upgrade requests on `path` become {@link ClientProxyActor}s after their JWT and the caps
  * (maxConnections, rateLimit, maxConnectionsPerIp, maxClientsPerUser, all held across shards in
  * the state table). Its clients live in a {@link Registry} indexed by `user` and `node`, and leave
- * it by their DOWN. One keepalive timer per listener pings every client each `pingInterval`.
+ * it by their DOWN. One keepalive timer per listener pings every client each `pingInterval`. The
+ * lifecycle, limits, drain and kill are {@link ListenerBase}'s.
  *
  * @example
  * const l = await new HubListenerActor(opts).start(); // resolves once bound
  * l.deliver({ kind: 'user', userId: 'u1' }, frame);  // number of clients it was queued to
  * l.stopAccepting(); await l.shutdown(30_000);        // drain, then kill what is left
  */
-export class HubListenerActor extends Actor {
-  #state: ListenerState = machine.initial;
+export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   readonly #opts: HubListenerOptions;
-  readonly #server: http.Server;
-  readonly #log: Logger;
-  readonly clients: Registry<ClientProxyActor>;
   #ctx: HubContext;
   #wss: WebSocketServer;
   #verifier: JwtVerifier;
   #jwtKey: string;
-  #address: { host: string; port: number } | undefined;
-  readonly #limits: ListenerLimits;
   #pingTimer: NodeJS.Timeout | undefined;
   #pingEvery = 0;
-  readonly #refused = new Map<string, { n: number; at: number }>();
   #userFullWarned = false;
 
   constructor(opts: HubListenerOptions) {
-    super(`listener:${opts.listener.name}`, 'listener');
-    if (!opts.listener.hub) throw new TypeError(`listener ${opts.listener.name} has no hub settings`);
-    this.#opts = opts;
-    this.#log = opts.log.child({ actorId: this.id, actorType: this.type, listener: opts.listener.name });
-    this.clients = new Registry<ClientProxyActor>(`hub-clients:${opts.listener.name}`, {
-      user: (c) => c.userId,
-      node: (c) => (c.nodes.length > 0 ? c.nodes : undefined),
+    super(opts, {
+      name: `hub-clients:${opts.listener.name}`,
+      indexes: {
+        user: (c) => c.userId,
+        node: (c) => (c.nodes.length > 0 ? c.nodes : undefined),
+      },
     });
+    this.#opts = opts;
+    if (!opts.listener.hub) {
+      const err = new TypeError(`listener ${opts.listener.name} has no hub settings`);
+      this.exit('error', err);
+      throw err;
+    }
     this.#ctx = this.#context(opts.listener);
     try {
       // Throws JwtConfigError for a config that cannot verify anything: the listener fails to start.
@@ -97,16 +81,44 @@ export class HubListenerActor extends Actor {
     }
     this.#jwtKey = JSON.stringify(opts.listener.hub.jwt);
     this.#wss = newWss(opts.listener.hub);
-    this.#limits = new ListenerLimits(opts.table, opts.shard, opts.listener, this.#log);
-    this.#server = http.createServer();
-    this.#server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.#upgrade(req, socket, head));
-    this.#server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => this.#plainRequest(req, res));
-    this.#server.on('error', (err) => this.#log.error({ err }, 'listener error'));
-    this.#server.on('clientError', (err: Error, socket: net.Socket) => {
-      this.#log.debug({ err }, 'hub listener: bad HTTP request');
+  }
+
+  /** The listener's clients (its connections): indexed by `user` and `node`. */
+  get clients(): this['connections'] {
+    return this.connections;
+  }
+
+  protected createServer(): net.Server {
+    const server = http.createServer();
+    // Each entry point is guarded: a throw ends that one request's socket, never the shard.
+    server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      try {
+        this.#upgrade(req, socket, head);
+      } catch (err) {
+        this.contain(err, socket);
+      }
+    });
+    server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      try {
+        plainRequest(req, res);
+      } catch (err) {
+        this.contain(err, req.socket);
+      }
+    });
+    server.on('clientError', (err: Error, socket: net.Socket) => {
+      this.log.debug({ err }, 'hub listener: bad HTTP request');
       if (socket.writable) rejectUpgrade(socket, 400, { error: 'bad_request' });
       else socket.destroy();
     });
+    return server;
+  }
+
+  /** The HTTP parser owns each accepted socket: hub clients are admitted per upgrade request ({@link #upgrade}). */
+  protected onSocket(): void {}
+
+  protected refuse(socket: net.Socket, reason: Refusal): void {
+    const r = REFUSED[reason];
+    rejectUpgrade(socket, r.status, r.body, r.headers);
   }
 
   #context(listener: ShardListener): HubContext {
@@ -115,62 +127,29 @@ export class HubListenerActor extends Actor {
       listener,
       hub: listener.hub!,
       table: this.#opts.table,
-      log: this.#log,
-      registry: this.clients,
+      log: this.connectionLog,
+      registry: this.connections,
       post: this.#opts.post,
       readyNodes: this.#opts.readyNodes,
     };
   }
 
-  get state(): string {
-    return this.#state;
-  }
-
-  get address(): { host: string; port: number } | undefined {
-    return this.#address;
-  }
-
-  /** The listener's configured name (its id is `listener:NAME`). */
-  get name(): string {
-    return this.#opts.listener.name;
-  }
-
-  override children(): Iterable<Actor> {
-    const out: Actor[] = [];
-    for (const { value } of this.clients.values()) out.push(value);
-    return out;
-  }
-
   override describe(): Record<string, unknown> {
-    return {
-      protocol: 'hub',
-      listen: this.#address && `${this.#address.host}:${this.#address.port}`,
-      path: this.#ctx.hub.path,
-      clients: this.clients.size,
-      registry: this.clients.sizes(),
-      readyNodes: this.#opts.readyNodes(),
-    };
+    return { protocol: 'hub', ...super.describe(), path: this.#ctx.hub.path, clients: this.connections.size, readyNodes: this.#opts.readyNodes() };
   }
 
-  #step(ev: ListenerEvent): void {
-    const next = machine.next(this.#state, ev);
-    if (next) this.#state = next;
-  }
-
-  /** Binds the listening socket. Rejects with `GH_ERR_LISTEN`. */
-  async start(): Promise<this> {
-    const { host, port, name } = this.#opts.listener;
-    try {
-      this.#address = await bindServer(this.#server, name, host, port, this.#opts.reusePort);
-    } catch (err) {
-      this.exit('error', (err as Error).cause ?? err);
-      throw err;
-    }
-    this.#step('bound');
+  protected override onListening(): void {
     this.#armKeepalive();
-    this.markRunning();
-    this.#log.info({ address: `${this.#address.host}:${this.#address.port}`, path: this.#ctx.hub.path }, 'listening');
-    return this;
+  }
+
+  protected override onDraining(): void {
+    (this.server as http.Server).closeIdleConnections();
+  }
+
+  protected override onClosed(): void {
+    clearInterval(this.#pingTimer);
+    this.#pingTimer = undefined;
+    (this.server as http.Server).closeAllConnections();
   }
 
   /** One timer for every client of the listener: a sweep each ping interval. */
@@ -183,23 +162,15 @@ export class HubListenerActor extends Actor {
   }
 
   #sweep(): void {
-    for (const { value } of this.clients.values()) value.heartbeat();
+    for (const { value } of this.connections.values()) value.heartbeat();
   }
 
   // ---- accepting -------------------------------------------------------------------------------
 
-  #plainRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
-    const body = JSON.stringify({ error: 'upgrade_required', message: 'this is a WebSocket endpoint' });
-    res.writeHead(426, { Upgrade: 'websocket', Connection: 'close', 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
-    res.end(body);
-    req.resume();
-  }
-
   #upgrade(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     const ctx = this.#ctx;
-    const { shard, table } = ctx;
     socket.on('error', noop);
-    if (this.#state !== 'listening') {
+    if (!this.accepting) {
       rejectUpgrade(socket, 503, { error: 'unavailable', message: 'the listener is draining' });
       return;
     }
@@ -220,47 +191,40 @@ export class HubListenerActor extends Actor {
       return;
     }
     // Listener-wide limits hold across shards (the same cells as a TCP listener's).
-    const a = this.#limits.admit(socket);
-    if (!a.ok) {
-      if (a.reason === 'rate_limited') {
-        this.#refusedLog('rate_limited', 'rate limit: new hub clients refused');
-        rejectUpgrade(socket, 429, { error: 'rate_limited' }, { 'Retry-After': '1' });
-      } else if (a.reason === 'over_limit') {
-        this.#refusedLog('max_connections', 'maxConnections reached: hub client refused');
-        rejectUpgrade(socket, 503, { error: 'over_limit', message: 'too many connections' });
-      } else {
-        this.#refusedLog('per_ip', 'maxConnectionsPerIp reached: hub client refused');
-        rejectUpgrade(socket, 429, { error: 'over_limit', message: 'too many connections from this address' });
-      }
-      return;
-    }
+    const ipKey = this.admit(socket);
+    if (ipKey === undefined) return;
     socket.off('error', noop);
-    table.listenerAdd(shard, ctx.listener.slot, L.ACTIVE, 1);
-    const client = new ClientProxyActor(ctx, socket);
+    const client = this.adopt(new ClientProxyActor(ctx, socket));
     client.holdsPlace = true;
-    client.ipKey = a.ipKey;
-    client.parent = this;
-    this.clients.register(client, client);
+    client.ipKey = ipKey;
+    // From here the client owns the socket and its places: a throw ends the client.
+    try {
+      this.#verify(client, ctx, req, url, socket, head);
+    } catch (err) {
+      client.fail(err);
+    }
+  }
+
+  #verify(client: ClientProxyActor, ctx: HubContext, req: http.IncomingMessage, url: URL, socket: net.Socket, head: Buffer): void {
     const token = bearerToken(req.headers.authorization, url.searchParams);
     if (token === undefined) {
       this.#unauthorized(client, new TokenError('missing_token', 'no Authorization: Bearer header and no token parameter'));
       return;
     }
-    const verifier = this.#verifier;
     const wss = this.#wss;
-    verifier
+    this.#verifier
       .verify(token)
       .then(
         ({ userId }) => this.#admitUser(client, ctx, wss, req, socket, head, userId),
         (err: unknown) => this.#unauthorized(client, err instanceof TokenError ? err : new TokenError('malformed', String(err))),
       )
       // A bug while admitting crashes this client, never the shard (an unhandled rejection would).
-      .catch((err: unknown) => client.crash(err));
+      .catch((err: unknown) => client.fail(err));
   }
 
   #unauthorized(client: ClientProxyActor, err: TokenError): void {
     if (!client.handshaking) return;
-    this.#refusedLog(`token:${err.reason}`, 'hub client refused: bad or missing token', { reason: err.reason });
+    this.refused(`token:${err.reason}`, 'hub client refused: bad or missing token', client.remoteAddress, { reason: err.reason }, 'info');
     client.reject(401, { error: 'unauthorized', reason: err.reason }, 'error', { 'WWW-Authenticate': `Bearer error="invalid_token"` });
   }
 
@@ -274,7 +238,7 @@ export class HubListenerActor extends Actor {
       const key = hash32(userId);
       const r = table.ipAcquire(slot, shard, key, max);
       if (r === IP.REJECTED) {
-        this.#refusedLog('per_user', 'maxClientsPerUser reached: hub client refused', { userId, maxClientsPerUser: max });
+        this.refused('per_user', 'maxClientsPerUser reached: hub client refused', client.remoteAddress, { userId, maxClientsPerUser: max }, 'info');
         client.reject(429, { error: 'too_many_clients', message: `user has ${max} clients already` }, 'over_limit', { 'Retry-After': '1' });
         return;
       }
@@ -283,49 +247,35 @@ export class HubListenerActor extends Actor {
         // The keyed table's stripe for this user is full (about 16,000 (user or IP, shard) pairs
         // per listener): the cap fails open for this client rather than refusing everyone.
         this.#userFullWarned = true;
-        this.#log.warn({ maxClientsPerUser: max }, 'per-user table full: a client was admitted without a per-user count (logged once)');
+        this.log.warn({ maxClientsPerUser: max }, 'per-user table full: a client was admitted without a per-user count (logged once)');
       }
     }
     wss.handleUpgrade(req, socket, head, (ws) => client.accept(ws, userId));
-  }
-
-  /** Logs a refusal at info, at most once a second per kind, with how many were refused since. */
-  #refusedLog(kind: string, msg: string, extra?: Record<string, unknown>): void {
-    const now = Date.now();
-    let r = this.#refused.get(kind);
-    if (!r) this.#refused.set(kind, (r = { n: 0, at: 0 }));
-    r.n++;
-    if (now < r.at) {
-      this.#log.debug({ ...extra, kind }, msg);
-      return;
-    }
-    this.#log.info({ ...extra, refused: r.n }, msg);
-    r.n = 0;
-    r.at = now + REFUSAL_LOG_EVERY_MS;
   }
 
   // ---- routing (HubToShard) --------------------------------------------------------------------
 
   /** Queues a node's frame to its target's clients here; returns how many live clients took it. */
   deliver(to: HubTarget, frame: string): number {
+    const clients = this.connections;
     let n = 0;
     switch (to.kind) {
       case 'client': {
-        const e = this.clients.get(`client:${to.clientId}`);
+        const e = clients.get(`client:${to.clientId}`);
         if (e && e.value.deliver(frame)) n++;
         break;
       }
       case 'user': {
         // Encoded once for all of the user's clients (ws would encode a string once per send).
-        const bytes = this.clients.count('user', to.userId) > 1 ? Buffer.from(frame) : frame;
-        this.clients.forEachIn('user', to.userId, (c) => {
+        const bytes = clients.count('user', to.userId) > 1 ? Buffer.from(frame) : frame;
+        clients.forEachIn('user', to.userId, (c) => {
           if (c.deliver(bytes)) n++;
         });
         break;
       }
       case 'all': {
-        const bytes = this.clients.size > 1 ? Buffer.from(frame) : frame;
-        this.clients.forEach((c) => {
+        const bytes = clients.size > 1 ? Buffer.from(frame) : frame;
+        clients.forEach((c) => {
           if (c.deliver(bytes)) n++;
         });
         break;
@@ -337,7 +287,7 @@ export class HubListenerActor extends Actor {
   /** Announces every registered client again (the main thread's presence restarted); returns how many. */
   resync(): number {
     let n = 0;
-    this.clients.forEach((c) => {
+    this.connections.forEach((c) => {
       if (c.announce()) n++;
     });
     return n;
@@ -345,14 +295,14 @@ export class HubListenerActor extends Actor {
 
   /** A frame for one client (a response, an error); dropped silently when the client is gone. */
   reply(clientId: string, frame: string): boolean {
-    const e = this.clients.get(`client:${clientId}`);
+    const e = this.connections.get(`client:${clientId}`);
     return e !== undefined && e.value.deliver(frame);
   }
 
   /** A node went down: its bound clients get `node-down` and lose the binding. */
   nodeDown(node: string): number {
     let n = 0;
-    for (const { value } of this.clients.lookup('node', node)) if (value.nodeDown(node)) n++;
+    for (const { value } of this.connections.lookup('node', node)) if (value.nodeDown(node)) n++;
     return n;
   }
 
@@ -372,58 +322,17 @@ export class HubListenerActor extends Actor {
     this.#opts.listener = listener;
     this.#ctx = this.#context(listener);
     this.#wss = newWss(hub);
-    this.#limits.configure(listener);
-    if (this.#state === 'listening') this.#armKeepalive();
+    this.configure(listener);
+    if (this.accepting) this.#armKeepalive();
   }
+}
 
-  // ---- stopping --------------------------------------------------------------------------------
-
-  /** Stops accepting (the drain's first step); open clients go on being served. */
-  stopAccepting(): void {
-    if (this.#state === 'closed' || this.#state === 'draining') return;
-    this.#step('drain');
-    this.#server.close();
-    this.#server.closeIdleConnections();
-    this.#log.info({ clients: this.clients.size }, 'draining');
-  }
-
-  protected requestStop(): boolean {
-    this.stopAccepting();
-    this.#exitWhenEmpty();
-    return true;
-  }
-
-  #exitWhenEmpty(): void {
-    if (this.clients.size === 0) {
-      this.#close('shutdown');
-      return;
-    }
-    for (const { actor } of this.clients.values()) {
-      actor.monitor(() => {
-        // After the DOWN has reached every watcher: a client that re-registered (a new node
-        // binding) has its registry watcher behind this one, so its entry is only gone then.
-        queueMicrotask(() => {
-          if (this.clients.size === 0 && this.status === 'stopping') this.#close('shutdown');
-        });
-      });
-    }
-  }
-
-  protected forceStop(): void {
-    this.stopAccepting();
-    for (const { actor } of [...this.clients.values()]) actor.kill();
-    this.#close('killed');
-  }
-
-  #close(reason: 'shutdown' | 'killed'): void {
-    if (this.#state === 'closed') return;
-    clearInterval(this.#pingTimer);
-    this.#pingTimer = undefined;
-    this.#server.close();
-    this.#server.closeAllConnections();
-    this.#step('closed');
-    this.exit(reason);
-  }
+/** A plain HTTP request to a WebSocket endpoint: 426. */
+function plainRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const body = JSON.stringify({ error: 'upgrade_required', message: 'this is a WebSocket endpoint' });
+  res.writeHead(426, { Upgrade: 'websocket', Connection: 'close', 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) });
+  res.end(body);
+  req.resume();
 }
 
 function newWss(hub: ShardHubSettings): WebSocketServer {

@@ -388,9 +388,9 @@ export class Gatehouse implements AdminBackend {
     const a = live.list().find((x) => x.id === id);
     if (a instanceof MachineActor) return a.crash();
     if (a instanceof PresenceActor) return a.crash(new InjectedFaultError(id));
-    // A hub client: its id names its shard (`client:S.RANDOM`).
-    const m = /^client:(\d+)\./.exec(id);
-    const shard = m && this.#shards().find((s) => s.index === Number(m[1]));
+    // A hub client or a TCP connection: its id names its shard (`client:S.RANDOM`, `conn:S:SEQ`).
+    const m = /^(?:client:(\d+)\.|conn:(\d+):)/.exec(id);
+    const shard = m && this.#shards().find((s) => s.index === Number(m[1] ?? m[2]));
     if (!shard) return false;
     return shard.request<boolean>({ type: 'crash-actor', actor: id }).catch(() => false);
   }

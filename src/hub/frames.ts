@@ -1,5 +1,5 @@
 /**
- * The hub's client-side wire frames (DESIGN.md "Hub wire protocol"): parsing what a client sends,
+ * The hub's client-side wire frames (docs/hub-protocol.md): parsing what a client sends,
  * and building what the shard itself sends a client or a node. Frames the main thread builds
  * (`message`, `response`, `error` for requests, `node-down`) arrive as ready-made strings.
  *

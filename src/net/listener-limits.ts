@@ -3,8 +3,11 @@ import type { Logger } from 'pino';
 import { IP, L, ipKey, type StateTable } from '../workers/state-table.ts';
 import type { ShardListener } from '../workers/shard-config.ts';
 
+/** Why a listener refused a new connection: its `rateLimit`, `maxConnections` or `maxConnectionsPerIp`. */
+export type Refusal = 'rate_limited' | 'over_limit' | 'per_ip';
+
 /** Why a new connection was refused, or the per-IP key it holds (0: none) when admitted. */
-export type Admission = { ok: true; ipKey: number } | { ok: false; reason: 'rate_limited' | 'over_limit' | 'per_ip' };
+export type Admission = { ok: true; ipKey: number } | { ok: false; reason: Refusal };
 
 /**
  * A listener's limits on new connections, the same for every protocol, all held for the listener

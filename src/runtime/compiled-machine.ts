@@ -1,4 +1,5 @@
 import { initialTransition, transition, type AnyStateMachine } from 'xstate';
+import { actorEventsEnabled, emitActorEvent } from './events.ts';
 
 /**
  * An xstate machine compiled to a transition table, for actors that live by the tens of
@@ -6,7 +7,7 @@ import { initialTransition, transition, type AnyStateMachine } from 'xstate';
  * visualisable, testable with xstate), and `compile()` steps it with xstate's own pure
  * `transition()` for every (state, event) pair once, at module load. Stepping at run time is then
  * one table look-up instead of xstate's ~1-2 us per event and ~3.8 KB of heap per actor
- * (DESIGN.md, "Measured costs").
+ * (docs/architecture.md, "Decisions and their measurements").
  *
  * Only machines whose transitions depend on nothing but (state, event type) can be compiled:
  * flat states, no guards, no context, no delayed or invoked work. `compile()` checks that and
@@ -90,4 +91,21 @@ export function compile<S extends string = string, E extends string = string>(ma
     final: final as Set<S>,
     next: (state, event) => table.get(state)?.get(event) as S | undefined,
   };
+}
+
+/**
+ * One step of an actor that runs a compiled machine: the state `event` leads to from `state`, or
+ * `undefined` when the machine does not handle it there (or stays). A change is published as a
+ * `state` actor event, so every state an actor shows went through its machine and `/actors/events`
+ * sees each one. The actor stores the returned state and runs its own side effects.
+ *
+ * @example
+ * const next = stepMachine(table, this, this.#state, 'drain');
+ * if (next !== undefined) this.#state = next;
+ */
+export function stepMachine<S extends string, E extends string>(machine: CompiledMachine<S, E>, actor: { readonly id: string; readonly type: string }, state: S, event: E): S | undefined {
+  const next = machine.next(state, event);
+  if (next === undefined || next === state) return undefined;
+  if (actorEventsEnabled()) emitActorEvent({ type: 'state', id: actor.id, actorType: actor.type, state: next });
+  return next;
 }

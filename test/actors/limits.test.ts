@@ -71,9 +71,12 @@ describe('rateLimit on a listener', () => {
     expect(count(probes, 'closed')).toBe(7);
     expect(gw.table.listenerGet(0, 0, L.RATE_LIMITED)).toBe(7);
     expect(gw.table.listenerGet(0, 0, L.OVER_LIMIT)).toBe(0);
-    expect(lines.filter((l) => l.msg === 'connection rate limited')).toHaveLength(7);
+    // Every refusal is logged (debug), each with the client's address; one warning for the flood.
+    const refusals = lines.filter((l) => l.msg === 'rate limit: new connections rejected');
+    expect(refusals).toHaveLength(7);
+    for (const l of refusals) expect(l).toMatchObject({ kind: 'rate_limited', remoteAddress: '127.0.0.1', listener: 't' });
     const warns = lines.filter((l) => l.level === 40);
-    expect(warns).toEqual([expect.objectContaining({ msg: 'rate limit: new connections rejected', rejected: 1, perSecond: 0.001, burst: 3 })]);
+    expect(warns).toEqual([expect.objectContaining({ msg: 'rate limit: new connections rejected', refused: 1, perSecond: 0.001, burst: 3, remoteAddress: '127.0.0.1' })]);
     await Promise.all(probes.map((p) => p.close()));
     await expect.poll(() => gw.l.connections.size).toBe(0);
     // Open connections ending give nothing back: it limits the rate of new ones, not how many are open.
@@ -98,15 +101,19 @@ describe('rateLimit on a listener', () => {
 });
 
 describe('maxConnectionsPerIp on a listener', () => {
-  test('closes the excess of one IP at once, counts it over_limit, and frees places as connections end', async () => {
+  test('closes the excess of one IP at once, counts it over_limit, logs its address, and frees places as connections end', async () => {
     await using echo = await startEchoServer();
-    await using gw = await startListener(echo.port, { maxConnectionsPerIp: 2 });
+    const { log, lines } = capture();
+    await using gw = await startListener(echo.port, { maxConnectionsPerIp: 2 }, log);
     const key = ipKey('127.0.0.1');
     const a = await probe(gw.port);
     const b = await probe(gw.port);
     expect([a.result, b.result]).toEqual(['open', 'open']);
     expect((await probe(gw.port)).result).toBe('closed');
     expect(gw.table.listenerGet(0, 0, L.OVER_LIMIT)).toBe(1);
+    expect(lines.filter((l) => l.msg === 'maxConnectionsPerIp reached: connection refused')).toEqual([
+      expect.objectContaining({ level: 40, kind: 'per_ip', remoteAddress: '127.0.0.1', maxConnectionsPerIp: 2, refused: 1, actorId: 'listener:t' }),
+    ]);
     expect(gw.table.ipCount(0, key)).toBe(2);
     // The refused connection gave its listener-wide place back.
     expect(gw.table.listenerActiveAll(0)).toBe(2);

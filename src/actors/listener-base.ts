@@ -1,0 +1,319 @@
+import type net from 'node:net';
+import { setup } from 'xstate';
+import type { Logger } from 'pino';
+import { Actor } from '../runtime/actor.ts';
+import { compile, stepMachine } from '../runtime/compiled-machine.ts';
+import { Registry, type IndexFn } from '../runtime/registry.ts';
+import { bindServer } from '../net/bind.ts';
+import { ListenerLimits, type Refusal } from '../net/listener-limits.ts';
+import { L, type StateTable } from '../workers/state-table.ts';
+import type { ShardListener } from '../workers/shard-config.ts';
+
+export type ListenerState = 'binding' | 'listening' | 'draining' | 'closed';
+export type ListenerEvent = 'bound' | 'drain' | 'closed';
+
+/** Every listener's lifecycle (TCP, hub): bound on its shard, then draining (no new connections), then closed. */
+export const listenerMachine = setup({ types: { events: {} as { type: ListenerEvent } } }).createMachine({
+  id: 'listener',
+  initial: 'binding',
+  states: {
+    binding: { on: { bound: 'listening', drain: 'draining', closed: 'closed' } },
+    listening: { on: { drain: 'draining', closed: 'closed' } },
+    draining: { on: { closed: 'closed' } },
+    closed: { type: 'final' },
+  },
+});
+const table = compile<ListenerState, ListenerEvent>(listenerMachine);
+
+/** Refusal lines of one kind are logged at info or warn at most this often, with a count; debug in between. */
+const REFUSAL_LOG_EVERY_MS = 1_000;
+
+/** What every listener is made from, whatever its protocol. */
+export interface ListenerBaseOptions {
+  shard: number;
+  listener: ShardListener;
+  table: StateTable;
+  /** The shard's logger: the listener binds `listener`, then its own `actorId` and `actorType`. */
+  log: Logger;
+  /** Bind with SO_REUSEPORT, so every shard can bind the same address. */
+  reusePort: boolean;
+}
+
+/** The log line of each listener-limit refusal, and the settings it names. */
+const LIMIT_REFUSALS: Record<Refusal, { msg: string; fields(l: ShardListener): Record<string, unknown> }> = {
+  rate_limited: { msg: 'rate limit: new connections rejected', fields: (l) => ({ perSecond: l.rateLimit?.perSecond, burst: l.rateLimit?.burst }) },
+  over_limit: { msg: 'maxConnections reached: connection refused', fields: (l) => ({ maxConnections: l.maxConnections }) },
+  per_ip: { msg: 'maxConnectionsPerIp reached: connection refused', fields: (l) => ({ maxConnectionsPerIp: l.maxConnectionsPerIp }) },
+};
+
+/**
+ * The part of a listener that does not depend on its protocol: the lifecycle machine
+ * ({@link listenerMachine}), the bind (`reusePort`), the connections' {@link Registry} (OTP
+ * `simple_one_for_one`: connections leave it by their own DOWN), the limits held across shards,
+ * refusal logging, and the two-phase stop (drain: exit when the last connection's DOWN arrives;
+ * kill: kill every connection, close).
+ *
+ * A protocol extends it with two things: {@link createServer} (the server to bind, with its own
+ * request or upgrade handlers) and {@link onSocket} (what to do with each accepted socket). It
+ * takes a connection in with {@link admit} (limits; a refusal is answered by {@link refuse} and
+ * logged), then {@link adopt} (counted, registered under this listener). A throw while a socket is
+ * being taken in goes to {@link contain}, which ends that socket alone: the shard goes on.
+ *
+ * @example
+ * class EchoListener extends ListenerBase<EchoActor> {
+ *   protected createServer() { return net.createServer({ pauseOnConnect: true }); }
+ *   protected onSocket(s: net.Socket) { const k = this.admit(s); if (k !== undefined) this.adopt(new EchoActor(s, k)).start(); }
+ *   protected refuse(s: net.Socket) { s.destroy(); }
+ * }
+ */
+export abstract class ListenerBase<C extends Actor> extends Actor {
+  #state: ListenerState = table.initial;
+  #config: ShardListener;
+  readonly #base: ListenerBaseOptions;
+  readonly #server: net.Server;
+  readonly #limits: ListenerLimits;
+  #address: { host: string; port: number } | undefined;
+  /** The per-IP key of a socket admitted but not yet adopted by a connection actor: a throw in between gives its places back. */
+  #pending: number | undefined;
+  readonly #refusals = new Map<string, { n: number; at: number }>();
+  /** The listener's own log lines (`actorId` = this listener). */
+  protected readonly log: Logger;
+  /** For the connections: bound to the listener's name only, so each adds its own `actorId` once. */
+  protected readonly connectionLog: Logger;
+  /** This listener's live connections; each leaves by its DOWN. */
+  readonly connections: Registry<C>;
+
+  constructor(opts: ListenerBaseOptions, registry: { name: string; indexes?: Record<string, IndexFn<C>> }) {
+    super(`listener:${opts.listener.name}`, 'listener');
+    this.#base = opts;
+    this.#config = opts.listener;
+    this.connectionLog = opts.log.child({ listener: opts.listener.name });
+    this.log = this.connectionLog.child({ actorId: this.id, actorType: this.type });
+    this.connections = new Registry<C>(registry.name, registry.indexes);
+    this.#limits = new ListenerLimits(opts.table, opts.shard, opts.listener, this.log);
+    this.#server = this.createServer();
+    this.#server.on('connection', (s: net.Socket) => this.#onConnection(s));
+    this.#server.on('error', (err) => this.log.error({ err }, 'listener error'));
+  }
+
+  // ---- what a protocol provides ----------------------------------------------------------------
+
+  /**
+   * The server to bind, with the protocol's own handlers on it. Called once by this constructor,
+   * before the subclass's own fields exist: build the server and attach handlers, nothing more.
+   */
+  protected abstract createServer(): net.Server;
+  /**
+   * What to do with each socket the server accepted while listening. A throw ends this socket
+   * (and gives back what {@link admit} took for it), never the listener.
+   */
+  protected abstract onSocket(socket: net.Socket): void;
+  /** Answers a socket refused by the listener's limits (TCP: closed at once; hub: an HTTP status). */
+  protected abstract refuse(socket: net.Socket, reason: Refusal): void;
+  /** Called once bound, before the listener reports running (timers and the like). */
+  protected onListening(): void {}
+  /** Called when the listener stops accepting (the drain's first step). */
+  protected onDraining(): void {}
+  /** Called once when the listener closes: release what {@link onListening} armed. */
+  protected onClosed(): void {}
+
+  // ---- identity and inspection -----------------------------------------------------------------
+
+  get state(): string {
+    return this.#state;
+  }
+
+  get address(): { host: string; port: number } | undefined {
+    return this.#address;
+  }
+
+  /** The listener's configured name (its id is `listener:NAME`). */
+  get name(): string {
+    return this.#config.name;
+  }
+
+  /** The listener's current settings (a reload replaces them through {@link configure}). */
+  protected get config(): ShardListener {
+    return this.#config;
+  }
+
+  protected get shard(): number {
+    return this.#base.shard;
+  }
+
+  protected get table(): StateTable {
+    return this.#base.table;
+  }
+
+  protected get server(): net.Server {
+    return this.#server;
+  }
+
+  override children(): Iterable<Actor> {
+    const out: Actor[] = [];
+    for (const { actor } of this.connections.values()) out.push(actor);
+    return out;
+  }
+
+  override describe(): Record<string, unknown> {
+    const a = this.#address;
+    const d: Record<string, unknown> = { listen: a && `${a.host}:${a.port}`, registry: this.connections.sizes() };
+    if (this.#config.maxConnectionsPerIp > 0) d.perIpUntracked = this.#base.table.ipUntracked(this.#config.slot);
+    return d;
+  }
+
+  #step(ev: ListenerEvent): void {
+    const next = stepMachine(table, this, this.#state, ev);
+    if (next !== undefined) this.#state = next;
+  }
+
+  /** Binds the listening socket. Rejects with `GH_ERR_LISTEN`. */
+  async start(): Promise<this> {
+    const { host, port, name } = this.#config;
+    try {
+      this.#address = await bindServer(this.#server, name, host, port, this.#base.reusePort);
+    } catch (err) {
+      this.exit('error', (err as Error).cause ?? err);
+      throw err;
+    }
+    this.#step('bound');
+    this.onListening();
+    this.markRunning();
+    this.log.info({ address: `${this.#address.host}:${this.#address.port}` }, 'listening');
+    return this;
+  }
+
+  /** New settings from a reload: the limits apply to new connections (the rate limit keeps its bucket). */
+  protected configure(listener: ShardListener): void {
+    this.#config = listener;
+    this.#limits.configure(listener);
+  }
+
+  // ---- taking connections in -------------------------------------------------------------------
+
+  #onConnection(socket: net.Socket): void {
+    if (this.#state !== 'listening') {
+      socket.destroy();
+      return;
+    }
+    try {
+      this.onSocket(socket);
+    } catch (err) {
+      this.contain(err, socket);
+    }
+  }
+
+  /** Still taking new connections (not draining or closed). */
+  protected get accepting(): boolean {
+    return this.#state === 'listening';
+  }
+
+  /**
+   * Checks a new connection against the listener-wide limits. Admitted: returns its per-IP key (0:
+   * none), and the socket holds a listener place until {@link adopt} hands it to a connection.
+   * Refused: answered with {@link refuse}, logged with its address, and `undefined`.
+   */
+  protected admit(socket: net.Socket): number | undefined {
+    const a = this.#limits.admit(socket);
+    if (a.ok) {
+      this.#pending = a.ipKey;
+      return a.ipKey;
+    }
+    const r = LIMIT_REFUSALS[a.reason];
+    this.refused(a.reason, r.msg, socket.remoteAddress, r.fields(this.#config), 'warn');
+    this.refuse(socket, a.reason);
+    return undefined;
+  }
+
+  /** Takes an admitted connection's actor in: counted active, a child of this listener, in the registry. */
+  protected adopt(conn: C): C {
+    this.#pending = undefined;
+    const { table: t, shard } = this.#base;
+    t.listenerAdd(shard, this.#config.slot, L.ACTIVE, 1);
+    conn.parent = this;
+    this.connections.register(conn, conn);
+    return conn;
+  }
+
+  /**
+   * A throw while taking `socket` in (before a connection actor owned it): the socket is
+   * destroyed, the places {@link admit} took are given back, the outcome `error` is counted and
+   * logged. The listener and every other connection go on.
+   */
+  protected contain(err: unknown, socket: net.Socket): void {
+    const key = this.#pending;
+    this.#pending = undefined;
+    const remoteAddress = socket.remoteAddress;
+    socket.destroy();
+    const { table: t, shard } = this.#base;
+    const slot = this.#config.slot;
+    if (key !== undefined) {
+      t.listenerRelease(slot);
+      if (key !== 0) t.ipRelease(slot, shard, key);
+    }
+    t.listenerAdd(shard, slot, L.ERROR, 1);
+    this.log.error({ err, remoteAddress }, 'accepting a connection failed: connection closed');
+  }
+
+  /**
+   * Logs a refused client: at debug each time, and at `level` at most once a second per `kind`,
+   * with how many were refused since the last such line and the address (and `extra`, e.g. the
+   * user) of the one refused now. Floods cost one line a second, and the line still names a client.
+   */
+  protected refused(kind: string, msg: string, remoteAddress: string | undefined, extra: Record<string, unknown> | undefined, level: 'info' | 'warn'): void {
+    const now = Date.now();
+    let r = this.#refusals.get(kind);
+    if (!r) this.#refusals.set(kind, (r = { n: 0, at: 0 }));
+    r.n++;
+    if (now < r.at) {
+      this.log.debug({ ...extra, kind, remoteAddress }, msg);
+      return;
+    }
+    this.log[level]({ ...extra, kind, remoteAddress, refused: r.n }, msg);
+    r.n = 0;
+    r.at = now + REFUSAL_LOG_EVERY_MS;
+  }
+
+  // ---- stopping --------------------------------------------------------------------------------
+
+  /** Stops accepting (the drain's first step); open connections go on. */
+  stopAccepting(): void {
+    if (this.#state === 'closed' || this.#state === 'draining') return;
+    this.#step('drain');
+    this.#server.close();
+    this.onDraining();
+    this.log.info({ connections: this.connections.size }, 'draining');
+  }
+
+  protected requestStop(): boolean {
+    this.stopAccepting();
+    if (this.connections.size === 0) {
+      this.#close('shutdown');
+      return true;
+    }
+    for (const { actor } of this.connections.values()) {
+      actor.monitor(() => {
+        // After the DOWN has reached every watcher: a connection that re-registered (a hub client's
+        // new node binding) has its registry watcher behind this one, so its entry is only gone then.
+        queueMicrotask(() => {
+          if (this.connections.size === 0 && this.status === 'stopping') this.#close('shutdown');
+        });
+      });
+    }
+    return true;
+  }
+
+  protected forceStop(): void {
+    this.stopAccepting();
+    for (const { actor } of [...this.connections.values()]) actor.kill();
+    this.#close('killed');
+  }
+
+  #close(reason: 'shutdown' | 'killed'): void {
+    if (this.#state === 'closed') return;
+    this.#server.close();
+    this.onClosed();
+    this.#step('closed');
+    this.exit(reason);
+  }
+}
