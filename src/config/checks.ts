@@ -4,6 +4,7 @@
  * schema rather than after it, so that one `gatehouse check` reports every problem at once; each
  * rule skips values the schema already rejects.
  */
+import { isLoopbackHost, weakSecretProblem } from '../auth/policy.ts';
 import { parseDuration, parseHostPort, parseListen } from './units.ts';
 import type { PathIssue } from './messages.ts';
 
@@ -60,7 +61,9 @@ export function crossChecks(raw: unknown): PathIssue[] {
       routes.forEach((r, j) => checkRoute(obj(r), [...at, 'routes', j], ref, add));
     }
     if (o.protocol === 'hub') {
-      if (obj(o.auth)) checkJwt(obj(obj(o.auth)?.jwt), [...at, 'auth', 'jwt'], add);
+      const jwt = obj(obj(o.auth)?.jwt);
+      checkJwt(jwt, [...at, 'auth', 'jwt'], add);
+      if (jwt?.forwardClaims !== undefined) add([...at, 'auth', 'jwt', 'forwardClaims'], 'applies to http routes only: a hub client\'s user id is its sub');
       if (o.nodes === undefined && o.discovery === undefined) add([...at, 'nodes'], 'required: a hub listener needs nodes or discovery');
       if (o.nodes !== undefined && o.discovery !== undefined) add([...at, 'discovery'], 'use nodes or discovery, not both');
       unique(list(o.nodes).map((n) => str(obj(n)?.id)), [...at, 'nodes'], ['id'], 'node id', add);
@@ -68,7 +71,18 @@ export function crossChecks(raw: unknown): PathIssue[] {
   });
 
   checkAddresses(root, add);
+  checkAdmin(obj(root.admin), add);
   return out;
+}
+
+// Anyone who can reach the admin API can drain or reload the daemon: off this machine, only
+// with a token.
+function checkAdmin(admin: Obj | undefined, add: (p: Path, m: string) => void) {
+  const listen = admin?.listen;
+  if (typeof listen !== 'string' && typeof listen !== 'number') return;
+  const hp = tryParse(() => parseListen(listen));
+  if (!hp || isLoopbackHost(hp.host) || admin?.token !== undefined) return;
+  add(['admin', 'listen'], `${hp.address} is not a loopback address: set admin.token too (anyone who can reach the admin API could drain or reload the daemon)`);
 }
 
 function unique(values: (string | undefined)[], base: Path, leaf: Path, what: string, add: (p: Path, m: string) => void) {
@@ -133,6 +147,15 @@ function checkJwt(jwt: Obj | undefined, at: Path, add: (p: Path, m: string) => v
   if (keys.length === 0) add(at, 'needs one of secret, publicKey or jwksUrl');
   for (const k of keys.slice(1)) add([...at, k], `use only one of secret, publicKey and jwksUrl (${keys[0]} is set)`);
   if (keys.length !== 1) return;
+  if (keys[0] !== 'secret' && jwt.algorithms === undefined) {
+    add([...at, 'algorithms'], `required with ${keys[0]}: list the algorithms your issuer signs with, like [RS256]`);
+  }
+  const secret = str(jwt.secret);
+  if (secret !== undefined && secret !== '') {
+    const algs = jwt.algorithms === undefined ? ['HS256'] : list(jwt.algorithms).filter((a) => typeof a === 'string');
+    const weak = weakSecretProblem(secret, algs as string[]);
+    if (weak) add([...at, 'secret'], weak);
+  }
   list(jwt.algorithms).forEach((alg, i) => {
     if (typeof alg !== 'string') return;
     const hmac = alg.startsWith('HS');

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { UnitError, parseDuration, parseHostPort, parseListen, parseSize } from './units.ts';
 import type { HostPort } from './units.ts';
 import type { JwtAlgorithm, JwtConfig, RateLimitConfig } from './types.ts';
+import { jwksUrlProblem } from '../auth/policy.ts';
 
 /** Describes a YAML value for messages: `a string ("x")`, `a list`, `null`. */
 export function describeValue(v: unknown): string {
@@ -103,19 +104,46 @@ export const JWT_ALGORITHMS = [
   'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA',
 ] as const satisfies readonly JwtAlgorithm[];
 
+// A header name (RFC 9110 token). Framing and hop-by-hop headers cannot carry claims: a claim
+// there would let a token holder steer how the request is framed or routed upstream.
+const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+const RESERVED_HEADERS = new Set([
+  'host', 'content-length', 'transfer-encoding', 'connection', 'upgrade', 'te', 'trailer',
+  'keep-alive', 'proxy-connection', 'proxy-authorization', 'authorization', 'cookie',
+]);
+
+const forwardClaims = z.record(
+  z.string().min(1),
+  z
+    .string()
+    .regex(HEADER_NAME, { error: (iss) => `expected a header name, got ${describeValue(iss.input)}` })
+    .refine((h) => !RESERVED_HEADERS.has(h.toLowerCase()), { error: (iss) => `${JSON.stringify(iss.input)} cannot be set from a claim (it frames or routes the request)` })
+    .transform((h) => h.toLowerCase()),
+);
+
+const jwksUrl = () =>
+  z.string().superRefine((url, ctx) => {
+    const problem = jwksUrlProblem(url);
+    if (problem) ctx.addIssue({ code: 'custom', input: url, message: problem });
+  });
+
 const jwt = z
   .strictObject({
     secret: z.string().min(1).optional(),
     publicKey: z.string().min(1).optional(),
-    jwksUrl: urlWith(['http:', 'https:']).optional(),
+    jwksUrl: jwksUrl().optional(),
     issuer: z.string().min(1).optional(),
     audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).optional(),
     algorithms: z.array(z.enum(JWT_ALGORITHMS)).min(1).optional(),
+    clockSkew: duration().default(30_000),
+    requireExp: z.boolean().default(true),
+    forwardClaims: forwardClaims.optional(),
   })
   .transform((j): JwtConfig => ({
     ...j,
     audience: typeof j.audience === 'string' ? [j.audience] : j.audience,
     // HMAC only with a shared secret, never with a public key (the classic alg-confusion hole).
+    // `checks.ts` requires `algorithms` with a public key or a JWKS; the fallback only fills the type.
     algorithms: j.algorithms ?? (j.secret !== undefined ? ['HS256'] : ['RS256', 'ES256']),
   }));
 

@@ -49,7 +49,7 @@ describe('redactConfig', () => {
     '  - name: web',
     '    protocol: http',
     '    listen: 8080',
-    '    routes: [ { upstream: app, auth: { jwt: { secret: s3cret } } }, { upstream: app, auth: { jwt: { publicKey: PEM } } } ]',
+    '    routes: [ { upstream: app, auth: { jwt: { secret: s3cret-0123456789-0123456789-0123456789 } } }, { upstream: app, auth: { jwt: { publicKey: PEM, algorithms: [RS256] } } } ]',
     'actors: [ { name: db, module: ./db.ts, options: { password: pw, nested: { apiToken: tk, clientSecret: cs }, keep: me } } ]',
   ]);
   const r = redactConfig(c);

@@ -14,6 +14,8 @@ function check(...lines: string[]): string[] {
 }
 
 const UP = 'upstreams: [ { name: app, backends: ["127.0.0.1:9001"] } ]';
+const SECRET = 'errors-test-secret-0123456789abcdef';
+const HUB = (jwt: string) => [UP, 'listeners:', '  - name: hub', '    protocol: hub', '    listen: 8090', `    auth: { jwt: ${jwt} }`, '    nodes: [ { id: n1, url: "ws://127.0.0.1:7001/" } ]'];
 
 describe('schema errors point at the offending value', () => {
   test('unknown key, with a suggestion, at the key', () => {
@@ -46,7 +48,7 @@ describe('schema errors point at the offending value', () => {
   });
 
   test('bad size', () => {
-    expect(check(UP, 'listeners:', '  - name: hub', '    protocol: hub', '    listen: 8090', '    auth: { jwt: { secret: s } }',
+    expect(check(UP, 'listeners:', '  - name: hub', '    protocol: hub', '    listen: 8090', `    auth: { jwt: { secret: ${SECRET} } }`,
       '    nodes: [ { id: n1, url: "ws://127.0.0.1:7001/" } ]', '    maxMessageSize: 64K')).toEqual([
       'gh.yaml:8:21 listeners.0.maxMessageSize: invalid size "64K": use a number with B, KiB, MiB, GiB (1024-based) or KB, MB, GB (1000-based), or a plain number of bytes',
     ]);
@@ -176,6 +178,73 @@ describe('cross-field rules', () => {
     expect(check('upstreams: [ { name: app, backends: ["h:1"], healthCheck: { interval: 1s, timeout: 2s } } ]')).toEqual([
       'gh.yaml:1:84 upstreams.0.healthCheck.timeout: must not be longer than the interval (1000 ms)',
     ]);
+  });
+});
+
+describe('auth.jwt safety', () => {
+  test('an HMAC secret shorter than its hash: 32 bytes for HS256, 48 for HS384, 64 for HS512', () => {
+    expect(check(...HUB(`{ secret: ${'x'.repeat(31)} }`))).toEqual([
+      'gh.yaml:6:28 listeners.0.auth.jwt.secret: too short for HS256: 31 bytes, needs at least 32 (generate one with: openssl rand -base64 32)',
+    ]);
+    expect(check(...HUB(`{ secret: ${'x'.repeat(32)} }`))).toEqual([]);
+    expect(check(...HUB(`{ secret: ${'x'.repeat(47)}, algorithms: [HS256, HS384] }`))).toEqual([
+      'gh.yaml:6:28 listeners.0.auth.jwt.secret: too short for HS384: 47 bytes, needs at least 48 (generate one with: openssl rand -base64 48)',
+    ]);
+    expect(check(...HUB(`{ secret: ${'x'.repeat(63)}, algorithms: [HS512] }`))).toEqual([
+      'gh.yaml:6:28 listeners.0.auth.jwt.secret: too short for HS512: 63 bytes, needs at least 64 (generate one with: openssl rand -base64 64)',
+    ]);
+  });
+
+  test('jwksUrl: https, or http only to a loopback host', () => {
+    expect(check(...HUB('{ jwksUrl: "http://example.com/jwks", algorithms: [RS256] }'))).toEqual([
+      'gh.yaml:6:29 listeners.0.auth.jwt.jwksUrl: plain http: is only allowed to a loopback host (127.0.0.1, ::1, localhost): use https://, or anyone on the path could swap the keys',
+    ]);
+    expect(check(...HUB('{ jwksUrl: "ftp://example.com/jwks", algorithms: [RS256] }'))).toEqual([
+      'gh.yaml:6:29 listeners.0.auth.jwt.jwksUrl: expected an https:// URL, got "ftp://example.com/jwks"',
+    ]);
+    expect(check(...HUB('{ jwksUrl: "http://127.0.0.1:8080/jwks", algorithms: [RS256] }'))).toEqual([]);
+    expect(check(...HUB('{ jwksUrl: "https://idp.example.com/jwks", algorithms: [RS256] }'))).toEqual([]);
+  });
+
+  test('algorithms are required with publicKey and jwksUrl; HS* only with a secret', () => {
+    expect(check(...HUB('{ jwksUrl: "https://idp.example.com/jwks" }'))).toEqual([
+      'gh.yaml:6:18 listeners.0.auth.jwt.algorithms: required with jwksUrl: list the algorithms your issuer signs with, like [RS256]',
+    ]);
+    expect(check(...HUB('{ publicKey: PEM, algorithms: [HS256] }'))).toEqual([
+      'gh.yaml:6:49 listeners.0.auth.jwt.algorithms.0: HS256 needs a secret, not publicKey',
+    ]);
+  });
+
+  test('clockSkew, requireExp and forwardClaims; forwardClaims is for http routes only', () => {
+    expect(check(...HUB(`{ secret: ${SECRET}, clockSkew: soon, requireExp: no }`))).toEqual([
+      'gh.yaml:6:76 listeners.0.auth.jwt.clockSkew: invalid duration "soon": use a number with ms, s, m, h or d (500ms, 5s, 1m30s), or a plain number of milliseconds',
+      'gh.yaml:6:94 listeners.0.auth.jwt.requireExp: expected true or false, got a string ("no")',
+    ]);
+    expect(check(...HUB(`{ secret: ${SECRET}, forwardClaims: { sub: x-user-id } }`))).toEqual([
+      'gh.yaml:6:80 listeners.0.auth.jwt.forwardClaims: applies to http routes only: a hub client\'s user id is its sub',
+    ]);
+    expect(check(UP, 'listeners:', '  - name: web', '    protocol: http', '    listen: 2', '    routes:', '      - upstream: app',
+      `        auth: { jwt: { secret: ${SECRET}, forwardClaims: { sub: X-User-Id, tenant: Content-Length, role: "bad header" } } }`)).toEqual([
+      'gh.yaml:8:110 listeners.0.routes.0.auth.jwt.forwardClaims.tenant: "Content-Length" cannot be set from a claim (it frames or routes the request)',
+      'gh.yaml:8:132 listeners.0.routes.0.auth.jwt.forwardClaims.role: expected a header name, got a string ("bad header")',
+    ]);
+  });
+});
+
+describe('admin safety', () => {
+  test('admin.listen off loopback needs admin.token', () => {
+    expect(check('admin: { listen: "0.0.0.0:9901" }')).toEqual([
+      'gh.yaml:1:18 admin.listen: 0.0.0.0:9901 is not a loopback address: set admin.token too (anyone who can reach the admin API could drain or reload the daemon)',
+    ]);
+    expect(check('admin:', '  listen: 9901')).toEqual([
+      'gh.yaml:2:11 admin.listen: 9901 is not a loopback address: set admin.token too (anyone who can reach the admin API could drain or reload the daemon)',
+    ]);
+    expect(check('admin: { listen: "[::]:9901" }')).toHaveLength(1);
+    expect(check('admin: { listen: "10.1.2.3:9901" }')).toHaveLength(1);
+    expect(check('admin: { listen: "gw.internal:9901" }')).toHaveLength(1);
+    expect(check('admin: { listen: "0.0.0.0:9901", token: t0ken }')).toEqual([]);
+    for (const host of ['127.0.0.1', '127.0.0.2', '[::1]', 'localhost']) expect(check(`admin: { listen: "${host}:9901" }`), host).toEqual([]);
+    expect(check('log: { level: info }')).toEqual([]);
   });
 });
 

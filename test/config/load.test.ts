@@ -6,8 +6,8 @@ import { ConfigError, formatConfigIssue } from '../../src/errors.ts';
 import { loadConfigFile, parseConfig } from '../../src/config/load.ts';
 import type { HttpListenerConfig, HubListenerConfig, TcpListenerConfig } from '../../src/config/load.ts';
 
-// The example of DESIGN.md section 3, verbatim.
-const DESIGN_EXAMPLE = `
+// The full example of every section (docs/configuration.md), with long enough secrets.
+const FULL_EXAMPLE = `
 admin: { listen: 127.0.0.1:9901, token: optional-bearer-token }
 runtime: { workers: 2, debug: false, shutdownTimeout: 30s }
 log: { level: info }
@@ -41,7 +41,7 @@ listeners:
         upstream: app            # or split: [ { upstream: app, weight: 95 }, { upstream: canary, weight: 5 } ]
         sticky: { header: x-user-id }   # optional, with split
         stripPrefix: true
-        auth: { jwt: { secret: s3cret, issuer: iss, audience: aud, algorithms: [HS256] } }
+        auth: { jwt: { secret: s3cret-0123456789-0123456789-0123456789, issuer: iss, audience: aud, algorithms: [HS256] } }
                                  # or publicKey (PEM) or jwksUrl
         rateLimit: { perSecond: 50, burst: 10, key: ip }   # ip | header:NAME | jwt:sub
         cors: { origins: [https://app.example.com], credentials: true, maxAge: 86400 }
@@ -52,7 +52,7 @@ listeners:
     protocol: hub
     listen: 127.0.0.1:18090
     path: /connect
-    auth: { jwt: { secret: s3cret } }
+    auth: { jwt: { secret: s3cret-0123456789-0123456789-0123456789 } }
     nodes: [ { id: n1, url: ws://127.0.0.1:7001/gate } ]   # or discovery: { service: nodes }
     maxClientsPerUser: 16
     maxMessageSize: 64KiB
@@ -64,8 +64,8 @@ actors:
   - { name: audit, module: ./examples/actors/audit.ts, restart: permanent, options: {} }
 `;
 
-describe('parseConfig: the DESIGN.md example', () => {
-  const cfg = parseConfig(DESIGN_EXAMPLE, 'gatehouse.yaml', { baseDir: '/etc/gatehouse' });
+describe('parseConfig: the full example', () => {
+  const cfg = parseConfig(FULL_EXAMPLE, 'gatehouse.yaml', { baseDir: '/etc/gatehouse' });
 
   test('top-level sections', () => {
     expect(cfg.admin).toEqual({ listen: { host: '127.0.0.1', port: 9901, address: '127.0.0.1:9901' }, token: 'optional-bearer-token' });
@@ -104,7 +104,7 @@ describe('parseConfig: the DESIGN.md example', () => {
       upstream: 'app',
       sticky: { header: 'x-user-id' },
       stripPrefix: true,
-      auth: { jwt: { secret: 's3cret', issuer: 'iss', audience: ['aud'], algorithms: ['HS256'] } },
+      auth: { jwt: { secret: 's3cret-0123456789-0123456789-0123456789', issuer: 'iss', audience: ['aud'], algorithms: ['HS256'], clockSkew: 30_000, requireExp: true } },
       rateLimit: { perSecond: 50, burst: 10, key: 'ip' },
       cors: { origins: ['https://app.example.com'], credentials: true, maxAge: 86_400 },
       timeout: 5_000,
@@ -116,7 +116,7 @@ describe('parseConfig: the DESIGN.md example', () => {
   test('hub listener', () => {
     const hub = cfg.listeners[2] as HubListenerConfig;
     expect(hub).toMatchObject({
-      protocol: 'hub', path: '/connect', auth: { jwt: { secret: 's3cret', algorithms: ['HS256'] } },
+      protocol: 'hub', path: '/connect', auth: { jwt: { secret: 's3cret-0123456789-0123456789-0123456789', algorithms: ['HS256'], clockSkew: 30_000, requireExp: true } },
       nodes: [{ id: 'n1', url: 'ws://127.0.0.1:7001/gate' }], maxClientsPerUser: 16, maxMessageSize: 65_536,
       sendQueue: { maxMessages: 1_000, onOverflow: 'close' }, presenceGrace: 100, requestTimeout: 10_000, pingInterval: 20_000,
     });

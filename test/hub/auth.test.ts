@@ -1,9 +1,9 @@
-import http from 'node:http';
-import { once } from 'node:events';
-import type net from 'node:net';
+/**
+ * Hub listeners authenticating clients at the upgrade with the shared JWT verifier
+ * (src/auth/jwt.ts, tested on its own in test/auth/jwt.test.ts): what a WebSocket client sees.
+ */
 import { describe, expect, test } from 'vitest';
-import { SignJWT, UnsecuredJWT, exportJWK, exportSPKI, generateKeyPair, type JWTPayload } from 'jose';
-import { createJwtVerifier, bearerToken, JwtConfigError, TokenError, type TokenReason } from '../../src/hub/auth.ts';
+import { SignJWT, UnsecuredJWT, exportSPKI, generateKeyPair } from 'jose';
 import { L } from '../../src/workers/state-table.ts';
 import { MessageChannel } from 'node:worker_threads';
 import pino from 'pino';
@@ -13,139 +13,7 @@ import { SECRET, ShardHarness, TestClient, hs256, hubListener, hubListeners, liv
 
 const enc = (s: string) => new TextEncoder().encode(s);
 
-async function reason(p: Promise<unknown>): Promise<TokenReason | 'accepted'> {
-  try {
-    await p;
-    return 'accepted';
-  } catch (err) {
-    expect(err).toBeInstanceOf(TokenError);
-    expect((err as TokenError).code).toBe('GH_ERR_TOKEN');
-    return (err as TokenError).reason;
-  }
-}
-
 const now = () => Math.floor(Date.now() / 1000);
-
-describe('JWT verifier', () => {
-  test('HS256: a good token gives its sub; expiry and not-before are checked with 30 s of skew', async () => {
-    const v = createJwtVerifier({ secret: SECRET, algorithms: ['HS256'] });
-    expect(v.algorithms).toEqual(['HS256']);
-    expect(await v.verify(await hs256({ sub: 'u1' }))).toMatchObject({ userId: 'u1', alg: 'HS256' });
-    // Within the skew: accepted. Beyond it: refused.
-    expect(await reason(v.verify(await hs256({ sub: 'u1' }, { exp: now() - 10 })))).toBe('accepted');
-    expect(await reason(v.verify(await hs256({ sub: 'u1' }, { exp: now() - 60 })))).toBe('expired');
-    expect(await reason(v.verify(await hs256({ sub: 'u1' }, { nbf: now() + 10 })))).toBe('accepted');
-    expect(await reason(v.verify(await hs256({ sub: 'u1' }, { nbf: now() + 120 })))).toBe('not_yet_valid');
-    // No exp at all is a token that does not expire (as Centrifugo does).
-    expect(await reason(v.verify(await hs256({ sub: 'u1' }, { exp: null })))).toBe('accepted');
-  });
-
-  test('iss and aud are checked when configured; sub is required and must be a non-empty string', async () => {
-    const v = createJwtVerifier({ secret: SECRET, algorithms: ['HS256'], issuer: 'https://auth', audience: ['gate', 'gate2'] });
-    expect(await reason(v.verify(await hs256({ sub: 'u1', iss: 'https://auth', aud: 'gate2' })))).toBe('accepted');
-    expect(await reason(v.verify(await hs256({ sub: 'u1', iss: 'https://evil', aud: 'gate' })))).toBe('bad_issuer');
-    expect(await reason(v.verify(await hs256({ sub: 'u1', aud: 'gate' })))).toBe('bad_issuer');
-    expect(await reason(v.verify(await hs256({ sub: 'u1', iss: 'https://auth', aud: 'other' })))).toBe('bad_audience');
-    expect(await reason(v.verify(await hs256({ sub: 'u1', iss: 'https://auth' })))).toBe('bad_audience');
-    expect(await reason(v.verify(await hs256({ iss: 'https://auth', aud: 'gate' })))).toBe('missing_sub');
-    expect(await reason(v.verify(await hs256({ sub: '', iss: 'https://auth', aud: 'gate' })))).toBe('missing_sub');
-  });
-
-  test('bad signatures, garbage, alg none and an empty token are refused', async () => {
-    const v = createJwtVerifier({ secret: SECRET, algorithms: ['HS256'] });
-    expect(await reason(v.verify(await hs256({ sub: 'u1' }, { secret: 'another-secret-entirely-xxxxxxxxxxxx' })))).toBe('bad_signature');
-    expect(await reason(v.verify('not.a.jwt'))).toBe('malformed');
-    expect(await reason(v.verify('garbage'))).toBe('malformed');
-    expect(await reason(v.verify(''))).toBe('missing_token');
-    const none = new UnsecuredJWT({ sub: 'u1' }).setIssuedAt().setExpirationTime('1h').encode();
-    expect(await reason(v.verify(none))).toBe('alg_not_allowed');
-    // HS512 is not in the configured list.
-    const hs512 = await new SignJWT({ sub: 'u1' }).setProtectedHeader({ alg: 'HS512' }).sign(enc(SECRET));
-    expect(await reason(v.verify(hs512))).toBe('alg_not_allowed');
-  });
-
-  test('RS256 and ES256 with a PEM public key; an HS256 token "signed" with the public key is refused', async () => {
-    const rsa = await generateKeyPair('RS256', { extractable: true });
-    const rsaPem = await exportSPKI(rsa.publicKey);
-    const ec = await generateKeyPair('ES256', { extractable: true });
-    const ecPem = await exportSPKI(ec.publicKey);
-    const claims: JWTPayload = { sub: 'u-rsa' };
-    const rs = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256' }).setExpirationTime('1h').sign(rsa.privateKey);
-    const es = await new SignJWT({ sub: 'u-ec' }).setProtectedHeader({ alg: 'ES256' }).setExpirationTime('1h').sign(ec.privateKey);
-    const vr = createJwtVerifier({ publicKey: rsaPem, algorithms: ['RS256', 'ES256'] });
-    // The RSA key cannot verify ES256: the accepted list is narrowed to what the key can do.
-    expect(vr.algorithms).toEqual(['RS256']);
-    expect(await vr.verify(rs)).toMatchObject({ userId: 'u-rsa', alg: 'RS256' });
-    expect(await reason(vr.verify(es))).toBe('alg_not_allowed');
-    const ve = createJwtVerifier({ publicKey: ecPem, algorithms: ['RS256', 'ES256'] });
-    expect(ve.algorithms).toEqual(['ES256']);
-    expect(await ve.verify(es)).toMatchObject({ userId: 'u-ec', alg: 'ES256' });
-    expect(await reason(ve.verify(rs))).toBe('alg_not_allowed');
-    // Right algorithm, wrong key: the signature does not verify.
-    const ec2 = await generateKeyPair('ES256');
-    const forged = await new SignJWT({ sub: 'u-ec' }).setProtectedHeader({ alg: 'ES256' }).setExpirationTime('1h').sign(ec2.privateKey);
-    expect(await reason(ve.verify(forged))).toBe('bad_signature');
-    // The classic confusion attack: HS256 with the PEM text as the HMAC secret.
-    const confused = await new SignJWT({ sub: 'admin' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(enc(rsaPem));
-    expect(await reason(vr.verify(confused))).toBe('alg_not_allowed');
-    // Even a config that lists HS256 next to a public key never verifies HMAC with it.
-    const mixed = createJwtVerifier({ publicKey: rsaPem, algorithms: ['HS256', 'RS256'] });
-    expect(mixed.algorithms).toEqual(['RS256']);
-    expect(await reason(mixed.verify(confused))).toBe('alg_not_allowed');
-  });
-
-  test('a config that cannot verify anything throws GH_ERR_JWT_CONFIG', async () => {
-    const ec = await generateKeyPair('ES256', { extractable: true });
-    expect(() => createJwtVerifier({ publicKey: 'not a pem', algorithms: ['RS256'] })).toThrow(JwtConfigError);
-    expect(() => createJwtVerifier({ publicKey: 'x', algorithms: ['RS256'] })).toThrow(expect.objectContaining({ code: 'GH_ERR_JWT_CONFIG' }));
-    const ecPem = await exportSPKI(ec.publicKey);
-    expect(() => createJwtVerifier({ publicKey: ecPem, algorithms: ['RS256'] })).toThrow(/none of the algorithms/);
-    expect(() => createJwtVerifier({ secret: 's', algorithms: ['RS256'] })).toThrow(JwtConfigError);
-    expect(() => createJwtVerifier({ algorithms: ['RS256'] })).toThrow(JwtConfigError);
-  });
-
-  test('a JWKS URL: keys fetched by kid; an unknown kid is no_key; an unreachable JWKS is key_unavailable', async () => {
-    const { publicKey, privateKey } = await generateKeyPair('RS256', { extractable: true });
-    const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' };
-    const sockets = new Set<net.Socket>();
-    const server = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json', connection: 'close' });
-      res.end(JSON.stringify({ keys: [jwk] }));
-    });
-    server.on('connection', (s: net.Socket) => {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-    });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const port = (server.address() as net.AddressInfo).port;
-    try {
-      const v = createJwtVerifier({ jwksUrl: `http://127.0.0.1:${port}/jwks`, algorithms: ['RS256'] });
-      const good = await new SignJWT({ sub: 'u-jwks' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setExpirationTime('1h').sign(privateKey);
-      expect(await v.verify(good)).toMatchObject({ userId: 'u-jwks' });
-      const other = await generateKeyPair('RS256');
-      const unknownKid = await new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'RS256', kid: 'k2' }).setExpirationTime('1h').sign(other.privateKey);
-      expect(await reason(v.verify(unknownKid))).toBe('no_key');
-      const hs = await hs256({ sub: 'u' });
-      expect(await reason(v.verify(hs))).toBe('alg_not_allowed');
-    } finally {
-      for (const s of sockets) s.destroy();
-      server.close();
-      await once(server, 'close');
-    }
-    const dead = createJwtVerifier({ jwksUrl: `http://127.0.0.1:${port}/jwks`, algorithms: ['RS256'] });
-    const t = await new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setExpirationTime('1h').sign(privateKey);
-    expect(await reason(dead.verify(t))).toBe('key_unavailable');
-  });
-
-  test('bearerToken: the Authorization header first, then ?token=', () => {
-    expect(bearerToken('Bearer abc', undefined)).toBe('abc');
-    expect(bearerToken('bearer  abc ', new URLSearchParams('token=q'))).toBe('abc');
-    expect(bearerToken('Basic xyz', new URLSearchParams('token=q'))).toBe('q');
-    expect(bearerToken(undefined, new URLSearchParams('token='))).toBeUndefined();
-    expect(bearerToken(undefined, undefined)).toBeUndefined();
-  });
-});
 
 describe('hub listener authentication', () => {
   test('a good token (header or ?token=) gets a welcome; missing or bad ones get 401 with a JSON body and no upgrade', async () => {
@@ -175,6 +43,19 @@ describe('hub listener authentication', () => {
     await until(() => h.table.listenerGet(0, 0, L.ACTIVE) === 0);
     expect(h.table.listenerGet(0, 0, L.OK)).toBe(2);
     expect(h.table.listenerActiveAll(0)).toBe(0);
+  });
+
+  test('a token without exp gets 401 missing_exp at the upgrade, unless the listener sets requireExp: false', async () => {
+    await using h = await ShardHarness.start({
+      listeners: [hubListener({ name: 'hub' }), hubListener({ name: 'hub-lax', slot: 1 }, { jwt: { secret: SECRET, algorithms: ['HS256'], requireExp: false } })],
+    });
+    const noExp = await hs256({ sub: 'carol' }, { exp: null });
+    const r = await refused(h.hubPort, noExp);
+    expect(r.status).toBe(401);
+    expect(r.body).toEqual({ error: 'unauthorized', reason: 'missing_exp' });
+    const lax = await TestClient.connect(h.ports.get('hub-lax')!, noExp);
+    expect(lax.frames[0]).toMatchObject({ type: 'welcome', userId: 'carol' });
+    await lax.close();
   });
 
   test('RS256 and ES256 listeners take tokens signed with their key only', async () => {

@@ -1,35 +1,38 @@
 /**
- * JWT verification for hub clients (and any other place that takes a bearer token), built on
- * `jose` from a validated {@link JwtConfig}:
+ * The one JWT verifier of Gatehouse: hub clients and HTTP routes (`auth.jwt`) both use it. Built
+ * on `jose` from a validated {@link JwtConfig}:
  *
- * - `secret`: HMAC (HS256/384/512), the secret's UTF-8 bytes as the key;
+ * - `secret`: HMAC (HS256/384/512), the secret's UTF-8 bytes as the key, at least as long as
+ *   the hash (32, 48, 64 bytes);
  * - `publicKey`: a PEM SPKI public key (RSA, RSA-PSS, EC P-256/384/521, Ed25519), imported with
  *   `importSPKI` once per algorithm it may verify;
- * - `jwksUrl`: a remote JWK Set (`createRemoteJWKSet`: cached, refetched on an unknown `kid`).
+ * - `jwksUrl`: a remote JWK Set (`https:`, or `http:` to loopback; see `jwks.ts`).
  *
  * The accepted algorithms are the config's list intersected with what the key can do: HMAC only
  * with a secret, never with a public key or a JWKS (the classic alg-confusion hole, where a token
- * is "signed" with HS256 using the public key as the secret), and never `none` (jose refuses
- * unsecured tokens anyway). `exp` and `nbf` are checked with {@link CLOCK_TOLERANCE_S} of clock
- * skew, `iss` and `aud` when configured; `sub` is required and is the user id.
+ * is "signed" with HS256 using the public key as the secret), and never `none`. `exp` is required
+ * unless `requireExp: false`; `exp` and `nbf` are checked with `clockSkew` (30 s by default),
+ * `iss` and `aud` when configured; `sub` is required and is the user id.
+ *
+ * For HTTP, {@link bearerChallenge} gives the `WWW-Authenticate` header of a 401 and
+ * {@link forwardClaims} the request headers set from the claims.
  *
  * @example
- * const verifier = createJwtVerifier({ secret: 's3cret', algorithms: ['HS256'] });
+ * const verifier = createJwtVerifier({ secret: process.env.JWT_SECRET!, algorithms: ['HS256'] });
  * const { userId } = await verifier.verify(token); // throws TokenError (code GH_ERR_TOKEN)
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { createRemoteJWKSet, errors, importSPKI, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
+import { errors, importSPKI, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from 'jose';
 import { GatehouseError } from '../errors.ts';
 import type { JwtAlgorithm, JwtConfig } from '../config/types.ts';
+import { remoteKeySet, type RemoteKeySetOptions } from './jwks.ts';
+import { jwksUrlProblem, weakSecretProblem } from './policy.ts';
 
-/** Clock skew accepted on `exp` and `nbf`, in seconds. */
-export const CLOCK_TOLERANCE_S = 30;
-/** A remote JWKS fetch gives up after this long (the client gets 401 `key_unavailable`). */
-export const JWKS_TIMEOUT_MS = 5_000;
-/** A JWKS is not refetched more often than this, also for tokens with unknown `kid`s (a flood of them). */
-export const JWKS_COOLDOWN_MS = 30_000;
-/** A fetched JWKS is refetched after this long. */
-export const JWKS_MAX_AGE_MS = 10 * 60_000;
+export { bearerChallenge, forwardClaims } from './http.ts';
+export type { ForwardedHeaders } from './http.ts';
+
+/** Clock skew accepted on `exp` and `nbf` when the config sets no `clockSkew`, in milliseconds. */
+export const DEFAULT_CLOCK_SKEW_MS = 30_000;
 
 /**
  * Why a token was refused. Stable: logged, shown in the 401 body, matched by tests.
@@ -39,6 +42,7 @@ export const JWKS_MAX_AGE_MS = 10 * 60_000;
  * - `bad_signature`: the signature does not verify.
  * - `no_key`: no key of the JWKS matches the token's `kid`/`alg`.
  * - `key_unavailable`: the JWKS could not be fetched.
+ * - `missing_exp`: no `exp` while `requireExp` is on (the default): such a token never expires.
  * - `expired`, `not_yet_valid`: `exp` / `nbf` beyond the clock tolerance.
  * - `bad_issuer`, `bad_audience`: `iss` / `aud` other than configured (or missing).
  * - `missing_sub`: no `sub` (the user id), or not a non-empty string.
@@ -51,6 +55,7 @@ export type TokenReason =
   | 'bad_signature'
   | 'no_key'
   | 'key_unavailable'
+  | 'missing_exp'
   | 'expired'
   | 'not_yet_valid'
   | 'bad_issuer'
@@ -73,7 +78,7 @@ export class TokenError extends GatehouseError {
   }
 }
 
-/** A JWT configuration that cannot verify anything (a bad PEM, no algorithm the key can use). */
+/** A JWT configuration that cannot verify anything safely (a bad PEM, no algorithm the key can use, a short secret, a plain-http JWKS on another host). */
 export class JwtConfigError extends GatehouseError {
   readonly code = 'GH_ERR_JWT_CONFIG';
   constructor(message: string, options?: ErrorOptions) {
@@ -82,6 +87,7 @@ export class JwtConfigError extends GatehouseError {
   }
 }
 
+/** What {@link JwtVerifier.verify} resolves with. */
 export interface VerifiedToken {
   /** The token's `sub`. */
   userId: string;
@@ -90,6 +96,7 @@ export interface VerifiedToken {
   alg: string;
 }
 
+/** Verifies tokens for one `auth.jwt` config. */
 export interface JwtVerifier {
   /** The algorithms this verifier accepts (config ∩ key). */
   readonly algorithms: readonly string[];
@@ -97,11 +104,12 @@ export interface JwtVerifier {
   verify(token: string): Promise<VerifiedToken>;
 }
 
+/** Options of {@link createJwtVerifier}. */
 export interface JwtVerifierOptions {
-  /** Seconds; {@link CLOCK_TOLERANCE_S} by default. */
-  clockToleranceS?: number;
-  /** The current time (tests). */
+  /** The current time (tests); also drives the JWKS cache. */
   now?: () => Date;
+  /** JWKS fetch and cache tuning (tests). */
+  jwks?: Omit<RemoteKeySetOptions, 'now'>;
 }
 
 const HMAC: ReadonlySet<string> = new Set(['HS256', 'HS384', 'HS512']);
@@ -127,7 +135,12 @@ function algorithmsOfKey(key: KeyObject): Set<string> {
 
 /**
  * Builds a verifier for one JWT config. Throws {@link JwtConfigError} when the config cannot verify
- * anything: an unreadable PEM, or no configured algorithm the key can use.
+ * anything safely: an unreadable PEM, no configured algorithm the key can use, a secret shorter
+ * than its hash, or a plain-http `jwksUrl` to another host (`gatehouse check` reports these too).
+ *
+ * @example
+ * const v = createJwtVerifier({ jwksUrl: 'https://idp.example.com/jwks', algorithms: ['RS256'], issuer: 'https://idp.example.com' });
+ * const { userId, claims } = await v.verify(token);
  */
 export function createJwtVerifier(cfg: JwtConfig, opts: JwtVerifierOptions = {}): JwtVerifier {
   const configured: readonly JwtAlgorithm[] = cfg.algorithms;
@@ -135,6 +148,8 @@ export function createJwtVerifier(cfg: JwtConfig, opts: JwtVerifierOptions = {})
   let key: Uint8Array | JWTVerifyGetKey;
   if (cfg.secret !== undefined) {
     algorithms = configured.filter((a) => HMAC.has(a));
+    const weak = weakSecretProblem(cfg.secret, algorithms);
+    if (weak) throw new JwtConfigError(`secret ${weak}`);
     key = new TextEncoder().encode(cfg.secret);
   } else if (cfg.publicKey !== undefined) {
     let ko: KeyObject;
@@ -159,7 +174,10 @@ export function createJwtVerifier(cfg: JwtConfig, opts: JwtVerifierOptions = {})
     };
   } else if (cfg.jwksUrl !== undefined) {
     algorithms = configured.filter((a) => !HMAC.has(a));
-    key = createRemoteJWKSet(new URL(cfg.jwksUrl), { timeoutDuration: JWKS_TIMEOUT_MS, cooldownDuration: JWKS_COOLDOWN_MS, cacheMaxAge: JWKS_MAX_AGE_MS });
+    const bad = jwksUrlProblem(cfg.jwksUrl);
+    if (bad) throw new JwtConfigError(`jwksUrl: ${bad}`);
+    const now = opts.now;
+    key = remoteKeySet(new URL(cfg.jwksUrl), { ...opts.jwks, ...(now && { now: () => now().getTime() }) }).getKey;
   } else {
     throw new JwtConfigError('needs one of secret, publicKey or jwksUrl');
   }
@@ -169,8 +187,8 @@ export function createJwtVerifier(cfg: JwtConfig, opts: JwtVerifierOptions = {})
   }
   const options: JWTVerifyOptions = {
     algorithms,
-    clockTolerance: opts.clockToleranceS ?? CLOCK_TOLERANCE_S,
-    requiredClaims: ['sub'],
+    clockTolerance: (cfg.clockSkew ?? DEFAULT_CLOCK_SKEW_MS) / 1000,
+    requiredClaims: cfg.requireExp === false ? ['sub'] : ['sub', 'exp'],
     ...(cfg.issuer !== undefined && { issuer: cfg.issuer }),
     ...(cfg.audience !== undefined && { audience: cfg.audience }),
   };
@@ -206,6 +224,9 @@ function toTokenError(err: unknown): TokenError {
         return new TokenError('bad_audience', `aud ${err.reason === 'missing' ? 'is missing' : 'is not a configured audience'}`, opts);
       case 'sub':
         return new TokenError('missing_sub', 'sub is missing', opts);
+      case 'exp':
+        if (err.reason === 'missing') return new TokenError('missing_exp', 'exp is missing: tokens must expire', opts);
+        return new TokenError('bad_claim', `exp: ${err.message}`, opts);
       default:
         return new TokenError('bad_claim', `${err.claim}: ${err.message}`, opts);
     }
@@ -226,8 +247,11 @@ function toTokenError(err: unknown): TokenError {
 }
 
 /**
- * The bearer token of an upgrade request: `Authorization: Bearer T`, else the `token` query
- * parameter (browsers cannot set headers on a WebSocket). Undefined when there is none.
+ * The bearer token of a request: `Authorization: Bearer T`, else the `token` query parameter
+ * (browsers cannot set headers on a WebSocket). Undefined when there is none.
+ *
+ * @example
+ * bearerToken(req.headers.authorization, url.searchParams); // 'eyJ...' or undefined
  */
 export function bearerToken(authorization: string | undefined, search: URLSearchParams | undefined): string | undefined {
   if (authorization) {
