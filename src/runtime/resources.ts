@@ -1,7 +1,8 @@
 /**
- * A registry of the resources that Node cannot list for us. `process.getActiveResourcesInfo()`
- * names sockets, servers, timers and child processes, but on Node 24 it does not list worker
- * threads (checked: a running `Worker` adds nothing to it), nor things such as a piscina pool.
+ * A registry of the resources that Node cannot name for us. Sockets, servers, timers and child
+ * processes can be found through `async_hooks`, but a worker thread shows there only as a bare
+ * `WORKER` handle (and not at all in `process.getActiveResourcesInfo()` on Node 24), and a
+ * piscina pool not at all.
  * Code that creates one registers it here, so the test leak check (`test/setup/leaks.ts`) and
  * debugging tools can say what is still alive.
  *
@@ -11,6 +12,8 @@
 
 /** One tracked resource: what it is (`worker`, `worker pool`), which one, and where it was made. */
 export interface TrackedResource {
+  /** Unique in this thread, in creation order: the leak check compares resources by it, never by count. */
+  id: number;
   kind: string;
   label: string;
   /** The creation stack, when GATEHOUSE_TRACK_ORIGIN=1. */
@@ -27,6 +30,7 @@ const TRACK_ORIGIN = process.env.GATEHOUSE_TRACK_ORIGIN === '1';
 
 // Keyed by a token (or the worker itself), so that tracking the same worker twice keeps one entry.
 const tracked = new Map<object, TrackedResource>();
+let nextId = 1;
 
 function originHere(): string | undefined {
   // Drop "Error" and the frames inside this file: the first frame shown is the caller.
@@ -47,7 +51,7 @@ function originHere(): string | undefined {
  */
 export function trackResource(kind: string, label: string): () => void {
   const token = {};
-  tracked.set(token, { kind, label, origin: originHere() });
+  tracked.set(token, { id: nextId++, kind, label, origin: originHere() });
   return () => {
     tracked.delete(token);
   };
@@ -71,7 +75,7 @@ export function trackWorker(worker: WorkerLike, label: string): () => void {
   if (existing) {
     existing.label = label;
   } else {
-    tracked.set(worker, { kind: 'worker thread', label, origin: originHere() });
+    tracked.set(worker, { id: nextId++, kind: 'worker thread', label, origin: originHere() });
     worker.once('exit', () => {
       tracked.delete(worker);
     });

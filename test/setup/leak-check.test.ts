@@ -2,11 +2,17 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
+import pino from 'pino';
 import { describe, expect, onTestFinished, test } from 'vitest';
 import { createMachine } from 'xstate';
+import { ShardActor } from '../../src/actors/shard.ts';
 import { Actor } from '../../src/runtime/actor.ts';
 import { MachineActor } from '../../src/runtime/machine-actor.ts';
 import { liveResources, trackResource, trackWorker } from '../../src/runtime/resources.ts';
+import { PiscinaShardHost } from '../../src/workers/pool.ts';
+import { StateTable } from '../../src/workers/state-table.ts';
+import type { ShardConfig } from '../../src/workers/shard-config.ts';
+import { connect, startEchoServer } from '../helpers/net.ts';
 import { checkLeaks, expectNoLeaks, fileBaseline, findLeaks, LeakError, takeBaseline } from './leaks.ts';
 import { installOriginTracking } from './origins.ts';
 
@@ -42,6 +48,17 @@ async function listen(): Promise<net.Server> {
   return server;
 }
 
+/** A connected client and the server's side of it. */
+async function socketPair(server: net.Server): Promise<[net.Socket, net.Socket]> {
+  const accepted = once(server, 'connection') as Promise<[net.Socket]>;
+  const client = net.connect(portOf(server), '127.0.0.1');
+  onTestFinished(() => void client.destroy());
+  await once(client, 'connect');
+  const [peer] = await accepted;
+  onTestFinished(() => void peer.destroy());
+  return [client, peer];
+}
+
 function portOf(server: net.Server): number {
   return (server.address() as net.AddressInfo).port;
 }
@@ -56,6 +73,27 @@ interface Case {
 
 let port = 0;
 let pid = 0;
+
+/** One tcp listener in front of an echo backend, as a shard gets it. */
+function shardConfig(backendPort: number): ShardConfig {
+  return {
+    listeners: [{ name: 't', protocol: 'tcp', host: '127.0.0.1', port: 0, upstream: 'app', maxConnections: 100, maxConnectionsPerIp: 0, idleTimeoutMs: 0, slot: 0 }],
+    upstreams: [
+      {
+        name: 'app',
+        balance: 'round_robin',
+        connectTimeoutMs: 1_000,
+        connectRetries: 1,
+        failureThreshold: 0,
+        backends: [{ address: `127.0.0.1:${backendPort}`, host: '127.0.0.1', port: backendPort, weight: 1, slot: 0 }],
+      },
+    ],
+    connectionActor: 'light',
+    shutdownTimeoutMs: 2_000,
+    debug: false,
+    logLevel: 'silent',
+  };
+}
 
 const cases: Case[] = [
   {
@@ -83,7 +121,17 @@ const cases: Case[] = [
       port = portOf(server);
       return () => new Promise<void>((r) => server.close(() => r()));
     },
-    reported: () => [new RegExp(`^1 × TCP server \\[TCPServerWrap\\]: 0 at start, 1 now\\n {2}server listening on 127\\.0\\.0\\.1:${port}\\b`)],
+    reported: () => [new RegExp(`^1 × TCP server \\[TCPSERVERWRAP\\] created after the baseline, still alive\\n {2}server listening on 127\\.0\\.0\\.1:${port}$`)],
+  },
+  {
+    name: "an unref'd listening TCP server",
+    leak: async () => {
+      const server = await listen();
+      server.unref();
+      port = portOf(server);
+      return () => new Promise<void>((r) => server.close(() => r()));
+    },
+    reported: () => [new RegExp(`^1 × TCP server \\[TCPSERVERWRAP\\][^\\n]*\\n {2}server listening on 127\\.0\\.0\\.1:${port} \\(unref'd\\)$`)],
   },
   {
     name: 'a connected socket',
@@ -103,7 +151,7 @@ const cases: Case[] = [
       };
     },
     reported: () => [
-      new RegExp(`^2 × TCP socket \\[TCPSocketWrap\\]: 0 at start, 2 now\\n(.|\\n)*-> 127\\.0\\.0\\.1:${port} \\(open\\)`),
+      new RegExp(`^2 × TCP socket \\[TCPWRAP\\] created after the baseline, still alive\\n(.|\\n)*-> 127\\.0\\.0\\.1:${port} \\(open\\)`),
     ],
   },
   {
@@ -113,7 +161,7 @@ const cases: Case[] = [
       onTestFinished(() => clearTimeout(t));
       return () => clearTimeout(t);
     },
-    reported: () => [/^1 × timer \(setTimeout\/setInterval not cleared\) \[Timeout\]: 0 at start, 1 now\b/],
+    reported: () => [/^1 × timer \(setTimeout\/setInterval not cleared\) \[Timeout\] created after the baseline, still alive\n {2}setTimeout of 60000 ms$/],
   },
   {
     name: 'a running setInterval',
@@ -122,7 +170,16 @@ const cases: Case[] = [
       onTestFinished(() => clearInterval(t));
       return () => clearInterval(t);
     },
-    reported: () => [/^1 × timer .*\[Timeout\]/],
+    reported: () => [/^1 × timer .*\[Timeout\][^\n]*\n {2}setInterval every 10 ms$/],
+  },
+  {
+    name: "an unref'd setInterval",
+    leak: async () => {
+      const t = setInterval(() => {}, 10).unref();
+      onTestFinished(() => clearInterval(t));
+      return () => clearInterval(t);
+    },
+    reported: () => [/^1 × timer .*\[Timeout\][^\n]*\n {2}setInterval every 10 ms \(unref'd\)$/],
   },
   {
     name: 'a worker thread, tracked by the set-up file',
@@ -168,8 +225,8 @@ const cases: Case[] = [
       };
     },
     reported: () => [
-      new RegExp(`^1 × child process \\[ProcessWrap\\]: 0 at start, 1 now\\n {2}child process pid ${pid}: .*node -e setInterval`),
-      new RegExp(`^3 × pipe .*\\[PipeWrap\\](.|\\n)*stdio pipe of child process pid ${pid}`),
+      new RegExp(`^1 × child process \\[PROCESSWRAP\\][^\\n]*\\n {2}child process pid ${pid}: .*node -e setInterval`),
+      new RegExp(`^3 × pipe .*\\[PIPEWRAP\\](.|\\n)*stdio pipe of child process pid ${pid}`),
     ],
   },
 ];
@@ -204,7 +261,7 @@ describe('the leak check', () => {
     const msg = (err as LeakError).message;
     expect(msg).toMatch(/^Leak check: 3 leak\(s\) still alive after a 300 ms grace:\n/);
     expect(msg).toContain('  - actor leak-test-idle idle:2 state=idle status=running');
-    expect(msg).toContain(`  - 1 × TCP server [TCPServerWrap]: 0 at start, 1 now\n      server listening on 127.0.0.1:${portOf(server)}`);
+    expect(msg).toContain(`  - 1 × TCP server [TCPSERVERWRAP] created after the baseline, still alive\n      server listening on 127.0.0.1:${portOf(server)}`);
     expect(msg).toContain('  - 1 × timer');
 
     a.kill();
@@ -228,7 +285,7 @@ describe('the leak check', () => {
   test('compares with the baseline it is given', async () => {
     const t = setTimeout(() => {}, 60_000);
     onTestFinished(() => clearTimeout(t));
-    const withTimer = takeBaseline();
+    const withTimer = await takeBaseline();
     expect(await checkLeaks({ baseline: withTimer })).toEqual([]);
     clearTimeout(t);
   });
@@ -241,6 +298,52 @@ describe('the leak check', () => {
     // Synchronously, with no chance for anything to settle: only the checker could be left.
     expect(findLeaks()).toEqual([]);
     expect(liveResources()).toEqual([]);
+  });
+
+  test('reports a new socket even when an older one closed (equal counts do not cancel out)', async () => {
+    const server = await listen();
+    const [oldClient, oldPeer] = await socketPair(server);
+    const baseline = await takeBaseline();
+    oldClient.destroy();
+    oldPeer.destroy();
+    const [client] = await socketPair(server);
+    // As many TCP sockets as at the baseline, but not the same ones.
+    const leaks = await checkLeaks({ baseline, ...GRACE });
+    expect(leaks).toEqual([expect.stringMatching(new RegExp(`^2 × TCP socket \\[TCPWRAP\\][^\\n]*\\n {2}socket 127\\.0\\.0\\.1:${client.localPort} -> 127\\.0\\.0\\.1:${portOf(server)} \\(open\\)\\n`))]);
+    client.destroy();
+    expect(await checkLeaks({ baseline })).toEqual([]);
+  });
+
+  test('reports an actor left inside a shard worker thread, asked through the shard', async () => {
+    await using echo = await startEchoServer();
+    const host = new PiscinaShardHost(1, pino({ level: 'silent' }));
+    onTestFinished(() => host.close());
+    const table = StateTable.create();
+    let shardPort = 0;
+    const shard = new ShardActor({
+      index: 0,
+      host,
+      table,
+      log: pino({ level: 'silent' }),
+      init: () => ({ shard: 0, config: shardConfig(echo.port), buffers: table.buffers, reusePort: true }),
+      listenerSlots: () => [0],
+      shutdownTimeoutMs: () => 2_000,
+      onReady: (ls) => (shardPort = ls[0]!.port),
+    });
+    onTestFinished(() => shard.kill());
+    await shard.start();
+    const baseline = await takeBaseline();
+
+    // A connection through the shard: its actor lives in the worker thread, which this thread's
+    // live set cannot see.
+    const client = await connect(shardPort);
+    expect(await client.send('hi')).toBe('hi');
+    const leaks = await checkLeaks({ baseline, ...GRACE });
+    expect(leaks).toContainEqual(expect.stringMatching(/^actor connection conn:0:\d+ state=\w+ status=running inside shard-0 \(a worker thread\)$/));
+
+    await client.close();
+    expect(await checkLeaks({ baseline })).toEqual([]);
+    await shard.shutdown(5_000);
   });
 
   // Last in the file: once on, origin tracking stays on for the rest of the process.

@@ -1,26 +1,29 @@
 import { setImmediate as realSetImmediate, setTimeout as realSetTimeout } from 'node:timers';
 import type { Actor } from '../../src/runtime/actor.ts';
 import { live } from '../../src/runtime/live.ts';
-import { liveResources, type TrackedResource } from '../../src/runtime/resources.ts';
-import { activeHandles, humanResourceName } from './resource-names.ts';
-import { handleOrigin, originMark, originTrackingEnabled, timerOrigins, usefulFrames } from './origins.ts';
+import { liveResources } from '../../src/runtime/resources.ts';
+import { handleMark, liveHandles, type TrackedHandle } from './handles.ts';
+import { childrenByStdio, describeHandle, humanResourceName } from './resource-names.ts';
+import { originOf, originTrackingEnabled, usefulFrames } from './origins.ts';
+import { liveShards, newInsideShards, shardSnapshot, type ShardSnapshot } from './shard-actors.ts';
 
-/** What was alive when a test file started. Leaks are what is alive now and was not then. */
+/**
+ * What existed when a window started. A leak is something created after it and still alive:
+ * each kind is compared by identity, never by count, so closing one socket cannot hide another.
+ */
 export interface LeakBaseline {
-  /** `process.getActiveResourcesInfo()` counted by name. */
-  readonly resources: ReadonlyMap<string, number>;
-  /** The open handle objects (used to describe only the new ones). */
-  readonly handles: WeakSet<object>;
+  /** Handles, timers and requests (handles.ts) created after this mark are new. */
+  readonly handleMark: number;
   readonly actors: WeakSet<Actor>;
-  /** Tracked resources (src/runtime/resources.ts) counted by `kind label`. */
-  readonly tracked: ReadonlyMap<string, number>;
-  /** With GATEHOUSE_LEAK_ORIGINS=1: resources recorded after this mark are new. */
-  readonly originMark: number;
+  /** Ids of the tracked resources (src/runtime/resources.ts) alive then. */
+  readonly tracked: ReadonlySet<number>;
+  /** The actors inside each running shard's worker thread. */
+  readonly shards: ShardSnapshot;
 }
 
 /** One leaked thing: a summary line, and detail lines (addresses, creation stack). */
 export interface Leak {
-  kind: 'actor' | 'resource' | 'tracked';
+  kind: 'actor' | 'resource' | 'tracked' | 'shard';
   summary: string;
   details: string[];
 }
@@ -38,33 +41,22 @@ const ORIGINS_HINT = '  (To see where each timer, socket, server or child proces
 const POLL_MS = 5;
 const FILE_BASELINE = Symbol.for('gatehouse.test.leakBaseline');
 
-function countBy<T>(items: Iterable<T>, key: (t: T) => string): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const t of items) m.set(key(t), (m.get(key(t)) ?? 0) + 1);
-  return m;
-}
-
-const trackedKey = (r: TrackedResource): string => `${r.kind}\u0000${r.label}`;
-
 /**
- * Records what is alive now: actors, the counts of `process.getActiveResourcesInfo()`, open
- * handles and tracked resources.
+ * Records what is alive now: actors, handles (by creation order), tracked resources, and the
+ * actors inside running shards (asked of their threads, hence async).
  *
  * @example
- * const baseline = takeBaseline();
+ * const baseline = await takeBaseline();
  * const server = await listen();
  * expect(await checkLeaks({ baseline, graceMs: 50 })).toEqual([expect.stringContaining('TCP server')]);
  */
-export function takeBaseline(): LeakBaseline {
-  const handles = new WeakSet<object>();
-  for (const h of activeHandles()) handles.add(h.owner);
-  return {
-    resources: countBy(process.getActiveResourcesInfo(), (n) => n),
-    handles,
+export async function takeBaseline(): Promise<LeakBaseline> {
+  const local = {
+    handleMark: handleMark(),
     actors: new WeakSet(live.list()),
-    tracked: countBy(liveResources(), trackedKey),
-    originMark: originMark(),
+    tracked: new Set(liveResources().map((r) => r.id)),
   };
+  return { ...local, shards: await shardSnapshot() };
 }
 
 /** Sets the baseline {@link checkLeaks} uses by default (the set-up file calls it when a test file starts). */
@@ -80,7 +72,7 @@ export function fileBaseline(): LeakBaseline | undefined {
 function defaultBaseline(): LeakBaseline {
   const b = fileBaseline();
   // Comparing with "now" would find nothing and pass silently.
-  if (!b) throw new Error('no leak baseline: pass { baseline: takeBaseline() } or run under test/setup/leak-check.ts');
+  if (!b) throw new Error('no leak baseline: pass { baseline: await takeBaseline() } or run under test/setup/leak-check.ts');
   return b;
 }
 
@@ -88,15 +80,6 @@ function defaultBaseline(): LeakBaseline {
 function createdAt(stack: string | undefined): string[] {
   const frames = usefulFrames(stack);
   return frames.length === 0 ? [] : ['created at:', ...frames.map((f) => `  ${f}`)];
-}
-
-function resourceDetails(name: string, baseline: LeakBaseline): string[] {
-  if (name === 'Timeout') return timerOrigins(baseline.originMark, '  ');
-  const fresh = activeHandles().filter((h) => h.info.raw === name && !baseline.handles.has(h.owner));
-  return fresh.flatMap((h) => {
-    const native = (h.owner as { _handle?: unknown })._handle ?? h.owner;
-    return [h.info.text, ...handleOrigin(native, '  ')];
-  });
 }
 
 function actorLeak(a: Actor): Leak {
@@ -111,45 +94,50 @@ function actorLeak(a: Actor): Leak {
   return { kind: 'actor', summary: `actor ${a.type} ${a.id} state=${state} status=${a.status}`, details };
 }
 
+/** One leak per resource type: how many, then a line (and origin) per resource. */
+function handleLeaks(handles: TrackedHandle[]): Leak[] {
+  const children = childrenByStdio(handles);
+  const byType = new Map<string, TrackedHandle[]>();
+  for (const h of handles) byType.set(h.type, [...(byType.get(h.type) ?? []), h]);
+  return [...byType]
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([type, hs]) => ({
+      kind: 'resource',
+      summary: `${hs.length} × ${humanResourceName(type)} [${type}] created after the baseline, still alive`,
+      details: hs.flatMap((h) => [describeHandle(h, children), ...originOf(h.asyncId, '  ')]),
+    }));
+}
+
 /**
- * What is alive now and was not at `baseline`, without waiting. Most callers want
- * {@link checkLeaks}, which gives closing resources time to finish.
+ * What this thread holds now that it did not at `baseline`, without waiting and without asking
+ * shard threads. Most callers want {@link checkLeaks}, which also asks running shards and gives
+ * closing resources time to finish.
  *
  * @example
- * expect(findLeaks(takeBaseline())).toEqual([]);
+ * expect(findLeaks(await takeBaseline())).toEqual([]);
  */
 export function findLeaks(baseline: LeakBaseline = defaultBaseline()): Leak[] {
   const leaks: Leak[] = [];
   for (const a of live.list()) if (!baseline.actors.has(a)) leaks.push(actorLeak(a));
-
-  const now = countBy(process.getActiveResourcesInfo(), (n) => n);
-  const extra = new Map<string, number>();
-  for (const [name, n] of now) {
-    const over = n - (baseline.resources.get(name) ?? 0);
-    if (over > 0) extra.set(name, over);
-  }
-  for (const [name, over] of [...extra].sort(([a], [b]) => a.localeCompare(b))) {
-    const was = baseline.resources.get(name) ?? 0;
-    leaks.push({
-      kind: 'resource',
-      summary: `${over} × ${humanResourceName(name)} [${name}]: ${was} at start, ${was + over} now`,
-      details: resourceDetails(name, baseline),
-    });
-  }
-
-  const seen = new Map<string, number>();
+  leaks.push(...handleLeaks(liveHandles(baseline.handleMark)));
   for (const r of liveResources()) {
-    const key = trackedKey(r);
-    const n = (seen.get(key) ?? 0) + 1;
-    seen.set(key, n);
-    if (n <= (baseline.tracked.get(key) ?? 0)) continue;
-    leaks.push({
-      kind: 'tracked',
-      summary: `${r.kind} "${r.label}" still alive`,
-      details: createdAt(r.origin),
-    });
+    if (baseline.tracked.has(r.id)) continue;
+    leaks.push({ kind: 'tracked', summary: `${r.kind} "${r.label}" still alive`, details: createdAt(r.origin) });
   }
   return leaks;
+}
+
+/** The actors created inside running shard threads since `baseline`, as leaks. */
+async function shardLeaks(baseline: LeakBaseline): Promise<Leak[]> {
+  if (liveShards().length === 0) return [];
+  // A shard in this thread (workers: 0) answers with actors the live set already reported.
+  const local = new Set(live.list().map((a) => `${a.type}\u0000${a.id}`));
+  const found = await newInsideShards(baseline.shards);
+  return found.flatMap((f): Leak[] => {
+    if ('error' in f) return [{ kind: 'shard', summary: `${f.shard} did not say which actors it holds: ${f.error.message}`, details: [] }];
+    if (local.has(`${f.type}\u0000${f.id}`)) return [];
+    return [{ kind: 'shard', summary: `actor ${f.type} ${f.id} state=${f.state} status=${f.status} inside ${f.shard} (a worker thread)`, details: [] }];
+  });
 }
 
 /** One leak as text: the summary, then its details indented. */
@@ -160,8 +148,8 @@ export function formatLeak(l: Leak): string {
 // The timers come from node:timers, imported at load time: fake timers (vi.useFakeTimers) only
 // replace the globals, so a test that left them installed cannot stall the check.
 function pause(round: number): Promise<void> {
-  // A few turns of the event loop let close callbacks run; then poll every few ms.
-  // Each timer has fired before the next look, so the checker never counts itself.
+  // A few turns of the event loop let close callbacks run; then poll every few ms. Each of
+  // these timers has run before the next look, so the checker never counts itself.
   return new Promise((resolve) => {
     if (round < 3) realSetImmediate(resolve);
     else realSetTimeout(resolve, POLL_MS);
@@ -170,8 +158,8 @@ function pause(round: number): Promise<void> {
 
 /**
  * Waits up to `graceMs` (default 2 s) for everything created since `baseline` to be gone,
- * polling every few milliseconds, then returns one message per leak (empty: no leaks).
- * Leaves no timer behind.
+ * here and inside running shard threads, polling every few milliseconds, then returns one
+ * message per leak (empty: no leaks). Leaves no timer behind.
  *
  * @example
  * onTestFinished(() => server.close());
@@ -182,7 +170,7 @@ export async function checkLeaks(opts: CheckLeaksOptions = {}): Promise<string[]
   const baseline = opts.baseline ?? defaultBaseline();
   const deadline = performance.now() + (opts.graceMs ?? DEFAULT_GRACE_MS);
   for (let round = 0; ; round++) {
-    const leaks = findLeaks(baseline);
+    const leaks = [...findLeaks(baseline), ...(await shardLeaks(baseline))];
     if (leaks.length === 0 || performance.now() >= deadline) return leaks.map(formatLeak);
     await pause(round);
   }
@@ -211,7 +199,7 @@ export class LeakError extends Error {
  * it after each test file; a test may call it to check a narrower window.
  *
  * @example
- * const baseline = takeBaseline();
+ * const baseline = await takeBaseline();
  * await runScenario();
  * await expectNoLeaks({ baseline });
  */

@@ -1,62 +1,54 @@
 import net from 'node:net';
 import dgram from 'node:dgram';
 import { ChildProcess } from 'node:child_process';
-import { MessagePort } from 'node:worker_threads';
+import type { HandleResource, TrackedHandle } from './handles.ts';
 
 /**
- * The names `process.getActiveResourcesInfo()` uses on Node 24 (checked one by one), in the
- * words a test author looks for. Requests (`...ReqWrap`, `ConnectWrap`) are operations in
- * flight; the rest are handles that keep the process alive until closed.
+ * The `async_hooks` types (checked one by one on Node 24), in the words a test author looks for.
+ * Requests (`...WRAP` of a connect, write, lookup, fs call) are operations in flight; the rest
+ * are handles and timers, which stay until closed or cleared.
  */
 const HUMAN: Record<string, string> = {
-  TCPSocketWrap: 'TCP socket',
-  TCPServerWrap: 'TCP server',
-  PipeWrap: 'pipe (child process stdio, IPC, or unix-domain socket/server)',
-  TTYWrap: 'TTY stream',
-  UDPWrap: 'UDP socket',
-  ProcessWrap: 'child process',
+  TCPWRAP: 'TCP socket',
+  TCPSERVERWRAP: 'TCP server',
+  PIPEWRAP: 'pipe (child process stdio, IPC, or unix-domain socket)',
+  PIPESERVERWRAP: 'unix-domain socket server',
+  TTYWRAP: 'TTY stream',
+  UDPWRAP: 'UDP socket',
+  JSUDPWRAP: 'UDP socket (JS)',
+  PROCESSWRAP: 'child process',
   Timeout: 'timer (setTimeout/setInterval not cleared)',
   Immediate: 'setImmediate callback not yet run',
-  MessagePort: 'MessagePort (a worker_threads port with a listener, not closed)',
-  Worker: 'worker thread',
-  FSEventWrap: 'fs.watch watcher',
-  StatWatcher: 'fs.watchFile watcher',
-  SignalWrap: 'signal handler',
-  FSReqCallback: 'file-system call in flight',
-  FSReqPromise: 'fs.promises call in flight',
-  FileHandle: 'open fs.promises FileHandle',
-  GetAddrInfoReqWrap: 'DNS lookup in flight',
-  GetNameInfoReqWrap: 'reverse DNS lookup in flight',
-  QueryReqWrap: 'DNS query in flight',
-  ConnectWrap: 'socket connect in flight',
-  ShutdownWrap: 'socket end (shutdown) in flight',
-  SimpleShutdownWrap: 'socket end (shutdown) in flight',
-  WriteWrap: 'socket write in flight',
-  SimpleWriteWrap: 'socket write in flight',
-  SendWrap: 'UDP send in flight',
+  MESSAGEPORT: 'MessagePort (a worker_threads port not closed)',
+  FSEVENTWRAP: 'fs.watch watcher',
+  STATWATCHER: 'fs.watchFile watcher',
+  SIGNALWRAP: 'signal handler',
+  FSREQCALLBACK: 'file-system call in flight',
+  FSREQPROMISE: 'fs.promises call in flight',
+  FILEHANDLE: 'open fs.promises FileHandle',
+  GETADDRINFOREQWRAP: 'DNS lookup in flight',
+  GETNAMEINFOREQWRAP: 'reverse DNS lookup in flight',
+  QUERYWRAP: 'DNS query in flight',
+  TCPCONNECTWRAP: 'socket connect in flight',
+  PIPECONNECTWRAP: 'pipe connect in flight',
+  SHUTDOWNWRAP: 'socket end (shutdown) in flight',
+  WRITEWRAP: 'socket write in flight',
+  UDPSENDWRAP: 'UDP send in flight',
 };
 
-/** A resource name from `process.getActiveResourcesInfo()` in human terms (`TCPServerWrap` → `TCP server`). */
-export function humanResourceName(raw: string): string {
-  return HUMAN[raw] ?? raw;
+/** An `async_hooks` type in human terms (`TCPSERVERWRAP` → `TCP server`). */
+export function humanResourceName(type: string): string {
+  return HUMAN[type] ?? type;
 }
 
-/** An open handle as `process._getActiveHandles()` returns it, with the resource name it counts under. */
-export interface HandleInfo {
-  raw: string;
-  text: string;
-}
+type Owner = object & { _handle?: unknown };
 
-type HandleOwner = { constructor?: { name?: string }; _handle?: { constructor?: { name?: string } } | null };
-
-function rawNameOf(h: HandleOwner): string {
-  const handleClass = h._handle?.constructor?.name;
-  if (h instanceof net.Server) return handleClass === 'Pipe' ? 'PipeWrap' : 'TCPServerWrap';
-  if (h instanceof net.Socket) return handleClass === 'Pipe' ? 'PipeWrap' : handleClass === 'TTY' ? 'TTYWrap' : 'TCPSocketWrap';
-  if (h instanceof ChildProcess) return 'ProcessWrap';
-  if (h instanceof dgram.Socket) return 'UDPWrap';
-  if (h instanceof MessagePort) return 'MessagePort';
-  return h.constructor?.name ?? 'unknown';
+/** The JS object that owns a native handle (`net.Socket`, `net.Server`, `ChildProcess`, ...): Node links it with a symbol described `owner_symbol`. */
+export function ownerOf(resource: HandleResource | undefined): Owner | undefined {
+  if (resource === undefined) return undefined;
+  const sym = Object.getOwnPropertySymbols(resource).find((s) => s.description === 'owner_symbol');
+  const owner = sym ? (resource as Record<symbol, unknown>)[sym] : undefined;
+  return typeof owner === 'object' && owner !== null ? (owner as Owner) : undefined;
 }
 
 function addr(host: string | undefined, port: number | undefined): string {
@@ -71,38 +63,55 @@ function describeSocket(s: net.Socket, children: Map<object, ChildProcess>): str
   return `socket ${addr(s.localAddress, s.localPort)} -> ${addr(s.remoteAddress, s.remotePort)} (${state})`;
 }
 
-function describe(h: HandleOwner, children: Map<object, ChildProcess>): string {
-  if (h instanceof net.Server) {
-    const a = h.address();
+function describeOwner(o: Owner, children: Map<object, ChildProcess>): string | undefined {
+  if (o instanceof net.Server) {
+    const a = o.address();
     return `server listening on ${typeof a === 'string' ? a : a ? `${a.address}:${a.port}` : '?'}`;
   }
-  if (h instanceof net.Socket) return describeSocket(h, children);
-  if (h instanceof ChildProcess) return `child process pid ${h.pid}: ${h.spawnargs.join(' ')}`;
-  if (h instanceof dgram.Socket) {
+  if (o instanceof net.Socket) return describeSocket(o, children);
+  if (o instanceof ChildProcess) return `child process pid ${o.pid}: ${o.spawnargs.join(' ')}`;
+  if (o instanceof dgram.Socket) {
     try {
-      const a = h.address();
+      const a = o.address();
       return `UDP socket bound to ${a.address}:${a.port}`;
     } catch {
       return 'UDP socket (not bound)';
     }
   }
-  if (h instanceof MessagePort) return 'MessagePort with a listener: close it or unref() it';
-  return h.constructor?.name ?? 'unknown handle';
+  return undefined;
+}
+
+/** The child processes among `handles`, by each of their stdio streams. */
+export function childrenByStdio(handles: readonly TrackedHandle[]): Map<object, ChildProcess> {
+  const children = new Map<object, ChildProcess>();
+  for (const h of handles) {
+    const o = ownerOf(h.resource);
+    if (o instanceof ChildProcess) for (const s of o.stdio) if (s) children.set(s, o);
+  }
+  return children;
 }
 
 /**
- * The handles currently keeping the process alive, described (`server listening on
- * 127.0.0.1:43121`, `child process pid 812: sleep 10`). Uses `process._getActiveHandles()`,
- * undocumented but present on Node 24; it only adds detail to the counts, so an empty list is safe.
+ * One line about a live resource: a server's listen address, a socket's addresses and state,
+ * a child's pid and command line, a timer's kind and delay; with `unref'd` when it does not
+ * keep the process alive and `closing` when its owner already let go of it.
+ *
+ * @example
+ * describeHandle(h, childrenByStdio(all)); // 'server listening on 127.0.0.1:43121 (unref'd)'
  */
-export function activeHandles(): { owner: object; info: HandleInfo }[] {
-  const get = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles;
-  const handles = (typeof get === 'function' ? get.call(process) : []).filter(
-    (h): h is HandleOwner & object => typeof h === 'object' && h !== null,
-  );
-  const children = new Map<object, ChildProcess>();
-  for (const h of handles) {
-    if (h instanceof ChildProcess) for (const s of h.stdio) if (s) children.set(s, h);
+export function describeHandle(h: TrackedHandle, children: Map<object, ChildProcess>): string {
+  const r = h.resource;
+  const flags: string[] = [];
+  if (typeof r?.hasRef === 'function' && !r.hasRef()) flags.push("unref'd");
+  let text: string;
+  if (h.type === 'Timeout') text = r?._repeat ? `setInterval every ${r._repeat} ms` : `setTimeout of ${r?._idleTimeout} ms`;
+  else if (h.type === 'Immediate') text = 'setImmediate';
+  else if (h.type === 'MESSAGEPORT') text = 'MessagePort: close it (port.close()) or close its channel';
+  else {
+    const owner = ownerOf(r);
+    text = (owner && describeOwner(owner, children)) ?? `${humanResourceName(h.type)} (${r?.constructor?.name ?? 'collected'})`;
+    // The owner drops `_handle` when it closes the handle; the handle itself goes a turn later.
+    if (owner && '_handle' in owner && owner._handle !== r) flags.push('closing');
   }
-  return handles.map((h) => ({ owner: h, info: { raw: rawNameOf(h), text: describe(h, children) } }));
+  return flags.length > 0 ? `${text} (${flags.join(', ')})` : text;
 }

@@ -3,6 +3,7 @@ import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { WorkerOptions } from 'node:worker_threads';
 import { trackWorker } from '../../src/runtime/resources.ts';
+import { handleMark, handOver } from './handles.ts';
 
 const INSTALLED = Symbol.for('gatehouse.test.workerTracking');
 
@@ -13,7 +14,7 @@ function labelOf(filename: unknown, options: WorkerOptions | undefined): string 
 }
 
 /**
- * Node 24 lists no worker threads in `process.getActiveResourcesInfo()`, so in tests every
+ * Node 24 shows a worker thread only as a bare `WORKER` handle, so in tests every
  * `new Worker(...)` is tracked (src/runtime/resources.ts) until it exits, also those piscina
  * starts and those production code forgot to track. This swaps `worker_threads.Worker` for a
  * subclass and syncs the ESM bindings, so it must run before the test file imports anything
@@ -31,7 +32,10 @@ export function installWorkerTracking(): void {
   const Original = wt.Worker;
   class TrackedWorker extends Original {
     constructor(filename: string | URL, options?: WorkerOptions) {
+      const mark = handleMark();
       super(filename, options);
+      // Its internal ports close when it exits: the worker is reported, not them.
+      handOver(mark, 'MESSAGEPORT');
       trackWorker(this, labelOf(filename, options));
     }
   }
