@@ -7,6 +7,7 @@ import { AdminHttpError, intParam, sendJson } from './http.ts';
 import type { AdminMetrics } from './metrics.ts';
 import type { SseHub } from './sse.ts';
 import type { AdminBackend } from './types.ts';
+import { stateRoute } from './state-view.ts';
 
 /** The methods a route can serve (HEAD is derived from GET). */
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
@@ -45,6 +46,11 @@ export interface AdminRoute {
   methods: Partial<Record<HttpMethod, RouteHandler>>;
   /** Served without the bearer token (health probes). */
   public?: boolean;
+  /**
+   * Served whatever the `Host` and `Origin`: probes and scrapers reach the daemon by any name,
+   * and these routes change nothing. Every other route refuses foreign ones (`foreignRequest`).
+   */
+  anyHost?: boolean;
   /** Also accepts the token as `?token=` (the debug UI's page load, which cannot send headers). */
   queryToken?: boolean;
   /** Exists only in debug mode; otherwise every method answers 404 `debug_disabled`. */
@@ -124,7 +130,7 @@ function treeOptions(query: URLSearchParams): TreeOptions {
 }
 
 /**
- * The routes of the admin API contract (DESIGN.md section 3), in match order.
+ * The routes of the admin API (docs/admin-api.md), in match order.
  *
  * @example
  * const routes = [...builtinRoutes(), ...extraRoutes];
@@ -150,10 +156,11 @@ export function builtinRoutes(): AdminRoute[] {
         },
       },
     },
-    { path: '/healthz', public: true, methods: { GET: ({ res }) => sendJson(res, 200, { status: 'ok' }) } },
+    { path: '/healthz', public: true, anyHost: true, methods: { GET: ({ res }) => sendJson(res, 200, { status: 'ok' }) } },
     {
       path: '/readyz',
       public: true,
+      anyHost: true,
       methods: {
         GET: ({ res, backend }) => {
           if (backend.ready()) return sendJson(res, 200, { ready: true });
@@ -163,6 +170,7 @@ export function builtinRoutes(): AdminRoute[] {
     },
     {
       path: '/metrics',
+      anyHost: true,
       methods: {
         GET: async ({ res, metrics }) => {
           const text = await metrics.registry.metrics();
@@ -180,6 +188,7 @@ export function builtinRoutes(): AdminRoute[] {
       },
     },
     { path: '/upstreams', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.upstreams()) } },
+    { path: '/state', methods: { GET: stateRoute } },
     { path: '/hub', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.hubView?.() ?? { listeners: [] }) } },
     { path: '/config', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.config()) } },
     {
@@ -215,6 +224,21 @@ export function builtinRoutes(): AdminRoute[] {
           if (n < 0 || !backend.crashShard(n)) throw new AdminHttpError(404, 'no_such_shard', 'no such shard', { extra: { shard: raw } });
           log.warn({ shard: n }, 'shard crash injected');
           sendJson(res, 202, { shard: n, crashed: true });
+        },
+      },
+    },
+    {
+      path: '/debug/shards/:n/hang',
+      debugOnly: true,
+      methods: {
+        POST: ({ res, params, backend, log }) => {
+          const raw = params.n!;
+          const n = /^\d{1,6}$/.test(raw) ? Number(raw) : -1;
+          const r = n < 0 ? 'no_such_shard' : (backend.hangShard?.(n) ?? 'no_such_shard');
+          if (r === 'no_such_shard') throw new AdminHttpError(404, 'no_such_shard', 'no such shard', { extra: { shard: raw } });
+          if (r === 'not_watched') throw new AdminHttpError(409, 'shard_not_watched', 'this shard has no watchdog (workers: 0, or runtime.watchdog: 0): nothing would end the hang', { extra: { shard: n } });
+          log.warn({ shard: n }, 'shard hang injected');
+          sendJson(res, 202, { shard: n, hung: true });
         },
       },
     },

@@ -1,6 +1,7 @@
 import type { Observable } from 'rxjs';
 import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
 import type { ActorEvent } from '../runtime/events.ts';
+import type { StateView } from './state-view.ts';
 
 /** Per shard, per listener counters summed from the shared state table. */
 export interface ListenerCounters {
@@ -71,6 +72,8 @@ export interface AdminBackend {
   /** Shard liveness: index -> up. */
   shardsUp(): { shard: number; up: boolean }[];
   upstreams(): UpstreamsView;
+  /** `GET /state`: the state table's live counts; absent when the backend has no table (test fakes). */
+  stateView?(): StateView;
   /** The hub's metrics; absent when the backend has no hub (test fakes). */
   hubStats?(): HubStats;
   /** The hub view; absent when the backend has no hub. */
@@ -84,6 +87,11 @@ export interface AdminBackend {
   debug: boolean;
   /** Debug-only fault injection: crash a shard. Returns false when no such shard. */
   crashShard(index: number): boolean;
+  /**
+   * Debug-only fault injection: makes a shard's thread busy-loop, for the watchdog to find.
+   * `not_watched` when nothing would end the loop (`workers: 0`, `runtime.watchdog: 0`); absent in test fakes.
+   */
+  hangShard?(index: number): 'hung' | 'no_such_shard' | 'not_watched';
   /** Debug mode: crashes a control-plane state-machine actor (a probe, a breaker, a custom actor) by id. */
   crashActor(id: string): boolean | Promise<boolean>;
 }
