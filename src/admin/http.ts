@@ -17,6 +17,7 @@ export type AdminErrorCode =
   | 'not_ready'
   | 'debug_disabled'
   | 'no_such_shard'
+  | 'shard_not_watched'
   | 'no_such_actor'
   | 'config_invalid'
   | 'internal';

@@ -383,6 +383,13 @@ export class Gatehouse implements AdminBackend {
     return s ? s.post({ type: 'crash' }) : false;
   }
 
+  hangShard(index: number): 'hung' | 'no_such_shard' | 'not_watched' {
+    const s = this.debug ? this.#shards().find((x) => x.index === index) : undefined;
+    if (!s) return 'no_such_shard';
+    if (!s.watched) return 'not_watched';
+    return s.post({ type: 'hang' }) ? 'hung' : 'no_such_shard';
+  }
+
   async crashActor(id: string): Promise<boolean> {
     if (!this.debug) return false;
     const a = live.list().find((x) => x.id === id);

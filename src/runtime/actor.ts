@@ -4,8 +4,11 @@ import diagnostics from 'node:diagnostics_channel';
 import { live } from './live.ts';
 import { actorEventsEnabled, channels, emitActorEvent } from './events.ts';
 
-/** Why an actor exited. `normal`/`shutdown` are clean exits; the others are abnormal, except `noproc`. */
-export type ExitReason = 'normal' | 'shutdown' | 'killed' | 'noproc' | 'error';
+/**
+ * Why an actor exited. `normal`/`shutdown` are clean exits; the others are abnormal, except
+ * `noproc`. `hung`: a shard thread that missed its heartbeat, killed by its watchdog.
+ */
+export type ExitReason = 'normal' | 'shutdown' | 'killed' | 'noproc' | 'error' | 'hung';
 
 /** Delivered once to each watcher when the watched actor is gone (Erlang's `'DOWN'` message). */
 export interface Down {

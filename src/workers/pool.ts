@@ -1,5 +1,5 @@
 import os from 'node:os';
-import type { MessagePort } from 'node:worker_threads';
+import type { MessagePort, Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Logger } from 'pino';
 import { runShard } from './shard-runtime.ts';
@@ -31,9 +31,17 @@ export const SHARD_YOUNG_GENERATION_MB = 12;
  */
 export class PiscinaShardHost implements ShardHost {
   readonly pool: Piscina;
+  readonly watchable = true;
   #closed: Promise<void> | undefined;
+  readonly #log: Logger;
+  /**
+   * The pool's threads that have not exited yet, by thread id. piscina drops a thread from
+   * `pool.threads` as soon as it aborts its task, before the thread has really stopped.
+   */
+  readonly #threads = new Map<number, Worker>();
 
   constructor(threads: number, log: Logger) {
+    this.#log = log;
     this.pool = new Piscina({
       filename: new URL('./shard.worker.ts', import.meta.url).href,
       minThreads: threads,
@@ -47,15 +55,54 @@ export class PiscinaShardHost implements ShardHost {
       resourceLimits: { maxYoungGenerationSizeMb: SHARD_YOUNG_GENERATION_MB },
     });
     this.pool.on('error', (err: unknown) => log.error({ err }, 'shard pool error'));
-    this.pool.on('workerCreate', (w: { worker?: WorkerLike }) => {
-      if (w?.worker) trackWorker(w.worker, 'shard thread');
+    // Emitted before piscina hands the new thread a task, so every task's thread is known here.
+    this.pool.on('workerCreate', () => {
+      for (const w of this.pool.threads) {
+        const id = w.threadId;
+        if (this.#threads.has(id)) continue;
+        this.#threads.set(id, w);
+        w.once('exit', () => this.#threads.delete(id));
+        trackWorker(w as WorkerLike, 'shard thread');
+      }
     });
     this.#untrack = trackResource('worker pool', 'shards');
   }
   readonly #untrack: () => void;
 
-  run(init: ShardInit, port: MessagePort, signal: AbortSignal): Promise<ShardResult> {
-    return this.pool.run({ init, port }, { transferList: [port as never], signal });
+  /**
+   * Runs the shard task. When it rejects (the thread crashed, or `signal` aborted it), the
+   * rejection is passed on only once the thread has exited: piscina rejects an aborted task first
+   * and terminates its thread after, and until the thread is gone its connections may still count
+   * themselves down.
+   */
+  async run(init: ShardInit, port: MessagePort, signal: AbortSignal): Promise<ShardResult> {
+    // The task writes its thread id here first thing, so the host knows which thread to wait for.
+    const thread = new Int32Array(new SharedArrayBuffer(4));
+    try {
+      return (await this.pool.run({ init, port, thread }, { transferList: [port as never], signal })) as ShardResult;
+    } catch (err) {
+      await this.#exitOf(Atomics.load(thread, 0), init.shard);
+      throw err;
+    }
+  }
+
+  /** Resolves when the thread has exited (at once if it has, or never ran the task). */
+  #exitOf(threadId: number, shard: number): Promise<void> {
+    const w = threadId === 0 ? undefined : this.#threads.get(threadId);
+    if (!w) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      // terminate() stops JavaScript at its next interrupt check; this bound is for the unforeseen.
+      const timer = setTimeout(() => {
+        w.off('exit', done);
+        this.#log.error({ shard, threadId, waitedMs: THREAD_EXIT_WAIT_MS }, 'shard thread did not exit: giving its counts back anyway');
+        resolve();
+      }, THREAD_EXIT_WAIT_MS);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      w.once('exit', done);
+    });
   }
 
   /** Terminates every thread (after the shards have drained). Idempotent. */
@@ -65,8 +112,16 @@ export class PiscinaShardHost implements ShardHost {
   }
 }
 
-/** `workers: 0`: the data plane runs in the main thread (tests, debugging). */
+/** How long a host waits for an aborted or crashed shard thread to exit. */
+const THREAD_EXIT_WAIT_MS = 10_000;
+
+/**
+ * `workers: 0`: the data plane runs in the main thread (tests, debugging). The shard's promise
+ * settles once its code has stopped (it kills what is left before settling). Not watchable: a
+ * watchdog would run on the very thread that hangs.
+ */
 export class InThreadShardHost implements ShardHost {
+  readonly watchable = false;
   readonly #log: Logger;
   constructor(log: Logger) {
     this.#log = log;

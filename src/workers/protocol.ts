@@ -24,6 +24,8 @@ export type ToShard =
   | { type: 'drain'; timeoutMs: number }
   | { type: 'events'; enabled: boolean }
   | { type: 'crash' }
+  /** Debug mode: the shard thread busy-loops for good, for the main thread's watchdog to find (worker threads only). */
+  | { type: 'hang' }
   /** Debug mode: crash one actor of the shard (a hub client) as if its code had thrown; replies true when found. */
   | { type: 'crash-actor'; id: number; actor: string }
   | HubToShard;

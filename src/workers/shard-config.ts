@@ -66,6 +66,23 @@ export interface ShardConfig {
   /** Forward actor events to the main thread (someone listens: debug mode or a custom actor). */
   actorEvents?: boolean;
   logLevel: string;
+  /**
+   * How long the main thread waits for a heartbeat of this shard's thread before it counts the
+   * thread as hung (`runtime.watchdog`); 0 turns the watchdog off. Absent: {@link DEFAULT_WATCHDOG_MS}.
+   */
+  watchdogMs?: number;
+}
+
+/** `runtime.watchdog` when the config does not say. */
+export const DEFAULT_WATCHDOG_MS = 5_000;
+
+/**
+ * How often a shard thread bumps its heartbeat counter: a tenth of the watchdog's limit (so a
+ * busy but live thread is never mistaken for a hung one), between 10 ms and 1 s.
+ */
+export function heartbeatIntervalMs(c: Pick<ShardConfig, 'watchdogMs'>): number {
+  const limit = c.watchdogMs ?? DEFAULT_WATCHDOG_MS;
+  return Math.min(1_000, Math.max(10, Math.floor((limit || DEFAULT_WATCHDOG_MS) / 10)));
 }
 
 /** Splits `host:port` / `[v6]:port`. */
@@ -128,5 +145,6 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
     shutdownTimeoutMs: cfg.runtime.shutdownTimeout,
     debug: cfg.runtime.debug,
     logLevel: cfg.log.level,
+    watchdogMs: cfg.runtime.watchdog,
   };
 }

@@ -89,7 +89,8 @@ describe.each([
     // The gateway closed its side of the connection.
     await ended;
     await open.close();
-    // The killed shard's connection was given back.
+    // The killed shard's connection was given back (once its thread had exited).
+    await s.actor.handedBack();
     expect(table.listenerGet(0, 0, L.ACTIVE)).toBe(0);
     expect(table.listenerActiveAll(0)).toBe(0);
     await host.close();
