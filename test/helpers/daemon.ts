@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { onTestFinished } from 'vitest';
+import type { StateView } from '../../src/admin/state-view.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(ROOT, 'bin/gatehouse.mjs');
@@ -40,10 +42,33 @@ export async function runCli(args: string[], opts: { cwd?: string } = {}): Promi
   return { code, stdout, stderr };
 }
 
+/** Actor types that live exactly as long as one client: none may be left once clients are gone. */
+const PER_CLIENT_ACTORS = ['connection', 'client-proxy'];
+const IDLE_TIMEOUT_MS = 5_000;
+
+/** The non-zero cells of a `GET /state` answer, one line each (empty when idle). */
+export function stateLeftovers(view: StateView): string[] {
+  const out: string[] = [];
+  const shards = (ns: number[]): string => ns.map((n, i) => (n === 0 ? '' : ` shard ${i}: ${n}`)).filter(Boolean).join(',');
+  for (const l of view.listeners) {
+    const name = l.listener ?? `retired row ${l.slot}`;
+    if (l.active !== 0 || l.activeByShard.some((n) => n !== 0)) out.push(`listener ${name}: active ${l.active} (by shard:${shards(l.activeByShard) || ' none'})`);
+    if (l.perIpEntries !== 0) out.push(`listener ${name}: ${l.perIpEntries} per-IP entries held`);
+  }
+  for (const b of view.backends) {
+    if (b.active !== 0 || b.activeByShard.some((n) => n !== 0)) out.push(`backend ${b.backend ?? `retired row ${b.slot}`}: active ${b.active} (by shard:${shards(b.activeByShard) || ' none'})`);
+  }
+  return out;
+}
+
 /**
  * A daemon started from the CLI as a child process on a temp config. Its JSON log lines are
  * parsed as they come; `waitForLog` awaits one (with a deadline). Ports are read back from the
  * `admin listening` and `listener ready` lines, so configs use port 0 everywhere.
+ *
+ * Disposing a daemon that still runs first checks that it is idle ({@link Daemon.idleLeftovers}:
+ * state table back to zero, no connection or hub client actor left in any shard), because a
+ * SIGKILL would hide a count that never came down. What is left fails the test that started it.
  */
 export class Daemon {
   readonly child: ChildProcess;
@@ -53,6 +78,10 @@ export class Daemon {
   readonly ports = new Map<string, number>();
   readonly #waiters = new Set<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }>();
   readonly exited: Promise<number>;
+  /** Set to a reason to skip the idle check on dispose (a test that leaves clients open on purpose). */
+  skipIdleCheck: string | undefined;
+  #leftovers: string[] = [];
+  #reportOnTestEnd = false;
 
   private constructor(child: ChildProcess) {
     this.child = child;
@@ -89,7 +118,48 @@ export class Daemon {
       throw new Error(`daemon exited with ${code} before it started:\n${d.stderr.join('\n')}\n${JSON.stringify(d.logs.slice(-5))}`);
     });
     await Promise.race([started, exit]);
+    try {
+      // Reported once the test is over, so that a failure of the test itself still shows first.
+      onTestFinished(() => d.#throwLeftovers());
+      d.#reportOnTestEnd = true;
+    } catch {
+      // Started outside a test (beforeAll): dispose throws instead.
+    }
     return d;
+  }
+
+  #throwLeftovers(): void {
+    const left = this.#leftovers;
+    this.#leftovers = [];
+    if (left.length > 0) throw new Error(`daemon not idle after the test (state table or per-client actors not back to zero):\n  ${left.join('\n  ')}`);
+  }
+
+  /**
+   * Polls `GET /state` and `gatehouse_actors` until the state table is back to zero (every
+   * listener's and backend's active count, every per-IP entry) and no connection or hub client
+   * actor is left, or `timeoutMs` passes; returns what is still not zero (empty: idle).
+   *
+   * @example
+   * await client.close();
+   * expect(await gh.idleLeftovers()).toEqual([]);
+   */
+  async idleLeftovers(timeoutMs = IDLE_TIMEOUT_MS): Promise<string[]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let left: string[];
+      try {
+        left = stateLeftovers(await this.json<StateView>('/state'));
+        const text = await (await this.admin('/metrics')).text();
+        for (const type of PER_CLIENT_ACTORS) {
+          const n = metric(text, 'gatehouse_actors', { type }) ?? 0;
+          if (n !== 0) left.push(`${n} ${type} actor(s) alive`);
+        }
+      } catch (err) {
+        left = [`admin API not answering: ${(err as Error).message}`];
+      }
+      if (left.length === 0 || Date.now() > deadline) return left;
+      await new Promise<void>((r) => setImmediate(r));
+    }
   }
 
   port(listener: string): number {
@@ -141,11 +211,13 @@ export class Daemon {
 
   async [Symbol.asyncDispose](): Promise<void> {
     if (this.child.exitCode === null && this.child.signalCode === null) {
+      if (this.adminUrl && this.skipIdleCheck === undefined) this.#leftovers = await this.idleLeftovers();
       this.child.kill('SIGKILL');
       await this.exited;
     }
     this.child.stdout?.destroy();
     this.child.stderr?.destroy();
+    if (!this.#reportOnTestEnd) this.#throwLeftovers();
   }
 }
 

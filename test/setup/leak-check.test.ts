@@ -13,6 +13,7 @@ import { PiscinaShardHost } from '../../src/workers/pool.ts';
 import { StateTable } from '../../src/workers/state-table.ts';
 import type { ShardConfig } from '../../src/workers/shard-config.ts';
 import { connect, startEchoServer } from '../helpers/net.ts';
+import { Daemon, tempDir } from '../helpers/daemon.ts';
 import { checkLeaks, expectNoLeaks, fileBaseline, findLeaks, LeakError, takeBaseline } from './leaks.ts';
 import { installOriginTracking } from './origins.ts';
 
@@ -344,6 +345,28 @@ describe('the leak check', () => {
     await client.close();
     expect(await checkLeaks({ baseline })).toEqual([]);
     await shard.shutdown(5_000);
+  });
+
+  test('reports a daemon whose state table is not back to zero, and nothing once its clients left', async () => {
+    await using echo = await startEchoServer();
+    using dir = tempDir();
+    const yaml = `admin: { listen: "127.0.0.1:0" }
+runtime: { workers: 1, shutdownTimeout: 2s }
+upstreams: [ { name: app, backends: [ "127.0.0.1:${echo.port}" ], healthCheck: { enabled: false } } ]
+listeners: [ { name: tcp-in, protocol: tcp, listen: "127.0.0.1:0", upstream: app, maxConnectionsPerIp: 5 } ]
+`;
+    await using gh = await Daemon.start(dir.write('gh.yaml', yaml));
+    const client = await connect(gh.port('tcp-in'));
+    expect(await client.send('hi')).toBe('hi');
+    // A client still connected holds a place everywhere: what a count that never came down looks like.
+    expect(await gh.idleLeftovers(300)).toEqual([
+      'listener tcp-in: active 1 (by shard: shard 0: 1)',
+      'listener tcp-in: 1 per-IP entries held',
+      `backend app/127.0.0.1:${echo.port}: active 1 (by shard: shard 0: 1)`,
+      '1 connection actor(s) alive',
+    ]);
+    await client.close();
+    expect(await gh.idleLeftovers()).toEqual([]);
   });
 
   // Last in the file: once on, origin tracking stays on for the rest of the process.
