@@ -87,6 +87,7 @@ export class Gatehouse implements AdminBackend {
   private constructor(opts: GatehouseOptions, customs: { cfg: ActorConfig; def: ActorDefinition }[]) {
     this.current = opts.config;
     this.log = opts.log;
+    this.table.logTo(this.log);
     this.#debugFlag = Boolean(opts.debug);
     this.debug = Boolean(opts.debug || opts.config.runtime.debug);
     this.#configFile = opts.configFile;

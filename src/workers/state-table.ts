@@ -21,6 +21,8 @@ import {
   BIG_RATE,
   B_FIELDS,
   I32_LEN,
+  IP_H,
+  L,
   IP_LISTENER_LEN,
   LB,
   LB_FIELDS,
@@ -39,12 +41,39 @@ import {
   shardCell,
   type StateTableBuffers,
 } from './state/layout.ts';
+import type { Logger } from 'pino';
 import { gcraAdmit } from './state/gcra.ts';
-import { IpPlaces } from './state/per-ip.ts';
+import { IpPlaces, type IpEntry } from './state/per-ip.ts';
 
 export { B, HUB_DROPS, IP_STRIPES, IP_STRIPE_ENTRIES, L, LB, LG, MAX_BACKENDS, MAX_LISTENERS, MAX_SHARDS, OUTCOMES, S, type Outcome, type StateTableBuffers } from './state/layout.ts';
-export { IP, ipKey } from './state/per-ip.ts';
+export { IP, ipKey, type IpEntry } from './state/per-ip.ts';
 export { SlotAllocator } from './state/slots.ts';
+
+/**
+ * A count cell that is not zero: `active` connections of `shard` (or of every shard, `'all'`, for
+ * the listener-wide or backend-wide cell) on the listener or backend in row `slot`.
+ */
+export interface ActiveCell {
+  slot: number;
+  shard: number | 'all';
+  active: number;
+}
+
+/**
+ * Every count that should be back to zero once nothing is open: what a test asserts after it
+ * closed its connections, and what to look at when a limit seems to hold places nobody has.
+ *
+ * @example
+ * expect(table.nonZero()).toEqual({ listeners: [], perIp: [], backends: [] });
+ */
+export interface NonZeroCells {
+  /** Per (shard, listener) `L.ACTIVE`, and the listener-wide `ACTIVE` (`shard: 'all'`). */
+  listeners: ActiveCell[];
+  /** Per-IP entries still holding places (queued releases included until they are done). */
+  perIp: IpEntry[];
+  /** Per (shard, backend) shares of `B.ACTIVE`, and `B.ACTIVE` itself (`shard: 'all'`). */
+  backends: ActiveCell[];
+}
 
 /**
  * One thread's view of the shared state table. Create it once in the main thread, send
@@ -77,6 +106,18 @@ export class StateTable {
   /** Maps a table whose buffers came from another thread. */
   static attach(buffers: StateTableBuffers): StateTable {
     return new StateTable(buffers);
+  }
+
+  /**
+   * Where this thread's view logs what the table does on its own (a per-IP release queued behind
+   * a busy stripe lock). Returns the table.
+   *
+   * @example
+   * const table = StateTable.attach(init.buffers).logTo(log);
+   */
+  logTo(log: Logger): this {
+    this.#ip.log = log;
+    return this;
   }
 
   // Per (shard, listener) rows: written by that shard only.
@@ -188,7 +229,43 @@ export class StateTable {
 
   /** Connections admitted without a per-IP count (a full stripe, or a lock not had in time). */
   ipUntracked(slot: number): number {
-    return this.#ip.untracked(slot);
+    return this.#ip.header(slot, IP_H.UNTRACKED);
+  }
+
+  /**
+   * Per-IP releases of the listener (and dead shards' stripes) that had to wait for a busy stripe
+   * lock and were queued, since the slot was last reset; `pending` of them are still queued.
+   */
+  ipDeferred(slot: number): { deferred: number; pending: number } {
+    return { deferred: this.#ip.header(slot, IP_H.DEFERRED), pending: this.#ip.header(slot, IP_H.PENDING) };
+  }
+
+  /**
+   * Every non-zero connection count: listener `ACTIVE` cells (per shard and listener-wide),
+   * per-IP entries and backend `ACTIVE` cells (per shard and backend-wide). Reads without locks,
+   * for tests and views; all three lists are empty once every connection is closed.
+   */
+  nonZero(): NonZeroCells {
+    const out: NonZeroCells = { listeners: [], perIp: [], backends: [] };
+    const a = this.#i32;
+    for (let slot = 0; slot < MAX_LISTENERS; slot++) {
+      for (let s = 0; s < MAX_SHARDS; s++) {
+        const n = Atomics.load(a, listenerCell(s, slot, L.ACTIVE));
+        if (n !== 0) out.listeners.push({ slot, shard: s, active: n });
+      }
+      const all = Atomics.load(a, listenerGlobalCell(slot, LG.ACTIVE));
+      if (all !== 0) out.listeners.push({ slot, shard: 'all', active: all });
+      out.perIp.push(...this.#ip.list(slot));
+    }
+    for (let slot = 0; slot < MAX_BACKENDS; slot++) {
+      for (let s = 0; s < MAX_SHARDS; s++) {
+        const n = Atomics.load(a, shardBackendCell(s, slot));
+        if (n !== 0) out.backends.push({ slot, shard: s, active: n });
+      }
+      const all = Atomics.load(a, backendCell(slot, B.ACTIVE));
+      if (all !== 0) out.backends.push({ slot, shard: 'all', active: all });
+    }
+    return out;
   }
 
   // Backend rows: health and breaker written by the control plane; ACTIVE by every shard.

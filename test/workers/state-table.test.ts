@@ -1,7 +1,9 @@
 import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
+import pino from 'pino';
 import { describe, expect, test } from 'vitest';
 import { B, IP, IP_STRIPE_ENTRIES, L, LB, SlotAllocator, StateTable, ipKey } from '../../src/workers/state-table.ts';
+import { IP_LOCKS, IP_STRIPE_MASK, ipRegion } from '../../src/workers/state/layout.ts';
 
 /** Starts `n` limit-racing threads (fixtures/limits-worker.ts), releases them together, and returns what each reported. */
 async function race<T>(table: StateTable, data: Record<string, unknown>[]): Promise<T[]> {
@@ -221,5 +223,140 @@ describe('per-IP places', () => {
     expect(slots.get('app/e')).toBe(e);
     expect(table.backendGet(e, B.ACTIVE)).toBe(1);
     table.backendActiveAdd(0, e, -1);
+  });
+});
+
+/** The index of `key`'s stripe lock in the listener at `slot` (what a shard spins on). */
+const lockOf = (slot: number, key: number): number => ipRegion(slot) + IP_LOCKS + (key & IP_STRIPE_MASK);
+
+/**
+ * Another thread takes the stripe lock at `lock` as `owner` (a shard's index + 1) and keeps it for
+ * `holdMs` (a preempted or stuck holder), then frees it. Resolves once the lock is held; `freed`
+ * resolves when the thread has freed it and exited.
+ */
+async function holdLock(table: StateTable, lock: number, owner: number, holdMs: number): Promise<{ freed: Promise<unknown> }> {
+  const code = `
+    const { workerData: d, parentPort } = require('node:worker_threads');
+    const a = new Int32Array(d.i32);
+    if (Atomics.compareExchange(a, d.lock, 0, d.owner) !== 0) throw new Error('lock busy');
+    parentPort.postMessage('held');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, d.holdMs);
+    Atomics.store(a, d.lock, 0);`;
+  const w = new Worker(code, { eval: true, workerData: { i32: table.buffers.i32, lock, owner, holdMs } });
+  const freed = once(w, 'exit');
+  await once(w, 'message');
+  return { freed };
+}
+
+/** A pino logger whose lines are parsed into `lines`. */
+function captureLog(): { log: pino.Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  return { log: pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) }), lines };
+}
+
+describe('per-IP places are never lost behind a busy stripe lock', () => {
+  test('a release while another shard holds the stripe lock for over 1 s is queued, counted, logged once, and given back once the lock is free', async () => {
+    const { log, lines } = captureLog();
+    const table = StateTable.create().logTo(log);
+    const key = ipKey('10.1.2.3');
+    expect(table.ipAcquire(6, 0, key, 5)).toBe(IP.ADMITTED);
+    expect(table.ipAcquire(6, 0, key, 5)).toBe(IP.ADMITTED);
+    // Shard 1 (owner 2) keeps the stripe's lock for 1.2 s: longer than a release ever waited.
+    const holder = await holdLock(table, lockOf(6, key), 2, 1_200);
+    table.ipRelease(6, 0, key);
+    table.ipRelease(6, 0, key);
+    // Not given back yet (the lock is held), but queued, not dropped.
+    expect(table.ipCount(6, key)).toBe(2);
+    expect(table.ipDeferred(6)).toEqual({ deferred: 2, pending: 2 });
+    const warned = lines.filter((l) => l.msg === 'per-IP release: stripe lock busy, the place is given back once free');
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({ level: 40, slot: 6, shard: 0, lockHolder: 'shard 1', deferred: 1 });
+    await holder.freed;
+    await expect.poll(() => table.ipCount(6, key), { timeout: 2_000 }).toBe(0);
+    expect(table.ipDeferred(6)).toEqual({ deferred: 2, pending: 0 });
+    expect(table.nonZero().perIp).toEqual([]);
+  });
+
+  test('a queued release counts before the next acquire of its stripe: the limit never sees a place that was given back', () => {
+    const table = StateTable.create();
+    const key = ipKey('10.9.9.9');
+    const lock = lockOf(2, key);
+    const i32 = new Int32Array(table.buffers.i32);
+    expect(table.ipAcquire(2, 0, key, 2)).toBe(IP.ADMITTED);
+    expect(table.ipAcquire(2, 0, key, 2)).toBe(IP.ADMITTED);
+    // A holder that is not this thread (shard 3) keeps the lock while shard 0 gives a place back.
+    Atomics.store(i32, lock, 4);
+    table.ipRelease(2, 0, key);
+    expect(table.ipDeferred(2).pending).toBe(1);
+    Atomics.store(i32, lock, 0);
+    // Synchronously, before any retry timer: the acquire applies the queued release first.
+    expect(table.ipAcquire(2, 0, key, 2)).toBe(IP.ADMITTED);
+    expect(table.ipCount(2, key)).toBe(2);
+    expect(table.ipDeferred(2).pending).toBe(0);
+    table.ipRelease(2, 0, key);
+    table.ipRelease(2, 0, key);
+    expect(table.nonZero().perIp).toEqual([]);
+  });
+
+  test("a dead shard's places in a stripe that a live shard holds for over 1 s are given back once it is free, and only the dead shard's", async () => {
+    const { log, lines } = captureLog();
+    const table = StateTable.create().logTo(log);
+    const [busy, other] = [ipKey('10.0.0.7'), ipKey('10.0.0.8')];
+    expect(busy & IP_STRIPE_MASK).not.toBe(other & IP_STRIPE_MASK);
+    // Shard 1 dies holding places in two stripes; shard 0 has one in the busy stripe.
+    for (const key of [busy, busy, other]) expect(table.ipAcquire(4, 1, key, 10)).toBe(IP.ADMITTED);
+    expect(table.ipAcquire(4, 0, busy, 10)).toBe(IP.ADMITTED);
+    // Shard 2 (owner 3, alive) keeps the busy stripe's lock for 1.2 s.
+    const holder = await holdLock(table, lockOf(4, busy), 3, 1_200);
+    // The free stripe is done at once; the busy one is queued.
+    expect(table.ipReleaseShard(4, 1)).toBe(1);
+    expect(table.ipCount(4, other)).toBe(0);
+    expect(table.ipCount(4, busy)).toBe(3);
+    expect(table.ipDeferred(4)).toEqual({ deferred: 1, pending: 1 });
+    expect(lines.filter((l) => l.msg === 'per-IP places of a dead shard: stripe lock busy, given back once free')).toHaveLength(1);
+    await holder.freed;
+    await expect.poll(() => table.ipCount(4, busy), { timeout: 2_000 }).toBe(1);
+    expect(table.nonZero().perIp).toEqual([{ slot: 4, key: busy, shard: 0, count: 1 }]);
+    expect(table.ipDeferred(4).pending).toBe(0);
+    table.ipRelease(4, 0, busy);
+    expect(table.nonZero().perIp).toEqual([]);
+  });
+});
+
+describe('nonZero: what is still counted', () => {
+  test('lists every non-zero listener, per-IP and backend count, and nothing once all is given back', () => {
+    const table = StateTable.create();
+    expect(table.nonZero()).toEqual({ listeners: [], perIp: [], backends: [] });
+    const key = ipKey('192.0.2.1');
+    table.listenerAdd(1, 3, L.ACTIVE, 2);
+    table.listenerAdd(1, 3, L.OK, 7); // outcome counters are totals, not open connections
+    expect(table.listenerAcquire(3, 10)).toBe(true);
+    expect(table.listenerAcquire(3, 10)).toBe(true);
+    expect(table.ipAcquire(3, 1, key, 5)).toBe(IP.ADMITTED);
+    expect(table.ipAcquire(3, 1, key, 5)).toBe(IP.ADMITTED);
+    expect(table.ipAcquire(3, 0, key, 5)).toBe(IP.ADMITTED);
+    table.backendActiveAdd(1, 900, 1);
+    expect(table.nonZero()).toEqual({
+      listeners: [
+        { slot: 3, shard: 1, active: 2 },
+        { slot: 3, shard: 'all', active: 2 },
+      ],
+      perIp: expect.arrayContaining([
+        { slot: 3, key, shard: 1, count: 2 },
+        { slot: 3, key, shard: 0, count: 1 },
+      ]),
+      backends: [
+        { slot: 900, shard: 1, active: 1 },
+        { slot: 900, shard: 'all', active: 1 },
+      ],
+    });
+    expect(table.nonZero().perIp).toHaveLength(2);
+    table.listenerAdd(1, 3, L.ACTIVE, -2);
+    table.listenerRelease(3, 2);
+    table.ipRelease(3, 1, key);
+    table.ipRelease(3, 1, key);
+    table.ipRelease(3, 0, key);
+    table.backendActiveAdd(1, 900, -1);
+    expect(table.nonZero()).toEqual({ listeners: [], perIp: [], backends: [] });
   });
 });

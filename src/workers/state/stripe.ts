@@ -19,8 +19,6 @@ import { IP_COUNT_MASK, IP_ENTRY_MASK, IP_STRIPE_ENTRIES } from './layout.ts';
 export const OWNER_MAIN = 0x10000;
 /** The control plane takes a dead shard's lock over after this long (the holder was killed inside it). */
 const STEAL_AFTER_MS = 20;
-/** ...and gives up on a stripe that another owner holds for this long (never reached in practice). */
-const GIVE_UP_MS = 1_000;
 
 const pause: () => void = (Atomics as unknown as { pause?: () => void }).pause?.bind(Atomics) ?? (() => {});
 /**
@@ -55,12 +53,13 @@ export function lockStripe(a: Int32Array, lock: number, owner: number, waitMs: n
 /**
  * Control plane: takes the stripe lock at `lock` for {@link OWNER_MAIN}, or takes it over from
  * `dead` (a shard's index + 1 whose thread is gone) once it has held it for longer than a live
- * holder ever does. Answers 1 when it got the lock, 2 when it took it over, 0 when it gave up.
+ * holder ever does. Answers 1 when it got the lock, 2 when it took it over, 0 when another owner
+ * kept it for `giveUpMs` (a preempted shard, or another dead one not handled yet).
  *
  * @example
- * const took = lockOrSteal(a, lock, shard + 1);
+ * const took = lockOrSteal(a, lock, shard + 1, 100);
  */
-export function lockOrSteal(a: Int32Array, lock: number, dead: number): 0 | 1 | 2 {
+export function lockOrSteal(a: Int32Array, lock: number, dead: number, giveUpMs: number): 0 | 1 | 2 {
   if (Atomics.compareExchange(a, lock, 0, OWNER_MAIN) === 0) return 1;
   const start = performance.now();
   for (let n = 1; ; n++) {
@@ -70,7 +69,7 @@ export function lockOrSteal(a: Int32Array, lock: number, dead: number): 0 | 1 | 
     if ((n & 1023) !== 0) continue;
     const waited = performance.now() - start;
     if (held === dead && waited > STEAL_AFTER_MS && Atomics.compareExchange(a, lock, dead, OWNER_MAIN) === dead) return 2;
-    if (waited > GIVE_UP_MS) return 0;
+    if (waited > giveUpMs) return 0;
   }
 }
 
