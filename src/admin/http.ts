@@ -1,5 +1,6 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
 
 /**
  * The stable `error.code` values of the admin API (documented in `docs/admin-api.md`). Clients
@@ -12,6 +13,8 @@ export type AdminErrorCode =
   | 'bad_request'
   | 'bad_query'
   | 'unauthorized'
+  | 'host_not_allowed'
+  | 'origin_not_allowed'
   | 'not_found'
   | 'method_not_allowed'
   | 'not_ready'
@@ -139,4 +142,36 @@ export function bearerChecker(token: string): (req: IncomingMessage, queryToken?
     if (given === undefined) return false;
     return timingSafeEqual(digest(given), want);
   };
+}
+
+// `name`, `name:port`, `[v6]` or `[v6]:port`; the name part lower-cased.
+const HOST = /^(\[[0-9a-f:.]+\]|[^:[\]/\s@]+)(?::\d{1,5})?$/;
+
+function allowedHostName(name: string, listenHost: string): boolean {
+  if (name.startsWith('[')) return isIP(name.slice(1, -1)) === 6;
+  return isIP(name) === 4 || name === 'localhost' || name === listenHost.toLowerCase();
+}
+
+/**
+ * Refuses a request a web page may have sent: a `Host` that is not an IP literal, `localhost` or
+ * the listen host (a DNS-rebinding page reaches us under its own name), or an `Origin` that is
+ * not this very `Host` over http(s) (a page of another site or port; `null` included). Browsers
+ * always send `Origin` on a cross-origin POST, `no-cors` mode too. Returns the 403 to answer, or
+ * undefined when the request may proceed.
+ *
+ * @example
+ * const refused = foreignRequest(req.headers, '127.0.0.1');
+ * if (refused) throw refused;
+ */
+export function foreignRequest(headers: IncomingHttpHeaders, listenHost: string): AdminHttpError | undefined {
+  const host = headers.host?.toLowerCase();
+  const name = host === undefined ? undefined : HOST.exec(host)?.[1];
+  if (host === undefined || name === undefined || !allowedHostName(name, listenHost)) {
+    return new AdminHttpError(403, 'host_not_allowed', 'the Host header must be an IP address, localhost or the admin listen host');
+  }
+  const origin = headers.origin;
+  if (origin !== undefined && origin.toLowerCase() !== `http://${host}` && origin.toLowerCase() !== `https://${host}`) {
+    return new AdminHttpError(403, 'origin_not_allowed', 'cross-origin requests are refused: the Origin must be this admin address');
+  }
+  return undefined;
 }

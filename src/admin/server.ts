@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
 import { ListenError } from '../errors.ts';
-import { AdminHttpError, bearerChecker, parseTarget, sendError } from './http.ts';
+import { AdminHttpError, bearerChecker, foreignRequest, parseTarget, sendError } from './http.ts';
 import { createMetrics } from './metrics.ts';
 import type { AdminMetrics } from './metrics.ts';
 import { allowedMethods, builtinRoutes, matchRoute } from './routes.ts';
@@ -73,9 +73,10 @@ function rejectMalformed(err: NodeJS.ErrnoException, socket: Socket): void {
 }
 
 /**
- * Starts the admin API (DESIGN.md section 3): health, readiness, Prometheus metrics, the actor
+ * Starts the admin API (docs/admin-api.md): health, readiness, Prometheus metrics, the actor
  * tree and its event stream, upstreams, config, reload, drain, debug fault injection and the
- * debug UI on `GET /`.
+ * debug UI on `GET /`. Every route but /healthz, /readyz and /metrics refuses a foreign `Host`
+ * or `Origin` with 403, token or not, so a web page cannot drive it.
  *
  * @example
  * const admin = await startAdminServer({ host: '127.0.0.1', port: 9901, token, backend, log });
@@ -115,6 +116,14 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
       if (!target) throw new AdminHttpError(400, 'bad_request', 'bad request target');
       const match = matchRoute(routes, target.path);
       const route = match?.route;
+      if (!route?.anyHost) {
+        const refused = foreignRequest(req.headers, opts.host);
+        if (refused) {
+          const clip = (v: string | undefined) => v?.slice(0, 200);
+          log.warn({ remoteAddress: req.socket.remoteAddress, code: refused.code, req: { method: req.method, path: target.path, host: clip(req.headers.host), origin: clip(req.headers.origin) } }, 'admin request refused: foreign host or origin');
+          throw refused;
+        }
+      }
       const authorized = currentChecker();
       if (authorized && !route?.public) {
         const viaQuery = route?.queryToken && (req.method === 'GET' || req.method === 'HEAD') ? target.query.get('token') : undefined;
