@@ -3,7 +3,9 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import pino from 'pino';
 import { afterEach, describe, expect, test } from 'vitest';
+import { transition } from 'xstate';
 import { ListenerActor } from '../../src/actors/listener.ts';
+import { connectionMachine, type ConnectionActor, type ConnectionEventType } from '../../src/actors/connection.ts';
 import { Balancer } from '../../src/workers/balancer.ts';
 import { StateTable, L, B } from '../../src/workers/state-table.ts';
 import type { ShardUpstream } from '../../src/workers/shard-config.ts';
@@ -36,6 +38,13 @@ async function startListener(backends: number[], mode: 'light' | 'xstate' = 'lig
 }
 
 afterEach(() => setActorEventsEnabled(false));
+
+const EVENTS: ConnectionEventType[] = ['backend.connected', 'client.end', 'backend.end', 'abort', 'sockets.closed', 'kill', 'crash'];
+/** Whether some event takes {@link connectionMachine} from `from` to `to` (asked of xstate itself, not the compiled table). */
+function legal(from: string, to: string): boolean {
+  const snap = connectionMachine.resolveState({ value: from, context: {} });
+  return EVENTS.some((type) => snap.can({ type }) && transition(connectionMachine, snap, { type })[0].value === to);
+}
 
 describe.each(['light', 'xstate'] as const)('ConnectionActor (%s)', (mode) => {
   test('walks connecting, open, half-closed, closing, closed and leaves the registry by its DOWN', async () => {
@@ -246,5 +255,44 @@ describe('connect timeout', () => {
     await using only = await startListener([hole.port], 'light', StateTable.create(), 100, 0, 200);
     expect(await readUntilClosed(only.port, 'nobody')).toBe('');
     await expect.poll(() => only.table.listenerGet(0, 0, L.TIMEOUT)).toBe(1);
+  });
+});
+
+describe.each(['light', 'xstate'] as const)('state changes (%s)', (mode) => {
+  test('a killed and a crashed connection show only changes the machine allows, end in closed, then one down each', async () => {
+    await using echo = await startEchoServer();
+    await using gw = await startListener([echo.port], mode);
+    setActorEventsEnabled(true);
+    const events: ActorEvent[] = [];
+    const sub = actorEvents$.subscribe((e) => e.actorType === 'connection' && events.push(e));
+    const a = await connect(gw.port);
+    expect(await a.send('a')).toBe('a');
+    const b = await connect(gw.port);
+    expect(await b.send('b')).toBe('b');
+    const [killed, crashed] = [...gw.l.connections.values()].map((e) => e.actor as ConnectionActor);
+    killed!.kill();
+    crashed!.crash(new Error('injected'));
+    b.socket.write('x');
+    await expect.poll(() => events.filter((e) => e.type === 'down').length).toBe(2);
+    sub.unsubscribe();
+    for (const [actor, reason] of [[killed!, 'killed'], [crashed!, 'error']] as const) {
+      const mine = events.filter((e) => e.id === actor.id);
+      let state = 'connecting';
+      for (const e of mine.filter((x) => x.type === 'state')) {
+        const next = (e as { state: string }).state;
+        expect(legal(state, next), `${actor.id}: ${state} -> ${next}`).toBe(true);
+        state = next;
+      }
+      expect(state).toBe('closed');
+      expect(actor.state).toBe('closed');
+      expect(mine.at(-1)).toMatchObject({ type: 'down', reason });
+    }
+    expect(events.find((e) => e.type === 'down' && e.id === crashed!.id)).toMatchObject({ error: 'injected' });
+    // Places given back exactly once: nothing active, the crash counted as outcome error.
+    expect(gw.table.listenerGet(0, 0, L.ACTIVE)).toBe(0);
+    expect(gw.table.listenerActiveAll(0)).toBe(0);
+    expect(gw.table.backendGet(0, B.ACTIVE)).toBe(0);
+    expect(gw.table.listenerGet(0, 0, L.ERROR)).toBe(1);
+    await Promise.all([a.close(), b.close()]);
   });
 });

@@ -1,8 +1,10 @@
-import { describe, expect, test } from 'vitest';
+import { afterEach, describe, expect, test } from 'vitest';
+import { transition } from 'xstate';
 import { WebSocket, type ClientOptions } from 'ws';
 import { L } from '../../src/workers/state-table.ts';
 import { pickNode, shardOfClient } from '../../src/hub/messages.ts';
-import type { ClientProxyActor } from '../../src/actors/client-proxy.ts';
+import { clientProxyMachine, type ClientEvent, type ClientProxyActor } from '../../src/actors/client-proxy.ts';
+import { actorEvents$, setActorEventsEnabled, type ActorEvent } from '../../src/runtime/events.ts';
 
 /** The default `clientRateLimit` burst (hubSettings in harness.ts). */
 const BURST = 200;
@@ -34,6 +36,15 @@ async function expectGoneOnce(h: ShardHarness, c: TestClient): Promise<void> {
 function expectEmptyRegistry(l: HubListenerActor): void {
   expect(l.clients.sizes()).toEqual({ byId: 0, user: 0, node: 0 });
 }
+
+const CLIENT_EVENTS: ClientEvent[] = ['welcome', 'close', 'closed', 'kill', 'crash'];
+/** Whether some event takes {@link clientProxyMachine} from `from` to `to` (asked of xstate itself). */
+function legal(from: string, to: string): boolean {
+  const snap = clientProxyMachine.resolveState({ value: from, context: {} });
+  return CLIENT_EVENTS.some((type) => snap.can({ type }) && transition(clientProxyMachine, snap, { type })[0].value === to);
+}
+
+afterEach(() => setActorEventsEnabled(false));
 
 describe('client lifecycle', () => {
   test('welcome, then hub-client-up; the client is in the user index; a clean close posts one hub-client-down', async () => {
@@ -264,5 +275,40 @@ describe('client frames', () => {
     expect(good.ws.readyState).toBe(WebSocket.OPEN);
     expect(actorOf(good).state).toBe('registered');
     await good.close();
+  });
+});
+
+describe('state changes', () => {
+  test('a killed and a crashed client show only changes the machine allows, end in closed, then one down each', async () => {
+    await using h = await ShardHarness.start({ ready: ['n1'] });
+    setActorEventsEnabled(true);
+    const events: ActorEvent[] = [];
+    const sub = actorEvents$.subscribe((e) => e.actorType === 'client-proxy' && events.push(e));
+    const k = await TestClient.connect(h.hubPort, await tokenFor('u-kill'));
+    const c = await TestClient.connect(h.hubPort, await tokenFor('u-crash'));
+    const killed = actorOf(k);
+    const crashed = actorOf(c);
+    killed.kill();
+    expect(crashed.crash(new Error('injected'))).toBe(true);
+    // Armed: thrown from the next WebSocket event of the client (here, a frame it sends).
+    c.sendJson({ type: 'send', data: 'x' });
+    await Promise.all([k.closed, c.closed]);
+    await until(() => events.filter((e) => e.type === 'down').length === 2, 'two downs');
+    sub.unsubscribe();
+    for (const [actor, reason] of [[killed, 'killed'], [crashed, 'error']] as const) {
+      let state = 'handshaking';
+      const mine = events.filter((e) => e.id === actor.id);
+      for (const e of mine.filter((x) => x.type === 'state')) {
+        const next = (e as { state: string }).state;
+        expect(legal(state, next), `${actor.id}: ${state} -> ${next}`).toBe(true);
+        state = next;
+      }
+      expect(state).toBe('closed');
+      expect(mine.at(-1)).toMatchObject({ type: 'down', reason });
+      await expectGoneOnce(h, actor === killed ? k : c);
+    }
+    expect(h.table.listenerGet(0, 0, L.ERROR)).toBe(1);
+    expect(h.table.listenerGet(0, 0, L.ACTIVE)).toBe(0);
+    expect(h.table.ipEntries(0)).toBe(0);
   });
 });
