@@ -5,7 +5,7 @@ export function renderTree(root: TreeNode): string {
   const lines: string[] = [];
   const walk = (n: TreeNode, prefix: string, last: boolean, top: boolean): void => {
     const branch = top ? '' : last ? '└─ ' : '├─ ';
-    const extra = [n.restarts ? `restarts=${n.restarts}` : '', n.status !== 'running' ? `(${n.status})` : ''].filter(Boolean).join(' ');
+    const extra = [n.restarts ? `restarts=${n.restarts}` : '', n.status !== 'running' && n.status !== n.state ? `(${n.status})` : ''].filter(Boolean).join(' ');
     lines.push(`${prefix}${branch}${n.id}  ${n.type}  ${n.state}${extra ? `  ${extra}` : ''}`);
     const childPrefix = top ? '' : prefix + (last ? '   ' : '│  ');
     n.children.forEach((c, i) => walk(c, childPrefix, i === n.children.length - 1 && !n.truncated, false));

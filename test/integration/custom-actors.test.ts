@@ -1,10 +1,10 @@
 import net from 'node:net';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { Daemon, ROOT, metric, runCli, tempDir, until } from '../helpers/daemon.ts';
-import { connect } from '../helpers/net.ts';
+import { connect, startEchoServer } from '../helpers/net.ts';
 import { WebSocket } from 'ws';
 
 /** Free ports for configs that must name fixed ports (the demo backends). */
@@ -20,6 +20,32 @@ async function freePorts(n: number): Promise<number[]> {
   await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
   return ports;
 }
+
+/**
+ * A custom actor that crashes while `options.flag` names an existing file: `how: start` throws
+ * from logic(), `how: timer` throws from a timer of its own (outside xstate). With `port` it
+ * serves its name over HTTP.
+ */
+const FLAKY = `import http from 'node:http';
+import { existsSync } from 'node:fs';
+import { defineActor, fromCallback } from '${path.join(ROOT, 'src/index.ts')}';
+export default defineActor<{ port?: number; flag: string; how: 'start' | 'timer' }>({
+  name: 'flaky',
+  logic: (ctx) => {
+    if (ctx.options.how === 'start' && existsSync(ctx.options.flag)) throw new Error('flaky: refused to start');
+    return fromCallback(() => {
+      if (existsSync(ctx.options.flag)) setImmediate(() => { throw new Error('flaky: crashed in a timer'); });
+      const s = ctx.options.port ? http.createServer((req, res) => res.end('good')).listen(ctx.options.port, '127.0.0.1') : undefined;
+      ctx.log.info('flaky up');
+      return () => {
+        s?.closeAllConnections();
+        s?.close();
+        ctx.log.info('flaky stopped');
+      };
+    });
+  },
+});
+`;
 
 async function httpGet(port: number): Promise<string> {
   const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(5_000) });
@@ -138,5 +164,99 @@ actors: [ { name: crashy, module: ${mod}, restart: permanent, options: { port: $
     expect(await gh.stop()).toBe(0);
     echo.close();
     await once(echo, 'close');
+  });
+
+  test('one crash-looping custom actor fails alone: the others serve, it shows failed, restarts counted; a reload listing it starts it again', async () => {
+    const [goodPort] = await freePorts(1);
+    using dir = tempDir();
+    const flag = dir.write('broken', '');
+    const mod = dir.write('flaky.ts', FLAKY);
+    const file = dir.write(
+      'gh.yaml',
+      `admin: { listen: "127.0.0.1:0" }
+runtime: { workers: 1 }
+actors:
+  - { name: good, module: ${mod}, options: { port: ${goodPort}, flag: /nonexistent, how: timer } }
+  - { name: loop-timer, module: ${mod}, options: { flag: ${flag}, how: timer } }
+  - { name: loop-start, module: ${mod}, maxRestarts: 2, period: 1m, options: { flag: ${flag}, how: start } }
+`,
+    );
+    await using gh = await Daemon.start(file);
+    const gaveUp = (id: string) => gh.waitForLog((l) => l.msg === 'supervisor report' && l.errorContext === 'child_gave_up' && l.offender === id);
+    // An error thrown from the actor's own timer (outside xstate) and a throw from logic() at start: both are crashes.
+    expect(await gaveUp('actor:loop-timer')).toMatchObject({ supervisor: 'actors', reason: 'reached_max_restart_intensity', maxRestarts: 3, periodMs: 5_000 });
+    expect(await gaveUp('actor:loop-start')).toMatchObject({ supervisor: 'actors', maxRestarts: 2, periodMs: 60_000 });
+    expect(gh.logs).toContainEqual(expect.objectContaining({ msg: 'custom actor code threw: the actor crashed', actorId: 'actor:loop-timer', origin: 'uncaughtException' }));
+    expect(await httpGet(goodPort!)).toBe('good');
+    expect((await gh.admin('/readyz')).status).toBe(200);
+
+    type Node = { id: string; status: string; state: string; restarts: number; children: Node[] };
+    const tree = await gh.json<Node>('/actors');
+    expect(tree.children.map((c) => c.id)).toEqual(['admin', 'actors', 'upstreams', 'hubs', 'shards']);
+    const actors = tree.children.find((c) => c.id === 'actors')!;
+    expect(actors.status).toBe('running');
+    expect(actors.children.map((c) => [c.id, c.status, c.state, c.restarts])).toEqual([
+      ['actor:good', 'running', 'active', 0],
+      ['actor:loop-timer', 'failed', 'failed', 3],
+      ['actor:loop-start', 'failed', 'failed', 2],
+    ]);
+    const m = await (await gh.admin('/metrics')).text();
+    expect(metric(m, 'gatehouse_actor_restarts_total', { supervisor: 'actors' })).toBe(5);
+    const printed = await runCli(['tree', '--admin', gh.adminUrl]);
+    expect(printed.stdout).toMatch(/^├─ actors {2}supervisor {2}running$/m);
+    expect(printed.stdout).toMatch(/actor:loop-timer {2}flaky {2}failed {2}restarts=3$/m);
+
+    // Fixed (the flag is gone): a reload of the same config starts both again, in their places.
+    rmSync(flag);
+    const res = await gh.admin('/reload', { method: 'POST' });
+    expect(res.status).toBe(200);
+    await gh.waitForLog((l) => l.msg === 'custom actors started again by the reload');
+    await until(async () => {
+      const t = await gh.json<Node>('/actors');
+      const ids = t.children.find((c) => c.id === 'actors')!.children.map((c) => `${c.id}:${c.status}`);
+      return ids.join() === 'actor:good:running,actor:loop-timer:running,actor:loop-start:running';
+    }, 10_000, 'both started again');
+    expect(await httpGet(goodPort!)).toBe('good');
+    expect(await gh.stop()).toBe(0);
+  });
+
+  test('after a custom actor gave up and came back, the tree order is the spec order and SIGTERM stops the shards before the custom actors', async () => {
+    using dir = tempDir();
+    const flag = dir.write('broken', '');
+    const mod = dir.write('flaky.ts', FLAKY);
+    await using echo = await startEchoServer();
+    const file = dir.write(
+      'gh.yaml',
+      `admin: { listen: "127.0.0.1:0" }
+runtime: { workers: 1, shutdownTimeout: 5s }
+upstreams: [ { name: app, backends: [ "127.0.0.1:${echo.port}" ] } ]
+listeners: [ { name: tcp-in, protocol: tcp, listen: "127.0.0.1:0", upstream: app } ]
+actors: [ { name: a, module: ${mod}, options: { flag: ${flag}, how: timer } } ]
+`,
+    );
+    await using gh = await Daemon.start(file);
+    await gh.waitForLog((l) => l.msg === 'supervisor report' && l.errorContext === 'child_gave_up' && l.offender === 'actor:a');
+    rmSync(flag);
+    expect((await gh.admin('/reload', { method: 'POST' })).status).toBe(200);
+    const up = () => gh.logs.filter((l) => l.msg === 'flaky up' && l.actorId === 'actor:a').length;
+    await until(async () => (await gh.json<{ children: { id: string; children: { status: string }[] }[] }>('/actors')).children[1]!.children[0]!.status === 'running', 10_000, 'a running');
+    const tree = await gh.json<{ children: { id: string }[] }>('/actors');
+    expect(tree.children.map((c) => c.id)).toEqual(['admin', 'actors', 'upstreams', 'hubs', 'shards']);
+    const open = await connect(gh.port('tcp-in'));
+    expect(await open.send('x')).toBe('x');
+    expect(up()).toBe(5);
+    const stopping = gh.stop();
+    // The drain holds the open connection: the shard is still draining while actor:a runs.
+    await gh.waitForLog((l) => l.msg === 'shard draining');
+    expect(gh.logs.some((l) => l.msg === 'flaky stopped' && l.actorId === 'actor:a' && gh.logs.indexOf(l) > gh.logs.findIndex((x) => x.msg === 'shutting down'))).toBe(false);
+    await open.close();
+    expect(await stopping).toBe(0);
+    const at = (pred: (l: (typeof gh.logs)[number]) => boolean) => gh.logs.findIndex(pred);
+    const shutdown = at((l) => l.msg === 'shutting down');
+    const shardStopped = at((l) => l.msg === 'shard stopped');
+    const actorStopped = gh.logs.findLastIndex((l) => l.msg === 'flaky stopped' && l.actorId === 'actor:a');
+    expect(shutdown).toBeGreaterThan(0);
+    expect(shardStopped).toBeGreaterThan(shutdown);
+    expect(actorStopped).toBeGreaterThan(shardStopped);
   });
 });
