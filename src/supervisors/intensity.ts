@@ -1,8 +1,11 @@
 /**
- * Restart intensity (OTP `MaxR` restarts in `MaxT`) as a sliding window, and the spec order a
- * supervisor keeps its children in. Both are bookkeeping for `supervisor.ts`.
+ * Restart intensity (OTP `MaxR` restarts in `MaxT`) as a sliding window, how a child that went
+ * past its own intensity is listed, and the spec order a supervisor keeps its children in. All
+ * bookkeeping for `supervisor.ts`.
  */
 import type { Clock } from '../runtime/clock.ts';
+import type { Actor, TreeNode, TreeOptions } from '../runtime/actor.ts';
+import type { ChildSpec } from './child-spec.ts';
 
 /**
  * A sliding window of restart times. `hit()` records a restart and says whether it went over
@@ -69,4 +72,40 @@ export class SpecOrder {
     const i = this.#ids.indexOf(id);
     if (i >= 0) this.#ids.splice(i, 1);
   }
+}
+
+/**
+ * A supervisor's tree node with its failed children (gave up on their own intensity) listed in
+ * their places, as `{ state: 'failed', status: 'failed' }`. `node` lists the live children in
+ * slot order, some perhaps filtered out: both lists are walked together.
+ *
+ * @example
+ * override tree(opts = {}, level = 0) { return withFailedChildren(super.tree(opts, level), this.#slots, opts, level); }
+ */
+export function withFailedChildren(
+  node: TreeNode,
+  slots: readonly { spec: ChildSpec; actor: Actor | undefined; restarts: number; failed: boolean }[],
+  opts: TreeOptions,
+  level: number,
+): TreeNode {
+  const failed = slots.filter((s) => s.failed).length;
+  if (failed === 0) return node;
+  if (opts.depth !== undefined && level >= opts.depth) {
+    node.truncated = (node.truncated ?? 0) + failed;
+    return node;
+  }
+  const live = node.children;
+  const merged: TreeNode[] = [];
+  let k = 0;
+  for (const s of slots) {
+    if (s.failed) {
+      const type = s.spec.type ?? 'actor';
+      if (!opts.type || opts.type === type) merged.push({ id: s.spec.id, type, state: 'failed', status: 'failed', restarts: s.restarts, children: [] });
+    } else if (s.actor && live[k]?.id === s.actor.id) {
+      merged.push(live[k++]!);
+    }
+  }
+  merged.push(...live.slice(k));
+  node.children = merged;
+  return node;
 }

@@ -1,10 +1,11 @@
-import { createActor, setup } from 'xstate';
+import { createActor } from 'xstate';
 import pino, { type Logger } from 'pino';
 import { Actor, type Down, type ExitReason, type TreeNode, type TreeOptions } from '../runtime/actor.ts';
 import { channels, emitActorEvent } from '../runtime/events.ts';
 import { ChildStartError, SupervisorIntensityError } from '../errors.ts';
 import { checkChildSpec, checkIsolation, checkSupervisorSpec, type ChildSpec, type RestartType, type SupervisorSpec } from './child-spec.ts';
-import { RestartWindow, SpecOrder } from './intensity.ts';
+import { RestartWindow, SpecOrder, withFailedChildren } from './intensity.ts';
+import { isCleanExit, supervisorMachine, type SupervisorEvent } from './lifecycle.ts';
 
 export { machineChild, type ChildSpec, type RestartType, type StartContext, type Strategy, type SupervisorSpec } from './child-spec.ts';
 import { systemClock, type Clock } from '../runtime/clock.ts';
@@ -25,27 +26,6 @@ interface Slot {
   window: RestartWindow | undefined;
   /** Gave up on its own intensity: kept listed, not restarted until started again. */
   failed: boolean;
-}
-
-const supervisorMachine = setup({
-  types: { events: {} as { type: 'sup.started' } | { type: 'sup.restarting' } | { type: 'sup.restarted' } | { type: 'sup.stop' } | { type: 'sup.stopped' } | { type: 'sup.fail' } },
-}).createMachine({
-  id: 'supervisor',
-  initial: 'starting',
-  states: {
-    starting: { on: { 'sup.started': 'running', 'sup.fail': 'failed', 'sup.stop': 'stopping' } },
-    running: { on: { 'sup.restarting': 'restarting', 'sup.stop': 'stopping', 'sup.fail': 'failed' } },
-    restarting: { on: { 'sup.restarted': 'running', 'sup.stop': 'stopping', 'sup.fail': 'failed' } },
-    stopping: { on: { 'sup.stopped': 'stopped', 'sup.fail': 'failed' } },
-    stopped: { type: 'final' },
-    failed: { type: 'final' },
-  },
-});
-
-
-/** OTP's clean exits: a transient child that ends with one of these is not restarted. */
-function isCleanExit(reason: ExitReason): boolean {
-  return reason === 'normal' || reason === 'shutdown';
 }
 
 /**
@@ -132,33 +112,9 @@ export class Supervisor extends Actor {
     return this.#slots.map((s) => ({ id: s.spec.id, actor: s.actor, restarts: s.restarts, failed: s.failed }));
   }
 
-  /**
-   * The tree, with a child that gave up on its own intensity listed where it belongs, as
-   * `{ state: 'failed', status: 'failed' }`.
-   */
+  /** The tree, with a child that gave up on its own intensity listed in its place as `failed`. */
   override tree(opts: TreeOptions = {}, level = 0): TreeNode {
-    const node = super.tree(opts, level);
-    const failed = this.#slots.filter((s) => s.failed);
-    if (failed.length === 0) return node;
-    if (opts.depth !== undefined && level >= opts.depth) {
-      node.truncated = (node.truncated ?? 0) + failed.length;
-      return node;
-    }
-    // super.tree() lists live children in slot order (some filtered out): merge by walking both.
-    const live = node.children;
-    const merged: TreeNode[] = [];
-    let k = 0;
-    for (const s of this.#slots) {
-      if (s.failed) {
-        const type = s.spec.type ?? 'actor';
-        if (!opts.type || opts.type === type) merged.push({ id: s.spec.id, type, state: 'failed', status: 'failed', restarts: s.restarts, children: [] });
-      } else if (s.actor && live[k]?.id === s.actor.id) {
-        merged.push(live[k++]!);
-      }
-    }
-    merged.push(...live.slice(k));
-    node.children = merged;
-    return node;
+    return withFailedChildren(super.tree(opts, level), this.#slots, opts, level);
   }
 
   /**
@@ -286,7 +242,7 @@ export class Supervisor extends Actor {
   }
 
   /** Sends to the lifecycle actor unless it already stopped (xstate warns about sends to stopped actors). */
-  #send(event: { type: 'sup.started' | 'sup.restarting' | 'sup.restarted' | 'sup.stop' | 'sup.stopped' | 'sup.fail' }): void {
+  #send(event: SupervisorEvent): void {
     if (this.status !== 'exited') this.#lifecycle.send(event);
   }
 
