@@ -1,7 +1,12 @@
 import net from 'node:net';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { describe, expect, test } from 'vitest';
-import { Daemon, metric, tempDir, until } from '../helpers/daemon.ts';
+import { WebSocket } from 'ws';
+import { Daemon, metric, tempDir, until, type LogLine } from '../helpers/daemon.ts';
 import { startEchoServer } from '../helpers/net.ts';
+import { HubNode } from '../helpers/hub-node.ts';
+import { SECRET, tokenFor } from '../hub/harness.ts';
 
 interface Node {
   id: string;
@@ -108,6 +113,107 @@ describe('listener limits across two shards', () => {
     const last = await Promise.all(Array.from({ length: 4 }, () => probe(port)));
     expect(opened(last)).toHaveLength(3);
     await Promise.all(last.map((p) => p.close()));
+    expect(await gh.stop()).toBe(0);
+  });
+});
+
+/** The keys of a JSON log line's top-level object, in order, duplicates kept (JSON.parse would keep only the last). */
+function topLevelKeys(line: string): string[] {
+  const keys: string[] = [];
+  let depth = 0;
+  for (let i = 0; i < line.length; i++) {
+    const ch = line[i];
+    if (ch === '"') {
+      let j = i + 1;
+      while (line[j] !== '"') j += line[j] === '\\' ? 2 : 1;
+      if (depth === 1 && line[j + 1] === ':') keys.push(line.slice(i + 1, j));
+      i = j;
+    } else if (ch === '{' || ch === '[') depth++;
+    else if (ch === '}' || ch === ']') depth--;
+  }
+  return keys;
+}
+
+/** Opens a hub WebSocket; resolves with the HTTP status of a refused upgrade, or the open socket. */
+function hubConnect(port: number, token: string): Promise<{ status: number; ws?: WebSocket }> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/connect`, { headers: { authorization: `Bearer ${token}` } });
+    ws.on('error', () => {});
+    ws.once('unexpected-response', (_req, res) => {
+      res.resume();
+      resolve({ status: res.statusCode ?? 0 });
+      ws.terminate();
+    });
+    ws.once('open', () => resolve({ status: 101, ws }));
+  });
+}
+
+describe('refusal logs', () => {
+  test('every refusal kind names the client (remoteAddress, and userId where known); hub lines carry no key twice', async () => {
+    await using echo = await startEchoServer();
+    await using node = await HubNode.start();
+    using dir = tempDir();
+    await using gh = await Daemon.start(
+      dir.write(
+        'gh.yaml',
+        `admin: { listen: "127.0.0.1:0" }
+runtime: { workers: 1, shutdownTimeout: 3s }
+log: { level: info }
+upstreams: [ { name: app, backends: [ "127.0.0.1:${echo.port}" ] } ]
+listeners:
+  - { name: capped, protocol: tcp, listen: "127.0.0.1:0", upstream: app, maxConnections: 1 }
+  - { name: perip, protocol: tcp, listen: "127.0.0.1:0", upstream: app, maxConnectionsPerIp: 1 }
+  - { name: rl, protocol: tcp, listen: "127.0.0.1:0", upstream: app, rateLimit: { perSecond: 0.001, burst: 1 } }
+  - name: hub
+    protocol: hub
+    listen: 127.0.0.1:0
+    auth: { jwt: { secret: ${SECRET} } }
+    nodes: [ { id: n1, url: "${node.url}" } ]
+    maxClientsPerUser: 1
+    clientRateLimit: { perSecond: 1, burst: 1 }
+`,
+      ),
+    );
+    const raw: string[] = [];
+    createInterface({ input: gh.child.stdout! }).on('line', (l) => raw.push(l));
+    const refusal = (msg: string): Promise<LogLine> => gh.waitForLog((l) => l.msg === msg);
+
+    // TCP listener limits: the second connection of each is refused.
+    for (const [name, msg, kind] of [
+      ['capped', 'maxConnections reached: connection refused', 'over_limit'],
+      ['perip', 'maxConnectionsPerIp reached: connection refused', 'per_ip'],
+      ['rl', 'rate limit: new connections rejected', 'rate_limited'],
+    ] as const) {
+      const first = await probe(gh.port(name), '127.0.0.3');
+      expect(first.result).toBe('open');
+      expect((await probe(gh.port(name), '127.0.0.3')).result).toBe('closed');
+      expect(await refusal(msg)).toMatchObject({ level: 40, listener: name, actorId: `listener:${name}`, kind, remoteAddress: '127.0.0.3', refused: 1 });
+      await first.close();
+    }
+
+    // Hub: a bad token, a second client of a capped user, and a client flooding past its rate limit.
+    const hub = gh.port('hub');
+    expect((await hubConnect(hub, 'not-a-token')).status).toBe(401);
+    expect(await refusal('hub client refused: bad or missing token')).toMatchObject({ level: 30, listener: 'hub', remoteAddress: '127.0.0.1', reason: 'malformed' });
+    const dup = await hubConnect(hub, await tokenFor('dup'));
+    expect(dup.status).toBe(101);
+    expect((await hubConnect(hub, await tokenFor('dup'))).status).toBe(429);
+    expect(await refusal('maxClientsPerUser reached: hub client refused')).toMatchObject({ listener: 'hub', remoteAddress: '127.0.0.1', userId: 'dup' });
+    const flooder = await hubConnect(hub, await tokenFor('flooder'));
+    const closed = once(flooder.ws!, 'close');
+    for (let i = 0; i < 20; i++) flooder.ws!.send(JSON.stringify({ type: 'send', data: i }));
+    expect((await closed)[0]).toBe(1008);
+    expect(await refusal('hub client kept flooding past its rate limit: closed (1008)')).toMatchObject({ level: 40, actorType: 'client-proxy', userId: 'flooder', remoteAddress: '127.0.0.1' });
+    dup.ws!.close();
+    await once(dup.ws!, 'close');
+
+    // The raw lines of the hub session: no key twice in any of them (JSON.parse would hide it).
+    const hubLines = raw.filter((l) => l.includes('"listener":"hub"'));
+    expect(hubLines.some((l) => l.includes('"actorType":"client-proxy"'))).toBe(true);
+    for (const line of hubLines) {
+      const keys = topLevelKeys(line);
+      expect(keys.filter((k, i) => keys.indexOf(k) !== i), line).toEqual([]);
+    }
     expect(await gh.stop()).toBe(0);
   });
 });
