@@ -2,17 +2,19 @@ import net from 'node:net';
 import { once } from 'node:events';
 import pino from 'pino';
 import { describe, expect, test } from 'vitest';
+import { MessageChannel, type MessagePort, type Worker } from 'node:worker_threads';
 import { ShardActor, type ShardHost } from '../../src/actors/shard.ts';
 import { InThreadShardHost, PiscinaShardHost } from '../../src/workers/pool.ts';
-import { StateTable, L } from '../../src/workers/state-table.ts';
+import { StateTable, L, B } from '../../src/workers/state-table.ts';
 import type { ShardConfig } from '../../src/workers/shard-config.ts';
+import type { FromShard, ShardInit, ShardResult } from '../../src/workers/protocol.ts';
 import { connect, roundTrip, startEchoServer } from '../helpers/net.ts';
 
 const log = pino({ level: 'silent' });
 
-function shardConfig(backendPort: number, port = 0, shutdownTimeoutMs = 5_000): ShardConfig {
+function shardConfig(backendPort: number, port = 0, shutdownTimeoutMs = 5_000, maxConnections = 100): ShardConfig {
   return {
-    listeners: [{ name: 't', protocol: 'tcp', host: '127.0.0.1', port, upstream: 'app', maxConnections: 100, maxConnectionsPerIp: 0, idleTimeoutMs: 0, slot: 0 }],
+    listeners: [{ name: 't', protocol: 'tcp', host: '127.0.0.1', port, upstream: 'app', maxConnections, maxConnectionsPerIp: 100, idleTimeoutMs: 0, slot: 0 }],
     upstreams: [
       {
         name: 'app',
@@ -119,6 +121,115 @@ describe.each([
         c.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
       });
     await expect.poll(refused, { timeout: 10_000, interval: 20 }).toBe(true);
+    await host.close();
+  });
+});
+
+/** Every count of listener 0 and backend 0 on shard 0, as the table holds them now. */
+function counts(table: StateTable): { active: number; all: number; backend: number; share: number; perIp: number } {
+  return { active: table.listenerGet(0, 0, L.ACTIVE), all: table.listenerActiveAll(0), backend: table.backendGet(0, B.ACTIVE), share: table.backendShardActive(0, 0), perIp: table.ipEntries(0) };
+}
+const ZERO = { active: 0, all: 0, backend: 0, share: 0, perIp: 0 };
+
+describe.each([
+  ['a worker thread (piscina)', () => new PiscinaShardHost(1, log), true],
+  ['the main thread', () => new InThreadShardHost(log), false],
+] as const)('a shard in %s whose supervisor gives up', (_, makeHost, reusePort) => {
+  test('kills the listeners a reload retired, with their connections, before it reports failure', async () => {
+    await using echo = await startEchoServer();
+    const host = makeHost();
+    const table = StateTable.create();
+    // A retired listener would drain for a minute.
+    const s = shard(host, table, shardConfig(echo.port, 0, 60_000), reusePort);
+    await s.actor.start();
+    const old = await connect(s.port());
+    expect(await old.send('a')).toBe('a');
+    // A reload moves the listener (port 0 again: a new port); the old one retires with `old` open.
+    await s.actor.request({ type: 'config', config: shardConfig(echo.port, 0, 60_000) });
+    const [tree] = await s.actor.remoteTree({ depth: 1 });
+    expect(tree!.children.filter((c) => c.retiring)).toHaveLength(1);
+    // Crash the current listener past the shard supervisor's intensity (10 in 10 s).
+    const down = s.actor.exited();
+    for (let i = 0; i < 100 && s.actor.status !== 'exited'; i++) await s.actor.request({ type: 'crash-actor', actor: 'listener:t' }).catch(() => false);
+    expect((await down).reason).toBe('error');
+    // The retired listener's connection was closed by the gateway, not left alive in the thread.
+    await expect.poll(() => old.socket.readableEnded || old.socket.destroyed, { timeout: 10_000 }).toBe(true);
+    await old.close();
+    await s.actor.handedBack();
+    expect(counts(table)).toEqual(ZERO);
+    await host.close();
+  });
+});
+
+/**
+ * A host whose shard goes on running after the abort until the test lets it stop, as a worker
+ * thread goes on until it is terminated. It settles once the shard's code has stopped (the host
+ * contract), so the ShardActor must not give anything back before.
+ */
+class SlowKillHost implements ShardHost {
+  readonly watchable = false;
+  readonly #inner = new InThreadShardHost(log);
+  #stop!: () => void;
+  readonly stopped = new Promise<void>((r) => (this.#stop = r));
+  /** Lets the aborted shard stop (it kills what it still has, then settles). */
+  letStop(): void {
+    this.#stop();
+  }
+  run(init: ShardInit, port: MessagePort, signal: AbortSignal): Promise<ShardResult> {
+    const late = new AbortController();
+    signal.addEventListener('abort', () => void this.stopped.then(() => late.abort()), { once: true });
+    return this.#inner.run(init, port, late.signal);
+  }
+}
+
+describe('a killed shard gives its counts back', () => {
+  test('only once its code has stopped: connections closing meanwhile never count twice', async () => {
+    await using echo = await startEchoServer();
+    const host = new SlowKillHost();
+    const table = StateTable.create();
+    const s = shard(host, table, shardConfig(echo.port, 0, 5_000, 3), false);
+    await s.actor.start();
+    const conns = await Promise.all([0, 1, 2].map(() => connect(s.port())));
+    for (const c of conns) expect(await c.send('x')).toBe('x');
+    expect(counts(table)).toEqual({ active: 3, all: 3, backend: 3, share: 3, perIp: 1 });
+
+    const down = await s.actor.shutdown('brutal');
+    expect(down.reason).toBe('killed');
+    // The actor is gone but its shard still runs: its places stay taken (maxConnections holds).
+    expect(counts(table)).toMatchObject({ active: 3, all: 3 });
+    // Two connections end while the shard still runs: each counts itself down, once.
+    for (const c of conns.slice(0, 2)) {
+      await c.close();
+      await expect.poll(() => table.listenerGet(0, 0, L.ACTIVE)).toBe(3 - 1 - conns.indexOf(c));
+      expect(table.listenerActiveAll(0)).toBe(table.listenerGet(0, 0, L.ACTIVE));
+    }
+    const lastClosed = new Promise<void>((r) => conns[2]!.socket.once('end', () => r()));
+    host.letStop();
+    await s.actor.handedBack();
+    await lastClosed;
+    await conns[2]!.close();
+    expect(counts(table)).toEqual(ZERO);
+    // Nothing went below zero on the way: the shard's own count-downs were the only ones.
+    expect(table.listenerGet(0, 0, L.ERROR)).toBe(0);
+  });
+
+  test('a piscina shard task ends only after its thread has exited', async () => {
+    await using echo = await startEchoServer();
+    const host = new PiscinaShardHost(1, log);
+    const table = StateTable.create();
+    const { port1, port2 } = new MessageChannel();
+    const ready = new Promise<void>((r) => port1.on('message', (m: FromShard) => m.type === 'ready' && r()));
+    const abort = new AbortController();
+    const run = host.run({ shard: 0, config: shardConfig(echo.port), buffers: table.buffers, reusePort: true }, port2, abort.signal);
+    run.catch(() => {});
+    await ready;
+    const [thread] = host.pool.threads as Worker[];
+    let exited = false;
+    thread!.once('exit', () => (exited = true));
+    abort.abort();
+    await expect(run).rejects.toMatchObject({ name: 'AbortError' });
+    expect(exited).toBe(true);
+    port1.close();
     await host.close();
   });
 });
