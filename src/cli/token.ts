@@ -7,7 +7,9 @@ import { parseDuration } from '../config/units.ts';
  * `gatehouse token --config FILE --sub USER [--listener NAME] [--ttl 1h]`: prints a JWT that the
  * config's hub listener accepts, signed with its `auth.jwt.secret` (HS* only: a listener that
  * verifies with a public key or JWKS needs its issuer's private key, which Gatehouse never has).
- * It carries the listener's `issuer` and first `audience` when set. For trying the hub by hand.
+ * It carries the listener's `issuer` and first `audience` when set, and always an `exp`, `--ttl`
+ * from now (1h by default). A config whose secret is too short for its algorithm is refused like
+ * any invalid config (`FILE:LINE:COL key.path: message`, exit 1). For trying the hub by hand.
  *
  * @example
  * gatehouse token --config examples/quickstart.yaml --sub alice
@@ -45,6 +47,11 @@ export async function mintToken(v: Record<string, unknown>): Promise<number> {
     ttlMs = parseDuration((v.ttl as string | undefined) ?? '1h');
   } catch (err) {
     process.stderr.write(`gatehouse token: --ttl: ${(err as Error).message}\n`);
+    return 2;
+  }
+  // Every token gets an exp: listeners refuse tokens without one unless requireExp is false.
+  if (ttlMs < 1_000) {
+    process.stderr.write('gatehouse token: --ttl: must be at least 1s\n');
     return 2;
   }
   let t = new SignJWT({}).setProtectedHeader({ alg, typ: 'JWT' }).setSubject(sub).setIssuedAt().setExpirationTime(Math.floor((Date.now() + ttlMs) / 1000));
