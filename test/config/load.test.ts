@@ -125,7 +125,7 @@ describe('parseConfig: the full example', () => {
   test('actor modules resolve against the base directory and keep the specifier', () => {
     expect(cfg.actors).toEqual([{
       name: 'audit', module: path.resolve('/etc/gatehouse/examples/actors/audit.ts'),
-      moduleSpecifier: './examples/actors/audit.ts', restart: 'permanent', options: {},
+      moduleSpecifier: './examples/actors/audit.ts', restart: 'permanent', maxRestarts: 3, period: 5_000, options: {},
     }]);
   });
 });
@@ -172,7 +172,7 @@ describe('parseConfig: defaults', () => {
       maxClientsPerUser: 16, maxMessageSize: 65_536, presenceGrace: 100, requestTimeout: 10_000, pingInterval: 20_000,
       clientRateLimit: { perSecond: 100, burst: 200 },
     });
-    expect(cfg.actors[0]).toEqual({ name: 'audit', module: '@acme/audit', moduleSpecifier: '@acme/audit', restart: 'permanent', options: {} });
+    expect(cfg.actors[0]).toEqual({ name: 'audit', module: '@acme/audit', moduleSpecifier: '@acme/audit', restart: 'permanent', maxRestarts: 3, period: 5_000, options: {} });
   });
 
   test('runtime knobs', () => {
