@@ -415,11 +415,6 @@ export class Gatehouse implements AdminBackend {
     return this.#draining;
   }
 
-  /** True once `stop()` was called (also by a signal during start-up). */
-  get stopped(): boolean {
-    return this.#stopping !== undefined;
-  }
-
   /** Re-reads the config file; a bad config never replaces the running one. */
   reload(): Promise<ReloadResult> {
     this.#reloading ??= this.#reload().finally(() => (this.#reloading = undefined));
