@@ -134,8 +134,9 @@ export class Supervisor extends Actor {
         try {
           await this.#startSlot(slot);
         } catch (err) {
-          if (slot.window && this.status === 'starting') {
-            this.#startCrashed(slot, err);
+          if (slot.window) {
+            // A crash of that child alone; when a stop came meanwhile, the loop ends next turn.
+            if (this.status === 'starting') this.#startCrashed(slot, err);
             continue;
           }
           this.log.error({ supervisor: this.id, errorContext: 'start_error', reason: String(err), offender: slot.spec.id, err }, 'supervisor report');
