@@ -1,5 +1,32 @@
 import type { Logger } from 'pino';
-import { Actor, type ExitReason } from '../runtime/actor.ts';
+import { setup } from 'xstate';
+import type { Actor } from '../runtime/actor.ts';
+import { TableActor, tableLifecycle } from './table-base.ts';
+
+/** The states of {@link requestTableMachine}. */
+export type RequestTableState = 'starting' | 'running' | 'stopping' | 'stopped';
+/** The events of {@link requestTableMachine}, owned by the request table. */
+export type RequestTableEvent = 'requests.start' | 'requests.stop' | 'requests.stopped';
+
+/**
+ * The life of a request table: `running` takes requests and acks; `stopping` answers every
+ * pending request with `node_unavailable` and takes nothing new (a request added meanwhile is
+ * answered at once); `stopped` is final.
+ *
+ * @example
+ * compile(requestTableMachine).next('running', 'requests.stop'); // 'stopping'
+ */
+export const requestTableMachine = setup({ types: { events: {} as { type: RequestTableEvent } } }).createMachine({
+  id: 'hub-requests',
+  initial: 'starting',
+  states: {
+    starting: { on: { 'requests.start': 'running', 'requests.stop': 'stopping' } },
+    running: { on: { 'requests.stop': 'stopping' } },
+    stopping: { on: { 'requests.stopped': 'stopped' } },
+    stopped: { type: 'final' },
+  },
+});
+const lifecycle = tableLifecycle<RequestTableState, RequestTableEvent>(requestTableMachine, 'requests.stop', 'requests.stopped');
 
 /** Client error codes the control plane answers with (docs/hub-protocol.md). */
 export type ClientErrorCode = 'timeout' | 'node_unavailable' | 'node_error' | 'rate_limited';
@@ -59,7 +86,8 @@ export interface RequestTableOptions {
 let nextAck = 1;
 
 /**
- * The pending-request table of one hub listener (`requests:LISTENER`, type `hub-requests`).
+ * The pending-request table of one hub listener (`requests:LISTENER`, type `hub-requests`). Its
+ * state is {@link requestTableMachine}'s: it takes requests and acks only while `running`.
  *
  * A request is pending from its `hub-request` until exactly one of: its node's `response`
  * (answered `response`, or `error` `node_error` when the node answered with an error), its
@@ -77,7 +105,7 @@ let nextAck = 1;
  * table.add({ gid: 'g1', node: 'n1', shard: 0, clientId: '0.abc', reqId: 'r1' });
  * table.settle('n1', 'g1', JSON.stringify({ type: 'response', id: 'r1', data: 42 }));
  */
-export class RequestTableActor extends Actor {
+export class RequestTableActor extends TableActor<RequestTableState, RequestTableEvent> {
   readonly listener: string;
   readonly #opts: RequestTableOptions;
   readonly #byGid = new Map<string, PendingRequest>();
@@ -86,18 +114,15 @@ export class RequestTableActor extends Actor {
   readonly #acks = new Map<number, PendingAck>();
 
   constructor(opts: RequestTableOptions) {
-    super(opts.id, 'hub-requests', opts.parent);
+    super(opts.id, 'hub-requests', opts.parent, lifecycle);
     this.#opts = opts;
     this.listener = opts.listener;
   }
 
   start(): this {
+    this.step('requests.start');
     this.markRunning();
     return this;
-  }
-
-  get state(): string {
-    return this.status === 'exited' ? 'stopped' : 'running';
   }
 
   get pending(): number {
@@ -108,14 +133,14 @@ export class RequestTableActor extends Actor {
     return this.#byGid.has(gid);
   }
 
-  /** Adds a pending request; its timeout starts now. */
   /** How many requests of this client are waiting for their node. */
   pendingFor(clientId: string): number {
     return this.#byClient.get(clientId)?.size ?? 0;
   }
 
+  /** Adds a pending request; its timeout starts now. Outside `running` it is answered `node_unavailable` at once. */
   add(r: Omit<PendingRequest, 'timer'>): void {
-    if (this.status === 'exited') {
+    if (this.state !== 'running') {
       this.#opts.reply(r.shard, r.clientId, clientErrorFrame('node_unavailable', r.reqId));
       return;
     }
@@ -192,7 +217,7 @@ export class RequestTableActor extends Actor {
    */
   openAck(node: string, id: unknown, shards: Iterable<number>): number {
     const waiting = new Set(shards);
-    if (waiting.size === 0 || this.status === 'exited') {
+    if (waiting.size === 0 || this.state !== 'running') {
       this.#opts.toNode(node, ackFrame(id, 0));
       return 0;
     }
@@ -244,22 +269,13 @@ export class RequestTableActor extends Actor {
     return { pending: this.#byGid.size, byClient: this.#byClient.size, byNode: this.#byNode.size, acks: this.#acks.size };
   }
 
-  protected requestStop(): boolean {
-    this.exit('shutdown');
-    return false;
-  }
-
-  protected forceStop(): void {
-    this.exit('killed');
-  }
-
-  protected override exit(reason: ExitReason, error?: unknown): void {
-    if (this.status === 'exited') return;
-    // Whatever ends the table, every waiting client gets its answer and no timer survives it.
+  /** Whatever ends the table, every waiting client gets its answer and no timer survives it. */
+  protected release(): void {
     for (const [gid, e] of [...this.#byGid]) {
       try {
         this.#finish(gid, clientErrorFrame('node_unavailable', e.reqId));
       } catch {
+        // A reply that throws must not keep the other clients waiting.
         this.#byGid.delete(gid);
       }
     }
@@ -267,10 +283,15 @@ export class RequestTableActor extends Actor {
     this.#acks.clear();
     this.#byClient.clear();
     this.#byNode.clear();
-    super.exit(reason, error);
   }
 }
 
+/**
+ * The `ack` frame a node gets for a push or broadcast that carried `id`.
+ *
+ * @example
+ * ackFrame('p1', 3); // '{"type":"ack","id":"p1","delivered":3}'
+ */
 export function ackFrame(id: unknown, delivered: number): string {
   return JSON.stringify({ type: 'ack', id, delivered });
 }

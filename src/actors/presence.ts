@@ -1,5 +1,34 @@
 import type { Logger } from 'pino';
-import { Actor, type ExitReason } from '../runtime/actor.ts';
+import { setup } from 'xstate';
+import type { Actor } from '../runtime/actor.ts';
+import { TableActor, tableLifecycle } from './table-base.ts';
+
+/** The states of {@link presenceMachine}. */
+export type PresenceState = 'starting' | 'settling' | 'running' | 'stopping' | 'stopped';
+/** The events of {@link presenceMachine}, owned by the presence actor. */
+export type PresenceEvent = 'presence.start' | 'presence.resync' | 'presence.settled' | 'presence.stop' | 'presence.stopped';
+
+/**
+ * The life of a presence actor. A first start goes straight to `running`; a restart that still
+ * has users the nodes were told are online goes through `settling` (the shards re-announce their
+ * clients; who is not re-announced in time is reported offline, then `running`). Any stop, kill
+ * or crash goes `stopping` (timers cleared, maps emptied, nothing announced) then `stopped`.
+ *
+ * @example
+ * compile(presenceMachine).next('settling', 'presence.settled'); // 'running'
+ */
+export const presenceMachine = setup({ types: { events: {} as { type: PresenceEvent } } }).createMachine({
+  id: 'presence',
+  initial: 'starting',
+  states: {
+    starting: { on: { 'presence.start': 'running', 'presence.resync': 'settling', 'presence.stop': 'stopping' } },
+    settling: { on: { 'presence.settled': 'running', 'presence.stop': 'stopping' } },
+    running: { on: { 'presence.stop': 'stopping' } },
+    stopping: { on: { 'presence.stopped': 'stopped' } },
+    stopped: { type: 'final' },
+  },
+});
+const lifecycle = tableLifecycle<PresenceState, PresenceEvent>(presenceMachine, 'presence.stop', 'presence.stopped');
 
 export interface PresenceOptions {
   /** The actor id given by the supervisor (`presence:LISTENER`). */
@@ -32,7 +61,8 @@ interface UserEntry {
 
 /**
  * Presence across shards for one hub listener (`presence:LISTENER`, type `presence`): which
- * clients are registered on which shard, and which users are online.
+ * clients are registered on which shard, and which users are online. Its state is
+ * {@link presenceMachine}'s; it takes clients while `settling` and `running`.
  *
  * - A user is online from its first client's `hub-client-up`, on any shard.
  * - When its last client is gone, a grace of `presenceGrace` starts; a new client within it
@@ -51,7 +81,7 @@ interface UserEntry {
  * presence.clientUp(0, '0.abc', 'u1'); // onOnline('u1')
  * presence.clientDown('0.abc');        // onClientGone('0.abc', 'u1'); onOffline('u1') after the grace
  */
-export class PresenceActor extends Actor {
+export class PresenceActor extends TableActor<PresenceState, PresenceEvent> {
   readonly listener: string;
   readonly #opts: PresenceOptions;
   readonly #clients = new Map<string, { userId: string; shard: number }>();
@@ -61,7 +91,7 @@ export class PresenceActor extends Actor {
   #settle: NodeJS.Timeout | undefined;
 
   constructor(opts: PresenceOptions) {
-    super(opts.id, 'presence', opts.parent);
+    super(opts.id, 'presence', opts.parent, lifecycle);
     this.#opts = opts;
     this.listener = opts.listener;
   }
@@ -69,17 +99,20 @@ export class PresenceActor extends Actor {
   start(): this {
     const prev = this.#opts.previouslyOnline;
     if (prev && prev.length > 0) {
+      this.step('presence.resync');
       this.#settle = setTimeout(() => {
         this.#settle = undefined;
         for (const userId of prev) if (!this.#users.has(userId)) this.#opts.onOffline(userId);
+        this.step('presence.settled');
       }, this.#opts.settleMs ?? 1_000);
-    }
+    } else this.step('presence.start');
     this.markRunning();
     return this;
   }
 
-  get state(): string {
-    return this.status === 'exited' ? 'stopped' : 'running';
+  /** It takes clients while settling (the shards' re-announcements) and running. */
+  get #live(): boolean {
+    return this.state === 'running' || this.state === 'settling';
   }
 
   /** Registered clients. */
@@ -115,7 +148,7 @@ export class PresenceActor extends Actor {
 
   /** A client got its `welcome` on `shard`. */
   clientUp(shard: number, clientId: string, userId: string): void {
-    if (this.status === 'exited') return;
+    if (!this.#live) return;
     const known = this.#clients.get(clientId);
     // The same id again (a bug elsewhere): keep one entry, under the latest user and shard.
     if (known) this.#forget(clientId, known);
@@ -181,7 +214,7 @@ export class PresenceActor extends Actor {
     const u = this.#users.get(userId);
     if (!u || u.clients.size > 0 || u.grace) return;
     const graceMs = this.#opts.graceMs();
-    if (graceMs <= 0 || this.status === 'exited') {
+    if (graceMs <= 0 || !this.#live) {
       this.#offline(userId);
       return;
     }
@@ -195,7 +228,7 @@ export class PresenceActor extends Actor {
 
   #offline(userId: string): void {
     this.#users.delete(userId);
-    if (this.status !== 'exited') this.#opts.onOffline(userId);
+    if (this.#live) this.#opts.onOffline(userId);
   }
 
   override describe(): Record<string, unknown> {
@@ -213,17 +246,8 @@ export class PresenceActor extends Actor {
     return true;
   }
 
-  protected requestStop(): boolean {
-    this.exit('shutdown');
-    return false;
-  }
-
-  protected forceStop(): void {
-    this.exit('killed');
-  }
-
-  protected override exit(reason: ExitReason, error?: unknown): void {
-    if (this.status === 'exited') return;
+  /** Every timer cleared and every map emptied; nothing is announced on the way out. */
+  protected release(): void {
     clearTimeout(this.#settle);
     this.#settle = undefined;
     for (const u of this.#users.values()) if (u.grace) clearTimeout(u.grace);
@@ -231,6 +255,5 @@ export class PresenceActor extends Actor {
     this.#clients.clear();
     this.#byShard.clear();
     this.#inGrace = 0;
-    super.exit(reason, error);
   }
 }

@@ -1,6 +1,11 @@
-import { describe, expect, test } from 'vitest';
+import { describe, expect, onTestFinished, test } from 'vitest';
 import { HubNode } from '../helpers/hub-node.ts';
 import { until } from '../helpers/daemon.ts';
+import { actorEvents$, setActorEventsEnabled } from '../../src/runtime/events.ts';
+import { compile, type CompiledMachine } from '../../src/runtime/compiled-machine.ts';
+import { presenceMachine } from '../../src/actors/presence.ts';
+import { requestTableMachine } from '../../src/actors/hub-requests.ts';
+import type { TreeNode } from '../../src/runtime/actor.ts';
 import { hubListeners, startHubPlane } from './control-fixture.ts';
 
 /** The presence and client-gone frames a node got, as short strings, in order. */
@@ -189,5 +194,59 @@ describe('hub control plane: presence across shards', () => {
     p.from(0, { type: 'hub-client-down', clientId: '0.b', userId: 'u2' });
     await node.waitFor((f) => f.type === 'presence' && f.userId === 'u2' && f.online === false, 5_000);
     await p.settledEmpty();
+  });
+
+  test('presence and the request table show the states of their machines in the tree (settling after a restart), and every change, their stop included, is a transition of their machine', async () => {
+    const machines: Record<string, CompiledMachine> = { 'presence:hub': compile(presenceMachine), 'requests:hub': compile(requestTableMachine) };
+    const changes: Record<string, string[]> = { 'presence:hub': [], 'requests:hub': [] };
+    setActorEventsEnabled(true);
+    const sub = actorEvents$.subscribe((e) => {
+      if (e.type === 'state' && e.id in changes) changes[e.id]!.push(e.state);
+    });
+    onTestFinished(() => {
+      sub.unsubscribe();
+      setActorEventsEnabled(false);
+    });
+    await using node = await HubNode.start();
+    const p = await startHubPlane(hubListeners({ nodes: [['n1', node.url]], extra: 'presenceGrace: 0ms' }));
+    const inTree = (): Record<string, string> => {
+      const out: Record<string, string> = {};
+      const walk = (n: TreeNode): void => {
+        if (n.id in machines) out[n.id] = n.state;
+        n.children.forEach(walk);
+      };
+      walk(p.root.tree());
+      return out;
+    };
+    try {
+      await p.nodeReady('n1');
+      expect(inTree()).toEqual({ 'presence:hub': 'running', 'requests:hub': 'running' });
+      p.from(0, { type: 'hub-client-up', clientId: '0.a', userId: 'u1' });
+      const before = p.control().presence!;
+      before.crash(new Error('injected'));
+      // The crash went through the machine: the old actor is stopped, and the new one, which has
+      // users to settle (u1 was announced online), settles until the shards re-announced theirs.
+      expect(before.state).toBe('stopped');
+      await until(() => inTree()['presence:hub'] === 'settling', 5_000, 'the restarted presence settles');
+      p.from(0, { type: 'hub-client-up', clientId: '0.a', userId: 'u1' });
+      await until(() => inTree()['presence:hub'] === 'running', 5_000, 'settled');
+      p.from(0, { type: 'hub-client-down', clientId: '0.a', userId: 'u1' });
+      await node.waitFor((f) => f.type === 'presence' && f.online === false);
+    } finally {
+      await p[Symbol.asyncDispose]();
+    }
+    expect(changes).toEqual({
+      'presence:hub': ['running', 'stopping', 'stopped', 'settling', 'running', 'stopping', 'stopped'],
+      'requests:hub': ['running', 'stopping', 'stopped'],
+    });
+    // Each change is an edge of the machine, from its initial state again after each stop.
+    for (const [id, states] of Object.entries(changes)) {
+      const m = machines[id]!;
+      let at = m.initial;
+      for (const next of states) {
+        expect(m.events.some((ev) => m.next(at, ev) === next), `${id}: ${at} -> ${next}`).toBe(true);
+        at = m.final.has(next) ? m.initial : next;
+      }
+    }
   });
 });

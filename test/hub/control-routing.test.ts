@@ -1,9 +1,10 @@
-import { describe, expect, test } from 'vitest';
+import { describe, expect, onTestFinished, test } from 'vitest';
 import { HubNode } from '../helpers/hub-node.ts';
 import { until } from '../helpers/daemon.ts';
 import { parseNodeFrame } from '../../src/hub/hub-control.ts';
 import { MAX_PENDING_PER_CLIENT } from '../../src/actors/hub-requests.ts';
 import { DELIVER_BACKLOG_HIGH } from '../../src/hub/hub-control.ts';
+import { actorEvents$, setActorEventsEnabled } from '../../src/runtime/events.ts';
 import { hubListeners, startHubPlane } from './control-fixture.ts';
 
 const requestFrame = (gid: string, clientId: string, data: unknown) => JSON.stringify({ type: 'request', id: gid, clientId, userId: 'u1', data });
@@ -270,5 +271,40 @@ describe('hub control plane: routing between shards and nodes', () => {
     const frames = p.find((x) => x.m.type === 'hub-deliver' && x.shard === 0, mark).map((x) => JSON.parse((x.m as { frame: string }).frame).data);
     expect(frames).toEqual(['first', ...Array.from({ length: 20 }, (_, k) => `held ${k}`)]);
     await p.settledEmpty();
+  });
+
+  test('the request table stops through its machine: running, then stopping while it answers every pending request node_unavailable, then stopped', async () => {
+    /** Each state change of requests:hub, with how many client replies had been posted at that moment. */
+    const changes: [string, number][] = [];
+    await using node = await HubNode.start({ answer: () => undefined });
+    await using p = await startHubPlane(hubListeners({ nodes: [['n1', node.url]] }));
+    setActorEventsEnabled(true);
+    const sub = actorEvents$.subscribe((e) => {
+      if (e.type === 'state' && e.id === 'requests:hub') changes.push([e.state, p.replies().length]);
+    });
+    onTestFinished(() => {
+      sub.unsubscribe();
+      setActorEventsEnabled(false);
+    });
+    await p.nodeReady('n1');
+    const table = p.control().requests!;
+    expect(table.state).toBe('running');
+    for (const gid of ['g-1', 'g-2']) p.from(0, { type: 'hub-request', node: 'n1', clientId: '0.c1', reqId: `r-${gid}`, gid, frame: requestFrame(gid, '0.c1', gid) });
+    expect(table.sizes().pending).toBe(2);
+    // Stopped as its supervisor stops a child (the node stream stays up: the answers are the table's own).
+    await table.shutdown(1_000);
+    expect(changes.slice(0, 2)).toEqual([
+      ['stopping', 0],
+      ['stopped', 2],
+    ]);
+    expect(p.replies().map((r) => r.frame)).toEqual([
+      { type: 'error', id: 'r-g-1', code: 'node_unavailable' },
+      { type: 'error', id: 'r-g-2', code: 'node_unavailable' },
+    ]);
+    expect(table.state).toBe('stopped');
+    expect(table.sizes()).toEqual({ pending: 0, byClient: 0, byNode: 0, acks: 0 });
+    // hub:hub restarts it (permanent): a new table, from its machine's initial state to running.
+    await until(() => p.control().requests !== table && p.control().requests?.state === 'running', 5_000, 'request table restarted');
+    expect(changes.slice(2)).toEqual([['running', 2]]);
   });
 });
