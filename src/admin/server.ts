@@ -2,6 +2,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Logger } from 'pino';
+import { isLoopbackHost } from '../auth/policy.ts';
 import { ListenError } from '../errors.ts';
 import { AdminHttpError, bearerChecker, foreignRequest, parseTarget, sendError } from './http.ts';
 import { createMetrics } from './metrics.ts';
@@ -96,6 +97,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     if (checker?.token !== token) checker = { token, check: bearerChecker(token) };
     return checker.check;
   };
+  const onLoopback = isLoopbackHost(opts.host);
   const sse = new SseHub({ log, heartbeatMs: opts.sseHeartbeatMs ?? 15_000 });
   const inflight = new Set<ServerResponse>();
   let status: AdminServerStatus = 'listening';
@@ -125,6 +127,13 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
         }
       }
       const authorized = currentChecker();
+      // The config check refuses this, but a reload can drop the token while the listen address,
+      // which needs a restart to change, stays off loopback: never serve it open then.
+      if (!authorized && !onLoopback && !route?.public) {
+        throw new AdminHttpError(401, 'unauthorized', 'admin.token is required while the admin API listens off loopback', {
+          headers: { 'www-authenticate': 'Bearer realm="gatehouse-admin"' },
+        });
+      }
       if (authorized && !route?.public) {
         const viaQuery = route?.queryToken && (req.method === 'GET' || req.method === 'HEAD') ? target.query.get('token') : undefined;
         if (!authorized(req, viaQuery)) {

@@ -63,3 +63,19 @@ describe('admin without a token', () => {
     expect((await f.request('GET', '/')).status).toBe(200);
   });
 });
+
+describe('admin off loopback', () => {
+  test('without a token (a reload removed it), every route but /healthz and /readyz answers 401', async () => {
+    let token: string | undefined = TOKEN;
+    await using f = await startFixture({ host: '0.0.0.0', token: () => token });
+    expect((await f.request('GET', '/upstreams', bearer(TOKEN))).status).toBe(200);
+    token = undefined;
+    const r = await f.request('POST', '/drain');
+    expect(r.status).toBe(401);
+    expect(r.json).toEqual({ error: { code: 'unauthorized', message: 'admin.token is required while the admin API listens off loopback' } });
+    expect((await f.request('GET', '/metrics')).status).toBe(401);
+    expect((await f.request('GET', '/healthz')).status).toBe(200);
+    expect((await f.request('GET', '/readyz')).status).toBe(200);
+    expect(f.backend.drained).toBe(0);
+  });
+});
