@@ -2,10 +2,11 @@ import net from 'node:net';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import pino from 'pino';
-import { afterEach, describe, expect, test } from 'vitest';
+import { Writable } from 'node:stream';
+import { afterEach, describe, expect, test, vi } from 'vitest';
 import { transition } from 'xstate';
 import { ListenerActor } from '../../src/actors/listener.ts';
-import { connectionMachine, type ConnectionActor, type ConnectionEventType } from '../../src/actors/connection.ts';
+import { ConnectionActor, connectionMachine, type ConnectionEventType } from '../../src/actors/connection.ts';
 import { Balancer } from '../../src/workers/balancer.ts';
 import { StateTable, L, B } from '../../src/workers/state-table.ts';
 import type { ShardUpstream } from '../../src/workers/shard-config.ts';
@@ -294,5 +295,69 @@ describe.each(['light', 'xstate'] as const)('state changes (%s)', (mode) => {
     expect(gw.table.backendGet(0, B.ACTIVE)).toBe(0);
     expect(gw.table.listenerGet(0, 0, L.ERROR)).toBe(1);
     await Promise.all([a.close(), b.close()]);
+  });
+});
+
+/** Connects from `localAddress`, writes a byte, and resolves with what came back once the gateway closed it. */
+async function closedFrom(port: number, localAddress: string): Promise<string> {
+  const c = net.connect({ port, host: '127.0.0.1', localAddress });
+  c.on('error', () => {});
+  let got = '';
+  c.on('data', (d: Buffer) => (got += d.toString()));
+  c.write('x');
+  await once(c, 'close', { signal: AbortSignal.timeout(10_000) });
+  return got;
+}
+
+describe('a throw while a connection is taken in', () => {
+  test('in the connection (its backend pick) or before it has an actor: that socket alone is closed, counted error, logged with its address; the listener goes on', async () => {
+    await using echo = await startEchoServer();
+    const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
+    const log = pino({ level: 'info' }, new Writable({ write: (c, _e, cb) => (lines.push(...String(c).split('\n').filter(Boolean).map((l) => JSON.parse(l))), cb()) }));
+    const table = StateTable.create();
+    const upstream: ShardUpstream = { name: 'app', balance: 'round_robin', connectTimeoutMs: 1_000, connectRetries: 0, failureThreshold: 0, backends: [{ address: `127.0.0.1:${echo.port}`, host: '127.0.0.1', port: echo.port, weight: 1, slot: 0 }] };
+    const balancer = new Balancer(upstream, table);
+    const l = await new ListenerActor({
+      shard: 0,
+      listener: { name: 't', protocol: 'tcp', host: '127.0.0.1', port: 0, upstream: 'app', maxConnections: 100, maxConnectionsPerIp: 1, idleTimeoutMs: 0, slot: 0 },
+      upstream,
+      balancer,
+      table,
+      log,
+      connectionActor: 'light',
+      reusePort: false,
+    }).start();
+    await using _ = { [Symbol.asyncDispose]: async () => void (await l.shutdown('brutal')) };
+    const port = l.address!.port;
+    const ok = await connect(port);
+    expect(await ok.send('a')).toBe('a');
+
+    // 1. A bug in the backend pick (inside the connection's start): the connection ends with DOWN error.
+    const pick = vi.spyOn(balancer, 'pick').mockImplementationOnce(() => {
+      throw new Error('pick bug');
+    });
+    expect(await closedFrom(port, '127.0.0.2')).toBe('');
+    pick.mockRestore();
+    await expect.poll(() => lines.some((x) => x.msg === 'connection handler failed: connection closed')).toBe(true);
+    expect(lines.find((x) => x.msg === 'connection handler failed: connection closed')).toMatchObject({ level: 50, actorType: 'connection', remoteAddress: '127.0.0.2', err: { message: 'pick bug' } });
+
+    // 2. A bug before the connection has an actor: the listener gives its places back itself.
+    const adopt = vi.spyOn(ConnectionActor, 'adopt').mockImplementationOnce(() => {
+      throw new Error('adopt bug');
+    });
+    expect(await closedFrom(port, '127.0.0.3')).toBe('');
+    adopt.mockRestore();
+    expect(lines.find((x) => x.msg === 'accepting a connection failed: connection closed')).toMatchObject({ level: 50, actorId: 'listener:t', remoteAddress: '127.0.0.3', err: { message: 'adopt bug' } });
+
+    // Both counted as errors, every place of theirs given back; the first connection and new ones are served.
+    await expect.poll(() => table.listenerGet(0, 0, L.ERROR)).toBe(2);
+    expect(table.listenerActiveAll(0)).toBe(1);
+    expect(table.listenerGet(0, 0, L.ACTIVE)).toBe(1);
+    expect(table.ipEntries(0)).toBe(1);
+    expect(await ok.send('b')).toBe('b');
+    await ok.close();
+    await expect.poll(() => table.ipEntries(0)).toBe(0);
+    expect(await roundTrip(port, 'again')).toBe('again');
+    expect(l.state).toBe('listening');
   });
 });
