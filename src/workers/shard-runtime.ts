@@ -136,13 +136,19 @@ export class Shard {
     await this.#sup.start();
     this.#config = this.#withBoundPorts(this.#config);
     this.#post({ type: 'ready', listeners: this.#boundListeners() });
-    // The main thread's watchdog reads this counter; a thread stuck in a loop stops bumping it.
-    // (In the main thread nothing could watch it, so there is none.)
-    if (!this.#opts.inThread) {
-      const beat = (): void => this.#table.shardBeat(this.index);
-      beat();
-      this.#heartbeat = setInterval(beat, heartbeatIntervalMs(this.#config)).unref();
-    }
+    this.#beat();
+  }
+
+  /**
+   * (Re)arms the heartbeat: the main thread's watchdog reads this counter, and a thread stuck in
+   * a loop stops bumping it. In the main thread nothing could watch it, so there is none.
+   */
+  #beat(): void {
+    if (this.#opts.inThread || this.#ended) return;
+    clearInterval(this.#heartbeat);
+    const beat = (): void => this.#table.shardBeat(this.index);
+    beat();
+    this.#heartbeat = setInterval(beat, heartbeatIntervalMs(this.#config)).unref();
   }
 
   /** Applies a reloaded config: listeners kept in place, moved, removed or added (see docs/architecture.md, Reload). */
@@ -150,6 +156,8 @@ export class Shard {
     const prev = this.#config;
     this.#config = next;
     this.#log.level = next.logLevel;
+    // A shorter runtime.watchdog needs faster beats at once (the main thread's limit changed too).
+    if (heartbeatIntervalMs(next) !== heartbeatIntervalMs(prev)) this.#beat();
     for (const l of prev.listeners) if (!next.listeners.some((x) => x.name === l.name)) this.#retire(l.name);
     this.#hub.retain((name) => next.listeners.some((x) => x.name === name && x.protocol === 'hub'));
     for (const l of next.listeners) {

@@ -234,6 +234,39 @@ describe('a killed shard gives its counts back', () => {
   });
 });
 
+describe('the watchdog', () => {
+  test('a reloaded limit applies at once: beats speed up, and a hung thread is killed as hung', async () => {
+    await using echo = await startEchoServer();
+    const host = new PiscinaShardHost(1, log);
+    const table = StateTable.create();
+    const config = { ...shardConfig(echo.port), watchdogMs: 60_000 };
+    const s = shard(host, table, config, true);
+    await s.actor.start();
+    expect(s.actor.watched).toBe(true);
+    // The same listener (on the port it got), a shorter watchdog.
+    await s.actor.request({ type: 'config', config: { ...shardConfig(echo.port, s.port()), watchdogMs: 200 } });
+    // Beats every 20 ms now: ten of them come well within the new 200 ms limit, and no false alarm.
+    const from = table.shardBeats(0);
+    await expect.poll(() => table.shardBeats(0) - from, { timeout: 5_000, interval: 10 }).toBeGreaterThanOrEqual(10);
+    expect(s.actor.status).toBe('running');
+
+    const open = await connect(s.port());
+    expect(await open.send('x')).toBe('x');
+    const down = s.actor.exited();
+    const hungAt = performance.now();
+    s.actor.post({ type: 'hang' });
+    const d = await down;
+    expect(d.reason).toBe('hung');
+    expect((d.error as Error).message).toMatch(/hung: no heartbeat for \d+ ms/);
+    expect(performance.now() - hungAt).toBeLessThan(200 + 3_000);
+    // The thread is gone with its sockets; its places were given back before the DOWN.
+    await expect.poll(() => open.socket.readableEnded || open.socket.destroyed, { timeout: 10_000 }).toBe(true);
+    expect(counts(table)).toEqual(ZERO);
+    await open.close();
+    await host.close();
+  });
+});
+
 describe('start failures', () => {
   test('a listener that cannot bind fails the start with the listen error', async () => {
     const taken = net.createServer().listen(0, '127.0.0.1');
