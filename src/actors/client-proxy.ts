@@ -12,8 +12,6 @@
  * (1013) or drops its oldest frame, as configured. One slow client cannot slow the others.
  */
 import type net from 'node:net';
-import { STATUS_CODES } from 'node:http';
-import { randomBytes } from 'node:crypto';
 import { setup } from 'xstate';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
@@ -22,7 +20,8 @@ import { compile, stepMachine } from '../runtime/compiled-machine.ts';
 import type { Registry } from '../runtime/registry.ts';
 import { L, OUTCOMES, type StateTable } from '../workers/state-table.ts';
 import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
-import { pickNode, type HubFromShard } from '../hub/messages.ts';
+import { newClientId, nextGid, pickNode, type HubFromShard } from '../hub/messages.ts';
+import { rejectUpgrade } from '../net/reject-upgrade.ts';
 import { clientMessageFrame, errorFrame, frameId, nodeDownFrame, parseClientFrame, requestFrame, welcomeFrame } from '../hub/frames.ts';
 
 export type ClientState = 'handshaking' | 'registered' | 'closing' | 'closed';
@@ -71,33 +70,6 @@ export interface HubContext {
   post(m: HubFromShard): void;
   /** The listener's ready nodes (config order), as the main thread last said. */
   readyNodes(): readonly string[];
-}
-
-/** Per-thread counter of gateway-scoped request ids, seeded by the clock (see {@link nextGid}). */
-let gidSeq = Date.now() * 1_000;
-
-/**
- * A gateway-scoped request id: `SHARD-SEQ`. SEQ is this thread's counter, seeded with the clock
- * in microseconds, so a restarted shard (a new thread, whose counter starts again) never reuses
- * an id its previous incarnation may still have pending in the main thread's table.
- */
-export function nextGid(shard: number): string {
-  return `${shard}-${++gidSeq}`;
-}
-
-/** A new client id: `SHARD.` then 16 url-safe random characters ({@link shardOfClient} parses it). */
-export function newClientId(shard: number): string {
-  return `${shard}.${randomBytes(12).toString('base64url')}`;
-}
-
-/** Answers an upgrade request with a plain HTTP error (a JSON body) and closes the socket: no upgrade. */
-export function rejectUpgrade(socket: net.Socket, status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): void {
-  if (socket.destroyed) return;
-  const json = JSON.stringify(body);
-  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(json)}\r\n`;
-  for (const [k, v] of Object.entries(headers)) head += `${k}: ${v}\r\n`;
-  // Destroyed once the answer is handed to the kernel: a peer that never closes its side keeps nothing.
-  socket.end(`${head}\r\n${json}`, () => socket.destroy());
 }
 
 /** A frame the gateway itself makes for the client (welcome, error): not counted as a node-to-client message. */

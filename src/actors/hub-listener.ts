@@ -8,7 +8,8 @@ import { createJwtVerifier, bearerToken, TokenError, type JwtVerifier } from '..
 import { hash32, type HubFromShard, type HubTarget } from '../hub/messages.ts';
 import type { Refusal } from '../net/listener-limits.ts';
 import { ListenerBase } from './listener-base.ts';
-import { ClientProxyActor, rejectUpgrade, type HubContext } from './client-proxy.ts';
+import { rejectUpgrade } from '../net/reject-upgrade.ts';
+import { ClientProxyActor, type HubContext } from './client-proxy.ts';
 
 /** A WebSocket closing handshake gets this long before ws destroys the socket. */
 export const CLOSE_TIMEOUT_MS = 5_000;

@@ -15,6 +15,7 @@
  * in and stringified once on the way out: the shard builds node frames (`client-message`,
  * `request`), the main thread builds client frames (`message`, `response`, `error`, `node-down`).
  */
+import { randomBytes } from 'node:crypto';
 
 /** Shard to main thread. Every message names its hub listener. */
 export type HubFromShard =
@@ -67,6 +68,23 @@ export function shardOfClient(clientId: string): number | undefined {
   if (dot <= 0 || dot > 2) return undefined;
   const n = Number(clientId.slice(0, dot));
   return Number.isInteger(n) && n >= 0 ? n : undefined;
+}
+
+/** Per-thread counter of gateway-scoped request ids, seeded by the clock (see {@link nextGid}). */
+let gidSeq = Date.now() * 1_000;
+
+/**
+ * A gateway-scoped request id: `SHARD-SEQ`. SEQ is this thread's counter, seeded with the clock
+ * in microseconds, so a restarted shard (a new thread, whose counter starts again) never reuses
+ * an id its previous incarnation may still have pending in the main thread's table.
+ */
+export function nextGid(shard: number): string {
+  return `${shard}-${++gidSeq}`;
+}
+
+/** A new client id: `SHARD.` then 16 url-safe random characters ({@link shardOfClient} parses it). */
+export function newClientId(shard: number): string {
+  return `${shard}.${randomBytes(12).toString('base64url')}`;
 }
 
 /** 32-bit FNV-1a of a string, never 0 (0 means "no key" in the state table's keyed cells). */
