@@ -153,7 +153,7 @@ describe('parseConfig: defaults', () => {
       'listeners:',
       '  - { name: in, protocol: tcp, listen: 15000, upstream: app }',
       '  - { name: web, protocol: http, listen: ":8080", routes: [ { split: [ { upstream: app } ] } ] }',
-      '  - { name: hub, protocol: hub, listen: 8090, auth: { jwt: { publicKey: PEM } }, discovery: { service: nodes } }',
+      '  - { name: hub, protocol: hub, listen: 8090, auth: { jwt: { publicKey: PEM, algorithms: [ES256] } }, discovery: { service: nodes } }',
       'actors: [ { name: audit, module: "@acme/audit" } ]',
     ].join('\n'), 'min.yaml');
     const [up] = cfg.upstreams;
@@ -168,7 +168,7 @@ describe('parseConfig: defaults', () => {
       name: 'route-0', match: { pathPrefix: '/' }, split: [{ upstream: 'app', weight: 1 }], timeout: 30_000, retries: 0, stripPrefix: false, websocket: false,
     });
     expect(cfg.listeners[2]).toMatchObject({
-      path: '/connect', auth: { jwt: { algorithms: ['RS256', 'ES256'] } }, discovery: { service: 'nodes', path: '/' },
+      path: '/connect', auth: { jwt: { algorithms: ['ES256'], clockSkew: 30_000, requireExp: true } }, discovery: { service: 'nodes', path: '/' },
       maxClientsPerUser: 16, maxMessageSize: 65_536, presenceGrace: 100, requestTimeout: 10_000, pingInterval: 20_000,
       clientRateLimit: { perSecond: 100, burst: 200 },
     });
