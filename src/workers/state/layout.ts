@@ -44,6 +44,7 @@ export const L = {
   /** A slow consumer closed with 1013 (`onOverflow: close`). */
   HUB_SLOW_CLOSED: 15,
 } as const;
+/** Int32 fields per (shard, listener) row (room for more counters). */
 export const L_FIELDS = 16;
 
 /**
@@ -86,6 +87,7 @@ export type Outcome = keyof typeof OUTCOMES & string;
  * table.bytesGet(shard, slot, LB.BYTES_IN);
  */
 export const LB = { BYTES_IN: 0, BYTES_OUT: 1 } as const;
+/** BigInt64 fields per (shard, listener) row. */
 export const LB_FIELDS = 2;
 
 /**
@@ -95,6 +97,7 @@ export const LB_FIELDS = 2;
  * table.listenerActiveAll(slot); // LG.ACTIVE
  */
 export const LG = { ACTIVE: 0 } as const;
+/** Int32 fields per listener-wide row (3 spare). */
 export const LG_FIELDS = 4;
 
 /**
@@ -107,6 +110,7 @@ export const LG_FIELDS = 4;
  * table.backendCas(slot, B.PERMIT, 0, 1); // take the half-open trial
  */
 export const B = { HEALTHY: 0, BREAKER: 1, PERMIT: 2, ACTIVE: 3, FAILS: 4 } as const;
+/** Int32 fields per backend row (3 spare). */
 export const B_FIELDS = 8;
 
 /**
@@ -118,6 +122,7 @@ export const B_FIELDS = 8;
  * table.shardUp(shard); // S.UP === 1
  */
 export const S = { UP: 0, HUB_DONE: 1, HEARTBEAT: 2 } as const;
+/** Int32 fields per shard row. */
 export const S_FIELDS = 3;
 
 /**
@@ -129,8 +134,11 @@ export const S_FIELDS = 3;
 export const IP_STRIPES = 256;
 /** Entries of one per-IP stripe. */
 export const IP_STRIPE_ENTRIES = 64;
+/** A key's low 8 bits pick its stripe... */
 export const IP_STRIPE_MASK = IP_STRIPES - 1;
+/** ...and the next 6 its home entry in the stripe. */
 export const IP_ENTRY_MASK = IP_STRIPE_ENTRIES - 1;
+/** An entry's value is shard << 24 | count: the count's bits. */
 export const IP_COUNT_MASK = 0xffffff;
 /**
  * Int32 header of a listener's per-IP region: admissions that could not be counted (fail open),
@@ -138,22 +146,32 @@ export const IP_COUNT_MASK = 0xffffff;
  * those are still queued.
  */
 export const IP_H = { UNTRACKED: 0, DEFERRED: 1, PENDING: 2 } as const;
+/** Int32 cells of the header (1 spare). */
 export const IP_HEADER = 4;
+/** Offset of the stripe locks in a listener's per-IP region, one Int32 per stripe. */
 export const IP_LOCKS = IP_HEADER;
+/** Offset of the entries: (key, value) Int32 pairs, stripe after stripe. */
 export const IP_ENTRIES = IP_LOCKS + IP_STRIPES;
+/** Int32 cells of one listener's per-IP region. */
 export const IP_LISTENER_LEN = IP_ENTRIES + IP_STRIPES * IP_STRIPE_ENTRIES * 2;
 
-/** Int32 regions, in order. */
+/** Int32 regions, in order: per (shard, listener) rows... */
 export const I32_LISTENER = 0;
+/** ...listener-wide rows... */
 export const I32_LISTENER_GLOBAL = I32_LISTENER + MAX_SHARDS * MAX_LISTENERS * L_FIELDS;
+/** ...backend rows... */
 export const I32_BACKEND = I32_LISTENER_GLOBAL + MAX_LISTENERS * LG_FIELDS;
+/** ...shard rows... */
 export const I32_SHARD = I32_BACKEND + MAX_BACKENDS * B_FIELDS;
+/** ...per-IP regions, one per listener... */
 export const I32_IP = I32_SHARD + MAX_SHARDS * S_FIELDS;
 /** Int32 per (shard, backend): the connections that shard has on that backend (its share of B.ACTIVE). */
 export const I32_SHARD_BACKEND = I32_IP + MAX_LISTENERS * IP_LISTENER_LEN;
+/** Int32 cells in all. */
 export const I32_LEN = I32_SHARD_BACKEND + MAX_SHARDS * MAX_BACKENDS;
 /** BigInt64: per (shard, listener) bytes, then one GCRA cell (theoretical arrival time, ns) per listener. */
 export const BIG_RATE = MAX_SHARDS * MAX_LISTENERS * LB_FIELDS;
+/** BigInt64 cells in all. */
 export const BIG_LEN = BIG_RATE + MAX_LISTENERS;
 
 /** Index of a (shard, listener) Int32 field. */

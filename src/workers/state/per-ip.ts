@@ -82,6 +82,7 @@ export class IpPlaces {
   readonly #a: Int32Array;
   readonly #queued: Queued[] = [];
   #timer: NodeJS.Timeout | undefined;
+  /** Where a queued release is logged (`StateTable.logTo`); not logged without one. */
   log: Logger | undefined;
   #loggedAt = -Infinity;
   #unlogged = 0;
