@@ -1,11 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { onTestFinished } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import type { StateView } from '../../src/admin/state-view.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -82,9 +83,11 @@ export class Daemon {
   skipIdleCheck: string | undefined;
   #leftovers: string[] = [];
   #reportOnTestEnd = false;
+  readonly #configFile: string;
 
-  private constructor(child: ChildProcess) {
+  private constructor(child: ChildProcess, configFile: string) {
     this.child = child;
+    this.#configFile = configFile;
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : -1))));
     createInterface({ input: child.stdout! }).on('line', (line) => {
       let l: LogLine;
@@ -112,7 +115,7 @@ export class Daemon {
   static async start(configFile: string, opts: { debug?: boolean; timeoutMs?: number } = {}): Promise<Daemon> {
     const args = [CLI, 'start', '--config', configFile, ...(opts.debug ? ['--debug'] : [])];
     const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GATEHOUSE_LOG_PRETTY: '0' } });
-    const d = new Daemon(child);
+    const d = new Daemon(child, configFile);
     const started = d.waitForLog((l) => l.msg === 'gatehouse started', opts.timeoutMs ?? 20_000);
     const exit = d.exited.then((code) => {
       throw new Error(`daemon exited with ${code} before it started:\n${d.stderr.join('\n')}\n${JSON.stringify(d.logs.slice(-5))}`);
@@ -126,6 +129,17 @@ export class Daemon {
       // Started outside a test (beforeAll): dispose throws instead.
     }
     return d;
+  }
+
+  /** The config file's `admin.token` as a header, read now: a reload may have rotated it. */
+  #bearer(): RequestInit {
+    let token: unknown;
+    try {
+      token = (parseYaml(readFileSync(this.#configFile, 'utf8')) as { admin?: { token?: unknown } } | null)?.admin?.token;
+    } catch {
+      token = undefined;
+    }
+    return typeof token === 'string' ? { headers: { authorization: `Bearer ${token}` } } : {};
   }
 
   #throwLeftovers(): void {
@@ -145,11 +159,14 @@ export class Daemon {
    */
   async idleLeftovers(timeoutMs = IDLE_TIMEOUT_MS): Promise<string[]> {
     const deadline = Date.now() + timeoutMs;
+    const init = this.#bearer();
     for (;;) {
       let left: string[];
       try {
-        left = stateLeftovers(await this.json<StateView>('/state'));
-        const text = await (await this.admin('/metrics')).text();
+        const r = await this.admin('/state', init);
+        if (r.status !== 200) throw new Error(`GET /state answered ${r.status}: ${await r.text()}`);
+        left = stateLeftovers((await r.json()) as StateView);
+        const text = await (await this.admin('/metrics', init)).text();
         for (const type of PER_CLIENT_ACTORS) {
           const n = metric(text, 'gatehouse_actors', { type }) ?? 0;
           if (n !== 0) left.push(`${n} ${type} actor(s) alive`);

@@ -9,7 +9,8 @@ import { createHook } from 'node:async_hooks';
  *
  * Checked on Node 24: every type below fires `destroy` once it is closed (handles: after their
  * close callback, so a handle that is closing is still here for a turn or two; timers: when
- * cleared or after a one-shot fired; requests: when they complete). Promises are skipped at the
+ * cleared or after a one-shot fired; requests: when they complete), except a FileHandle, whose
+ * `destroy` comes with garbage collection: a closed one is recognised by its descriptor. Promises are skipped at the
  * top of `init`, but a `destroy` hook still makes Node track each promise until it is collected
  * (about 0.5 us per promise, measured), a price tests pay for a check that cannot be fooled.
  */
@@ -31,6 +32,8 @@ export type HandleResource = {
   _destroyed?: boolean;
   _idleTimeout?: number;
   _repeat?: number | null;
+  /** A native FileHandle's descriptor: negative once closed. */
+  fd?: number;
   constructor?: { name?: string };
 } & object;
 
@@ -120,9 +123,14 @@ export function handOver(mark: number, type: string): void {
   for (const [asyncId, e] of entries) if (e.seq > mark && e.type === type) entries.delete(asyncId);
 }
 
-/** Whether a timer object says it is done even though its `destroy` has not been emitted yet. */
+/**
+ * Whether a resource says it is done although its `destroy` has not been emitted yet: a timer
+ * that fired or was cleared (destroy follows within the turn), or a FileHandle that was closed
+ * (its destroy waits for garbage collection: `readFile` leaves one behind each time).
+ */
 function finished(r: HandleResource | undefined, type: string): boolean {
   if (r === undefined) return true;
+  if (type === 'FILEHANDLE') return typeof r.fd === 'number' && r.fd < 0;
   return (type === 'Timeout' || type === 'Immediate') && r._destroyed === true;
 }
 

@@ -365,8 +365,10 @@ listeners: [ { name: tcp-in, protocol: tcp, listen: "127.0.0.1:0", upstream: app
       `backend app/127.0.0.1:${echo.port}: active 1 (by shard: shard 0: 1)`,
       '1 connection actor(s) alive',
     ]);
+    expect((await gh.json<{ idle: boolean }>('/state')).idle).toBe(false);
     await client.close();
     expect(await gh.idleLeftovers()).toEqual([]);
+    expect((await gh.json<{ idle: boolean }>('/state')).idle).toBe(true);
   });
 
   // Last in the file: once on, origin tracking stays on for the rest of the process.
