@@ -3,7 +3,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
 import { ListenerActor } from '../actors/listener.ts';
-import type { HubListenerActor } from '../actors/hub-listener.ts';
+import { ListenerBase } from '../actors/listener-base.ts';
 import { live } from '../runtime/live.ts';
 import type { Actor } from '../runtime/actor.ts';
 import { actorEvents$, setActorEventsEnabled } from '../runtime/events.ts';
@@ -27,10 +27,11 @@ export interface RunShardOptions {
   signal?: AbortSignal;
 }
 
-type AnyListener = ListenerActor | HubListenerActor;
+/** A TCP or hub listener: what a shard binds, retires and drains. */
+type AnyListener = ListenerBase<Actor>;
 
 function isListener(a: unknown): a is AnyListener {
-  return a instanceof ListenerActor || isHub(a);
+  return a instanceof ListenerBase;
 }
 
 /**
