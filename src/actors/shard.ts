@@ -119,6 +119,11 @@ export class ShardActor extends Actor {
     return this.#handedBack;
   }
 
+  /**
+   * Runs the shard task and resolves once every listener is bound (`ready`). A previous
+   * incarnation of this shard that was killed is waited for first: its counts must be given
+   * back before this one counts in the same rows.
+   */
   async start(): Promise<this> {
     let rows = handBacks.get(this.#opts.table);
     if (!rows) handBacks.set(this.#opts.table, (rows = new Map()));
