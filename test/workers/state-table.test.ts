@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { once } from 'node:events';
 import pino from 'pino';
-import { describe, expect, test } from 'vitest';
+import { describe, expect, onTestFinished, test } from 'vitest';
 import { B, IP, IP_STRIPE_ENTRIES, L, LB, SlotAllocator, StateTable, ipKey } from '../../src/workers/state-table.ts';
 import { IP_LOCKS, IP_STRIPE_MASK, ipRegion } from '../../src/workers/state/layout.ts';
 
@@ -275,6 +275,43 @@ describe('per-IP places are never lost behind a busy stripe lock', () => {
     await expect.poll(() => table.ipCount(6, key), { timeout: 2_000 }).toBe(0);
     expect(table.ipDeferred(6)).toEqual({ deferred: 2, pending: 0 });
     expect(table.nonZero().perIp).toEqual([]);
+  });
+
+  test('on a shard thread: a release outwaits a preempted holder for up to 1 s, and past that is queued and given back by the thread\'s own retry', async () => {
+    const table = StateTable.create();
+    const key = ipKey('10.4.4.4');
+    expect(table.ipAcquire(5, 0, key, 5)).toBe(IP.ADMITTED);
+    expect(table.ipAcquire(5, 0, key, 5)).toBe(IP.ADMITTED);
+    /** A shard-0 thread gives one place back while another thread (shard 1) holds the lock for `holdMs`. */
+    const releaseWhileHeld = async (holdMs: number) => {
+      const go = new SharedArrayBuffer(4);
+      const w = new Worker(new URL('./fixtures/release-worker.ts', import.meta.url), { workerData: { buffers: table.buffers, go, slot: 5, shard: 0, key } });
+      onTestFinished(() => void w.terminate());
+      await once(w, 'message');
+      const holder = await holdLock(table, lockOf(5, key), 2, holdMs);
+      const reported = once(w, 'message');
+      Atomics.store(new Int32Array(go), 0, 1);
+      Atomics.notify(new Int32Array(go), 0);
+      const report = (await reported)[0] as { blockedMs: number; deferred: number; pending: number };
+      return { w, holder, report };
+    };
+    // A holder for 300 ms (preempted): the release outwaits it and gives the place back itself.
+    let { w, holder, report } = await releaseWhileHeld(300);
+    expect(report).toMatchObject({ deferred: 0, pending: 0 });
+    expect(report.blockedMs).toBeGreaterThan(150);
+    expect(table.ipCount(5, key)).toBe(1);
+    w.postMessage('stop');
+    await Promise.all([once(w, 'exit'), holder.freed]);
+    // A holder for 2 s (stuck): after 1 s the release is queued, and the thread's retry gives it back.
+    ({ w, holder, report } = await releaseWhileHeld(2_000));
+    expect(report).toMatchObject({ deferred: 1, pending: 1 });
+    expect(report.blockedMs).toBeGreaterThanOrEqual(1_000);
+    expect(table.ipCount(5, key)).toBe(1);
+    await holder.freed;
+    await expect.poll(() => table.ipCount(5, key), { timeout: 2_000 }).toBe(0);
+    expect(table.ipDeferred(5)).toEqual({ deferred: 1, pending: 0 });
+    w.postMessage('stop');
+    await once(w, 'exit');
   });
 
   test('a queued release counts before the next acquire of its stripe: the limit never sees a place that was given back', () => {

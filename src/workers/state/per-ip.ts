@@ -10,6 +10,7 @@
  * soon as the lock is free: by the next acquire or release of this thread, and by a retry timer
  * that exists only while something is queued.
  */
+import { isMainThread } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { IP_COUNT_MASK, IP_ENTRIES, IP_ENTRY_MASK, IP_H, IP_LOCKS, IP_STRIPES, IP_STRIPE_ENTRIES, IP_STRIPE_MASK, ipRegion } from './layout.ts';
 import { OWNER_MAIN, lockOrSteal, lockStripe, rebuildStripe, releaseInStripe } from './stripe.ts';
@@ -23,11 +24,18 @@ import { OWNER_MAIN, lockOrSteal, lockStripe, rebuildStripe, releaseInStripe } f
 export const IP = { REJECTED: 0, ADMITTED: 1, UNTRACKED: 2 } as const;
 
 /**
- * A shard waits at most this long for a stripe lock, to take a place (then it admits without
- * counting) or to give one back (then the release is queued). Only a holder that the OS took off
- * the CPU, or one killed inside its critical section, keeps a lock for more than microseconds.
+ * A shard waits at most this long for a stripe lock to take a place (then it admits without
+ * counting), and the control plane this long for a dead shard's stripe (then it is queued). Only
+ * a holder that the OS took off the CPU, or one killed inside its critical section, keeps a lock
+ * for more than microseconds.
  */
 const WAIT_MS = 100;
+/**
+ * ...and this long to give a place back before queueing the release. A worker thread sleeps
+ * between tries and can outwait a preempted holder, so it queues only for a holder that is
+ * really stuck; the main thread runs the control plane and never waits long.
+ */
+const RELEASE_WAIT_MS = isMainThread ? WAIT_MS : 1_000;
 /** Queued releases are retried this often while any is left. */
 const RETRY_MS = 10;
 /** A deferred release is logged at most this often (with the count since the last line). */
@@ -138,7 +146,7 @@ export class IpPlaces {
 
   /**
    * Gives back a place taken by {@link acquire} (answered `ADMITTED`). When the stripe lock cannot
-   * be had within {@link WAIT_MS}, the release is queued and done once the lock is free.
+   * be had within {@link RELEASE_WAIT_MS}, the release is queued and done once the lock is free.
    */
   release(slot: number, shard: number, key: number): void {
     if (this.#queued.length > 0) this.#retry();
@@ -146,7 +154,7 @@ export class IpPlaces {
     const base = ipRegion(slot);
     const stripe = key & IP_STRIPE_MASK;
     const lock = base + IP_LOCKS + stripe;
-    if (!lockStripe(a, lock, shard + 1, WAIT_MS)) {
+    if (!lockStripe(a, lock, shard + 1, RELEASE_WAIT_MS)) {
       this.#defer({ slot, shard, stripe, key }, lock);
       return;
     }
@@ -224,7 +232,7 @@ export class IpPlaces {
     if (this.log && now - this.#loggedAt >= LOG_EVERY_MS) {
       const holder = Atomics.load(this.#a, lock);
       this.log.warn(
-        { slot: q.slot, shard: q.shard, stripe: q.stripe, lockHolder: holder === OWNER_MAIN ? 'main' : `shard ${holder - 1}`, deferred: this.#unlogged, waitedMs: WAIT_MS },
+        { slot: q.slot, shard: q.shard, stripe: q.stripe, lockHolder: holder === OWNER_MAIN ? 'main' : `shard ${holder - 1}`, deferred: this.#unlogged, waitedMs: q.key === 0 ? WAIT_MS : RELEASE_WAIT_MS },
         q.key === 0 ? 'per-IP places of a dead shard: stripe lock busy, given back once free' : 'per-IP release: stripe lock busy, the place is given back once free',
       );
       this.#loggedAt = now;
