@@ -154,7 +154,7 @@ export const ROWS: Row[] = [
   gatehouse('gatehouse-w2-alt', 2, 'light', true),
   {
     name: 'haproxy',
-    describe: 'HAProxy, mode tcp, default buffers, nbthread 1 when pinned (as /work/shared/bench/rows.d/haproxy.sh)',
+    describe: 'HAProxy, mode tcp, default buffers, nbthread 1 when pinned',
     unavailable: () => (onPath('haproxy') ? undefined : 'haproxy not on PATH'),
     launch(ctx) {
       const file = path.join(ctx.dir, `haproxy-${ctx.listenPort}.cfg`);
@@ -182,7 +182,7 @@ export const ROWS: Row[] = [
   },
   {
     name: 'nginx',
-    describe: 'nginx stream (L4) proxy, proxy_half_close on, default buffers, worker_processes 1 when pinned (as /work/shared/bench/rows.d/nginx.sh)',
+    describe: 'nginx stream (L4) proxy, proxy_half_close on, default buffers, worker_processes 1 when pinned',
     unavailable: () => (!onPath('nginx') ? 'nginx not on PATH' : nginxStream() === undefined ? 'nginx has no stream module (apt-get install libnginx-mod-stream)' : undefined),
     launch(ctx) {
       const d = path.join(ctx.dir, `nginx-${ctx.listenPort}`);

@@ -1,7 +1,7 @@
 /**
  * CPU accounting from /proc (Linux): the CPU time a row's process used during a measurement
  * (all its threads), and the "foreign" CPU used meanwhile by processes that are not ours (the
- * machine may be shared with other jobs), as /work/shared/bench/py/cpuwatch.py does it.
+ * machine may be shared with other jobs).
  * Ticks are USER_HZ = 100 per second on Linux.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -92,8 +92,8 @@ export function treeSysCpuSeconds(pid: number): number {
 }
 
 /**
- * RSS in KiB of a process plus its live descendants (as /work/shared/bench/run.sh sums nginx's
- * master and workers). Pages shared between them count once per process; growth is what we use.
+ * RSS in KiB of a process plus its live descendants (nginx's master
+ * and workers are summed). Pages shared between them count once per process; growth is what we use.
  */
 export function treeRssKiB(pid: number): number {
   const own = rssKiB(pid);

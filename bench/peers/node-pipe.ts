@@ -1,6 +1,6 @@
 /**
- * Rows `node-pipe*`: the plain Node proxy, net server + `pipe()` both ways (a copy of
- * /work/shared/bench/node/tcp-pipe.mjs). THREADS=0 (default): the main thread only, the baseline
+ * Rows `node-pipe*`: the plain Node proxy, net server + `pipe()` both ways (the common
+ * shape of a hand-written Node TCP proxy). THREADS=0 (default): the main thread only, the baseline
  * Gatehouse is compared to; THREADS=N: N worker threads binding the port with `reusePort` (the
  * same shape as Gatehouse's data plane, to tell thread costs from Gatehouse's own).
  * MODE=pipe (default) or fwd: forward with event handlers shared by every connection (the socket

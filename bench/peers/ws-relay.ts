@@ -1,6 +1,6 @@
 /**
  * The hub benchmark's baseline: a minimal single-thread `ws` relay speaking the hub wire protocol
- * (DESIGN.md), without what makes Gatehouse a gateway (no JWT check, no per-user cap, no send
+ * (docs/hub-protocol.md), without what makes Gatehouse a gateway (no JWT check, no per-user cap, no send
  * queue, no presence, no supervision). It is what a developer would write in an afternoon:
  * one WebSocket server for clients, one WebSocket to the node, JSON in and out.
  *

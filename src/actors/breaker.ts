@@ -26,7 +26,7 @@ interface BreakerContext extends BreakerInput {
 }
 
 /**
- * What shards report about a backend (DESIGN.md: only rare events cross threads):
+ * What shards report about a backend (only rare events cross threads):
  * `failures` when its consecutive-failure count reached the threshold, and the outcome of a
  * half-open trial connection.
  */

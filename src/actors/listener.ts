@@ -34,7 +34,7 @@ export class ListenerActor extends ListenerBase<ConnectionActor> {
 
   constructor(opts: ListenerOptions) {
     // No secondary index on the hot path yet: a peer-address index costs a getpeername() per
-    // accept (2% of churn CPU, measured); the per-IP limit reads the address only when configured.
+    // accept (see docs/benchmarks.md); the per-IP limit reads the address only when configured.
     super(opts, { name: `connections:${opts.listener.name}` });
     this.#ctx = {
       shard: opts.shard,

@@ -23,7 +23,7 @@ interface BackendActorSpec {
 }
 
 /**
- * The upstreams' control plane (DESIGN.md section 1): `upstreams` (one_for_one) holds one
+ * The upstreams' control plane: `upstreams` (one_for_one) holds one
  * `upstream:NAME` supervisor per upstream, which holds a HealthProbeActor (`probe:NAME/ADDRESS`)
  * and a BreakerActor (`breaker:NAME/ADDRESS`) per backend. Their verdicts reach every shard
  * through the state table; shards' rare reports (a backend's failures reaching the threshold, a

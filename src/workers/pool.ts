@@ -8,13 +8,10 @@ import type { ShardHost } from '../actors/shard.ts';
 import type { ShardInit, ShardResult } from './protocol.ts';
 
 /**
- * The young generation of a shard thread, in MB. V8 sizes it as 3 semi-spaces (two semi-spaces and
- * a new large-object space of the same size), so 12 is a 4 MiB semi-space, the same as
- * `--max-semi-space-size=4` (measured: the new space then peaks at the same size in both). Left to
- * V8 a worker gets 192 MB (64 MiB semi-spaces): while thousands of connections are set up most
- * allocations survive, V8 grows the semi-spaces to that maximum, and their pages stay resident:
- * 3-5 KiB of RSS per idle connection at 9,000 (docs/benchmarks.md). 4 MiB keeps that gain at no
- * churn or bulk cost; 1 MiB (3 MB here) costs +8 % churn CPU (more short-lived objects promoted).
+ * The young generation of a shard thread, in MB (V8 counts 3 semi-spaces, so 12 is a 4 MiB
+ * semi-space). Left to V8, a worker's semi-spaces grow while thousands of connections are set up
+ * and their pages stay resident, which costs idle-connection memory; why 4 MiB and not less is in
+ * docs/benchmarks.md.
  */
 export const SHARD_YOUNG_GENERATION_MB = 12;
 

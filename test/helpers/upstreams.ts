@@ -77,7 +77,7 @@ export function findNodes(tree: ActorNode, pred: (n: ActorNode) => boolean): { n
   return out;
 }
 
-/** The body of `GET /upstreams` (DESIGN.md contract). */
+/** The body of `GET /upstreams` (docs/admin-api.md). */
 export interface UpstreamsBody {
   upstreams: { name: string; balance: string; backends: { address: string; healthy: boolean; breaker: 'closed' | 'open' | 'half_open'; activeConnections: number; weight: number }[] }[];
 }
