@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { IP, type StateTable } from '../workers/state-table.ts';
 import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
-import { createJwtVerifier, bearerToken, TokenError, type JwtVerifier } from '../auth/jwt.ts';
+import { bearerChallenge, createJwtVerifier, bearerToken, TokenError, type JwtVerifier } from '../auth/jwt.ts';
 import { hash32, type HubFromShard, type HubTarget } from '../hub/messages.ts';
 import type { Refusal } from '../net/listener-limits.ts';
 import { ListenerBase } from './listener-base.ts';
@@ -226,7 +226,7 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   #unauthorized(client: ClientProxyActor, err: TokenError): void {
     if (!client.handshaking) return;
     this.refused(`token:${err.reason}`, 'hub client refused: bad or missing token', client.remoteAddress, { reason: err.reason }, 'info');
-    client.reject(401, { error: 'unauthorized', reason: err.reason }, 'error', { 'WWW-Authenticate': `Bearer error="invalid_token"` });
+    client.reject(401, { error: 'unauthorized', reason: err.reason }, 'error', { 'WWW-Authenticate': bearerChallenge(err.reason) });
   }
 
   #admitUser(client: ClientProxyActor, ctx: HubContext, wss: WebSocketServer, req: http.IncomingMessage, socket: net.Socket, head: Buffer, userId: string): void {

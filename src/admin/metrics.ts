@@ -112,7 +112,7 @@ export function createMetrics(backend: AdminBackend, opts: CreateMetricsOptions 
   // These counters live in the shared state table; at scrape time we publish their absolute value.
   new Counter({
     name: 'gatehouse_connections_total',
-    help: 'Connections ended per listener, by outcome (ok, rate_limited, over_limit, no_backend, backend_error, timeout).',
+    help: 'Connections ended per listener, by outcome (ok, rate_limited, over_limit, no_backend, backend_error, timeout, error).',
     labelNames: ['listener', 'outcome'],
     registers,
     collect: guard<Counter>('gatehouse_connections_total', function () {

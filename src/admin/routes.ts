@@ -248,7 +248,7 @@ export function builtinRoutes(): AdminRoute[] {
       methods: {
         POST: async ({ res, params, backend, log }) => {
           const id = params.id!;
-          if (!(await backend.crashActor(id))) throw new AdminHttpError(404, 'no_such_actor', 'no actor with this id that can be crashed (control-plane state machines, hub clients)', { extra: { actor: id } });
+          if (!(await backend.crashActor(id))) throw new AdminHttpError(404, 'no_such_actor', 'no actor with this id that can be crashed (control-plane state machines, connections, hub clients)', { extra: { actor: id } });
           log.warn({ actor: id }, 'actor crash injected');
           sendJson(res, 202, { actor: id, crashed: true });
         },

@@ -26,8 +26,11 @@ describe('hub listener authentication', () => {
     const missing = await refused(h.hubPort, undefined);
     expect(missing.status).toBe(401);
     expect(missing.body).toEqual({ error: 'unauthorized', reason: 'missing_token' });
-    expect(missing.headers['www-authenticate']).toMatch(/^Bearer/);
-    expect((await refused(h.hubPort, await hs256({ sub: 'x' }, { exp: now() - 120 }))).body).toMatchObject({ reason: 'expired' });
+    // RFC 6750: no error code when no token was sent; invalid_token when one was.
+    expect(missing.headers['www-authenticate']).toBe('Bearer realm="gatehouse"');
+    const expired = await refused(h.hubPort, await hs256({ sub: 'x' }, { exp: now() - 120 }));
+    expect(expired.body).toMatchObject({ reason: 'expired' });
+    expect(expired.headers['www-authenticate']).toBe('Bearer realm="gatehouse", error="invalid_token", error_description="expired"');
     expect((await refused(h.hubPort, await hs256({ sub: 'x' }, { nbf: now() + 120 }), { query: true })).body).toMatchObject({ reason: 'not_yet_valid' });
     expect((await refused(h.hubPort, new UnsecuredJWT({ sub: 'x' }).encode())).body).toMatchObject({ reason: 'alg_not_allowed' });
     expect((await refused(h.hubPort, await hs256({ name: 'no sub' }))).body).toMatchObject({ reason: 'missing_sub' });
