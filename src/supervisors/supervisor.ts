@@ -354,7 +354,11 @@ export class Supervisor extends Actor {
       }
       // A temporary sibling stopped by the supervisor is not restarted (OTP removes it).
       toRestart = group.filter((s) => s === slot || (s.spec.restart ?? 'permanent') !== 'temporary');
-      for (const s of group) if (!toRestart.includes(s)) this.#slots.splice(this.#slots.indexOf(s), 1);
+      for (const s of group) {
+        // A temporary sibling that ended on its own during the stops above is gone already.
+        const i = this.#slots.indexOf(s);
+        if (!toRestart.includes(s) && i >= 0) this.#slots.splice(i, 1);
+      }
     }
     for (const s of toRestart) {
       if (s.actor) continue;

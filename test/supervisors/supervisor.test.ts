@@ -601,6 +601,25 @@ describe('Supervisor: startChild / removeChild', () => {
     expect(sup.whichChildren().map((c) => c.id)).toEqual(['a', 'c']);
   });
 
+  test('a temporary sibling that ends while a one_for_all restart stops the others leaves the rest listed', async () => {
+    const rec = recorder();
+    const children = [rec.child('t', { restart: 'temporary' }), rec.child('x', { kind: 'stubborn', restart: 'transient' }), rec.child('z')];
+    const sup = await startSup({ id: 'sup', strategy: 'one_for_all', maxRestarts: 5, children });
+    const x = worker(sup, 'x');
+    worker(sup, 'z').send({ type: 'crash' });
+    // The restart is stopping x (it drains until crashed): t ends on its own meanwhile.
+    await expect.poll(() => x.ref.getSnapshot().value).toBe('draining');
+    worker(sup, 't').send({ type: 'crash' });
+    x.send({ type: 'crash' });
+    await sup.settled();
+    expect(sup.whichChildren().map((c) => c.id)).toEqual(['x', 'z']);
+    expect(worker(sup, 'z').status).toBe('running');
+    // x's new incarnation would drain forever: it ends by itself (transient: not restarted).
+    worker(sup, 'x').send({ type: 'finish' });
+    await sup.shutdown('infinity');
+    expect(live.list()).toEqual([]);
+  });
+
   test('a second crash already covered by a one_for_all restart does not restart the group twice', async () => {
     const rec = recorder();
     const sup = await startSup({ id: 'sup', strategy: 'one_for_all', maxRestarts: 5, children: [rec.child('a'), rec.child('b')] });
