@@ -7,22 +7,24 @@
  * Like a TCP connection, a client is a state machine ({@link clientProxyMachine}) stepped through
  * a compiled transition table, not a full xstate actor: hubs hold tens of thousands of clients.
  *
- * Nothing ever awaits a client: frames for it go straight to its socket while the socket keeps
- * up, then into a bounded queue flushed on the socket's `drain`; a full queue closes the client
- * (1013) or drops its oldest frame, as configured. One slow client cannot slow the others.
+ * Nothing ever awaits a client. Its frames, both ways (rate limit, routing, the bounded send
+ * queue and its overflow policy), are its base class's, {@link ClientFrames} in client-frames.ts:
+ * this file keeps the handshake, the socket's events and the lifecycle.
  */
 import type net from 'node:net';
 import { setup } from 'xstate';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import { Actor } from '../runtime/actor.ts';
 import { compile, stepMachine } from '../runtime/compiled-machine.ts';
 import type { Registry } from '../runtime/registry.ts';
 import { L, OUTCOMES, type StateTable } from '../workers/state-table.ts';
 import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
-import { newClientId, nextGid, pickNode, type HubFromShard } from '../hub/messages.ts';
+import { newClientId, type HubFromShard } from '../hub/messages.ts';
 import { rejectUpgrade } from '../net/reject-upgrade.ts';
-import { clientMessageFrame, errorFrame, frameId, nodeDownFrame, parseClientFrame, requestFrame, welcomeFrame } from '../hub/frames.ts';
+import { welcomeFrame } from '../hub/frames.ts';
+import { ClientFrames } from './client-frames.ts';
+
+export { CLIENT_FLOOD_BURSTS, SOCKET_HIGH_WATER } from './client-frames.ts';
 
 export type ClientState = 'handshaking' | 'registered' | 'closing' | 'closed';
 /**
@@ -45,17 +47,6 @@ export const clientProxyMachine = setup({ types: { events: {} as { type: ClientE
 });
 const machine = compile<ClientState, ClientEvent>(clientProxyMachine);
 
-/**
- * A client whose refused frames outrun the refill by this many times its burst (it kept flooding
- * after being told `rate_limited`) is closed with 1008 (policy violation). The bucket itself is
- * the listener's `clientRateLimit` (default 100 frames per second, bursts of 200).
- */
-export const CLIENT_FLOOD_BURSTS = 5;
-/**
- * Frames are written straight to the socket while it holds less than this (bytes not yet taken
- * by the kernel); above it they wait in the client's send queue until the socket drains.
- */
-export const SOCKET_HIGH_WATER = 64 * 1024;
 /** Keepalive: a client that has not answered a ping for this many sweeps (ping intervals) is terminated. */
 export const MISSED_PONGS = 2;
 
@@ -71,14 +62,6 @@ export interface HubContext {
   /** The listener's ready nodes (config order), as the main thread last said. */
   readyNodes(): readonly string[];
 }
-
-/** A frame the gateway itself makes for the client (welcome, error): not counted as a node-to-client message. */
-interface LocalFrame {
-  f: string;
-}
-/** A frame from the main thread (text, or its UTF-8 bytes when shared by several clients), or a local one. */
-type Queued = string | Buffer | LocalFrame;
-const TEXT = { binary: false } as const;
 
 const kClient = Symbol('gatehouse.hub.client');
 type Owned<T> = T & { [kClient]: ClientProxyActor };
@@ -96,31 +79,19 @@ type Handler<A, B> = (this: Owned<object>, a: A, b: B) => void;
  * c.accept(ws, 'u1');                               // welcome, hub-client-up
  * c.deliver('{"type":"message","from":"n1","data":1}');
  */
-export class ClientProxyActor extends Actor {
+export class ClientProxyActor extends ClientFrames {
   readonly clientId: string;
-  /** The token's `sub`; set when registered. */
-  userId: string | undefined;
-  /** The nodes this client is bound to (it sent to them). A new array on every change: it is indexed. */
-  nodes: readonly string[] = [];
   /** The listener's place taken for this client (maxConnections): given back when it ends. */
   holdsPlace = false;
   /** The per-IP place (`ipKey`) it holds, 0: none. */
   ipKey = 0;
   /** The per-user place (`hash32(userId)`) it holds, 0: none. */
   userKey = 0;
-  /** The most frames its send queue ever held (memory is bounded by `sendQueue.maxMessages`). */
-  maxQueued = 0;
   #state: ClientState = machine.initial;
   #ctx: HubContext;
   readonly #socket: Owned<net.Socket>;
   #ws: Owned<WebSocket> | undefined;
   #log: Logger | undefined;
-  /** The send queue: `#queue[#qHead..]`, allocated on first use, released when it empties. */
-  #queue: Queued[] | undefined;
-  #qHead = 0;
-  #tokens: number;
-  #debt = 0;
-  #rateAt = 0;
   #awaitingPong = false;
   #missed = 0;
   #up = false;
@@ -135,10 +106,9 @@ export class ClientProxyActor extends Actor {
 
   constructor(ctx: HubContext, socket: net.Socket) {
     const clientId = newClientId(ctx.shard);
-    super(`client:${clientId}`, 'client-proxy');
+    super(`client:${clientId}`, 'client-proxy', ctx.hub.clientRateLimit.burst);
     this.clientId = clientId;
     this.#ctx = ctx;
-    this.#tokens = ctx.hub.clientRateLimit.burst;
     this.#socket = socket as Owned<net.Socket>;
     this.#socket[kClient] = this;
     this.remoteAddress = socket.remoteAddress;
@@ -151,16 +121,23 @@ export class ClientProxyActor extends Actor {
     return this.#state;
   }
 
-  /** Frames waiting in the send queue. */
-  get queued(): number {
-    return this.#queue ? this.#queue.length - this.#qHead : 0;
-  }
-
   override describe(): Record<string, unknown> {
     return { user: this.userId, nodes: this.nodes, queued: this.queued, peer: `${this.#socket.remoteAddress}:${this.#socket.remotePort}` };
   }
 
-  get #logger(): Logger {
+  protected get ctx(): HubContext {
+    return this.#ctx;
+  }
+
+  protected get ws(): WebSocket | undefined {
+    return this.#ws;
+  }
+
+  protected reindex(): void {
+    this.#ctx.registry.register(this, this);
+  }
+
+  protected get logger(): Logger {
     // ctx.log binds the listener only: actorId and actorType appear once in each line.
     return (this.#log ??= this.#ctx.log.child({ actorId: this.id, actorType: this.type, clientId: this.clientId, userId: this.userId, remoteAddress: this.remoteAddress }));
   }
@@ -200,7 +177,7 @@ export class ClientProxyActor extends Actor {
   // ---- handshake ---------------------------------------------------------------------------
 
   static #onRawError = ClientProxyActor.#guard(function (this: Owned<object>, err: Error) {
-    (this[kClient] as ClientProxyActor).#logger.debug({ err }, 'hub handshake socket error');
+    (this[kClient] as ClientProxyActor).logger.debug({ err }, 'hub handshake socket error');
     (this as Owned<net.Socket>).destroy();
   });
 
@@ -251,11 +228,11 @@ export class ClientProxyActor extends Actor {
     w.on('error', ClientProxyActor.#onError);
     w.on('pong', ClientProxyActor.#onPong);
     s.on('drain', ClientProxyActor.#onDrain);
-    this.#rateAt = performance.now();
+    this.startRate();
     this.#step('welcome');
     // In the user index before anyone hears of it: a push reacting to hub-client-up finds it.
     this.#ctx.registry.register(this, this);
-    this.#enqueue({ f: welcomeFrame(this.clientId, userId) });
+    this.enqueue({ f: welcomeFrame(this.clientId, userId) });
     this.#up = true;
     this.#ctx.post({ type: 'hub-client-up', listener: this.#ctx.listener.name, clientId: this.clientId, userId });
   }
@@ -263,7 +240,7 @@ export class ClientProxyActor extends Actor {
   // ---- socket events (shared handlers: `this` is the socket, which points back to its client) --
 
   static #onMessage = ClientProxyActor.#guard(function (this: Owned<object>, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) {
-    this[kClient].#onFrame(data, isBinary);
+    this[kClient].onFrame(data, isBinary);
   });
 
   static #onClose = ClientProxyActor.#guard(function (this: Owned<object>) {
@@ -276,12 +253,12 @@ export class ClientProxyActor extends Actor {
     // ws has already started the close (1009, 1002, 1007) or the socket is gone; count and log.
     if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
       table.listenerAdd(shard, listener.slot, L.HUB_DROP_OVERSIZE, 1);
-      c.#logger.info({ maxMessageSize: c.#ctx.hub.maxMessageSize }, 'hub client frame over maxMessageSize: closed (1009)');
+      c.logger.info({ maxMessageSize: c.#ctx.hub.maxMessageSize }, 'hub client frame over maxMessageSize: closed (1009)');
     } else if (err.code?.startsWith('WS_ERR_')) {
       table.listenerAdd(shard, listener.slot, L.HUB_DROP_BAD, 1);
-      c.#logger.info({ err: err.message, code: err.code }, 'hub client protocol error: closed');
+      c.logger.info({ err: err.message, code: err.code }, 'hub client protocol error: closed');
     } else {
-      c.#logger.debug({ err }, 'hub client socket error');
+      c.logger.debug({ err }, 'hub client socket error');
     }
     c.#step('close');
   });
@@ -293,162 +270,8 @@ export class ClientProxyActor extends Actor {
   });
 
   static #onDrain = ClientProxyActor.#guard(function (this: Owned<object>) {
-    this[kClient].#flush();
+    this[kClient].flush();
   });
-
-  // ---- inbound ---------------------------------------------------------------------------------
-
-  /** Token bucket (the listener's `clientRateLimit`); refused frames build up a debt that drains at the same rate. */
-  #admit(): boolean {
-    const { perSecond, burst } = this.#ctx.hub.clientRateLimit;
-    const now = performance.now();
-    const refill = ((now - this.#rateAt) * perSecond) / 1_000;
-    this.#rateAt = now;
-    this.#tokens = Math.min(burst, this.#tokens + refill);
-    this.#debt = Math.max(0, this.#debt - refill);
-    if (this.#tokens >= 1) {
-      this.#tokens -= 1;
-      return true;
-    }
-    this.#debt += 1;
-    return false;
-  }
-
-  #onFrame(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-    if (this.#state !== 'registered') return;
-    const ctx = this.#ctx;
-    const { table, shard } = ctx;
-    const slot = ctx.listener.slot;
-    if (isBinary) {
-      table.listenerAdd(shard, slot, L.HUB_DROP_BAD, 1);
-      this.#logger.info('hub client sent a binary frame: closed (1003)');
-      this.close(1003, 'binary frames are not supported');
-      return;
-    }
-    const text = Array.isArray(data) ? Buffer.concat(data).toString() : Buffer.isBuffer(data) ? data.toString() : Buffer.from(data).toString();
-    if (!this.#admit()) {
-      table.listenerAdd(shard, slot, L.HUB_DROP_RATE, 1);
-      if (this.#debt > CLIENT_FLOOD_BURSTS * ctx.hub.clientRateLimit.burst) {
-        this.#logger.warn(ctx.hub.clientRateLimit, 'hub client kept flooding past its rate limit: closed (1008)');
-        this.close(1008, 'rate limit exceeded');
-        return;
-      }
-      this.#enqueue({ f: errorFrame('rate_limited', frameId(text)) });
-      return;
-    }
-    const r = parseClientFrame(text);
-    if (!r.ok) {
-      table.listenerAdd(shard, slot, L.HUB_DROP_BAD, 1);
-      this.#logger.debug({ why: r.why }, 'hub client frame refused: bad_request');
-      this.#enqueue({ f: errorFrame('bad_request', r.id) });
-      return;
-    }
-    const f = r.frame;
-    const ready = ctx.readyNodes();
-    const node = f.node !== undefined ? (ready.includes(f.node) ? f.node : undefined) : pickNode(this.userId!, ready);
-    if (node === undefined) {
-      table.listenerAdd(shard, slot, L.HUB_DROP_UNAVAILABLE, 1);
-      this.#logger.debug({ node: f.node, ready }, 'hub client frame refused: node_unavailable');
-      this.#enqueue({ f: errorFrame('node_unavailable', f.id) });
-      return;
-    }
-    this.#bind(node);
-    const listener = ctx.listener.name;
-    if (f.type === 'send') {
-      ctx.post({ type: 'hub-send', listener, node, clientId: this.clientId, frame: clientMessageFrame(this.clientId, this.userId!, f.data), ...(f.id !== undefined && { id: f.id }) });
-    } else {
-      const gid = nextGid(shard);
-      ctx.post({ type: 'hub-request', listener, node, clientId: this.clientId, reqId: f.id, gid, frame: requestFrame(gid, this.clientId, this.userId!, f.data) });
-    }
-    table.listenerAdd(shard, slot, L.HUB_IN, 1);
-  }
-
-  #bind(node: string): void {
-    if (this.nodes.includes(node)) return;
-    this.nodes = [...this.nodes, node];
-    // Re-registering recomputes the entry's index keys (the `node` index).
-    this.#ctx.registry.register(this, this);
-  }
-
-  // ---- outbound --------------------------------------------------------------------------------
-
-  /**
-   * Queues a frame from the main thread (a node's message, a response or error, node-down) for
-   * this client. True when it was written or queued; false when the client is not serving (not
-   * registered any more) or its full queue made it close.
-   */
-  deliver(frame: string | Buffer): boolean {
-    return this.#enqueue(frame);
-  }
-
-  /** The node went down: the client is told (`node-down`) and loses its binding to it. */
-  nodeDown(node: string): boolean {
-    if (!this.nodes.includes(node)) return false;
-    this.nodes = this.nodes.filter((n) => n !== node);
-    if (this.#state === 'registered') this.#ctx.registry.register(this, this);
-    return this.#enqueue(nodeDownFrame(node));
-  }
-
-  #write(item: Queued): void {
-    if (typeof item === 'string') {
-      this.#ws!.send(item);
-      this.#ctx.table.listenerAdd(this.#ctx.shard, this.#ctx.listener.slot, L.HUB_OUT, 1);
-    } else if (Buffer.isBuffer(item)) {
-      this.#ws!.send(item, TEXT);
-      this.#ctx.table.listenerAdd(this.#ctx.shard, this.#ctx.listener.slot, L.HUB_OUT, 1);
-    } else {
-      this.#ws!.send(item.f);
-    }
-  }
-
-  #enqueue(item: Queued): boolean {
-    if (this.#state !== 'registered') return false;
-    const ws = this.#ws!;
-    const q = this.#queue;
-    if ((q === undefined || q.length === this.#qHead) && ws.bufferedAmount < SOCKET_HIGH_WATER) {
-      this.#write(item);
-      return true;
-    }
-    const { maxMessages, onOverflow } = this.#ctx.hub.sendQueue;
-    const max = Math.max(1, maxMessages);
-    if (this.queued >= max) {
-      const { table, shard, listener } = this.#ctx;
-      if (onOverflow === 'close') {
-        table.listenerAdd(shard, listener.slot, L.HUB_SLOW_CLOSED, 1);
-        this.#logger.warn({ maxMessages: max }, 'hub client send queue full: slow consumer closed (1013)');
-        this.close(1013, 'slow consumer');
-        return false;
-      }
-      // drop-oldest
-      q![this.#qHead++] = undefined as unknown as Queued;
-      table.listenerAdd(shard, listener.slot, L.HUB_DROP_QUEUE, 1);
-    }
-    const queue = (this.#queue ??= []);
-    queue.push(item);
-    // Compact the consumed head now and then: amortised O(1), never more than twice max slots.
-    if (this.#qHead >= 1024 || (this.#qHead > 0 && this.#qHead * 2 >= queue.length)) {
-      this.#queue = queue.slice(this.#qHead);
-      this.#qHead = 0;
-    }
-    const n = this.queued;
-    if (n > this.maxQueued) this.maxQueued = n;
-    return true;
-  }
-
-  #flush(): void {
-    const q = this.#queue;
-    if (q === undefined || this.#state !== 'registered') return;
-    const ws = this.#ws!;
-    while (this.#qHead < q.length && ws.bufferedAmount < SOCKET_HIGH_WATER) {
-      const item = q[this.#qHead]!;
-      q[this.#qHead++] = undefined as unknown as Queued;
-      this.#write(item);
-    }
-    if (this.#qHead === q.length) {
-      this.#queue = undefined;
-      this.#qHead = 0;
-    }
-  }
 
   // ---- keepalive and closing -------------------------------------------------------------------
 
@@ -461,7 +284,7 @@ export class ClientProxyActor extends Actor {
     if (this.#state === 'registered') {
       if (this.#awaitingPong && ++this.#missed >= MISSED_PONGS) {
         this.#outcome = 'timeout';
-        this.#logger.info({ pingIntervalMs: this.#ctx.hub.pingIntervalMs }, 'hub client ping timeout: terminated');
+        this.logger.info({ pingIntervalMs: this.#ctx.hub.pingIntervalMs }, 'hub client ping timeout: terminated');
         this.#terminate();
         return;
       }
@@ -475,21 +298,16 @@ export class ClientProxyActor extends Actor {
   /** Starts a close with a code (1003, 1008, 1013...): the client leaves `registered` at once. */
   close(code: number, reason: string): void {
     if (this.#state !== 'registered') return;
-    this.#dropQueue();
+    this.dropQueue();
     this.#missed = 0;
     this.#step('close');
     this.#ws!.close(code, reason);
   }
 
   #terminate(): void {
-    this.#dropQueue();
+    this.dropQueue();
     this.#step('close');
     this.#ws?.terminate();
-  }
-
-  #dropQueue(): void {
-    this.#queue = undefined;
-    this.#qHead = 0;
   }
 
   /**
@@ -499,7 +317,7 @@ export class ClientProxyActor extends Actor {
    */
   fail(err: unknown): void {
     if (this.status === 'exited') return;
-    this.#logger.error({ err }, 'hub client crashed');
+    this.logger.error({ err }, 'hub client crashed');
     this.#outcome = 'error';
     this.#error = err;
     if (this.#state === 'closed') {
@@ -529,7 +347,7 @@ export class ClientProxyActor extends Actor {
   }
 
   #release(): void {
-    this.#dropQueue();
+    this.dropQueue();
     if (this.#ws) this.#ws.terminate();
     else this.#socket.destroy();
   }
