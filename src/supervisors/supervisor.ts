@@ -4,28 +4,17 @@ import { Actor, type Down, type ExitReason, type TreeNode, type TreeOptions } fr
 import { channels, emitActorEvent } from '../runtime/events.ts';
 import { ChildStartError, SupervisorIntensityError } from '../errors.ts';
 import { checkChildSpec, checkIsolation, checkSupervisorSpec, type ChildSpec, type RestartType, type SupervisorSpec } from './child-spec.ts';
-import { RestartWindow, SpecOrder, withFailedChildren } from './intensity.ts';
+import { RestartWindow, withFailedChildren } from './intensity.ts';
+import { ChildTable, type ChildInfo, type Slot } from './child-table.ts';
 import { isCleanExit, supervisorMachine, type SupervisorEvent } from './lifecycle.ts';
+import { systemClock, type Clock } from '../runtime/clock.ts';
 
 export { machineChild, type ChildSpec, type RestartType, type StartContext, type Strategy, type SupervisorSpec } from './child-spec.ts';
-import { systemClock, type Clock } from '../runtime/clock.ts';
 
 export interface SupervisorOptions {
   parent?: Actor;
   log?: Logger;
   clock?: Clock;
-}
-
-interface Slot {
-  spec: ChildSpec;
-  actor: Actor | undefined;
-  restarts: number;
-  /** Set while the supervisor itself stops this child, so its DOWN is not a failure. */
-  stopping: boolean;
-  /** The child's own intensity (`ChildSpec.intensity`); undefined: its restarts count toward the supervisor's. */
-  window: RestartWindow | undefined;
-  /** Gave up on its own intensity: kept listed, not restarted until started again. */
-  failed: boolean;
 }
 
 /**
@@ -50,11 +39,9 @@ export class Supervisor extends Actor {
   readonly spec: Required<Omit<SupervisorSpec, 'children' | 'type'>>;
   readonly log: Logger;
   readonly #baseLog: Logger;
-  readonly #clock: Clock;
-  readonly #slots: Slot[] = [];
+  readonly #children: ChildTable;
   readonly #lifecycle = createActor(supervisorMachine);
   readonly #window: RestartWindow;
-  readonly #order: SpecOrder;
   #queue: Promise<void> = Promise.resolve();
   #started: Promise<this> | undefined;
 
@@ -71,10 +58,9 @@ export class Supervisor extends Actor {
     };
     this.#baseLog = opts.log ?? pino({ level: 'silent' });
     this.log = this.#baseLog.child({ actorId: spec.id, actorType: this.type });
-    this.#clock = opts.clock ?? systemClock;
-    this.#window = new RestartWindow(this.spec.maxRestarts, this.spec.periodMs, this.#clock);
-    this.#order = new SpecOrder(spec.children.map((c) => c.id));
-    for (const c of spec.children) this.#slots.push(this.#newSlot(c));
+    const clock = opts.clock ?? systemClock;
+    this.#window = new RestartWindow(this.spec.maxRestarts, this.spec.periodMs, clock);
+    this.#children = new ChildTable(spec.children, clock);
     this.#lifecycle.subscribe({ error: (err) => this.log.error({ err }, 'supervisor lifecycle failed') });
     this.#lifecycle.start();
   }
@@ -93,9 +79,7 @@ export class Supervisor extends Actor {
   }
 
   override children(): Iterable<Actor> {
-    const out: Actor[] = [];
-    for (const s of this.#slots) if (s.actor) out.push(s.actor);
-    return out;
+    return this.#children.actors();
   }
 
   override describe(): Record<string, unknown> {
@@ -104,17 +88,17 @@ export class Supervisor extends Actor {
 
   /** The live child with this id. */
   child(id: string): Actor | undefined {
-    return this.#slots.find((s) => s.spec.id === id)?.actor;
+    return this.#children.find(id)?.actor;
   }
 
   /** Child ids in start order, with their current actors (OTP `which_children`); `failed` for a child that gave up on its own intensity. */
-  whichChildren(): { id: string; actor: Actor | undefined; restarts: number; failed: boolean }[] {
-    return this.#slots.map((s) => ({ id: s.spec.id, actor: s.actor, restarts: s.restarts, failed: s.failed }));
+  whichChildren(): ChildInfo[] {
+    return this.#children.which();
   }
 
   /** The tree, with a child that gave up on its own intensity listed in its place as `failed`. */
   override tree(opts: TreeOptions = {}, level = 0): TreeNode {
-    return withFailedChildren(super.tree(opts, level), this.#slots, opts, level);
+    return withFailedChildren(super.tree(opts, level), this.#children.slots, opts, level);
   }
 
   /**
@@ -128,7 +112,7 @@ export class Supervisor extends Actor {
 
   async #start(): Promise<this> {
     await this.#run(async () => {
-      for (const slot of this.#slots) {
+      for (const slot of this.#children.slots) {
         // Asked to stop meanwhile: the queued stop takes over from here.
         if (this.status !== 'starting') return;
         try {
@@ -139,7 +123,7 @@ export class Supervisor extends Actor {
             if (this.status === 'starting') this.#startCrashed(slot, err);
             continue;
           }
-          this.log.error({ supervisor: this.id, errorContext: 'start_error', reason: String(err), offender: slot.spec.id, err }, 'supervisor report');
+          this.#report('start_error', String(err), slot, { err });
           await this.#stopAll();
           this.#send({ type: 'sup.fail' });
           const e = new ChildStartError(this.id, slot.spec.id, { cause: err });
@@ -164,12 +148,11 @@ export class Supervisor extends Actor {
     checkIsolation(this.id, this.spec.strategy, spec, spec.id);
     return this.#run(async () => {
       // Checked in the queue, so that two concurrent calls with one id cannot both pass.
-      Supervisor.checkChild(this.id, spec, spec.id, new Set(this.#slots.map((s) => s.spec.id)));
+      Supervisor.checkChild(this.id, spec, spec.id, new Set(this.#children.slots.map((s) => s.spec.id)));
       if (this.#halting()) {
         throw new ChildStartError(this.id, spec.id, { cause: new Error(`supervisor ${this.id} is ${this.status}`) });
       }
-      const slot = this.#newSlot(spec);
-      this.#slots.splice(this.#order.insertAt(this.#slots.map((s) => s.spec.id), spec.id), 0, slot);
+      const slot = this.#children.add(spec);
       try {
         return await this.#startSlot(slot);
       } catch (err) {
@@ -177,8 +160,7 @@ export class Supervisor extends Actor {
           this.#startCrashed(slot, err);
           return undefined;
         }
-        const i = this.#slots.indexOf(slot);
-        if (i >= 0) this.#slots.splice(i, 1);
+        this.#children.delete(slot);
         throw new ChildStartError(this.id, spec.id, { cause: err });
       }
     });
@@ -187,10 +169,9 @@ export class Supervisor extends Actor {
   /** Stops a child and removes its spec (OTP `terminate_child` + `delete_child`). */
   async removeChild(id: string): Promise<boolean> {
     return this.#run(async () => {
-      const i = this.#slots.findIndex((s) => s.spec.id === id);
-      if (i < 0) return false;
-      const [slot] = this.#slots.splice(i, 1);
-      await this.#stopSlot(slot!);
+      const slot = this.#children.take(id);
+      if (!slot) return false;
+      await this.#stopSlot(slot);
       return true;
     });
   }
@@ -206,12 +187,10 @@ export class Supervisor extends Actor {
    */
   async detachChild(id: string): Promise<Actor | undefined> {
     return this.#run(async () => {
-      const i = this.#slots.findIndex((s) => s.spec.id === id);
-      if (i < 0) return undefined;
-      const [slot] = this.#slots.splice(i, 1);
-      this.#order.forget(id);
-      const actor = slot!.actor;
-      slot!.actor = undefined;
+      const slot = this.#children.detach(id);
+      if (!slot) return undefined;
+      const actor = slot.actor;
+      slot.actor = undefined;
       return actor;
     });
   }
@@ -247,14 +226,14 @@ export class Supervisor extends Actor {
     if (this.status !== 'exited') this.#lifecycle.send(event);
   }
 
-  #newSlot(spec: ChildSpec): Slot {
-    const w = spec.intensity;
-    return { spec, actor: undefined, restarts: 0, stopping: false, window: w && new RestartWindow(w.maxRestarts, w.periodMs, this.#clock), failed: false };
+  /** An OTP supervisor report (`?report_error`): what went wrong (`errorContext`), why, and with which child. */
+  #report(errorContext: string, reason: string, offender: Slot, extra: Record<string, unknown> = {}): void {
+    this.log.error({ supervisor: this.id, errorContext, reason, offender: offender.spec.id, ...extra }, 'supervisor report');
   }
 
   /** A child with its own intensity failed to start: a crash, restarted (and counted) after the current step. */
   #startCrashed(slot: Slot, err: unknown): void {
-    this.log.error({ supervisor: this.id, errorContext: 'start_error', reason: String(err), offender: slot.spec.id, err }, 'supervisor report');
+    this.#report('start_error', String(err), slot, { err });
     this.#queueRestart(slot);
   }
 
@@ -294,13 +273,14 @@ export class Supervisor extends Actor {
     const timeout = (typeof spec === 'function' ? spec() : spec) ?? (slot.spec.supervisor || actor instanceof Supervisor ? 'infinity' : 5_000);
     const down = await actor.shutdown(timeout);
     if (wasLive && down.reason === 'killed' && timeout !== 'brutal') {
-      this.log.error({ supervisor: this.id, errorContext: 'shutdown_error', reason: 'killed', offender: slot.spec.id, shutdownMs: timeout }, 'supervisor report');
+      this.#report('shutdown_error', 'killed', slot, { shutdownMs: timeout });
     }
     if (slot.actor === actor) slot.actor = undefined;
   }
 
   async #stopAll(): Promise<void> {
-    for (let i = this.#slots.length - 1; i >= 0; i--) await this.#stopSlot(this.#slots[i]!);
+    const slots = this.#children.slots;
+    for (let i = slots.length - 1; i >= 0; i--) await this.#stopSlot(slots[i]!);
   }
 
   #onChildDown(slot: Slot, actor: Actor, down: Down): void {
@@ -309,15 +289,9 @@ export class Supervisor extends Actor {
     slot.actor = undefined;
     const restart = slot.spec.restart ?? 'permanent';
     const abnormal = !isCleanExit(down.reason);
-    if (abnormal) {
-      this.log.error(
-        { supervisor: this.id, errorContext: 'child_terminated', reason: down.reason, offender: slot.spec.id, err: down.error },
-        'supervisor report',
-      );
-    }
+    if (abnormal) this.#report('child_terminated', down.reason, slot, { err: down.error });
     if (restart === 'temporary') {
-      const i = this.#slots.indexOf(slot);
-      if (i >= 0) this.#slots.splice(i, 1);
+      this.#children.delete(slot);
       return;
     }
     if (restart === 'transient' && !abnormal) return;
@@ -329,7 +303,7 @@ export class Supervisor extends Actor {
   }
 
   async #restart(slot: Slot): Promise<void> {
-    if (this.#halting() || !this.#slots.includes(slot)) return;
+    if (this.#halting() || !this.#children.has(slot)) return;
     // Restarted meanwhile by a one_for_all/rest_for_one restart of a sibling: this DOWN is stale
     // (OTP ignores an EXIT from a pid it no longer holds).
     if (slot.actor || slot.failed) return;
@@ -343,23 +317,15 @@ export class Supervisor extends Actor {
       return;
     }
     this.#send({ type: 'sup.restarting' });
-    const idx = this.#slots.indexOf(slot);
-    let toRestart: Slot[];
-    if (this.spec.strategy === 'one_for_one') toRestart = [slot];
-    else {
-      const group = this.spec.strategy === 'one_for_all' ? this.#slots.slice() : this.#slots.slice(idx);
-      for (let i = group.length - 1; i >= 0; i--) {
-        const s = group[i]!;
-        if (s !== slot && s.actor) await this.#stopSlot(s);
-      }
-      // A temporary sibling stopped by the supervisor is not restarted (OTP removes it).
-      toRestart = group.filter((s) => s === slot || (s.spec.restart ?? 'permanent') !== 'temporary');
-      for (const s of group) {
-        // A temporary sibling that ended on its own during the stops above is gone already.
-        const i = this.#slots.indexOf(s);
-        if (!toRestart.includes(s) && i >= 0) this.#slots.splice(i, 1);
-      }
+    const group = this.#children.restartGroup(slot, this.spec.strategy);
+    for (let i = group.length - 1; i >= 0; i--) {
+      const s = group[i]!;
+      if (s !== slot && s.actor) await this.#stopSlot(s);
     }
+    // A temporary sibling stopped by the supervisor is not restarted (OTP removes it); one that
+    // ended on its own during the stops above is gone already (`delete` leaves it alone).
+    const toRestart = group.filter((s) => s === slot || (s.spec.restart ?? 'permanent') !== 'temporary');
+    for (const s of group) if (!toRestart.includes(s)) this.#children.delete(s);
     for (const s of toRestart) {
       if (s.actor) continue;
       if (this.#halting()) break;
@@ -373,7 +339,7 @@ export class Supervisor extends Actor {
       } catch (err) {
         if ((this.status as string) === 'exited') return;
         // OTP tries again, and each try counts toward the intensity.
-        this.log.error({ supervisor: this.id, errorContext: 'start_error', reason: String(err), offender: s.spec.id, err }, 'supervisor report');
+        this.#report('start_error', String(err), s, { err });
         this.#queueRestart(s);
         break;
       }
@@ -385,17 +351,14 @@ export class Supervisor extends Actor {
   #childGivesUp(slot: Slot): void {
     const w = slot.window!;
     slot.failed = true;
-    this.log.error(
-      { supervisor: this.id, errorContext: 'child_gave_up', reason: 'reached_max_restart_intensity', offender: slot.spec.id, maxRestarts: w.maxRestarts, periodMs: w.periodMs },
-      'supervisor report',
-    );
+    this.#report('child_gave_up', 'reached_max_restart_intensity', slot, { maxRestarts: w.maxRestarts, periodMs: w.periodMs });
     channels.intensity.publish({ supervisor: this.id, offender: slot.spec.id });
     emitActorEvent({ type: 'state', id: slot.spec.id, actorType: slot.spec.type ?? 'actor', state: 'failed' });
   }
 
   async #giveUp(offender: Slot): Promise<void> {
     const err = new SupervisorIntensityError(this.id, this.spec.maxRestarts, this.spec.periodMs);
-    this.log.error({ supervisor: this.id, errorContext: 'shutdown', reason: 'reached_max_restart_intensity', offender: offender.spec.id }, 'supervisor report');
+    this.#report('shutdown', 'reached_max_restart_intensity', offender);
     channels.intensity.publish({ supervisor: this.id, offender: offender.spec.id });
     this.status = 'stopping';
     await this.#stopAll();
@@ -414,8 +377,9 @@ export class Supervisor extends Actor {
   }
 
   protected forceStop(): void {
-    for (let i = this.#slots.length - 1; i >= 0; i--) {
-      const s = this.#slots[i]!;
+    const slots = this.#children.slots;
+    for (let i = slots.length - 1; i >= 0; i--) {
+      const s = slots[i]!;
       s.stopping = true;
       s.actor?.kill();
       s.actor = undefined;
