@@ -10,6 +10,7 @@ import { L, OUTCOMES, type Outcome, type StateTable } from '../workers/state-tab
 import type { ShardBackend, ShardListener } from '../workers/shard-config.ts';
 import type { Balancer } from '../workers/balancer.ts';
 import { abandonRead, forwardRead, nextReadBuffer, readHot, releaseHot } from '../net/read-buffers.ts';
+import { adoptSocket, readsThroughOnread, type ReadCallback } from '../net/adopt-socket.ts';
 
 export type ConnectionState = 'connecting' | 'open' | 'half_closed_client' | 'half_closed_backend' | 'closing' | 'closed';
 export type ConnectionEventType = 'backend.connected' | 'client.end' | 'backend.end' | 'abort' | 'sockets.closed' | 'kill' | 'crash';
@@ -56,8 +57,6 @@ export interface ConnectionContext {
 let seq = 0;
 
 const kConn = Symbol('gatehouse.connection');
-/** Set on a client socket that reads through `onread` (no 'data' events). */
-const kUserReads = Symbol('gatehouse.userReads');
 
 /** A socket that knows the connection actor it belongs to. */
 type OwnedSocket = net.Socket & { [kConn]: ConnectionActor };
@@ -128,29 +127,11 @@ export class ConnectionActor extends Actor {
   }
 
   /**
-   * An accepted socket (paused: `pauseOnConnect`) made to read like the backend side, into the
-   * thread's reused buffers through `onread`, instead of a fresh 64 KiB buffer per read (the cost
-   * that keeps a Node proxy's upload below HAProxy's, docs/benchmarks.md). Node offers `onread`
-   * only to sockets it creates from options, so the accepted socket's handle is moved into a new
-   * socket made with it; the old socket object is dropped without closing the handle. Returns
-   * the socket unchanged when its handle cannot be taken.
+   * An accepted socket made to read into the thread's reused buffers through `onread`, toward this
+   * connection's backend (see {@link adoptSocket}). Returns the socket unchanged when it cannot.
    */
   static adopt(accepted: net.Socket): net.Socket {
-    const old = accepted as net.Socket & { _handle?: { useUserBuffer?: unknown } | null };
-    const handle = old._handle;
-    if (!handle || typeof handle.useUserBuffer !== 'function') return accepted;
-    old._handle = null;
-    old.destroy();
-    const s = new net.Socket({
-      handle,
-      allowHalfOpen: true,
-      pauseOnCreate: true,
-      readable: true,
-      writable: true,
-      onread: { buffer: nextReadBuffer, callback: ConnectionActor.#onClientRead as (n: number, buf: Uint8Array) => boolean },
-    } as unknown as net.SocketConstructorOpts) as net.Socket & { [kUserReads]?: true };
-    s[kUserReads] = true;
-    return s;
+    return adoptSocket(accepted, ConnectionActor.#onClientRead as ReadCallback);
   }
 
   /** Starts the connection: the client socket is paused until the backend answers. */
@@ -374,7 +355,7 @@ export class ConnectionActor extends Actor {
       return;
     }
     this.#outcome = 'ok';
-    if (!(c as net.Socket & { [kUserReads]?: true })[kUserReads]) c.on('data', ConnectionActor.#onClientData);
+    if (!readsThroughOnread(c)) c.on('data', ConnectionActor.#onClientData);
     c.on('drain', ConnectionActor.#onClientDrain);
     c.on('end', ConnectionActor.#onClientEnd);
     s.on('drain', ConnectionActor.#onBackendDrain);
