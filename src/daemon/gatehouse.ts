@@ -1,15 +1,12 @@
 import os from 'node:os';
 import { Subject, Observable, merge, map, filter } from 'rxjs';
 import type { Logger } from 'pino';
-import { Supervisor, supervisorChild, type ChildSpec } from '../supervisors/supervisor.ts';
+import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
 import { live } from '../runtime/live.ts';
 import { MachineActor } from '../runtime/machine-actor.ts';
 import { actorEvents$, setActorEventsEnabled, type ActorEvent } from '../runtime/events.ts';
 import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
-import { ShardActor, type ShardHost } from '../actors/shard.ts';
-import { InThreadShardHost, PiscinaShardHost, reusePortSupported } from '../workers/pool.ts';
-import { B, StateTable, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator } from '../workers/state-table.ts';
-import { toShardConfig } from '../workers/shard-config.ts';
+import { StateTable } from '../workers/state-table.ts';
 import type { FromShard } from '../workers/protocol.ts';
 import { toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
 import { CustomActors } from './custom-actors.ts';
@@ -18,6 +15,7 @@ import { stateView, type StateView } from '../admin/state-view.ts';
 import { AdminActor } from '../actors/admin.ts';
 import { Upstreams } from './upstreams.ts';
 import { Hubs } from './hubs.ts';
+import { Shards } from './shards.ts';
 import { PresenceActor } from '../actors/presence.ts';
 import { HUB_FROM_SHARD_TYPES, type HubFromShard } from '../hub/messages.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
@@ -63,17 +61,7 @@ export class Gatehouse implements AdminBackend {
   readonly root: Supervisor;
   readonly actorEvents$: Observable<ActorEvent & { shard?: number }>;
   readonly #configFile: string | undefined;
-  readonly #host: ShardHost & { close(): Promise<void> };
-  // A removed listener's or backend's row is reused only once its connections are gone.
-  readonly #listenerSlots = new SlotAllocator(MAX_LISTENERS, (s) => this.table.resetListener(s), (s) => this.table.listenerActiveAll(s) === 0);
-  readonly #backendSlots = new SlotAllocator(MAX_BACKENDS, (s) => this.table.resetBackend(s), (s) => this.table.backendGet(s, B.ACTIVE) === 0);
-  readonly #resolvedPorts = new Map<string, number>();
-  /** Listener addresses already logged as ready (logged once per address, not per shard). */
-  readonly #announced = new Map<string, string>();
   readonly #shardEvents = new Subject<ActorEvent & { shard?: number }>();
-  readonly #shardCount: number;
-  /** hub-deliver messages posted to each shard's current incarnation, on the scale of its HUB_DONE cell. */
-  readonly #hubPosted: number[] = [];
   #eventListeners = 0;
   #draining = false;
   #stopping: Promise<void> | undefined;
@@ -83,6 +71,7 @@ export class Gatehouse implements AdminBackend {
   readonly #actors: CustomActors;
   readonly #upstreams: Upstreams;
   readonly #hubs: Hubs;
+  readonly #shards: Shards;
 
   private constructor(opts: GatehouseOptions, customs: { cfg: ActorConfig; def: ActorDefinition }[]) {
     this.current = opts.config;
@@ -91,33 +80,23 @@ export class Gatehouse implements AdminBackend {
     this.#debugFlag = Boolean(opts.debug);
     this.debug = Boolean(opts.debug || opts.config.runtime.debug);
     this.#configFile = opts.configFile;
-    let workers = opts.config.runtime.workers;
-    if (workers > 0 && !reusePortSupported()) {
-      this.log.warn({ platform: process.platform }, 'SO_REUSEPORT is not available here: running the data plane in the main thread (workers: 0)');
-      workers = 0;
-    }
-    this.#shardCount = Math.max(1, workers);
-    this.#host = workers === 0 ? new InThreadShardHost(this.log) : new PiscinaShardHost(workers, this.log);
+    this.#shards = new Shards({
+      table: this.table,
+      log: this.log,
+      workers: opts.config.runtime.workers,
+      root: () => this.root,
+      config: () => this.current,
+      runtime: () => ({ debug: this.debug, logLevel: this.#logLevel(this.current), actorEvents: this.#eventListeners > 0 }),
+      hubNodes: () => Object.fromEntries(this.#hubs.controls().map((c) => [c.name, c.readyNodes()])),
+      onReady: (shard) => this.#hubs.shardReady((m) => shard.post(m)),
+      onMessage: (shard, m) => this.#onShardMessage(shard, m),
+      onDown: (shard) => this.#hubs.shardDown(shard),
+    });
     this.actorEvents$ = merge(actorEvents$, this.#shardEvents);
     this.events$ = this.#makeEvents$();
     this.#actors = new CustomActors(() => this.root, this.events$, this.log);
-    this.#upstreams = new Upstreams({ table: this.table, slotOf: (u, a) => this.#backendSlots.get(`${u}/${a}`), log: this.log });
-    this.#hubs = new Hubs({
-      log: this.log,
-      gateId: () => this.current.cluster?.instanceId ?? os.hostname(),
-      shards: {
-        post: (shard, m) => {
-          const s = this.#shards().find((x) => x.index === shard);
-          if (!s || !s.post(m)) return false;
-          if (m.type === 'hub-deliver') this.#hubPosted[shard] = (this.#hubPosted[shard] ?? 0) + 1;
-          return true;
-        },
-        // hub-deliver messages a shard has not processed yet (node pacing).
-        backlog: (shard) => (this.#hubPosted[shard] ?? 0) - this.table.hubDeliversDone(shard),
-        // A draining shard still serves its clients: it still gets hub messages.
-        running: () => this.#shards().flatMap((s) => (s.status === 'running' || s.status === 'stopping' ? [s.index] : [])),
-      },
-    });
+    this.#upstreams = new Upstreams({ table: this.table, slotOf: (u, a) => this.#shards.backendSlot(u, a), log: this.log });
+    this.#hubs = new Hubs({ log: this.log, gateId: () => this.current.cluster?.instanceId ?? os.hostname(), shards: this.#shards.hubShards });
     this.root = new Supervisor(
       {
         id: 'root',
@@ -131,7 +110,7 @@ export class Gatehouse implements AdminBackend {
           this.#upstreams.child(opts.config.upstreams),
           // Hub node streams, presence and pending requests: up before the shards, down after them.
           this.#hubs.child(opts.config.listeners),
-          this.#shardsChild(),
+          this.#shards.child(),
         ],
       },
       { log: this.log },
@@ -162,7 +141,7 @@ export class Gatehouse implements AdminBackend {
         return gh;
       }
       await gh.root.shutdown('infinity').catch(() => {});
-      await gh.#host.close();
+      await gh.#shards.close();
       throw err;
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
@@ -174,7 +153,7 @@ export class Gatehouse implements AdminBackend {
     gh.root.monitor((down) => {
       if (!gh.#stopping) gh.log.fatal({ reason: down.reason, err: down.error }, 'root supervisor gave up');
     });
-    gh.log.info({ shards: gh.#shardCount, listeners: gh.current.listeners.length, debug: gh.debug }, 'gatehouse started');
+    gh.log.info({ shards: gh.#shards.count, listeners: gh.current.listeners.length, debug: gh.debug }, 'gatehouse started');
     return gh;
   }
 
@@ -189,86 +168,6 @@ export class Gatehouse implements AdminBackend {
     };
   }
 
-  #shardsChild(): ChildSpec {
-    const children: ChildSpec[] = [];
-    for (let i = 0; i < this.#shardCount; i++) {
-      children.push({
-        id: `shard-${i}`,
-        // A shard that drained and ended (POST /drain) stays down; a crashed one is restarted.
-        restart: 'transient',
-        // The shard drains for up to shutdownTimeout on its own; past that and a grace, the
-        // supervisor aborts its task, which terminates the thread.
-        shutdown: () => this.current.runtime.shutdownTimeout + 5_000,
-        start: () => {
-          // Hub messages of this incarnation only: none is taken after its DOWN (a dead shard's
-          // clients are gone all at once, and a late hub-client-up must not bring one back).
-          let alive = true;
-          // What a dead incarnation never processed is gone with it: the backlog starts at zero.
-          this.#hubPosted[i] = this.table.hubDeliversDone(i);
-          const shard: ShardActor = new ShardActor({
-            index: i,
-            host: this.#host,
-            table: this.table,
-            log: this.log,
-            init: () => ({
-              shard: i,
-              config: this.#shardConfig(),
-              buffers: this.table.buffers,
-              reusePort: this.#host instanceof PiscinaShardHost,
-              hubNodes: Object.fromEntries(this.#hubs.controls().map((c) => [c.name, c.readyNodes()])),
-            }),
-            listenerSlots: () => this.#listenerSlots.used(),
-            shutdownTimeoutMs: () => this.current.runtime.shutdownTimeout,
-            onReady: (ls) => {
-              this.#onShardReady(i, ls);
-              this.#hubs.shardReady((m) => shard.post(m));
-            },
-            onMessage: (m) => {
-              if (alive) this.#onShardMessage(i, m);
-            },
-          });
-          shard.monitor(() => {
-            alive = false;
-            this.#hubs.shardDown(i);
-          });
-          return shard.start();
-        },
-      });
-    }
-    return supervisorChild(
-      { id: 'shards', strategy: 'one_for_one', maxRestarts: Math.max(5, 3 * this.#shardCount), periodMs: 30_000, children },
-      { log: this.log },
-    );
-  }
-
-  #shardConfig() {
-    const cfg = toShardConfig(this.current, {
-      listenerSlot: (n) => this.#listenerSlots.get(n),
-      backendSlot: (u, a) => this.#backendSlots.get(`${u}/${a}`),
-      resolvedPort: (n) => this.#resolvedPorts.get(n),
-    });
-    cfg.debug = this.debug;
-    cfg.logLevel = this.#logLevel(this.current);
-    cfg.actorEvents = this.#eventListeners > 0;
-    this.#listenerSlots.retain(this.current.listeners.map((l) => l.name));
-    this.#backendSlots.retain(this.current.upstreams.flatMap((u) => u.backends.map((b) => `${u.name}/${b.address}`)));
-    return cfg;
-  }
-
-  #onShardReady(shard: number, listeners: { name: string; host: string; port: number }[]): void {
-    for (const l of listeners) {
-      const known = this.#announced.get(l.name);
-      if (known === `${l.host}:${l.port}`) continue;
-      const cfg = this.current.listeners.find((x) => x.name === l.name);
-      if (cfg && cfg.listen.port === 0 && !this.#resolvedPorts.has(l.name)) {
-        // Port 0: the first shard to bind picks the port, the others bind the same one.
-        this.#resolvedPorts.set(l.name, l.port);
-      }
-      this.#announced.set(l.name, `${l.host}:${l.port}`);
-      this.log.info({ listener: l.name, address: `${l.host}:${l.port}`, protocol: cfg?.protocol, shard }, 'listener ready');
-    }
-  }
-
   #onShardMessage(shard: number, m: FromShard): void {
     if (m.type === 'restart') {
       const admin = this.root.child('admin') as AdminActor | undefined;
@@ -280,11 +179,6 @@ export class Gatehouse implements AdminBackend {
     } else if (HUB_FROM_SHARD_TYPES.has(m.type)) {
       this.#hubs.fromShard(shard, m as HubFromShard);
     }
-  }
-
-  #shards(): ShardActor[] {
-    const sup = this.root.child('shards') as Supervisor | undefined;
-    return sup ? ([...sup.children()].filter((a) => a instanceof ShardActor) as ShardActor[]) : [];
   }
 
   /** Gateway events for custom actors: forwarding from shards is on while anyone listens. */
@@ -313,57 +207,57 @@ export class Gatehouse implements AdminBackend {
   #setEvents(on: boolean): void {
     const enabled = on || this.debug;
     setActorEventsEnabled(enabled);
-    for (const s of this.#shards()) s.post({ type: 'events', enabled });
+    for (const s of this.#shards.list()) s.post({ type: 'events', enabled });
   }
 
   // --- AdminBackend ---------------------------------------------------------------------
 
   ready(): boolean {
     if (this.#draining || this.root.status !== 'running') return false;
-    const shards = this.#shards();
-    return shards.length === this.#shardCount && shards.every((s) => s.status === 'running');
+    const shards = this.#shards.list();
+    return shards.length === this.#shards.count && shards.every((s) => s.status === 'running');
   }
 
   readyDetail(): Record<string, unknown> {
     return {
       draining: this.#draining,
-      shards: this.#shards().map((s) => ({ shard: s.index, state: s.state })),
-      expectedShards: this.#shardCount,
+      shards: this.#shards.list().map((s) => ({ shard: s.index, state: s.state })),
+      expectedShards: this.#shards.count,
     };
   }
 
   async tree(opts: TreeOptions): Promise<TreeNode> {
-    return mergedTree(this.root, this.#shards(), opts);
+    return mergedTree(this.root, this.#shards.list(), opts);
   }
 
   async actorCounts(): Promise<Record<string, number>> {
     const total: Record<string, number> = { ...live.countsByType() };
-    const remote = await Promise.all(this.#shards().map((s) => s.request<Record<string, number>>({ type: 'counts' }).catch(() => ({}))));
+    const remote = await Promise.all(this.#shards.list().map((s) => s.request<Record<string, number>>({ type: 'counts' }).catch(() => ({}))));
     for (const r of remote) for (const [k, v] of Object.entries(r)) total[k] = (total[k] ?? 0) + v;
     return total;
   }
 
   listenerCounters(): ListenerCounters[] {
-    return listenerCounters(this.table, this.#listenerSlots.entries(), this.#shardCount);
+    return listenerCounters(this.table, this.#shards.listenerSlots.entries(), this.#shards.count);
   }
 
   shardsUp(): { shard: number; up: boolean }[] {
-    return Array.from({ length: this.#shardCount }, (_, shard) => ({ shard, up: this.table.shardUp(shard) }));
+    return Array.from({ length: this.#shards.count }, (_, shard) => ({ shard, up: this.table.shardUp(shard) }));
   }
 
   /** `GET /state`: the table's live counts per listener and backend (all zero when idle). */
   stateView(): StateView {
-    const [l, b] = [this.#listenerSlots, this.#backendSlots];
-    return stateView({ table: this.table, shardCount: this.#shardCount, listeners: l.entries(), listenerRows: l.used(), backends: b.entries(), backendRows: b.used() });
+    const { listenerSlots: l, backendSlots: b } = this.#shards;
+    return stateView({ table: this.table, shardCount: this.#shards.count, listeners: l.entries(), listenerRows: l.used(), backends: b.entries(), backendRows: b.used() });
   }
 
   upstreams(): UpstreamsView {
-    return upstreamsView(this.current, this.table, (u, a) => this.#backendSlots.get(`${u}/${a}`));
+    return upstreamsView(this.current, this.table, (u, a) => this.#shards.backendSlot(u, a));
   }
 
   hubStats(): HubStats {
     const hubNames = new Set(this.current.listeners.filter((l) => l.protocol === 'hub').map((l) => l.name));
-    const fromShards = hubCounters(this.table, this.#listenerSlots.entries().flatMap(([name, slot]) => (hubNames.has(name) ? [slot] : [])));
+    const fromShards = hubCounters(this.table, this.#shards.listenerSlots.entries().flatMap(([name, slot]) => (hubNames.has(name) ? [slot] : [])));
     const dropped = { ...fromShards.dropped };
     for (const [reason, n] of Object.entries(this.#hubs.dropped())) dropped[reason] = (dropped[reason] ?? 0) + n;
     return { ...this.#hubs.stats(), messages: fromShards.messages, dropped };
@@ -379,16 +273,11 @@ export class Gatehouse implements AdminBackend {
   }
 
   crashShard(index: number): boolean {
-    if (!this.debug) return false;
-    const s = this.#shards().find((x) => x.index === index);
-    return s ? s.post({ type: 'crash' }) : false;
+    return this.debug && this.#shards.crash(index);
   }
 
   hangShard(index: number): 'hung' | 'no_such_shard' | 'not_watched' {
-    const s = this.debug ? this.#shards().find((x) => x.index === index) : undefined;
-    if (!s) return 'no_such_shard';
-    if (!s.watched) return 'not_watched';
-    return s.post({ type: 'hang' }) ? 'hung' : 'no_such_shard';
+    return this.debug ? this.#shards.hang(index) : 'no_such_shard';
   }
 
   async crashActor(id: string): Promise<boolean> {
@@ -396,11 +285,7 @@ export class Gatehouse implements AdminBackend {
     const a = live.list().find((x) => x.id === id);
     if (a instanceof MachineActor) return a.crash();
     if (a instanceof PresenceActor) return a.crash(new InjectedFaultError(id));
-    // A hub client or a TCP connection: its id names its shard (`client:S.RANDOM`, `conn:S:SEQ`).
-    const m = /^(?:client:(\d+)\.|conn:(\d+):)/.exec(id);
-    const shard = m && this.#shards().find((s) => s.index === Number(m[1] ?? m[2]));
-    if (!shard) return false;
-    return shard.request<boolean>({ type: 'crash-actor', actor: id }).catch(() => false);
+    return this.#shards.crashActor(id);
   }
 
   /** Stops accepting on every shard at once; open connections go on (`POST /drain`). */
@@ -408,7 +293,7 @@ export class Gatehouse implements AdminBackend {
     if (this.#draining) return;
     this.#draining = true;
     this.log.info({ timeoutMs: this.current.runtime.shutdownTimeout }, 'draining');
-    for (const s of this.#shards()) s.post({ type: 'drain', timeoutMs: this.current.runtime.shutdownTimeout });
+    for (const s of this.#shards.list()) s.post({ type: 'drain', timeoutMs: this.current.runtime.shutdownTimeout });
   }
 
   get draining(): boolean {
@@ -459,10 +344,7 @@ export class Gatehouse implements AdminBackend {
    */
   async #apply(prev: GatehouseConfig, next: GatehouseConfig): Promise<void> {
     const commitActors = await this.#actors.apply(prev.actors, next.actors);
-    for (const l of next.listeners) {
-      const old = prev.listeners.find((x) => x.name === l.name);
-      if (!old || old.listen.address !== l.listen.address) this.#resolvedPorts.delete(l.name);
-    }
+    this.#shards.rebindPorts(prev.listeners, next.listeners);
     this.current = next;
     this.#setDebug(this.#debugFlag || next.runtime.debug);
     this.log.level = this.#logLevel(next);
@@ -470,7 +352,7 @@ export class Gatehouse implements AdminBackend {
     await this.#upstreams.apply(prev.upstreams, next.upstreams);
     // Hub control planes exist before shards bind a new hub listener; shards learn the ready nodes after.
     await this.#hubs.apply(prev.listeners, next.listeners);
-    await this.#pushShardConfig();
+    await this.#shards.pushConfig();
     this.#hubs.announce();
     commitActors();
   }
@@ -478,13 +360,6 @@ export class Gatehouse implements AdminBackend {
   /** `--debug` lowers an `info` level to `debug`, in the main thread and the shards alike. */
   #logLevel(cfg: GatehouseConfig): string {
     return this.#debugFlag && cfg.log.level === 'info' ? 'debug' : cfg.log.level;
-  }
-
-  async #pushShardConfig(): Promise<void> {
-    const [first, ...others] = this.#shards().sort((a, b) => a.index - b.index);
-    if (first) this.#onShardReady(first.index, await first.request({ type: 'config', config: this.#shardConfig() }));
-    const shardCfg = this.#shardConfig();
-    await Promise.all(others.map(async (s) => this.#onShardReady(s.index, await s.request({ type: 'config', config: shardCfg }))));
   }
 
   /**
@@ -499,7 +374,7 @@ export class Gatehouse implements AdminBackend {
     await this.#actors.rollback(prev.actors, failed.actors);
     await this.#upstreams.apply(failed.upstreams, prev.upstreams);
     await this.#hubs.apply(failed.listeners, prev.listeners);
-    await this.#pushShardConfig();
+    await this.#shards.pushConfig();
     this.#hubs.announce();
   }
 
@@ -508,7 +383,7 @@ export class Gatehouse implements AdminBackend {
     this.#stopping ??= (async () => {
       this.drain();
       await this.root.shutdown('infinity');
-      await this.#host.close();
+      await this.#shards.close();
       this.#shardEvents.complete();
       this.#gatewayEvents.complete();
       setActorEventsEnabled(false);
