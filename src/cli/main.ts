@@ -1,6 +1,5 @@
 import { parseArgs } from 'node:util';
-import { loadConfigFile } from '../config/load.ts';
-import { ConfigError, formatConfigIssue } from '../errors.ts';
+import { loadConfigOrReport } from './load-config.ts';
 import { printTree } from './tree.ts';
 import { processSignals, start, type SignalSource } from './start.ts';
 import { mintToken } from './token.ts';
@@ -87,18 +86,10 @@ async function check(file: string | undefined): Promise<number> {
     process.stderr.write(`gatehouse check: --config FILE is required\n${USAGE}`);
     return 2;
   }
-  try {
-    const cfg = await loadConfigFile(file);
-    process.stdout.write(`${file}: ok (${cfg.listeners.length} listeners, ${cfg.upstreams.length} upstreams, ${cfg.actors.length} actors)\n`);
-    return 0;
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      for (const i of err.issues) process.stderr.write(`${formatConfigIssue(i)}\n`);
-      return 1;
-    }
-    process.stderr.write(`${file}: ${(err as Error).message}\n`);
-    return 1;
-  }
+  const cfg = await loadConfigOrReport(file);
+  if (!cfg) return 1;
+  process.stdout.write(`${file}: ok (${cfg.listeners.length} listeners, ${cfg.upstreams.length} upstreams, ${cfg.actors.length} actors)\n`);
+  return 0;
 }
 
 async function reload(admin: string, tok: string | undefined): Promise<number> {

@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
-import { loadConfigFile } from '../config/load.ts';
-import { ConfigError, formatConfigIssue } from '../errors.ts';
+import { loadConfigOrReport } from './load-config.ts';
 import { createLogger } from '../log.ts';
 import { Gatehouse } from '../daemon/gatehouse.ts';
 import { crashCustomActor } from '../actors/custom.ts';
@@ -61,14 +60,8 @@ export async function start(file: string, debug: boolean, signals: SignalSource)
     stop.abort(signal);
   });
 
-  let config;
-  try {
-    config = await loadConfigFile(file);
-  } catch (err) {
-    if (err instanceof ConfigError) for (const i of err.issues) process.stderr.write(`${formatConfigIssue(i)}\n`);
-    else process.stderr.write(`${file}: ${(err as Error).message}\n`);
-    return 1;
-  }
+  const config = await loadConfigOrReport(file);
+  if (!config) return 1;
   timeoutMs = config.runtime.shutdownTimeout;
   log = createLogger({ level: debug && config.log.level === 'info' ? 'debug' : config.log.level });
   const logger = log;

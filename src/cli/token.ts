@@ -1,6 +1,5 @@
 import { SignJWT } from 'jose';
-import { loadConfigFile } from '../config/load.ts';
-import { ConfigError, formatConfigIssue } from '../errors.ts';
+import { loadConfigOrReport } from './load-config.ts';
 import { parseDuration } from '../config/units.ts';
 
 /**
@@ -21,14 +20,8 @@ export async function mintToken(v: Record<string, unknown>): Promise<number> {
     process.stderr.write('gatehouse token: --config FILE and --sub USER are required\n');
     return 2;
   }
-  let cfg;
-  try {
-    cfg = await loadConfigFile(file);
-  } catch (err) {
-    if (err instanceof ConfigError) for (const i of err.issues) process.stderr.write(`${formatConfigIssue(i)}\n`);
-    else process.stderr.write(`${file}: ${(err as Error).message}\n`);
-    return 1;
-  }
+  const cfg = await loadConfigOrReport(file);
+  if (!cfg) return 1;
   const hubs = cfg.listeners.filter((l) => l.protocol === 'hub');
   const name = v.listener as string | undefined;
   const l = name ? hubs.find((x) => x.name === name) : hubs[0];
