@@ -9,27 +9,12 @@ import { StateTable, L, B } from '../../src/workers/state-table.ts';
 import type { ShardConfig } from '../../src/workers/shard-config.ts';
 import type { FromShard, ShardInit, ShardResult } from '../../src/workers/protocol.ts';
 import { connect, roundTrip, startEchoServer } from '../helpers/net.ts';
+import { tcpShardConfig } from '../helpers/shard-config.ts';
 
 const log = pino({ level: 'silent' });
 
 function shardConfig(backendPort: number, port = 0, shutdownTimeoutMs = 5_000, maxConnections = 100): ShardConfig {
-  return {
-    listeners: [{ name: 't', protocol: 'tcp', host: '127.0.0.1', port, upstream: 'app', maxConnections, maxConnectionsPerIp: 100, idleTimeoutMs: 0, slot: 0 }],
-    upstreams: [
-      {
-        name: 'app',
-        balance: 'round_robin',
-        connectTimeoutMs: 1_000,
-        connectRetries: 1,
-        failureThreshold: 0,
-        backends: [{ address: `127.0.0.1:${backendPort}`, host: '127.0.0.1', port: backendPort, weight: 1, slot: 0 }],
-      },
-    ],
-    connectionActor: 'light',
-    shutdownTimeoutMs,
-    debug: false,
-    logLevel: 'silent',
-  };
+  return tcpShardConfig(backendPort, { port, shutdownTimeoutMs, maxConnections, maxConnectionsPerIp: 100 });
 }
 
 function shard(host: ShardHost, table: StateTable, config: ShardConfig, reusePort: boolean): { actor: ShardActor; port: () => number } {

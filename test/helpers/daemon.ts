@@ -18,6 +18,19 @@ export interface LogLine {
   [k: string]: unknown;
 }
 
+/** Calls `fn` with each JSON log line a process writes to `input` (lines that are not JSON are skipped). */
+export function onLogLines(input: NodeJS.ReadableStream, fn: (l: LogLine) => void): void {
+  createInterface({ input }).on('line', (line) => {
+    let l: LogLine;
+    try {
+      l = JSON.parse(line) as LogLine;
+    } catch {
+      return;
+    }
+    fn(l);
+  });
+}
+
 /** A temp directory with files; removed by `dispose`. */
 export function tempDir(): { dir: string; write(name: string, text: string): string; [Symbol.dispose](): void } {
   const dir = mkdtempSync(path.join(tmpdir(), 'gatehouse-test-'));
@@ -89,13 +102,7 @@ export class Daemon {
     this.child = child;
     this.#configFile = configFile;
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 : -1))));
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      let l: LogLine;
-      try {
-        l = JSON.parse(line) as LogLine;
-      } catch {
-        return;
-      }
+    onLogLines(child.stdout!, (l) => {
       this.logs.push(l);
       if (l.msg === 'admin listening') {
         const a = l.address as { host: string; port: number } | string;

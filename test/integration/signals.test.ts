@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { describe, expect, test } from 'vitest';
-import { CLI, ROOT, tempDir, type LogLine } from '../helpers/daemon.ts';
+import { CLI, ROOT, onLogLines, tempDir, type LogLine } from '../helpers/daemon.ts';
 import { startEchoServer } from '../helpers/net.ts';
 
 /**
@@ -34,13 +34,7 @@ class Starting {
     createInterface({ input: this.child.stderr! }).on('line', (line) => {
       if (line === 'gatehouse: signal handlers installed') marked();
     });
-    createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      let l: LogLine;
-      try {
-        l = JSON.parse(line) as LogLine;
-      } catch {
-        return;
-      }
+    onLogLines(this.child.stdout!, (l) => {
       this.logs.push(l);
       for (const w of this.#waiters) {
         if (w.pred(l)) {

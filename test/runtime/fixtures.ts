@@ -1,9 +1,10 @@
+import { afterEach } from 'vitest';
 import { setup } from 'xstate';
 import pino, { type Logger } from 'pino';
 import { Actor, type ExitReason } from '../../src/runtime/actor.ts';
 import { MachineActor } from '../../src/runtime/machine-actor.ts';
 import { live } from '../../src/runtime/live.ts';
-import type { ChildSpec, RestartType } from '../../src/supervisors/supervisor.ts';
+import { Supervisor, type ChildSpec, type RestartType, type SupervisorSpec } from '../../src/supervisors/supervisor.ts';
 import type { ShutdownSpec } from '../../src/runtime/actor.ts';
 
 /** Events the test machines understand. */
@@ -164,4 +165,32 @@ export function expectNoLiveActors(): void {
   const names = left.map((a) => `${a.type}:${a.id}:${a.status}`);
   for (const a of left) a.kill();
   throw new Error(`live actors left: ${names.join(', ')}`);
+}
+
+/**
+ * `startSup(spec)` builds and starts a supervisor that is shut down after each test whatever
+ * happens, then checks that no actor is left; `track(sup)` does the same for one built by hand.
+ * Call once at a test file's top level.
+ *
+ * @example
+ * const { startSup } = supervisorsPerTest();
+ * const sup = await startSup({ id: 'root', strategy: 'one_for_one', children: [] });
+ */
+export function supervisorsPerTest(): {
+  startSup: (spec: SupervisorSpec, opts?: ConstructorParameters<typeof Supervisor>[1]) => Promise<Supervisor>;
+  track: (sup: Supervisor) => void;
+} {
+  const sups: Supervisor[] = [];
+  afterEach(async () => {
+    for (const s of sups.splice(0)) await s.shutdown('infinity');
+    expectNoLiveActors();
+  });
+  return {
+    startSup: (spec, opts = {}) => {
+      const sup = new Supervisor(spec, opts);
+      sups.push(sup);
+      return sup.start();
+    },
+    track: (sup) => void sups.push(sup),
+  };
 }

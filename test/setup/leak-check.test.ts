@@ -11,7 +11,7 @@ import { MachineActor } from '../../src/runtime/machine-actor.ts';
 import { liveResources, trackResource, trackWorker } from '../../src/runtime/resources.ts';
 import { PiscinaShardHost } from '../../src/workers/pool.ts';
 import { StateTable } from '../../src/workers/state-table.ts';
-import type { ShardConfig } from '../../src/workers/shard-config.ts';
+import { tcpShardConfig } from '../helpers/shard-config.ts';
 import { connect, startEchoServer } from '../helpers/net.ts';
 import { Daemon, tempDir } from '../helpers/daemon.ts';
 import { checkLeaks, expectNoLeaks, fileBaseline, findLeaks, LeakError, takeBaseline } from './leaks.ts';
@@ -74,27 +74,6 @@ interface Case {
 
 let port = 0;
 let pid = 0;
-
-/** One tcp listener in front of an echo backend, as a shard gets it. */
-function shardConfig(backendPort: number): ShardConfig {
-  return {
-    listeners: [{ name: 't', protocol: 'tcp', host: '127.0.0.1', port: 0, upstream: 'app', maxConnections: 100, maxConnectionsPerIp: 0, idleTimeoutMs: 0, slot: 0 }],
-    upstreams: [
-      {
-        name: 'app',
-        balance: 'round_robin',
-        connectTimeoutMs: 1_000,
-        connectRetries: 1,
-        failureThreshold: 0,
-        backends: [{ address: `127.0.0.1:${backendPort}`, host: '127.0.0.1', port: backendPort, weight: 1, slot: 0 }],
-      },
-    ],
-    connectionActor: 'light',
-    shutdownTimeoutMs: 2_000,
-    debug: false,
-    logLevel: 'silent',
-  };
-}
 
 const cases: Case[] = [
   {
@@ -326,7 +305,7 @@ describe('the leak check', () => {
       host,
       table,
       log: pino({ level: 'silent' }),
-      init: () => ({ shard: 0, config: shardConfig(echo.port), buffers: table.buffers, reusePort: true }),
+      init: () => ({ shard: 0, config: tcpShardConfig(echo.port, { shutdownTimeoutMs: 2_000 }), buffers: table.buffers, reusePort: true }),
       listenerSlots: () => [0],
       shutdownTimeoutMs: () => 2_000,
       onReady: (ls) => (shardPort = ls[0]!.port),

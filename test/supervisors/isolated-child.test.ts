@@ -1,21 +1,10 @@
 import diagnostics from 'node:diagnostics_channel';
-import { afterEach, describe, expect, test } from 'vitest';
-import { Supervisor, type ChildSpec, type SupervisorSpec } from '../../src/supervisors/supervisor.ts';
+import { describe, expect, test } from 'vitest';
+import { Supervisor, type ChildSpec } from '../../src/supervisors/supervisor.ts';
 import { MachineActor } from '../../src/runtime/machine-actor.ts';
-import { captureLog, expectNoLiveActors, recorder } from '../runtime/fixtures.ts';
+import { captureLog, recorder, supervisorsPerTest } from '../runtime/fixtures.ts';
 
-const sups: Supervisor[] = [];
-
-async function startSup(spec: SupervisorSpec, opts: ConstructorParameters<typeof Supervisor>[1] = {}): Promise<Supervisor> {
-  const sup = new Supervisor(spec, opts);
-  sups.push(sup);
-  return sup.start();
-}
-
-afterEach(async () => {
-  for (const s of sups.splice(0)) await s.shutdown('infinity');
-  expectNoLiveActors();
-});
+const { startSup } = supervisorsPerTest();
 
 /** A child with its own intensity: 2 restarts within a minute (no test gets near the minute). */
 function isolated(spec: ChildSpec): ChildSpec {

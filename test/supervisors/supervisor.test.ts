@@ -1,25 +1,13 @@
-import { afterEach, describe, expect, test, vi } from 'vitest';
+import { describe, expect, test, vi } from 'vitest';
 import { Supervisor, machineChild, supervisorChild, type ChildSpec, type RestartType, type Strategy, type SupervisorSpec } from '../../src/supervisors/supervisor.ts';
 import { createMachine } from 'xstate';
 import { MachineActor } from '../../src/runtime/machine-actor.ts';
 import { ManualClock } from '../../src/runtime/clock.ts';
 import { live } from '../../src/runtime/live.ts';
 import type { Down, TreeNode } from '../../src/runtime/actor.ts';
-import { captureLog, cleanMachine, expectNoLiveActors, recorder } from '../runtime/fixtures.ts';
+import { captureLog, cleanMachine, recorder, supervisorsPerTest } from '../runtime/fixtures.ts';
 
-const sups: Supervisor[] = [];
-
-/** Builds and starts a supervisor that is shut down after the test whatever happens. */
-async function startSup(spec: SupervisorSpec, opts: ConstructorParameters<typeof Supervisor>[1] = {}): Promise<Supervisor> {
-  const sup = new Supervisor(spec, opts);
-  sups.push(sup);
-  return sup.start();
-}
-
-afterEach(async () => {
-  for (const s of sups.splice(0)) await s.shutdown('infinity');
-  expectNoLiveActors();
-});
+const { startSup, track } = supervisorsPerTest();
 
 function worker(sup: Supervisor, id: string): MachineActor {
   const a = sup.child(id);
@@ -368,7 +356,7 @@ describe('Supervisor: spec validation', () => {
 
   test('defaults are OTP defaults', () => {
     const sup = new Supervisor({ id: 's', children: [] });
-    sups.push(sup);
+    track(sup);
     expect(sup.spec).toEqual({ id: 's', strategy: 'one_for_one', maxRestarts: 1, periodMs: 5_000 });
   });
 });
@@ -430,7 +418,7 @@ describe('Supervisor: failed start', () => {
   test('start() twice starts the children once', async () => {
     const rec = recorder();
     const sup = new Supervisor({ id: 'sup', children: [rec.child('a')] });
-    sups.push(sup);
+    track(sup);
     await Promise.all([sup.start(), sup.start()]);
     await sup.start();
     expect(rec.events).toEqual(['start:a']);
