@@ -18,11 +18,19 @@ export interface PrefixEntry<R> {
 
 interface Node<R> {
   label: string;
-  children: Map<number, Node<R>> | undefined;
+  /** First char code of each child's label, parallel to `kids`: fan-out is small, a scan beats a Map. */
+  codes: number[];
+  kids: Node<R>[];
   entry: PrefixEntry<R> | undefined;
 }
 
-const newNode = <R>(label: string): Node<R> => ({ label, children: undefined, entry: undefined });
+const newNode = <R>(label: string): Node<R> => ({ label, codes: [], kids: [], entry: undefined });
+
+function childAt<R>(node: Node<R>, code: number): number {
+  const codes = node.codes;
+  for (let k = 0; k < codes.length; k++) if (codes[k] === code) return k;
+  return -1;
+}
 
 /** No prefix of this tier fits the path (try the next host tier). */
 export const NO_FIT = -1;
@@ -44,15 +52,15 @@ export class PrefixTree<R> {
     let node = this.root;
     let i = 0;
     while (i < prefix.length) {
-      const c = prefix.charCodeAt(i);
-      node.children ??= new Map();
-      const child = node.children.get(c);
-      if (child === undefined) {
+      const k = childAt(node, prefix.charCodeAt(i));
+      if (k < 0) {
         const leaf = newNode<R>(prefix.slice(i));
-        node.children.set(c, leaf);
+        node.codes.push(prefix.charCodeAt(i));
+        node.kids.push(leaf);
         node = leaf;
         break;
       }
+      const child = node.kids[k]!;
       const label = child.label;
       let l = 1;
       while (l < label.length && i + l < prefix.length && label.charCodeAt(l) === prefix.charCodeAt(i + l)) l++;
@@ -60,8 +68,9 @@ export class PrefixTree<R> {
         // Split the edge: `mid` takes the common part, the old child keeps the rest.
         const mid = newNode<R>(label.slice(0, l));
         child.label = label.slice(l);
-        mid.children = new Map([[child.label.charCodeAt(0), child]]);
-        node.children.set(c, mid);
+        mid.codes.push(child.label.charCodeAt(0));
+        mid.kids.push(child);
+        node.kids[k] = mid;
         node = mid;
       } else {
         node = child;
@@ -90,9 +99,10 @@ export class PrefixTree<R> {
         if (r !== undefined) best = r;
         mask = mask === NO_FIT ? e.mask : mask | e.mask;
       }
-      if (i >= end || node.children === undefined) break;
-      const child = node.children.get(path.charCodeAt(i));
-      if (child === undefined) break;
+      if (i >= end) break;
+      const k = childAt(node, path.charCodeAt(i));
+      if (k < 0) break;
+      const child = node.kids[k]!;
       const label = child.label;
       if (i + label.length > end || !path.startsWith(label, i)) break;
       i += label.length;

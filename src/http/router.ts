@@ -49,6 +49,8 @@ function allowOf(mask: number): RouteMiss {
 class CompiledRouter implements Router {
   private readonly exact = new Map<string, PrefixTree<RouteFound>>();
   private readonly wildcard = new Map<string, PrefixTree<RouteFound>>();
+  /** Lengths of the wildcard suffixes: a dot is only tried (a substring made) at those lengths. */
+  private readonly suffixLengths = new Set<number>();
   private readonly anyHost = new PrefixTree<RouteFound>();
   /** 405 answers by method mask, built on first use (at most 2^9). */
   private readonly notAllowed = new Map<number, RouteMiss>();
@@ -78,6 +80,7 @@ class CompiledRouter implements Router {
     const suffix = wildcardSuffix(host);
     const [map, key] = suffix !== undefined ? [this.wildcard, suffix] : [this.exact, normalizeHost(host)];
     if (key === undefined) return undefined; // a host with nothing left (e.g. ':80') never matches
+    if (suffix !== undefined) this.suffixLengths.add(key.length);
     let tree = map.get(key);
     if (tree === undefined) map.set(key, (tree = new PrefixTree()));
     return tree;
@@ -97,6 +100,7 @@ class CompiledRouter implements Router {
       if (this.wildcard.size !== 0) {
         // Longest suffix first: the dots from the left; never the whole name (`*.a` is not `a`).
         for (let dot = host.indexOf('.'); dot >= 0; dot = host.indexOf('.', dot + 1)) {
+          if (!this.suffixLengths.has(host.length - dot - 1)) continue;
           const tree = this.wildcard.get(host.slice(dot + 1));
           if (tree === undefined) continue;
           const r = tree.lookup(path, end, m);
