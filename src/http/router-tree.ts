@@ -6,7 +6,13 @@
 
 const SLASH = 0x2f;
 
-/** The routes that share one `pathPrefix` in one host tier, indexed for the method choice. */
+/**
+ * The routes that share one `pathPrefix` in one host tier, indexed for the method choice.
+ *
+ * @example
+ * const e = tree.entry('/items');
+ * e.byMethod[0] ??= getRoute; e.mask |= 1; // method 0 is GET
+ */
 export interface PrefixEntry<R> {
   /** The first route (config order) without `methods`: it takes any method. */
   any: R | undefined;
@@ -32,7 +38,12 @@ function childAt<R>(node: Node<R>, code: number): number {
   return -1;
 }
 
-/** No prefix of this tier fits the path (try the next host tier). */
+/**
+ * No prefix of this tier fits the path (try the next host tier).
+ *
+ * @example
+ * if (tree.lookup(path, end, m) === NO_FIT) tryNextTier();
+ */
 export const NO_FIT = -1;
 
 /**

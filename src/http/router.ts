@@ -8,16 +8,27 @@
 import type { RouteConfig } from '../config/types.ts';
 import { HTTP_METHODS } from '../config/schema-routes.ts';
 import { normalizeHost, wildcardSuffix } from './host.ts';
-import { PrefixTree } from './router-tree.ts';
+import { NO_FIT, PrefixTree } from './router-tree.ts';
 
-/** A route matched: forward with it. `index` is its position in the listener's `routes`. */
+/**
+ * A route matched: forward with it. `index` is its position in the listener's `routes`.
+ *
+ * @example
+ * const m = router.match('a.com', '/v1', 'GET');
+ * if (m.ok) metrics.route = m.route.name;
+ */
 export interface RouteFound {
   readonly ok: true;
   readonly route: RouteConfig;
   readonly index: number;
 }
 
-/** No route: 404 `no_route`, or 405 `method_not_allowed` with `allow` (the `Allow` header value). */
+/**
+ * No route: 404 `no_route`, or 405 `method_not_allowed` with `allow` (the `Allow` header value).
+ *
+ * @example
+ * if (!m.ok) reply(m.status, { error: m.code }, m.allow === undefined ? [] : [['allow', m.allow]]);
+ */
 export interface RouteMiss {
   readonly ok: false;
   readonly status: 404 | 405;
@@ -26,9 +37,21 @@ export interface RouteMiss {
   readonly allow: string | undefined;
 }
 
+/**
+ * What `Router.match` answers; `ok` tells which.
+ *
+ * @example
+ * const m: RouteMatch = router.match(host, path, method);
+ */
 export type RouteMatch = RouteFound | RouteMiss;
 
-/** A compiled router: one per listener per config snapshot, shared by its connections. */
+/**
+ * A compiled router: one per listener per config snapshot, shared by its connections.
+ *
+ * @example
+ * const router: Router = compileRouter(listener.routes);
+ * router.match(undefined, '/health', 'GET'); // HTTP/1.0 without Host: routes without host only
+ */
 export interface Router {
   /**
    * The route for a request. `host` is the raw `Host` header (port, case and a trailing dot do
@@ -95,7 +118,7 @@ class CompiledRouter implements Router {
       const exact = this.exact.get(host);
       if (exact !== undefined) {
         const r = exact.lookup(path, end, m);
-        if (r !== -1) return this.answer(r);
+        if (r !== NO_FIT) return this.answer(r);
       }
       if (this.wildcard.size !== 0) {
         // Longest suffix first: the dots from the left; never the whole name (`*.a` is not `a`).
@@ -104,12 +127,12 @@ class CompiledRouter implements Router {
           const tree = this.wildcard.get(host.slice(dot + 1));
           if (tree === undefined) continue;
           const r = tree.lookup(path, end, m);
-          if (r !== -1) return this.answer(r);
+          if (r !== NO_FIT) return this.answer(r);
         }
       }
     }
     const r = this.anyHost.lookup(path, end, m);
-    return r === -1 ? NO_ROUTE : this.answer(r);
+    return r === NO_FIT ? NO_ROUTE : this.answer(r);
   }
 
   private answer(r: RouteFound | number): RouteMatch {

@@ -5,7 +5,12 @@
  */
 import type { RouteConfig } from '../config/types.ts';
 
-/** A source of uniform numbers in [0, 1): `Math.random` in production, seeded in tests. */
+/**
+ * A source of uniform numbers in [0, 1): `Math.random` in production, seeded in tests.
+ *
+ * @example
+ * const fixed: RandomSource = () => 0.25;
+ */
 export type RandomSource = () => number;
 
 const TWO_POW_32 = 4294967296;
