@@ -3,7 +3,8 @@
  * host tier first (exact, then `*.suffix` from the longest suffix, then routes without host; the
  * next tier only when no route of this one fits the path), then the longest `pathPrefix` on a
  * segment boundary, then a route listing the method over one without `methods`. Every answer is
- * an object built at compile time, so `match` allocates nothing beyond the normalized host.
+ * an object built at compile time (a 405 on its first use), so `match` allocates nothing beyond
+ * the normalized host.
  */
 import type { RouteConfig } from '../config/types.ts';
 import { HTTP_METHODS } from '../config/schema-routes.ts';
