@@ -28,9 +28,11 @@ const circuitBreaker = z.strictObject({
   openFor: positiveDuration().default(30_000),
 });
 
+// idleTimeout below a typical backend keep-alive (Node's 5s), so the pool closes first.
 const pool = z.strictObject({
   maxConnections: int(1).default(256),
-  idleTimeout: duration().default(30_000),
+  maxIdle: int(0).optional(),
+  idleTimeout: duration().default(4_000),
 });
 
 /**

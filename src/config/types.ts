@@ -67,7 +67,8 @@ export interface UpstreamConfig {
   discovery?: { service: string };
   healthCheck: HealthCheckConfig;
   circuitBreaker: CircuitBreakerConfig;
-  pool: { maxConnections: number; idleTimeout: number };
+  /** The HTTP keep-alive pool per backend and shard; `maxIdle` absent: `maxConnections`. */
+  pool: { maxConnections: number; maxIdle?: number; idleTimeout: number };
   connectTimeout: number;
   connectRetries: number;
 }
