@@ -2,32 +2,36 @@
  * Differential harness for the codec: runs the same bytes through Node's own parser (llhttp,
  * driven directly through the `HTTPParser` binding that `node:http` uses) and through
  * `RequestParser`, and generates request-smuggling mutations of valid requests with fast-check.
- * Used by test/http/codec-differential.test.ts and scripts/http-differential.ts.
+ * Used by test/http/codec-differential.test.ts and scripts/http-differential.ts; its llhttp
+ * binding, `lenientOver` and generators also by test/http/codec-response-differential.test.ts.
  */
 import { createRequire } from 'node:module';
 import fc from 'fast-check';
 import { HttpParseError, ParseEvent, RequestParser } from '../../src/http/codec/index.ts';
 
-interface HTTPParserCtor {
+/** The `HTTPParser` binding of `_http_common`, as far as the harnesses use it. */
+export interface HTTPParserCtor {
   new (): LlParser;
   REQUEST: number;
+  RESPONSE: number;
   kOnHeaders: number;
   kOnHeadersComplete: number;
   kOnBody: number;
   kOnMessageComplete: number;
   kOnExecute: number;
 }
-interface LlParser {
+export interface LlParser {
   [k: number]: unknown;
   initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
   execute(b: Buffer): number | Error;
+  finish(): number | Error | undefined;
   close(): void;
 }
 
 // `_http_common` is a public-but-undocumented module (no --expose-internals needed): it hands
 // out the exact llhttp build and flags that node:http servers use.
 const common = createRequire(import.meta.url)('_http_common') as { HTTPParser: HTTPParserCtor; methods: string[] };
-const { HTTPParser, methods } = common;
+export const { HTTPParser, methods } = common;
 
 /** One message as either parser saw it. */
 export interface Message {
@@ -44,6 +48,9 @@ export interface Outcome {
   heads: number;
   error: string | undefined;
 }
+
+/** What `lenientOver` compares: request and response outcomes alike. */
+type Counted = { messages: unknown[]; heads: number; error: string | undefined };
 
 /** Parses `input` with llhttp as a node:http server would (strict, 16 KiB head limit). */
 export function runLlhttp(input: Buffer): Outcome {
@@ -109,7 +116,7 @@ export function runCodec(input: Buffer, splits: number[] = []): Outcome {
  * message llhttp failed in, nor emit that message's head if llhttp failed inside the head.
  * Returns a description of the leniency, or undefined.
  */
-export function lenientOver(ll: Outcome, codec: Outcome): string | undefined {
+export function lenientOver(ll: Counted, codec: Counted): string | undefined {
   if (ll.error === undefined) return undefined;
   if (codec.messages.length > ll.messages.length) {
     return `llhttp refused (${ll.error}) message ${ll.messages.length + 1} but the codec completed it`;
@@ -118,11 +125,11 @@ export function lenientOver(ll: Outcome, codec: Outcome): string | undefined {
   return undefined;
 }
 
-const TE_FORMS = [
+export const TE_FORMS = [
   'chunked', 'chunked, identity', ' chunked', 'xchunked', 'chunked ', 'gzip, chunked', 'chunked, chunked',
   'CHUNKED', 'identity', 'chunked\t', '\tchunked', ',chunked', 'chunked,', 'chunked;q=1', 'chun ked', 'gzip',
 ];
-const CHUNK_SIZES = ['0x10', '-1', '+1', 'fffffffffffffffff', ' 1', '1 ', '1;', '1;a=', '1;a="b', '1;a=b', '01', 'g', ''];
+export const CHUNK_SIZES = ['0x10', '-1', '+1', 'fffffffffffffffff', ' 1', '1 ', '1;', '1;a=', '1;a="b', '1;a=b', '01', 'g', ''];
 const VERSIONS = ['HTTP/1.2', 'HTTP/2.0', 'HTTP/0.9', 'http/1.1', 'HTTP/1.1 ', 'HTTP/1', 'HTTP/11.1', 'HTTP/1.0'];
 const METHODS_GEN = ['GET', 'POST', 'PUT', 'HEAD', 'OPTIONS', 'DELETE', 'CONNECT', 'PATCH', 'FOO', 'get'];
 const TARGETS = ['/', '/a/b?c=d', '*', 'http://x.test/p', 'x.test:443', '/%zz', '/a#f', '/ä'];
@@ -130,7 +137,7 @@ const TARGETS = ['/', '/a/b?c=d', '*', 'http://x.test/p', 'x.test:443', '/%zz', 
 const tokenChar = fc.constantFrom(...'abcdefghijklmnopqrstuvwxyzABCXYZ0123456789-_!#$%&\'*+.^`|~');
 const anyByte = fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c));
 
-const header = fc.tuple(
+export const header = fc.tuple(
   fc.array(fc.oneof({ weight: 9, arbitrary: tokenChar }, { weight: 1, arbitrary: anyByte }), { minLength: 1, maxLength: 8 }),
   fc.array(fc.oneof({ weight: 9, arbitrary: fc.constantFrom(...'abc 123\t=,;/"') }, { weight: 1, arbitrary: anyByte }), { maxLength: 10 }),
 ).map(([n, v]) => [n.join(''), v.join('')] as [string, string]);

@@ -11,7 +11,8 @@ export type HttpParseErrorCode =
   | 'headers_too_large'
   | 'not_implemented'
   | 'http_version_not_supported'
-  | 'body_too_large';
+  | 'body_too_large'
+  | 'bad_gateway';
 
 const STATUS: Record<HttpParseErrorCode, number> = {
   bad_request: 400,
@@ -20,6 +21,7 @@ const STATUS: Record<HttpParseErrorCode, number> = {
   not_implemented: 501,
   http_version_not_supported: 505,
   body_too_large: 413,
+  bad_gateway: 502,
 };
 
 /**

@@ -94,3 +94,84 @@ export function listHas(value: string, token: string): boolean {
   }
   return false;
 }
+
+/**
+ * Content-Length as the codec accepts it: digits only (no sign, space or list), at most 15 of
+ * them so the value is exact in a double. Returns -1 when the value is not that.
+ *
+ * @example
+ * contentLengthOf('42'); // 42
+ * contentLengthOf('1, 1'); // -1
+ */
+export function contentLengthOf(value: string): number {
+  const n = value.length;
+  if (n === 0 || n > 15) return -1;
+  let v = 0;
+  for (let i = 0; i < n; i++) {
+    const d = value.charCodeAt(i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+/**
+ * What `codingsOf` found in a Transfer-Encoding list.
+ *
+ * @example
+ * codingsOf('gzip') === Codings.NotChunked; // a response read until the close
+ */
+export const Codings = {
+  /** Empty element, a non-token, or `chunked` other than once at the end. */
+  Invalid: -1,
+  /** Exactly `chunked`. */
+  Chunked: 0,
+  /** Other codings, then `chunked` last. */
+  OtherThenChunked: 1,
+  /** The final coding is not `chunked` (and `chunked` appears nowhere). */
+  NotChunked: 2,
+} as const;
+/** @example if (codingsOf(te) === Codings.Chunked) decodeChunks(); */
+export type Codings = (typeof Codings)[keyof typeof Codings];
+
+/**
+ * Classifies a Transfer-Encoding list (field lines joined by commas) in one pass without
+ * splitting: elements are tokens between optional SP/HTAB, compared case-insensitively.
+ *
+ * @example
+ * codingsOf('gzip, chunked') === Codings.OtherThenChunked;
+ */
+export function codingsOf(te: string): Codings {
+  const n = te.length;
+  let i = 0;
+  let count = 0;
+  let lastChunked = false;
+  for (;;) {
+    while (i < n && (te.charCodeAt(i) === SP || te.charCodeAt(i) === HTAB)) i++;
+    const s = i;
+    while (i < n && TOKEN[te.charCodeAt(i)] === 1) i++;
+    if (i === s) return Codings.Invalid;
+    // A coding already seen as `chunked` that is not last: chunked applied twice or not final.
+    if (lastChunked) return Codings.Invalid;
+    lastChunked = i - s === 7 && isChunked(te, s);
+    count++;
+    while (i < n && (te.charCodeAt(i) === SP || te.charCodeAt(i) === HTAB)) i++;
+    if (i === n) break;
+    if (te.charCodeAt(i) !== 44) return Codings.Invalid;
+    i++;
+  }
+  if (!lastChunked) return Codings.NotChunked;
+  return count === 1 ? Codings.Chunked : Codings.OtherThenChunked;
+}
+
+/** `te[s, s+7)` is `chunked` in any case, compared in place (no slice). */
+function isChunked(te: string, s: number): boolean {
+  for (let k = 0; k < 7; k++) {
+    let ch = te.charCodeAt(s + k);
+    if (ch >= 65 && ch <= 90) ch |= 0x20;
+    if (ch !== CHUNKED.charCodeAt(k)) return false;
+  }
+  return true;
+}
+
+const CHUNKED = 'chunked';
