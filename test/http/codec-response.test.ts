@@ -213,6 +213,15 @@ describe('keep-alive and pipelining', () => {
     for (let ev = p.next(); ev !== ParseEvent.NeedMore; ev = p.next()) events.push(ev);
     expect(events).toEqual([ParseEvent.Head, ParseEvent.End, ParseEvent.Head, ParseEvent.End]);
     expect(p.outstanding).toBe(1);
+    // A pipeline kept one request ahead for 200 responses: the HEAD answers stay in order.
+    for (let i = 0; i < 200; i++) {
+      p.expect(i % 2 === 0 ? AnswerTo.Plain : AnswerTo.Head);
+      p.feed(Buffer.from(`${OK}Content-Length: 1\r\n\r\n${i % 2 === 1 ? 'x' : ''}`));
+      for (let ev = p.next(); ev !== ParseEvent.NeedMore; ev = p.next()) {
+        if (ev === ParseEvent.Head) expect(p.head!.framing).toBe(i % 2 === 1 ? Framing.Length : Framing.None);
+      }
+    }
+    expect(p.outstanding).toBe(1);
   });
 
   it('hands out body views of the fed chunk, not copies', () => {

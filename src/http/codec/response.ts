@@ -201,6 +201,11 @@ export class ResponseParser {
     if (head.status >= 200 || head.status === 101) {
       // The final response: its request is answered.
       if (++this.first === this.pending.length) this.pending.length = this.first = 0;
+      // A pipeline that never drains must not grow the queue for ever.
+      else if (this.first >= 64) {
+        this.pending.splice(0, this.first);
+        this.first = 0;
+      }
     }
     if (head.framing === Framing.Tunnel) this.state = PAUSED;
     else if (head.status >= 200 && !head.keepAlive) this.state = CLOSED;
