@@ -4,7 +4,7 @@
  * forms) is refused here, before any byte reaches a backend.
  */
 import { HOST, METHODS, TARGET, TOKEN, fail } from './chars.ts';
-import { listHas, parseFields } from './fields.ts';
+import { contentLengthOf, listHas, parseFields } from './fields.ts';
 
 /**
  * A parsed request head. `headers` is a flat `[name, value, name, value, ...]` array with
@@ -34,9 +34,6 @@ export interface RequestHead {
 }
 
 const SP = 32;
-
-/** Content-Length digits beyond this could not be counted exactly in a double. */
-const MAX_CL_DIGITS = 15;
 
 /**
  * Parses a complete head, `buf[start, end)` where `end` is just past the final empty line,
@@ -184,14 +181,8 @@ function checkHost(host: string): void {
 
 /** Digits only: no sign, no space, no list (`1, 2` is 400 like a second field). */
 function parseContentLength(value: string): number {
-  const n = value.length;
-  if (n === 0 || n > MAX_CL_DIGITS) throw fail('bad_request', 'invalid Content-Length');
-  let v = 0;
-  for (let i = 0; i < n; i++) {
-    const d = value.charCodeAt(i) - 0x30;
-    if (d < 0 || d > 9) throw fail('bad_request', 'invalid Content-Length');
-    v = v * 10 + d;
-  }
+  const v = contentLengthOf(value);
+  if (v === -1) throw fail('bad_request', 'invalid Content-Length');
   return v;
 }
 
