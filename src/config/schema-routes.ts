@@ -32,6 +32,37 @@ const cors = z.strictObject({
   exposeHeaders: z.array(z.string().min(1)).optional(),
 });
 
+// Route header rules: names are tokens, values latin1 without control characters (a CR or LF
+// would split the head; a character above U+00FF would not survive the latin1 wire format).
+// Framing fields cannot be set or removed: the gateway frames each message itself.
+const FRAMING_HEADERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'te', 'trailer', 'upgrade', 'proxy-connection']);
+function headerNameProblem(n: string, what: 'set' | 'removed'): string | undefined {
+  if (!/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(n)) return `expected a header name, got ${describeValue(n)}`;
+  const lower = n.toLowerCase();
+  if (FRAMING_HEADERS.has(lower)) return `${JSON.stringify(n)} cannot be ${what} (the gateway frames the message itself)`;
+  if (what === 'removed' && lower === 'host') return '"Host" cannot be removed (an HTTP/1.1 request needs it; set it instead)';
+  return undefined;
+}
+const headerValue = z.string().refine((v) => !/[\x00-\x08\x0a-\x1f\x7f]|[^\x00-\xff]/.test(v), {
+  error: 'a header value cannot contain CR, LF, NUL, another control character or a character above U+00FF',
+});
+const headerRules = z.strictObject({
+  // Names are checked here rather than as record keys, so that the message reaches the user.
+  set: z.record(z.string(), headerValue).superRefine((m, ctx) => {
+    const seen = new Set<string>();
+    for (const k of Object.keys(m)) {
+      const dup = seen.has(k.toLowerCase());
+      seen.add(k.toLowerCase());
+      const problem = dup ? `${JSON.stringify(k)} is set twice (header names are case-insensitive)` : headerNameProblem(k, 'set');
+      if (problem) ctx.addIssue({ code: 'custom', path: [k], input: k, message: problem });
+    }
+  }).optional(),
+  remove: z.array(z.string().superRefine((n, ctx) => {
+    const problem = headerNameProblem(n, 'removed');
+    if (problem) ctx.addIssue({ code: 'custom', input: n, message: problem });
+  })).optional(),
+});
+
 const route = z.strictObject({
   name: name().optional(),
   match: match.prefault({}),
@@ -45,6 +76,7 @@ const route = z.strictObject({
   timeout: positiveDuration().default(30_000),
   retries: int(0).max(10).default(0),
   websocket: z.boolean().default(false),
+  headers: z.strictObject({ request: headerRules.optional(), response: headerRules.optional() }).optional(),
 });
 
 /**

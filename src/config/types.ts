@@ -128,6 +128,13 @@ export interface RouteConfig {
   timeout: number;
   retries: number;
   websocket: boolean;
+  /** Header rules per direction: `set` names map to values (replacing any sent), `remove` names. */
+  headers?: { request?: HeaderRulesConfig; response?: HeaderRulesConfig };
+}
+
+export interface HeaderRulesConfig {
+  set?: Record<string, string>;
+  remove?: string[];
 }
 
 interface ListenerBase {

@@ -231,6 +231,34 @@ describe('auth.jwt safety', () => {
   });
 });
 
+describe('route headers and CORS', () => {
+  const ROUTE = [UP, 'listeners:', '  - name: web', '    protocol: http', '    listen: 2', '    routes:', '      - upstream: app'];
+
+  test('CORS credentials cannot go with origin "*"', () => {
+    expect(check(...ROUTE, '        cors: { origins: ["*"], credentials: true }')).toEqual([
+      'gh.yaml:8:46 listeners.0.routes.0.cors.credentials: credentials cannot be used with origin "*" (browsers reject it): list the origins',
+    ]);
+    expect(check(...ROUTE, '        cors: { origins: ["*"] }')).toEqual([]);
+    expect(check(...ROUTE, '        cors: { origins: ["https://app.example"], credentials: true }')).toEqual([]);
+  });
+
+  test('header rules: names are tokens, values without CR, LF or NUL, no framing fields, errors at the key', () => {
+    expect(check(...ROUTE, '        headers:',
+      '          request: { set: { "X Bad": v, X-Ok: "a\\r\\nb", Content-Length: "1", x-ok: c }, remove: [Host, "a:b"] }',
+      '          response: { set: { Server: "n\\0" }, remove: [Transfer-Encoding] }')).toEqual([
+      'gh.yaml:9:38 listeners.0.routes.0.headers.request.set.X Bad: expected a header name, got a string ("X Bad")',
+      'gh.yaml:9:47 listeners.0.routes.0.headers.request.set.X-Ok: a header value cannot contain CR, LF, NUL, another control character or a character above U+00FF',
+      'gh.yaml:9:73 listeners.0.routes.0.headers.request.set.Content-Length: "Content-Length" cannot be set (the gateway frames the message itself)',
+      'gh.yaml:9:84 listeners.0.routes.0.headers.request.set.x-ok: "x-ok" is set twice (header names are case-insensitive)',
+      'gh.yaml:9:98 listeners.0.routes.0.headers.request.remove.0: "Host" cannot be removed (an HTTP/1.1 request needs it; set it instead)',
+      'gh.yaml:9:104 listeners.0.routes.0.headers.request.remove.1: expected a header name, got a string ("a:b")',
+      'gh.yaml:10:38 listeners.0.routes.0.headers.response.set.Server: a header value cannot contain CR, LF, NUL, another control character or a character above U+00FF',
+      'gh.yaml:10:56 listeners.0.routes.0.headers.response.remove.0: "Transfer-Encoding" cannot be removed (the gateway frames the message itself)',
+    ]);
+    expect(check(...ROUTE, '        headers: { request: { set: { X-Env: prod, Host: internal }, remove: [Cookie] }, response: { remove: [server] } }')).toEqual([]);
+  });
+});
+
 describe('admin safety', () => {
   test('admin.listen off loopback needs admin.token', () => {
     expect(check('admin: { listen: "0.0.0.0:9901" }')).toEqual([
