@@ -3,7 +3,7 @@ import { describe, expect, test } from 'vitest';
 import { ParseEvent, RequestParser, type RequestHead } from '../../src/http/codec/index.ts';
 import {
   AUTHENTICATED, CHUNKED, Exchange, NO_BODY, PASS_UPGRADE, RequestIdGenerator, compileForwarded, compileHeaderRules,
-  compileCors, isValidRequestId, prepareResponse, prepareUpstream, requestIdOf, serializeRequestHead, serializeResponseHead,
+  compileCors, compileListenerMiddleware, compileRouteMiddleware, isPreflight, isValidRequestId, prepareResponse, prepareUpstream, requestIdOf, serializeRequestHead, serializeResponseHead,
   upstreamTarget,
 } from '../../src/http/middleware/index.ts';
 
@@ -163,5 +163,38 @@ describe('head serialisers', () => {
     expect(serializeResponseHead(200, 'OK', ['content-type', 'text/plain'], 5).toString('latin1'))
       .toBe('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 5\r\n\r\n');
     expect(serializeResponseHead(204, 'No Content', [], NO_BODY).toString('latin1')).toBe('HTTP/1.1 204 No Content\r\n\r\n');
+  });
+});
+
+describe('the chain as the connection will call it', () => {
+  const route = {
+    name: 'api', match: { pathPrefix: '/api', methods: ['GET'] }, upstream: 'api', stripPrefix: true, timeout: 1000, retries: 0,
+    websocket: false, cors: { origins: ['https://app.example'], credentials: false },
+    headers: { request: { set: { 'X-Env': 'prod' } } },
+  };
+  const lm = compileListenerMiddleware({ trustedProxies: ['127.0.0.1/32'] }, new RequestIdGenerator('t'));
+  const rm = compileRouteMiddleware(route);
+
+  test('a simple GET: id, forwarded headers, strip prefix, rule, framing', () => {
+    const head = parse('GET /api/users HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 203.0.113.9\r\nOrigin: https://app.example\r\n\r\n');
+    const ex = new Exchange('::ffff:127.0.0.1', false, 8080, lm.forwarded);
+    ex.requestId = requestIdOf(head.headers, lm.ids);
+    expect(isPreflight(head.method, head.headers)).toBe(false);
+    const out: string[] = [];
+    prepareUpstream(head.headers, head.host, ex, rm.rules, 0, out);
+    const up = parse(serializeRequestHead(head.method, upstreamTarget(head.target, rm.strip), out, NO_BODY));
+    expect(up.target).toBe('/users');
+    expect(ex.clientAddress).toBe('203.0.113.9');
+    expect(up.headers).toEqual(['host', 'a.example', 'origin', 'https://app.example', 'x-forwarded-for', '203.0.113.9, 127.0.0.1',
+      'x-forwarded-proto', 'http', 'x-forwarded-host', 'a.example', 'x-forwarded-port', '8080', 'x-request-id', ex.requestId, 'x-env', 'prod']);
+    expect(ex.requestId).toMatch(/^t-/);
+  });
+
+  test('a preflight is answered from the compiled route whatever its methods', () => {
+    const head = parse('OPTIONS /api/users HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example\r\nAccess-Control-Request-Method: DELETE\r\nX-Request-Id: pre-1\r\n\r\n');
+    expect(isPreflight(head.method, head.headers)).toBe(true);
+    const answer = rm.cors!.preflight('https://app.example', undefined, requestIdOf(head.headers, lm.ids), false).toString('latin1');
+    expect(answer).toBe('HTTP/1.1 204 No Content\r\naccess-control-allow-origin: https://app.example\r\n' +
+      'access-control-allow-methods: GET\r\nvary: Origin\r\nx-request-id: pre-1\r\n\r\n');
   });
 });
