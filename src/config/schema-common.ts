@@ -7,6 +7,7 @@ import { UnitError, parseDuration, parseHostPort, parseListen, parseSize } from 
 import type { HostPort } from './units.ts';
 import type { JwtAlgorithm, JwtConfig, RateLimitConfig } from './types.ts';
 import { jwksUrlProblem } from '../auth/policy.ts';
+import { compileCidrs } from '../http/middleware/ip.ts';
 
 /** Describes a YAML value for messages: `a string ("x")`, `a list`, `null`. */
 export function describeValue(v: unknown): string {
@@ -55,6 +56,19 @@ export const size = () =>
   });
 
 /** A listen address: `host:port`, `[ipv6]:port` or a bare port. */
+/** A size, where 0 means no limit. */
+export const sizeOrNone = () => unit('a size like 10MiB, or 0 for no limit', parseSize);
+
+/** An address or a CIDR block (`10.0.0.0/8`, `fd00::/8`, `127.0.0.1`). */
+export const cidr = () =>
+  z.string().superRefine((v, ctx) => {
+    try {
+      compileCidrs([v]);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', input: v, message: (err as Error).message });
+    }
+  });
+
 export const listenAddress = () => unit<HostPort>('an address like 127.0.0.1:8080 or a port', parseListen);
 
 /** An address to connect to: `host:port` or `[ipv6]:port`. */

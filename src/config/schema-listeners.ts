@@ -1,6 +1,6 @@
 /** The `listeners:` part of the config schema: tcp, http and hub listeners. */
 import { z } from 'zod';
-import { auth, duration, int, listenAddress, name, positiveDuration, rateLimit, size, urlPath, urlWith } from './schema-common.ts';
+import { auth, cidr, duration, int, listenAddress, name, positiveDuration, rateLimit, size, sizeOrNone, urlPath, urlWith } from './schema-common.ts';
 import { routesSchema } from './schema-routes.ts';
 
 const common = {
@@ -22,6 +22,14 @@ const http = z.strictObject({
   protocol: z.literal('http'),
   ...common,
   routes: routesSchema,
+  trustedProxies: z.array(cidr()).default([]),
+  xForwardedFor: z.enum(['append', 'replace']).default('append'),
+  maxHeaderSize: size().default(16 * 1024),
+  maxBodySize: sizeOrNone().default(0),
+  headersTimeout: positiveDuration().default(10_000),
+  keepAliveTimeout: positiveDuration().default(60_000),
+  maxRequestsPerConnection: int(0).default(0),
+  accessLog: z.union([z.boolean(), z.strictObject({ sample: z.number().min(0).max(1) })]).default(false),
 });
 
 const hub = z.strictObject({

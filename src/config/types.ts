@@ -157,6 +157,20 @@ export interface TcpListenerConfig extends ListenerBase {
 export interface HttpListenerConfig extends ListenerBase {
   protocol: 'http';
   routes: RouteConfig[];
+  /** Peers whose X-Forwarded-* headers are believed (CIDRs). */
+  trustedProxies: string[];
+  xForwardedFor: 'append' | 'replace';
+  /** The whole request head, in bytes. */
+  maxHeaderSize: number;
+  /** 0 means no limit. */
+  maxBodySize: number;
+  /** The whole request head must arrive within it (ms). */
+  headersTimeout: number;
+  /** Between requests on a kept-alive connection (ms). */
+  keepAliveTimeout: number;
+  /** 0 means no limit. */
+  maxRequestsPerConnection: number;
+  accessLog: boolean | { sample: number };
 }
 
 export interface HubNodeConfig {

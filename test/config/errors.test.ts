@@ -322,3 +322,31 @@ describe('YAML syntax errors', () => {
     expect(check('a: 1', '---', 'b: 2')).toEqual(['gh.yaml:2:1 (root): YAML: a config file holds one document (remove the second ---)']);
   });
 });
+
+describe('http listener keys', () => {
+  const HTTP = (extra: string) => [UP, 'listeners:', `  - { name: web, protocol: http, listen: 8080, routes: [ { upstream: app } ]${extra} }`];
+
+  test('defaults follow the contract', () => {
+    const l = parseConfig(HTTP('').join('\n'), 'gh.yaml').listeners[0]!;
+    expect(l).toMatchObject({
+      trustedProxies: [],
+      xForwardedFor: 'append',
+      maxHeaderSize: 16 * 1024,
+      maxBodySize: 0,
+      headersTimeout: 10_000,
+      keepAliveTimeout: 60_000,
+      maxRequestsPerConnection: 0,
+      accessLog: false,
+    });
+  });
+
+  test('trustedProxies takes addresses and CIDRs, and names a bad one at its index', () => {
+    const ok = parseConfig(HTTP(', trustedProxies: [ 10.0.0.0/8, "::1", "fd00::/8" ], maxBodySize: 10MiB, accessLog: { sample: 0.01 }').join('\n'), 'gh.yaml').listeners[0]!;
+    expect(ok).toMatchObject({ trustedProxies: ['10.0.0.0/8', '::1', 'fd00::/8'], maxBodySize: 10 * 1024 * 1024, accessLog: { sample: 0.01 } });
+    const issues = check(...HTTP(', trustedProxies: [ 10.0.0.0/8, 10.0.0.0/33 ]'));
+    expect(issues).toHaveLength(1);
+    expect(issues[0]).toMatch(/^gh\.yaml:3:\d+ listeners\.0\.trustedProxies\.1: invalid CIDR "10\.0\.0\.0\/33"/);
+    expect(check(...HTTP(', xForwardedFor: prepend'))[0]).toMatch(/listeners\.0\.xForwardedFor/);
+    expect(check(...HTTP(', accessLog: { sample: 2 }'))[0]).toMatch(/listeners\.0\.accessLog/);
+  });
+});
