@@ -152,20 +152,11 @@ describe('JWT verifier', () => {
   test('a JWKS URL: keys fetched by kid; an unknown kid is no_key; an unreachable JWKS is key_unavailable', async () => {
     const { publicKey, privateKey } = await generateKeyPair('RS256', { extractable: true });
     const jwk = { ...(await exportJWK(publicKey)), kid: 'k1', alg: 'RS256', use: 'sig' };
-    const sockets = new Set<net.Socket>();
-    const server = http.createServer((_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json', connection: 'close' });
-      res.end(JSON.stringify({ keys: [jwk] }));
-    });
-    server.on('connection', (s: net.Socket) => {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-    });
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    const port = (server.address() as net.AddressInfo).port;
-    try {
-      const v = createJwtVerifier({ jwksUrl: `http://127.0.0.1:${port}/jwks`, algorithms: ['RS256'] });
+    let url: string;
+    {
+      await using jwks = await jwksServer([jwk]);
+      url = jwks.url;
+      const v = createJwtVerifier({ jwksUrl: url, algorithms: ['RS256'] });
       const good = await new SignJWT({ sub: 'u-jwks' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setExpirationTime('1h').sign(privateKey);
       expect(await v.verify(good)).toMatchObject({ userId: 'u-jwks' });
       const other = await generateKeyPair('RS256');
@@ -173,12 +164,8 @@ describe('JWT verifier', () => {
       expect(await reason(v.verify(unknownKid))).toBe('no_key');
       const hs = await hs256({ sub: 'u' });
       expect(await reason(v.verify(hs))).toBe('alg_not_allowed');
-    } finally {
-      for (const s of sockets) s.destroy();
-      server.close();
-      await once(server, 'close');
     }
-    const dead = createJwtVerifier({ jwksUrl: `http://127.0.0.1:${port}/jwks`, algorithms: ['RS256'] });
+    const dead = createJwtVerifier({ jwksUrl: url, algorithms: ['RS256'] });
     const t = await new SignJWT({ sub: 'u' }).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setExpirationTime('1h').sign(privateKey);
     expect(await reason(dead.verify(t))).toBe('key_unavailable');
   });
