@@ -178,13 +178,18 @@ export function serialise(r: Req, extra: [string, string][] = [], opts: { versio
 export const validInput = fc.tuple(fc.array(request, { minLength: 1, maxLength: 3 }), fc.array(fc.nat(400), { maxLength: 4 }))
   .map(([rs, splits]) => ({ input: Buffer.from(rs.map((r) => serialise(r)).join(''), 'latin1'), splits }));
 
-const mutation = fc.oneof(
+/** The framing and field mutations that requests and responses share (the smuggling forms). */
+export const framingMutations = [
   fc.record({ kind: fc.constant('clte' as const) }),
   fc.record({ kind: fc.constant('doublecl' as const), a: fc.nat(3), b: fc.nat(3), oneField: fc.boolean() }),
   fc.record({ kind: fc.constant('te' as const), te: fc.constantFrom(...TE_FORMS) }),
   fc.record({ kind: fc.constant('fold' as const) }),
   fc.record({ kind: fc.constant('spaceColon' as const) }),
   fc.record({ kind: fc.constant('chunkSize' as const), size: fc.constantFrom(...CHUNK_SIZES) }),
+] as const;
+
+const mutation = fc.oneof(
+  ...framingMutations,
   fc.record({ kind: fc.constant('version' as const), v: fc.constantFrom(...VERSIONS) }),
   fc.record({ kind: fc.constant('host' as const), n: fc.constantFrom(0, 2) }),
   fc.record({ kind: fc.constant('line' as const), method: fc.constantFrom(...METHODS_GEN), target: fc.constantFrom(...TARGETS) }),

@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { AnswerTo, HttpParseError, ParseEvent, ResponseParser } from '../../src/http/codec/index.ts';
-import { CHUNK_SIZES, HTTPParser, TE_FORMS, header, lenientOver } from './codec-differential.ts';
+import { HTTPParser, framingMutations, header, lenientOver } from './codec-differential.ts';
 
 interface Msg { status: number; reason: string; headers: string[]; body: string }
 interface Outcome { messages: Msg[]; heads: number; error: string | undefined }
@@ -135,12 +135,7 @@ const STATUS_LINES = [
 ];
 
 const mutation = fc.oneof(
-  fc.record({ kind: fc.constant('clte' as const) }),
-  fc.record({ kind: fc.constant('doublecl' as const), a: fc.nat(3), b: fc.nat(3), oneField: fc.boolean() }),
-  fc.record({ kind: fc.constant('te' as const), te: fc.constantFrom(...TE_FORMS) }),
-  fc.record({ kind: fc.constant('fold' as const) }),
-  fc.record({ kind: fc.constant('spaceColon' as const) }),
-  fc.record({ kind: fc.constant('chunkSize' as const), size: fc.constantFrom(...CHUNK_SIZES) }),
+  ...framingMutations,
   fc.record({ kind: fc.constant('status' as const), line: fc.constantFrom(...STATUS_LINES) }),
   fc.record({ kind: fc.constant('header' as const), h: header }),
   fc.record({ kind: fc.constant('bytes' as const), edits: fc.array(fc.tuple(fc.nat(), fc.constantFrom('\r', '\n', '\0', ' ', '\t', ':', '\x7f', '\xff', ''), fc.boolean()), { minLength: 1, maxLength: 3 }) }),
