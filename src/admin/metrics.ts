@@ -3,6 +3,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Metric } from 'prom-client';
 import type { Logger } from 'pino';
 import type { AdminBackend, UpstreamsView } from './types.ts';
+import { HTTP_DURATION_BUCKETS, type HttpStatsSnapshot } from '../http/stats.ts';
 
 /**
  * The diagnostics channel a supervisor publishes `{ supervisor, child, restarts }` on.
@@ -58,8 +59,9 @@ function count(v: unknown): number {
 
 /**
  * Builds the contract metrics, computed from the backend at scrape time: per-listener connection
- * and byte counters summed over shards, live actors by type, shard liveness, backend health and
- * breaker state, supervisor restarts, and prom-client's process metrics.
+ * and byte counters summed over shards, HTTP requests, durations and upstream retries (the
+ * shards' snapshots, asked once per scrape), live actors by type, shard liveness, backend health
+ * and breaker state, supervisor restarts, and prom-client's process metrics.
  *
  * @example
  * const metrics = createMetrics(backend, { log });
@@ -123,15 +125,30 @@ export function createMetrics(backend: AdminBackend, opts: CreateMetricsOptions 
     }),
   });
 
-  // A TCP listener's rate limit has no route: its rejections are the listener's rate_limited outcome.
+  // The shards' HTTP snapshots, asked once per scrape: the collects that read them start together
+  // and share the answer.
+  let httpScrape: Promise<HttpStatsSnapshot | undefined> | undefined;
+  const httpStats = (): Promise<HttpStatsSnapshot | undefined> => {
+    if (!backend.httpStats) return Promise.resolve(undefined);
+    httpScrape ??= backend.httpStats().finally(() => (httpScrape = undefined));
+    return httpScrape;
+  };
+
+  // A listener-wide rate limit has no route: its rejections are the listener's rate_limited
+  // outcome (state table). A route's limit (HTTP) is counted by the shards' HttpStats.
   new Counter({
     name: 'gatehouse_ratelimit_rejected_total',
-    help: 'Connections (and later requests) rejected by a rate limit, per listener and route ("" for a listener-wide limit).',
+    help: 'Connections and requests rejected by a rate limit, per listener and route ("" for a listener-wide limit).',
     labelNames: ['listener', 'route'],
     registers,
-    collect: guard<Counter>('gatehouse_ratelimit_rejected_total', function () {
+    collect: guard<Counter>('gatehouse_ratelimit_rejected_total', async function () {
+      const s = await httpStats().catch((err: unknown) => {
+        log?.warn({ err, metric: 'gatehouse_ratelimit_rejected_total' }, 'metric collection failed');
+        return undefined;
+      });
       this.reset();
-      for (const [listener, s] of sumListeners()) this.inc({ listener, route: '' }, s.outcomes.get('rate_limited') ?? 0);
+      for (const [listener, l] of sumListeners()) this.inc({ listener, route: '' }, l.outcomes.get('rate_limited') ?? 0);
+      for (const r of s?.rateLimited ?? []) this.inc({ listener: r.listener, route: r.route }, count(r.count));
     }),
   });
 
@@ -257,6 +274,7 @@ export function createMetrics(backend: AdminBackend, opts: CreateMetricsOptions 
     }),
   });
 
+  addHttpMetrics(registry, httpStats, guard);
   addProcessMetrics(registry);
 
   function recordRestart(supervisor: string): void {
@@ -278,4 +296,78 @@ export function createMetrics(backend: AdminBackend, opts: CreateMetricsOptions 
       diagnostics.unsubscribe(RESTART_CHANNEL, onRestart);
     },
   };
+}
+
+type Guard = <M>(metric: string, fn: (this: M) => void | Promise<void>) => (this: M) => Promise<void>;
+
+/**
+ * The HTTP metrics, from `backend.httpStats()` (shared by the scrape's collects). The histogram is summed over shards, so it is
+ * not a prom-client `Histogram` (which only observes): it is a metric object of our own whose
+ * `get()` returns the cumulative `_bucket` series (with `le="+Inf"`), `_sum` and `_count`, which
+ * the registry serialises like any histogram.
+ */
+function addHttpMetrics(registry: Registry, httpStats: () => Promise<HttpStatsSnapshot | undefined>, guard: Guard): void {
+  const registers = [registry];
+
+  new Counter({
+    name: 'gatehouse_http_requests_total',
+    help: 'HTTP requests answered, per listener, route ("" when none matched) and status code, summed over shards.',
+    labelNames: ['listener', 'route', 'code'],
+    registers,
+    collect: guard<Counter>('gatehouse_http_requests_total', async function () {
+      const s = await httpStats();
+      this.reset();
+      for (const r of s?.routes ?? []) {
+        for (const [code, n] of r.codes) this.inc({ listener: r.listener, route: r.route, code: String(code) }, count(n));
+      }
+    }),
+  });
+
+  new Counter({
+    name: 'gatehouse_upstream_retries_total',
+    help: 'HTTP requests sent to an upstream again after a failed try, per upstream, summed over shards.',
+    labelNames: ['upstream'],
+    registers,
+    collect: guard<Counter>('gatehouse_upstream_retries_total', async function () {
+      const s = await httpStats();
+      this.reset();
+      for (const r of s?.retries ?? []) this.inc({ upstream: r.upstream }, count(r.count));
+    }),
+  });
+
+  const name = 'gatehouse_http_request_duration_seconds';
+  const help = 'HTTP request duration in seconds (first request byte to last response byte), per listener and route, summed over shards.';
+  type Sample = { metricName: string; labels: Record<string, string | number>; value: number };
+  const read = guard<{ values: Sample[] }>(name, async function () {
+    const s = await httpStats();
+    // Built apart and added whole: a failure leaves no half-written series.
+    const out: Sample[] = [];
+    for (const r of s?.routes ?? []) {
+      const labels = { listener: r.listener, route: r.route };
+      let cumulative = 0;
+      for (let i = 0; i < HTTP_DURATION_BUCKETS.length; i++) {
+        cumulative += count(r.buckets[i]);
+        out.push({ metricName: `${name}_bucket`, labels: { ...labels, le: HTTP_DURATION_BUCKETS[i]! }, value: cumulative });
+      }
+      cumulative += count(r.buckets[HTTP_DURATION_BUCKETS.length]);
+      out.push({ metricName: `${name}_bucket`, labels: { ...labels, le: '+Inf' }, value: cumulative });
+      out.push({ metricName: `${name}_sum`, labels, value: count(r.sum) });
+      // _count is the +Inf bucket by definition.
+      out.push({ metricName: `${name}_count`, labels, value: cumulative });
+    }
+    this.values = out;
+  });
+  const histogram = {
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    async get() {
+      const into = { values: [] as Sample[] };
+      await read.call(into);
+      return { name, help, type: 'histogram', aggregator: 'sum', values: into.values };
+    },
+    reset() {},
+  };
+  registry.registerMetric(histogram as unknown as Metric);
 }

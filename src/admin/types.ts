@@ -2,6 +2,7 @@ import type { Observable } from 'rxjs';
 import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
 import type { ActorEvent } from '../runtime/events.ts';
 import type { StateView } from './state-view.ts';
+import type { HttpStatsSnapshot } from '../http/stats.ts';
 
 /** Per shard, per listener counters summed from the shared state table. */
 export interface ListenerCounters {
@@ -76,6 +77,12 @@ export interface AdminBackend {
   stateView?(): StateView;
   /** The hub's metrics; absent when the backend has no hub (test fakes). */
   hubStats?(): HubStats;
+  /**
+   * HTTP request metrics summed over the shards, asked of each shard at scrape time; counters
+   * never go backwards (a restarted shard's counts are kept). Never rejects: a shard that does
+   * not answer counts with its last snapshot. Absent in test fakes without HTTP.
+   */
+  httpStats?(): Promise<HttpStatsSnapshot>;
   /** The hub view; absent when the backend has no hub. */
   hubView?(): HubView;
   /** The effective config with secrets redacted. */

@@ -22,6 +22,7 @@ import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
 import { ConfigError, InjectedFaultError, errorChain, formatConfigIssue } from '../errors.ts';
 import type { ActorConfig, GatehouseConfig } from '../config/types.ts';
 import type { AdminBackend, HubStats, HubView, ListenerCounters, ReloadResult, UpstreamsView } from '../admin/types.ts';
+import type { HttpStatsSnapshot } from '../http/stats.ts';
 
 export interface GatehouseOptions {
   config: GatehouseConfig;
@@ -261,6 +262,10 @@ export class Gatehouse implements AdminBackend {
     const dropped = { ...fromShards.dropped };
     for (const [reason, n] of Object.entries(this.#hubs.dropped())) dropped[reason] = (dropped[reason] ?? 0) + n;
     return { ...this.#hubs.stats(), messages: fromShards.messages, dropped };
+  }
+
+  httpStats(): Promise<HttpStatsSnapshot> {
+    return this.#shards.httpStats();
   }
 
   hubView(): HubView {

@@ -12,6 +12,8 @@ import { B, type StateTable, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator } from '
 import { toShardConfig, type ShardConfig } from '../workers/shard-config.ts';
 import type { FromShard } from '../workers/protocol.ts';
 import type { HubShards } from '../hub/hub-control.ts';
+import type { HttpStatsSnapshot } from '../http/stats.ts';
+import { HttpStatsAggregator } from './http-stats.ts';
 import type { GatehouseConfig, ListenerConfig } from '../config/types.ts';
 
 export interface ShardsOptions {
@@ -59,6 +61,8 @@ export class Shards {
   readonly #announced = new Map<string, string>();
   /** hub-deliver messages posted to each shard's current incarnation, on the scale of its HUB_DONE cell. */
   readonly #hubPosted: number[] = [];
+  /** The shards' HTTP snapshots, summed so that counters survive a shard's restart. */
+  readonly #httpStats = new HttpStatsAggregator();
 
   /** How the hub control plane reaches the shards. */
   readonly hubShards: HubShards = {
@@ -135,6 +139,8 @@ export class Shards {
           });
           shard.monitor(() => {
             alive = false;
+            // This incarnation's HTTP counts stay in the sums; the next one counts from zero.
+            this.#httpStats.retire(i);
             this.#opts.onDown(i);
           });
           return shard.start();
@@ -197,6 +203,18 @@ export class Shards {
       this.#announced.set(l.name, `${l.host}:${l.port}`);
       this.#opts.log.info({ listener: l.name, address: `${l.host}:${l.port}`, protocol: cfg?.protocol, shard }, 'listener ready');
     }
+  }
+
+  /**
+   * The HTTP request metrics of every shard, summed: each live shard is asked for its snapshot
+   * (`http-stats`), one that does not answer within a second counts with its last one, and what
+   * ended shards had counted stays in (see `HttpStatsAggregator`). Never rejects.
+   *
+   * @example
+   * const { routes, retries } = await shards.httpStats();
+   */
+  httpStats(): Promise<HttpStatsSnapshot> {
+    return this.#httpStats.collect(this.list().map((s) => ({ index: s.index, request: () => s.request<unknown>({ type: 'http-stats' }) })));
   }
 
   /** Debug: crashes shard `index`'s thread; false when that shard is not running. */

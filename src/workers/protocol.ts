@@ -20,6 +20,8 @@ export interface ShardInit {
 export type ToShard =
   | { type: 'tree'; id: number; opts: TreeOptions }
   | { type: 'counts'; id: number }
+  /** The shard's HTTP request metrics: replies with its `HttpStats.snapshot()` (`src/http/stats.ts`). */
+  | { type: 'http-stats'; id: number }
   | { type: 'config'; id: number; config: ShardConfig }
   | { type: 'drain'; timeoutMs: number }
   | { type: 'events'; enabled: boolean }
