@@ -3,12 +3,13 @@
  * read and written with `Atomics`. Decisions are made by control-plane actors and published
  * here; shards write only their own counter rows, except the few cells that are shared on purpose
  * (a listener's live connection count, a backend's active connections), which are updated with
- * atomic add/sub, a listener's rate-limit cell (compare-and-swap), and its per-IP places, the one
- * region kept under (striped, short-held) spinlocks.
+ * atomic add/sub, a listener's rate-limit cell (compare-and-swap), the route rate limits' keyed
+ * GCRA cells (compare-and-swap; a stripe lock only to claim an entry for a new key), and its
+ * per-IP places, kept under (striped, short-held) spinlocks.
  *
  * This file is the facade every caller imports. The parts live in ./state/: the memory layout
- * (`layout.ts`), the rate limit (`gcra.ts`), the per-IP places (`per-ip.ts`, `stripe.ts`) and the
- * slot allocator (`slots.ts`).
+ * (`layout.ts`), the rate limit (`gcra.ts`), the route rate limits (`route-limits.ts`), the per-IP
+ * places (`per-ip.ts`, `stripe.ts`) and the slot allocator (`slots.ts`).
  *
  * @example
  * const table = StateTable.create();
@@ -44,9 +45,11 @@ import {
 import type { Logger } from 'pino';
 import { gcraAdmit } from './state/gcra.ts';
 import { IpPlaces, type IpEntry } from './state/per-ip.ts';
+import { RouteLimits } from './state/route-limits.ts';
 
 export { B, HUB_DROPS, IP_STRIPES, IP_STRIPE_ENTRIES, L, LB, LG, MAX_BACKENDS, MAX_LISTENERS, MAX_SHARDS, OUTCOMES, S, type Outcome, type StateTableBuffers } from './state/layout.ts';
 export { IP, ipKey, type IpEntry } from './state/per-ip.ts';
+export { RouteLimitError } from './state/route-limits.ts';
 export { SlotAllocator } from './state/slots.ts';
 
 /**
@@ -88,17 +91,21 @@ export class StateTable {
   readonly #i32: Int32Array;
   readonly #big: BigInt64Array;
   readonly #ip: IpPlaces;
+  readonly #routes: RouteLimits;
 
   private constructor(buffers: StateTableBuffers) {
     this.buffers = buffers;
     this.#i32 = new Int32Array(buffers.i32);
     this.#big = new BigInt64Array(buffers.big);
     this.#ip = new IpPlaces(this.#i32);
+    this.#routes = new RouteLimits(this.#big);
   }
 
-  /** A new, zeroed table (main thread). Backends start healthy with a closed breaker. */
+  /** A new, zeroed table (main thread). Backends start healthy with a closed breaker; route limits get their hash seed. */
   static create(): StateTable {
-    const t = new StateTable({ i32: new SharedArrayBuffer(I32_LEN * 4), big: new SharedArrayBuffer(BIG_LEN * 8) });
+    const big = new SharedArrayBuffer(BIG_LEN * 8);
+    RouteLimits.seed(new BigInt64Array(big));
+    const t = new StateTable({ i32: new SharedArrayBuffer(I32_LEN * 4), big });
     for (let b = 0; b < MAX_BACKENDS; b++) t.#i32[backendCell(b, B.HEALTHY)] = 1;
     return t;
   }
@@ -146,7 +153,7 @@ export class StateTable {
     return n;
   }
 
-  /** Zeroes a listener's rows (its slot is being reused by another listener). */
+  /** Zeroes a listener's rows, per-IP places and route-limit entries (its slot is being reused by another listener). */
   resetListener(slot: number): void {
     for (let s = 0; s < MAX_SHARDS; s++) {
       const base = listenerCell(s, slot, 0);
@@ -159,6 +166,7 @@ export class StateTable {
     // Only non-zero cells are written: pages of the region no listener ever used stay unmapped.
     const ip = ipRegion(slot);
     for (let i = ip; i < ip + IP_LISTENER_LEN; i++) if (Atomics.load(this.#i32, i) !== 0) Atomics.store(this.#i32, i, 0);
+    this.#routes.reset(slot);
   }
 
   /**
@@ -189,6 +197,45 @@ export class StateTable {
    */
   rateAdmit(slot: number, intervalNs: bigint, burstNs: bigint): boolean {
     return gcraAdmit(this.#big, BIG_RATE + slot, intervalNs, burstNs);
+  }
+
+  /**
+   * A route's rate limit (`routes[].rateLimit`, see ./state/route-limits.ts): admits one request of
+   * client `key` (IP, header value or JWT claim) on route `route` (its index in the listener's
+   * `routes`, 0..255), one GCRA bucket per key shared exactly by every shard. `intervalNs` and
+   * `burstNs` as for {@link rateAdmit}. Returns 0 when admitted, else the ms until this key would be
+   * admitted again (> 0, for `Retry-After`). A key whose stripe is full of live keys is admitted and
+   * counted ({@link routeLimitUntracked}). Throws `RouteLimitError` (`GH_ERR_ROUTE_LIMIT`) for
+   * arguments outside the table.
+   *
+   * @example
+   * const waitMs = table.routeAdmit(slot, route.index, clientIp, limit.intervalNs, limit.burstNs);
+   * if (waitMs > 0) respond(429, { 'retry-after': String(Math.ceil(waitMs / 1000)) });
+   */
+  routeAdmit(listenerSlot: number, route: number, key: string, intervalNs: bigint, burstNs: bigint): number {
+    return this.#routes.admit(listenerSlot, route, key, intervalNs, burstNs);
+  }
+
+  /**
+   * Live route-limit entries of the listener (buckets not yet full again), all routes: a scan
+   * without locks, for views and tests.
+   *
+   * @example
+   * expect(table.routeLimitEntries(slot)).toBe(1);
+   */
+  routeLimitEntries(listenerSlot: number): number {
+    return this.#routes.entries(listenerSlot);
+  }
+
+  /**
+   * Route-limit admits of the listener that failed open (the key's stripe was full of live
+   * entries of other keys, or its lock was not had in time), since the slot was last reset.
+   *
+   * @example
+   * table.routeLimitUntracked(slot); // 0 unless the table is crowded
+   */
+  routeLimitUntracked(listenerSlot: number): number {
+    return this.#routes.untracked(listenerSlot);
   }
 
   /**

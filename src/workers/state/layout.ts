@@ -169,10 +169,35 @@ export const I32_IP = I32_SHARD + MAX_SHARDS * S_FIELDS;
 export const I32_SHARD_BACKEND = I32_IP + MAX_LISTENERS * IP_LISTENER_LEN;
 /** Int32 cells in all. */
 export const I32_LEN = I32_SHARD_BACKEND + MAX_SHARDS * MAX_BACKENDS;
-/** BigInt64: per (shard, listener) bytes, then one GCRA cell (theoretical arrival time, ns) per listener. */
+/** BigInt64: per (shard, listener) bytes, then one GCRA cell (theoretical arrival time, ns) per listener... */
 export const BIG_RATE = MAX_SHARDS * MAX_LISTENERS * LB_FIELDS;
+
+/**
+ * ...then the route rate limits (`routes[].rateLimit`, see ./route-limits.ts): one table for every
+ * listener, {@link RL_STRIPES} stripes of {@link RL_STRIPE_ENTRIES} entries, each stripe with a
+ * lock cell (taken only to claim an entry). An entry is two BigInt64 cells: the key's hash (read
+ * and written as two Int32 halves) and its GCRA theoretical arrival time (ns). 64K entries of
+ * 16 bytes: 1 MiB, plus 8.5 KiB of header and locks.
+ */
+export const RL_STRIPES = 1024;
+/** Entries of one route-limit stripe: a key's probe window is its whole stripe. */
+export const RL_STRIPE_ENTRIES = 64;
+/** Routes per listener a route limit can name (`route` is 0..255). */
+export const RL_ROUTES = 256;
+/** BigInt64 offsets in the route-limit region: the hash seed (written once by `StateTable.create`)... */
+export const RL_SEED = 0;
+/** ...one lock per stripe (0 free, else the holder's monotonic ns when it took it; 8 header cells before them)... */
+export const RL_LOCKS = 8;
+/** ...per listener, the admits that failed open (the key's stripe was full of live entries of other keys)... */
+export const RL_UNTRACKED = RL_LOCKS + RL_STRIPES;
+/** ...then the entries: (hash, TAT) BigInt64 pairs, stripe after stripe (starts on a 64-byte line). */
+export const RL_ENTRIES = RL_UNTRACKED + MAX_LISTENERS;
+/** BigInt64 cells of the route-limit region. */
+export const RL_LEN = RL_ENTRIES + RL_STRIPES * RL_STRIPE_ENTRIES * 2;
+/** Start of the route-limit region in the BigInt64 buffer. */
+export const BIG_ROUTE = BIG_RATE + MAX_LISTENERS;
 /** BigInt64 cells in all. */
-export const BIG_LEN = BIG_RATE + MAX_LISTENERS;
+export const BIG_LEN = BIG_ROUTE + RL_LEN;
 
 /** Index of a (shard, listener) Int32 field. */
 export const listenerCell = (shard: number, slot: number, field: number): number => I32_LISTENER + (shard * MAX_LISTENERS + slot) * L_FIELDS + field;
