@@ -31,7 +31,7 @@ const head = parser.head!;
 
 const route: RouteConfig = {
   name: 'api', match: { host: 'api.example.com', pathPrefix: '/api' }, upstream: 'api', stripPrefix: true,
-  timeout: 30_000, retries: 0, websocket: false,
+  timeout: 30_000, retries: 0, idleTimeout: 60_000, retryOn: ['connect-failure', 'reset'], websocket: false,
   cors: { origins: ['https://app.example.com'], credentials: true, maxAge: 600 },
   headers: { request: { set: { 'x-env': 'prod' } }, response: { remove: ['server'] } },
 };

@@ -28,7 +28,7 @@ const routes: RouteConfig[] = Array.from({ length: ROUTES }, (_, i) => {
   const depth = 1 + Math.floor(rnd() * 3);
   const pathPrefix = `/${Array.from({ length: depth }, () => pick(['api', 'v1', 'v2', 'users', 'orders', 'static', 'admin', `p${i}`])).join('/')}`;
   const methods = rnd() < 0.3 ? [pick(['GET', 'POST', 'PUT', 'DELETE'])] : undefined;
-  return { name: `r${i}`, match: { host, pathPrefix, methods }, upstream: 'u', stripPrefix: false, timeout: 30_000, retries: 0, websocket: false };
+  return { name: `r${i}`, match: { host, pathPrefix, methods }, upstream: 'u', stripPrefix: false, timeout: 30_000, retries: 0, idleTimeout: 60_000, retryOn: ['connect-failure', 'reset'], websocket: false };
 });
 
 /** The linear scan: one pass, keeping the best route of the best host tier that fits the path. */

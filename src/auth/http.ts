@@ -60,3 +60,30 @@ export function forwardClaims(
   }
   return { headers: out, skipped };
 }
+
+/**
+ * {@link forwardClaims} for a flat `[name, value, ...]` header list (the HTTP listener's form),
+ * in place: every field named in `forward` is removed from `out`, then set from its claim.
+ * Returns the claims that were absent or unsafe (left unset).
+ *
+ * @example
+ * const out = ['x-user-id', 'mallory', 'accept', '*'];
+ * forwardClaimsInto({ sub: 'x-user-id' }, { sub: 'alice' }, out); // out: ['accept', '*', 'x-user-id', 'alice']
+ */
+export function forwardClaimsInto(forward: Readonly<Record<string, string>>, claims: JWTPayload, out: string[]): string[] {
+  const names = Object.values(forward).map((h) => h.toLowerCase());
+  let w = 0;
+  for (let i = 0; i < out.length; i += 2) {
+    if (names.includes(out[i]!)) continue;
+    out[w++] = out[i]!;
+    out[w++] = out[i + 1]!;
+  }
+  out.length = w;
+  const skipped: string[] = [];
+  for (const [claim, header] of Object.entries(forward)) {
+    const v = Object.hasOwn(claims, claim) ? claimValue(claims[claim]) : undefined;
+    if (v === undefined || UNSAFE_VALUE.test(v)) skipped.push(claim);
+    else out.push(header.toLowerCase(), v);
+  }
+  return skipped;
+}

@@ -11,7 +11,7 @@ import { ConfigError } from '../errors.ts';
 import type { ConfigIssue } from '../errors.ts';
 import { crossChecks } from './checks.ts';
 import { locate, pathAt, position } from './locate.ts';
-import { errorMap, zodIssues, type PathIssue } from './messages.ts';
+import { errorMap, zodIssues } from './messages.ts';
 import { configSchema } from './schema.ts';
 import type { GatehouseConfig } from './types.ts';
 
@@ -23,18 +23,7 @@ export type * from './types.ts';
 export interface ParseOptions {
   /** Where `actors[].module` paths are resolved from; default: the directory of `file`. */
   baseDir?: string;
-  /**
-   * Also refuse what this version accepts in the schema but cannot serve yet (a `protocol: http`
-   * listener): set by every command that runs or checks a daemon, so a documented config is never
-   * started with a listener that would silently drop its traffic.
-   */
-  servable?: boolean;
 }
-
-/** Listener protocols the schema knows but the data plane does not serve yet. */
-const NOT_SERVED_YET: Record<string, string> = {
-  http: 'HTTP listeners are not served by this version yet (see docs/http.md): remove this listener, or proxy it as protocol: tcp',
-};
 
 /**
  * Parses and validates config text. `file` is used only in messages (and, without `baseDir`, to
@@ -71,7 +60,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   }
 
   const result = configSchema.safeParse(raw, { error: errorMap });
-  const problems = [...(result.success ? [] : zodIssues(result.error.issues)), ...crossChecks(raw), ...(opts.servable ? notServed(raw) : [])];
+  const problems = [...(result.success ? [] : zodIssues(result.error.issues)), ...crossChecks(raw)];
   if (problems.length > 0) {
     const seen = new Set<string>();
     const issues: ConfigIssue[] = [];
@@ -107,19 +96,7 @@ export async function loadConfigFile(file: string): Promise<GatehouseConfig> {
     const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EISDIR' ? 'is a directory' : e.message;
     throw new ConfigError([{ file, line: 1, col: 1, path: '', message: `cannot read config file: ${why}` }]);
   }
-  return parseConfig(text, file, { servable: true });
-}
-
-function notServed(raw: object | null): PathIssue[] {
-  const listeners = (raw as { listeners?: unknown } | null)?.listeners;
-  if (!Array.isArray(listeners)) return [];
-  const out: PathIssue[] = [];
-  listeners.forEach((l: unknown, i) => {
-    const protocol = (l as { protocol?: unknown } | null)?.protocol;
-    const why = typeof protocol === 'string' ? NOT_SERVED_YET[protocol] : undefined;
-    if (why) out.push({ path: ['listeners', i, 'protocol'], at: 'value', message: why });
-  });
-  return out;
+  return parseConfig(text, file);
 }
 
 /** Relative and absolute paths are files next to the config; anything else is a package name. */

@@ -23,6 +23,12 @@ const rateLimitKey = z
   })
   .transform((k) => (k.startsWith('header:') ? k.toLowerCase() : k) as RateLimitKey);
 
+/** What a route's `retries` apply to: a failed connect, a reset before the response head, or these statuses. */
+export const RETRY_ON = ['connect-failure', 'reset', 502, 503, 504] as const;
+const retryOn = z.union([z.enum(['connect-failure', 'reset']), z.literal(502), z.literal(503), z.literal(504)], {
+  error: (iss) => `expected connect-failure, reset, 502, 503 or 504, got ${describeValue(iss.input)}`,
+});
+
 const cors = z.strictObject({
   origins: z.array(z.string().min(1)).min(1),
   credentials: z.boolean().default(false),
@@ -74,7 +80,9 @@ const route = z.strictObject({
   rateLimit: z.strictObject({ ...rateLimitShape, key: rateLimitKey.default('ip') }).transform(withBurst).optional(),
   cors: cors.optional(),
   timeout: positiveDuration().default(30_000),
+  idleTimeout: positiveDuration().default(60_000),
   retries: int(0).max(10).default(0),
+  retryOn: z.array(retryOn).min(1).default(['connect-failure', 'reset']),
   websocket: z.boolean().default(false),
   headers: z.strictObject({ request: headerRules.optional(), response: headerRules.optional() }).optional(),
 });

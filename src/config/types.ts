@@ -125,8 +125,13 @@ export interface RouteConfig {
   auth?: AuthConfig;
   rateLimit?: RateLimitConfig & { key: RateLimitKey };
   cors?: CorsConfig;
+  /** Until the response head (ms): 504 after it. */
   timeout: number;
+  /** The longest gap between body bytes once the exchange streams (ms). */
+  idleTimeout: number;
   retries: number;
+  /** What `retries` apply to; a connect failure is retried for any method, the rest for idempotent methods only. */
+  retryOn: ('connect-failure' | 'reset' | 502 | 503 | 504)[];
   websocket: boolean;
   /** Header rules per direction: `set` names map to values (replacing any sent), `remove` names. */
   headers?: { request?: HeaderRulesConfig; response?: HeaderRulesConfig };

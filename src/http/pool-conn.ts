@@ -47,6 +47,8 @@ export interface PoolHandlers<O> {
   closed(owner: O, conn: PooledConnection<O>, err: Error | undefined): void;
   /** The socket's write buffer drained (request body backpressure). */
   drain?(owner: O, conn: PooledConnection<O>): void;
+  /** The owner's `conn.socket.setTimeout(ms)` fired (no byte either way for that long). */
+  timeout?(owner: O, conn: PooledConnection<O>): void;
 }
 
 /** @internal connection states (numbers: a compare, no string). */

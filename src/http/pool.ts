@@ -358,6 +358,7 @@ function onConnect(this: Sock): void {
 function onTimeout(this: Sock): void {
   const c = this[kConn];
   if (c.state === CONNECTING) this.destroy(new PoolError('connect_timeout', 'connect timed out'));
+  else if (c.state === BUSY) UpstreamPool.handlers(c).timeout?.(c.owner, c);
 }
 function onEnd(this: Sock): void {
   const c = this[kConn];

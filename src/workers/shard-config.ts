@@ -1,4 +1,4 @@
-import type { GatehouseConfig, JwtConfig } from '../config/types.ts';
+import type { GatehouseConfig, HttpListenerConfig, JwtConfig, RouteConfig } from '../config/types.ts';
 
 /**
  * What a shard needs to run its listeners: a plain, structured-clonable snapshot made by the main
@@ -24,6 +24,8 @@ export interface ShardUpstream {
    * BreakerActor to open; 0 when the upstream has no circuit breaker.
    */
   failureThreshold: number;
+  /** The HTTP keep-alive pool per backend on each shard (http listeners). */
+  pool?: { maxConnections: number; maxIdle?: number; idleTimeoutMs: number };
 }
 
 export interface ShardListener {
@@ -41,6 +43,37 @@ export interface ShardListener {
   slot: number;
   /** `protocol: hub` only: what the shard's HubListenerActor and its ClientProxyActors need. */
   hub?: ShardHubSettings;
+  /** `protocol: http` only: routes and the HTTP keys of the listener. */
+  http?: ShardHttpSettings;
+}
+
+/** An http listener's data-plane settings (durations in ms). */
+export interface ShardHttpSettings {
+  routes: RouteConfig[];
+  trustedProxies: string[];
+  xForwardedFor: 'append' | 'replace';
+  maxHeaderSize: number;
+  maxBodySize: number;
+  headersTimeoutMs: number;
+  keepAliveTimeoutMs: number;
+  maxRequestsPerConnection: number;
+  /** Share of requests written to the access log: 0 (off) to 1 (every request). */
+  accessLogSample: number;
+}
+
+/** The shard settings of an http listener's config. */
+function httpSettings(l: HttpListenerConfig): ShardHttpSettings {
+  return {
+    routes: l.routes,
+    trustedProxies: l.trustedProxies,
+    xForwardedFor: l.xForwardedFor,
+    maxHeaderSize: l.maxHeaderSize,
+    maxBodySize: l.maxBodySize,
+    headersTimeoutMs: l.headersTimeout,
+    keepAliveTimeoutMs: l.keepAliveTimeout,
+    maxRequestsPerConnection: l.maxRequestsPerConnection,
+    accessLogSample: l.accessLog === true ? 1 : l.accessLog === false ? 0 : l.accessLog.sample,
+  };
 }
 
 /** A hub listener's data-plane settings (node streams and presence live in the main thread). */
@@ -100,8 +133,8 @@ export interface SlotLookup {
 }
 
 /**
- * The shard snapshot of a validated config: TCP and hub listeners (HTTP listeners are not in the
- * data plane yet).
+ * The shard snapshot of a validated config: every listener with its protocol's settings, and
+ * every upstream.
  *
  * @example
  * worker.postMessage(toShardConfig(config, slots));
@@ -109,7 +142,6 @@ export interface SlotLookup {
 export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardConfig {
   return {
     listeners: cfg.listeners
-      .filter((l) => l.protocol === 'tcp' || l.protocol === 'hub')
       .map((l) => ({
         name: l.name,
         protocol: l.protocol,
@@ -121,6 +153,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
         ...(l.rateLimit && { rateLimit: { perSecond: l.rateLimit.perSecond, burst: l.rateLimit.burst } }),
         idleTimeoutMs: l.idleTimeout,
         slot: slots.listenerSlot(l.name),
+        ...(l.protocol === 'http' && { http: httpSettings(l) }),
         ...(l.protocol === 'hub' && {
           hub: {
             path: l.path,
@@ -139,6 +172,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
       connectTimeoutMs: u.connectTimeout,
       connectRetries: u.connectRetries,
       failureThreshold: u.circuitBreaker.enabled ? u.circuitBreaker.failureThreshold : 0,
+      pool: { maxConnections: u.pool.maxConnections, maxIdle: u.pool.maxIdle, idleTimeoutMs: u.pool.idleTimeout },
       backends: u.backends.map((b) => ({ address: b.address, host: b.host, port: b.port, weight: b.weight, slot: slots.backendSlot(u.name, b.address) })),
     })),
     connectionActor: cfg.runtime.connectionActor,

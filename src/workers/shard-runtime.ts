@@ -11,6 +11,7 @@ import { InjectedFaultError, errorChain } from '../errors.ts';
 import { StateTable } from './state-table.ts';
 import { Balancer, type BreakerReport } from './balancer.ts';
 import { ShardHubRoutes, isHub, loadHub } from './shard-hub.ts';
+import { ShardHttp, isHttp } from './shard-http.ts';
 import { heartbeatIntervalMs, type ShardConfig, type ShardListener, type ShardUpstream } from './shard-config.ts';
 import type { FromShard, ShardInit, ShardResult, ToShard } from './protocol.ts';
 import { HUB_TO_SHARD_TYPES, type HubToShard } from '../hub/messages.ts';
@@ -69,6 +70,8 @@ export class Shard {
   #generation = 0;
   #draining = false;
   readonly #hub: ShardHubRoutes;
+  /** Made with the first http listener. */
+  #http: ShardHttp | undefined;
   #eventsSub: { unsubscribe(): void } | undefined;
   #heartbeat: NodeJS.Timeout | undefined;
   #ended = false;
@@ -161,12 +164,13 @@ export class Shard {
     if (heartbeatIntervalMs(next) !== heartbeatIntervalMs(prev)) this.#beat();
     for (const l of prev.listeners) if (!next.listeners.some((x) => x.name === l.name)) this.#retire(l.name);
     this.#hub.retain((name) => next.listeners.some((x) => x.name === name && x.protocol === 'hub'));
+    this.#http?.configure(next);
     for (const l of next.listeners) {
       const old = prev.listeners.find((x) => x.name === l.name);
       if (old && old.host === l.host && old.port === l.port && old.protocol === l.protocol) {
         // Same address: reconfigure in place; open connections keep their settings.
         const a = this.#sup.child(this.#childIds.get(l.name)!);
-        if (isHub(a)) a.reconfigure(l);
+        if (isHub(a) || isHttp(a)) a.reconfigure(l);
         else if (a instanceof ListenerActor) {
           const upstream = this.#upstreamOf(l);
           a.reconfigure(l, upstream, upstream && this.#balancer(upstream));
@@ -224,6 +228,9 @@ export class Shard {
         this.#post({ type: 'reply', id: m.id, value: t });
         break;
       }
+      case 'http-stats':
+        this.#post({ type: 'reply', id: m.id, value: this.#http?.stats.snapshot() });
+        break;
       case 'counts':
         this.#post({ type: 'reply', id: m.id, value: live.countsByType() });
         break;
@@ -270,6 +277,7 @@ export class Shard {
   #killAll(): void {
     if (this.#sup.status !== 'exited') this.#sup.kill();
     for (const a of this.#retiring) a.kill();
+    void this.#http?.close();
   }
 
   /**
@@ -343,6 +351,10 @@ export class Shard {
         // (By name: a port-0 listener is recorded with the port it got, which a restart rebinds.)
         const cur = this.#config.listeners.find((x) => x.name === l.name) ?? l;
         const common = { shard: this.index, listener: cur, table: this.#table, log: this.#log, reusePort: this.#init.reusePort };
+        if (cur.protocol === 'http') {
+          this.#http ??= new ShardHttp(this.#config, (u) => this.#balancer(u));
+          return this.#http.listener(common).start();
+        }
         if (cur.protocol === 'hub') {
           return loadHub().then(({ HubListenerActor }) => new HubListenerActor({ ...common, post: this.#post, readyNodes: this.#hub.readyNodesOf(cur.name) }).start());
         }

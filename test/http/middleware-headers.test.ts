@@ -168,7 +168,7 @@ describe('head serialisers', () => {
 
 describe('the chain as the connection will call it', () => {
   const route = {
-    name: 'api', match: { pathPrefix: '/api', methods: ['GET'] }, upstream: 'api', stripPrefix: true, timeout: 1000, retries: 0,
+    name: 'api', match: { pathPrefix: '/api', methods: ['GET'] }, upstream: 'api', stripPrefix: true, timeout: 1000, retries: 0, idleTimeout: 60_000, retryOn: ['connect-failure' as const, 'reset' as const],
     websocket: false, cors: { origins: ['https://app.example'], credentials: false },
     headers: { request: { set: { 'X-Env': 'prod' } } },
   };

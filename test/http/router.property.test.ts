@@ -51,7 +51,7 @@ const routeHost = fc.option(fc.oneof(fc.constantFrom(...NAMES), fc.constantFrom(
 const methods = fc.option(fc.subarray(['GET', 'POST', 'PUT', 'DELETE'], { minLength: 1 }), { nil: undefined });
 const route = fc.record({ host: routeHost, pathPrefix: prefix, methods });
 const routeSet = fc.array(route, { minLength: 1, maxLength: 12 }).map((rs): RouteConfig[] =>
-  rs.map((m, i) => ({ name: `r${i}`, match: m, upstream: 'u', stripPrefix: false, timeout: 30_000, retries: 0, websocket: false })),
+  rs.map((m, i) => ({ name: `r${i}`, match: m, upstream: 'u', stripPrefix: false, timeout: 30_000, retries: 0, idleTimeout: 60_000, retryOn: ['connect-failure', 'reset'], websocket: false })),
 );
 const reqHost = fc.option(
   fc.tuple(fc.constantFrom(...NAMES, 'z.x.b.a.com', 'other.org'), fc.boolean(), fc.constantFrom('', ':80', '.', '.:8443')).map(([n, upper, tail]) => (upper ? n.toUpperCase() : n) + tail),

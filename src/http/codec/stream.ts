@@ -70,6 +70,11 @@ export abstract class MessageStream<H extends { contentLength: number }> {
     this.maxBodySize = maxBodySize;
   }
 
+  /** Bytes fed and not yet consumed by `next()` (a pipelined request waiting its turn). */
+  get buffered(): number {
+    return this.end - this.pos;
+  }
+
   /** Adds bytes. The chunk is used in place (body slices are views of it): do not reuse it. */
   feed(chunk: Buffer): void {
     const left = this.end - this.pos;

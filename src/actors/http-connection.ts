@@ -1,0 +1,676 @@
+import type net from 'node:net';
+import { setup } from 'xstate';
+import type { Logger } from 'pino';
+import { Actor } from '../runtime/actor.ts';
+import { compile, stepMachine } from '../runtime/compiled-machine.ts';
+import type { Registry } from '../runtime/registry.ts';
+import { InjectedFaultError } from '../errors.ts';
+import { L, type StateTable } from '../workers/state-table.ts';
+import type { ShardListener } from '../workers/shard-config.ts';
+import { HttpParseError } from '../http/codec/chars.ts';
+import type { RequestHead } from '../http/codec/head.ts';
+import { RequestParser } from '../http/codec/parser.ts';
+import { ParseEvent } from '../http/codec/stream.ts';
+import { ERROR_STATUS, Exchange, gatewayAnswer, isPreflight, requestIdOf, type AnswerOptions, type GatewayErrorCode } from '../http/middleware/index.ts';
+import { HttpExchange, Phase, type ExchangeOwner } from '../http/exchange.ts';
+import { headerValue, type CompiledRoute, type CompiledRoutes } from '../http/routes.ts';
+import type { HttpUpstreams } from '../http/upstreams.ts';
+import { Dispatcher } from '../http/dispatch.ts';
+import type { PooledConnection, UpstreamPool } from '../http/pool.ts';
+
+type Conn = PooledConnection<unknown>;
+
+export type HttpConnectionState =
+  | 'reading_head' | 'waiting_upstream' | 'streaming_request' | 'streaming_response'
+  | 'keepalive_idle' | 'upgraded' | 'closing' | 'closed';
+export type HttpConnectionEvent =
+  | 'head' | 'body' | 'request.end' | 'response.head' | 'exchange.end' | 'read' | 'upgrade'
+  | 'close' | 'sockets.closed' | 'kill' | 'crash';
+
+/**
+ * The life of one HTTP client connection. A request goes `head` (routed, sent upstream) →
+ * `body` / `request.end` (its body streamed) → `response.head` → `exchange.end`, then the
+ * connection idles kept alive until the next request's first byte (`read`). `upgrade` makes it a
+ * byte tunnel after a 101; `close` is an orderly end (a `Connection: close`, a refused request,
+ * a drain), `sockets.closed` both sockets gone, `kill` and `crash` an end from anywhere.
+ */
+export const httpConnectionMachine = setup({
+  types: { events: {} as { type: HttpConnectionEvent } },
+}).createMachine({
+  id: 'http-connection',
+  initial: 'reading_head',
+  states: {
+    reading_head: { on: { head: 'waiting_upstream', close: 'closing', 'sockets.closed': 'closed' } },
+    waiting_upstream: {
+      on: { body: 'streaming_request', 'response.head': 'streaming_response', 'exchange.end': 'keepalive_idle', upgrade: 'upgraded', close: 'closing', 'sockets.closed': 'closed' },
+    },
+    streaming_request: {
+      on: { 'request.end': 'waiting_upstream', 'response.head': 'streaming_response', 'exchange.end': 'keepalive_idle', close: 'closing', 'sockets.closed': 'closed' },
+    },
+    streaming_response: { on: { 'exchange.end': 'keepalive_idle', upgrade: 'upgraded', close: 'closing', 'sockets.closed': 'closed' } },
+    keepalive_idle: { on: { read: 'reading_head', head: 'waiting_upstream', close: 'closing', 'sockets.closed': 'closed' } },
+    upgraded: { on: { close: 'closing', 'sockets.closed': 'closed' } },
+    closing: { on: { 'sockets.closed': 'closed' } },
+    closed: { type: 'final' },
+  },
+  on: { kill: '.closed', crash: '.closed' },
+});
+
+const table = compile<HttpConnectionState, HttpConnectionEvent>(httpConnectionMachine);
+
+/** What a request's end is reported to: the shard's HTTP counters and the listener's access log. */
+export interface HttpObservers {
+  request(listener: string, route: string, code: number, seconds: number): void;
+  retry(upstream: string): void;
+}
+/** One access log line's fields. */
+export interface HttpAccessEntry {
+  listener: string; route: string; method: string; path: string; status: number; durationMs: number;
+  upstream?: string; backend?: string; requestId: string; bytesIn: number; bytesOut: number; remoteAddress: string;
+}
+
+/** Everything an http listener shares with its connections (one object per listener). */
+export interface HttpConnectionContext {
+  shard: number;
+  listener: ShardListener;
+  table: StateTable;
+  log: Logger;
+  registry: Registry<HttpConnectionActor>;
+  /** The routes of the current config snapshot (a reload swaps it; a request keeps the one it started with). */
+  routes: CompiledRoutes;
+  upstreams: HttpUpstreams<HttpConnectionActor>;
+  stats: HttpObservers;
+  accessLog: { record(e: HttpAccessEntry): void } | undefined;
+  dispatcher: Dispatcher;
+  /** The listener stopped accepting: answers carry `Connection: close`. */
+  draining: boolean;
+}
+
+let seq = 0;
+const kConn = Symbol('gatehouse.httpConnection');
+type OwnedSocket = net.Socket & { [kConn]: HttpConnectionActor };
+
+/** Buffered bytes of pipelined requests past which the client socket is paused. */
+const PIPELINE_BUFFER = 64 * 1024;
+
+/**
+ * One actor per HTTP client connection, in its listener's registry. It parses requests with the
+ * strict codec, routes each one, runs the route's middleware, sends it on a pooled upstream
+ * socket through an {@link HttpExchange} (a plain object per request) and streams the response
+ * back, in order, one exchange at a time (pipelined requests wait, parsed, for their turn).
+ * Stepped through the compiled {@link httpConnectionMachine}; every socket handler is guarded,
+ * so a throw ends this connection alone (a request not yet answered gets a 500).
+ */
+export class HttpConnectionActor extends Actor implements ExchangeOwner {
+  #state: HttpConnectionState = table.initial;
+  readonly #ctx: HttpConnectionContext;
+  readonly client: net.Socket;
+  readonly #parser: RequestParser;
+  /** The middleware's per-connection state (peer, trust, forwarded values). */
+  readonly mw: Exchange;
+  /** Reused header list (request, then response). */
+  readonly out: string[] = [];
+  #ex: HttpExchange | undefined;
+  /** After a 101: the upstream socket the connection is now a byte tunnel to. */
+  #tunnel: { conn: Conn; pool: UpstreamPool<unknown> } | undefined;
+  #requests = 0;
+  /** Close once the current exchange ends (client asked, limit reached, refused body, drain). */
+  #closeAfter = false;
+  #clientEnded = false;
+  #clientClosed = false;
+  #headTimer: NodeJS.Timeout | undefined;
+  #injected: unknown;
+  #error: unknown;
+  ipKey = 0;
+
+  constructor(ctx: HttpConnectionContext, client: net.Socket) {
+    super(`http:${ctx.shard}:${++seq}`, 'http-connection');
+    this.#ctx = ctx;
+    this.client = client;
+    const s = ctx.routes.settings;
+    this.#parser = new RequestParser({ maxHeaderSize: s.maxHeaderSize, maxBodySize: s.maxBodySize });
+    this.mw = new Exchange(client.remoteAddress ?? '', false, client.localPort ?? 0, ctx.routes.listener.forwarded);
+  }
+
+  get state(): string {
+    return this.#state;
+  }
+
+  override describe(): Record<string, unknown> {
+    const ex = this.#ex;
+    return {
+      peer: `${this.client.remoteAddress}:${this.client.remotePort}`,
+      requests: this.#requests,
+      ...(ex && { request: { method: ex.head.method, path: ex.head.target.slice(0, 200), route: ex.route?.name ?? '', backend: ex.backend?.address } }),
+    };
+  }
+
+  #log(): Logger {
+    return this.#ctx.log.child({ actorId: this.id, actorType: this.type });
+  }
+
+  start(): this {
+    const c = this.client as OwnedSocket;
+    c[kConn] = this;
+    c.on('data', onClientData);
+    c.on('end', onClientEnd);
+    c.on('error', onClientError);
+    c.on('close', onClientClose);
+    c.on('timeout', onClientTimeout);
+    c.on('drain', onClientDrain);
+    c.setTimeout(this.#ctx.routes.settings.headersTimeoutMs);
+    this.markRunning();
+    c.resume();
+    return this;
+  }
+
+  /** Fault injection (debug route): thrown from inside the next socket handler. */
+  crash(err: unknown = new InjectedFaultError(this.id)): boolean {
+    if (this.status === 'exited') return false;
+    this.#injected = err;
+    return true;
+  }
+
+  /**
+   * Runs a handler of this connection (`fn` called on it with `arg`; no closure per event): a
+   * throw ends this connection alone, with a 500 if a request waits for its answer.
+   */
+  guard<A>(fn: (this: HttpConnectionActor, arg: A) => void, arg: A): void {
+    try {
+      if (this.#injected !== undefined) {
+        const err = this.#injected;
+        this.#injected = undefined;
+        throw err;
+      }
+      fn.call(this, arg);
+    } catch (err) {
+      this.#fail(err);
+    }
+  }
+
+  #step(ev: HttpConnectionEvent): void {
+    const next = stepMachine(table, this, this.#state, ev);
+    if (next === undefined) return;
+    this.#state = next;
+    if (next === 'closed') this.#finish(ev === 'kill' ? 'killed' : ev === 'crash' ? 'error' : this.status === 'stopping' ? 'shutdown' : 'normal');
+  }
+
+  // ---- the client side ---------------------------------------------------------------------
+
+  onData(chunk: Buffer): void {
+    const t = this.#tunnel;
+    if (t !== undefined) {
+      if (!t.conn.socket.write(chunk)) this.client.pause();
+      return;
+    }
+    if (this.#state === 'keepalive_idle') this.#step('read');
+    this.#parser.feed(chunk);
+    this.pump();
+  }
+
+  /** Parses and handles what the client sent, as far as the current exchange lets it. */
+  pump(): void {
+    const p = this.#parser;
+    for (;;) {
+      const ex = this.#ex;
+      if (ex !== undefined) {
+        // One exchange at a time: a pipelined request waits, parsed, for the response before it.
+        if (ex.requestDone || ex.phase === Phase.Dispatching || ex.upstreamFull) {
+          if (p.buffered > PIPELINE_BUFFER || ex.phase === Phase.Dispatching || ex.upstreamFull) this.client.pause();
+          return;
+        }
+      }
+      let ev: ParseEvent;
+      try {
+        ev = p.next();
+      } catch (err) {
+        this.#refused(err);
+        return;
+      }
+      switch (ev) {
+        case ParseEvent.NeedMore:
+          if (this.#ex === undefined && p.buffered > 0 && this.#headTimer === undefined) this.#armHeadTimer();
+          this.client.resume();
+          return;
+        case ParseEvent.Head:
+          this.#onHead(p.head!);
+          continue;
+        case ParseEvent.Body: {
+          const ex2 = this.#ex!;
+          if (ex2.phase === Phase.Answered) continue; // dropped: the gateway answered already
+          if (this.#state === 'waiting_upstream') this.#step('body');
+          ex2.body(p.body);
+          continue;
+        }
+        case ParseEvent.End: {
+          const ex2 = this.#ex!;
+          if (ex2.phase === Phase.Answered) {
+            ex2.requestDone = true;
+            this.#exchangeEnd(ex2);
+            continue;
+          }
+          ex2.end(p.trailers);
+          this.#step('request.end');
+          continue;
+        }
+        default:
+          // Paused (an upgrade waits for its 101) or Closed (nothing after a closing request).
+          return;
+      }
+    }
+  }
+
+  #armHeadTimer(): void {
+    this.#headTimer = setTimeout(onHeadTimeout, this.#ctx.routes.settings.headersTimeoutMs, this).unref();
+  }
+
+  #clearHeadTimer(): void {
+    if (this.#headTimer !== undefined) clearTimeout(this.#headTimer);
+    this.#headTimer = undefined;
+  }
+
+  headTimedOut(): void {
+    this.#headTimer = undefined;
+    if (this.#ex !== undefined || this.#state === 'closed') return;
+    this.#log().debug({ remoteAddress: this.client.remoteAddress }, 'request head not complete within headersTimeout: connection closed');
+    this.#close(true);
+  }
+
+  #onHead(head: RequestHead): void {
+    this.#clearHeadTimer();
+    this.client.setTimeout(0);
+    const ctx = this.#ctx;
+    const routes = ctx.routes;
+    this.#requests++;
+    const max = routes.settings.maxRequestsPerConnection;
+    if (!head.keepAlive || ctx.draining || (max > 0 && this.#requests >= max)) this.#closeAfter = true;
+    const requestId = requestIdOf(head.headers, routes.listener.ids);
+    let m = routes.router.match(head.host, head.target, head.method);
+    const preflight = isPreflight(head.method, head.headers);
+    if (!m.ok && m.status === 405 && preflight) {
+      // A preflight asks about the method to come: route it by that method.
+      const want = headerValue(head.headers, 'access-control-request-method');
+      if (want !== undefined) m = routes.router.match(head.host, head.target, want);
+    }
+    const route = m.ok ? routes.byIndex[m.index] : undefined;
+    const ex = new HttpExchange(head, route, requestId, performance.now());
+    this.#ex = ex;
+    this.mw.requestId = requestId;
+    this.#step('head');
+    if (!m.ok) return this.answer(ex, m.code, m.allow === undefined ? undefined : { allow: m.allow });
+    const r = route!;
+    if (preflight && r.mw.cors) {
+      const origin = headerValue(head.headers, 'origin')!;
+      return this.#sendAnswer(ex, r.mw.cors.allows(origin) ? 204 : 403, r.mw.cors.preflight(origin, headerValue(head.headers, 'access-control-request-headers'), requestId, this.#closeAfter || !this.#bodyDone(head)));
+    }
+    if (head.upgrade && !r.config.websocket) return this.answer(ex, 'upgrade_not_allowed');
+    ctx.dispatcher.begin(this, ex, r);
+  }
+
+  /** The request has no body left to read (none, or all of it parsed). */
+  #bodyDone(head: RequestHead): boolean {
+    return !head.chunked && head.contentLength <= 0;
+  }
+
+  /** A request the codec refused: answered with its status and closed, or reset mid-body. */
+  #refused(err: unknown): void {
+    const ex = this.#ex;
+    if (!(err instanceof HttpParseError)) throw err;
+    this.#log().debug({ err, remoteAddress: this.client.remoteAddress }, 'request refused by the codec');
+    if (ex !== undefined && ex.phase !== Phase.Dispatching && ex.phase !== Phase.Answered) {
+      // A framing error inside a body already streaming upstream: both sides are reset.
+      this.#dropUpstream(ex, err);
+      this.#ctx.stats.request(this.#ctx.listener.name, ex.route?.name ?? '', 400, (performance.now() - ex.startedAt) / 1000);
+      this.#ex = undefined;
+      this.client.resetAndDestroy();
+      return;
+    }
+    if (ex !== undefined) this.#dropUpstream(ex);
+    this.#closeAfter = true;
+    const id = ex?.requestId ?? this.#ctx.routes.listener.ids.next();
+    const status = err.status;
+    this.client.write(gatewayAnswer(err.code as GatewayErrorCode, id, { close: true }, status));
+    this.#ctx.stats.request(this.#ctx.listener.name, ex?.route?.name ?? '', status, ex ? (performance.now() - ex.startedAt) / 1000 : 0);
+    this.#ex = undefined;
+    this.#close(false);
+  }
+
+  /** Answers the current request with a gateway error (JSON body) and ends the exchange. */
+  answer(ex: HttpExchange, code: GatewayErrorCode, opts?: AnswerOptions): void {
+    const o: AnswerOptions = { ...opts, head: ex.head.method === 'HEAD', close: this.#closeAfter || !(ex.requestDone || this.#bodyDone(ex.head)) };
+    this.#sendAnswer(ex, ERROR_STATUS[code], gatewayAnswer(code, ex.requestId, o));
+  }
+
+  #sendAnswer(ex: HttpExchange, status: number, buf: Buffer): void {
+    if (ex !== this.#ex || this.#clientClosed) return;
+    ex.status = status;
+    ex.phase = Phase.Answered;
+    if (!this.#bodyDone(ex.head) && !ex.requestDone) this.#closeAfter = true;
+    this.client.write(buf);
+    if (this.#closeAfter || this.#bodyDone(ex.head) || ex.requestDone) {
+      ex.requestDone = true;
+      this.#exchangeEnd(ex);
+    }
+    if (this.#state !== 'closing' && this.#state !== 'closed') this.pump();
+  }
+
+  // ---- the exchange's reports (ExchangeOwner) ----------------------------------------------
+
+  responded(ex: HttpExchange): void {
+    if (ex !== this.#ex) return;
+    this.#ctx.dispatcher.responded(ex);
+    this.#step('response.head');
+  }
+
+  finished(ex: HttpExchange, reusable: boolean): void {
+    const conn = ex.conn!;
+    ex.conn = undefined;
+    if (reusable) ex.pool!.release(conn);
+    else ex.pool!.discard(conn);
+    if (ex.closeOut) this.#closeAfter = true;
+    this.#exchangeEnd(ex);
+    if (this.#state !== 'closing' && this.#state !== 'closed') this.pump();
+  }
+
+  failed(ex: HttpExchange, why: 'reset' | 'timeout' | 'invalid' | 'status', err?: Error): void {
+    if (ex !== this.#ex) return;
+    this.#ctx.dispatcher.upstreamFailed(this, ex, why, err);
+  }
+
+  broken(ex: HttpExchange, err?: Error): void {
+    if (ex !== this.#ex) return;
+    this.#debug({ err, backend: ex.backend?.address }, 'upstream failed mid-response: client connection reset');
+    this.#dropUpstream(ex, err);
+    this.#recordEnd(ex);
+    this.#ex = undefined;
+    this.client.resetAndDestroy();
+  }
+
+  upgraded(ex: HttpExchange, rest: Buffer): void {
+    const conn = ex.conn!;
+    ex.conn = undefined;
+    this.#ctx.dispatcher.responded(ex);
+    this.#recordEnd(ex);
+    this.#ex = undefined;
+    this.#step('upgrade');
+    // The socket stays the pool's (busy, counted toward its backend) until the tunnel ends;
+    // its reads keep coming through the pool's handler, now to the client as they are.
+    this.#tunnel = { conn, pool: ex.pool! };
+    conn.socket.setTimeout(0);
+    this.client.setTimeout(this.#ctx.listener.idleTimeoutMs);
+    if (rest.length > 0) this.client.write(rest);
+    const early = this.#parser.takeRest();
+    if (early.length > 0) conn.socket.write(early);
+    this.client.resume();
+  }
+
+  // ---- upstream socket events (through the pool's handlers) ---------------------------------
+
+  /** Response (or tunnel) bytes; false pauses the upstream socket until the client drains. */
+  upstreamRead(conn: Conn, chunk: Buffer): boolean {
+    try {
+      if (this.#injected !== undefined) {
+        const err = this.#injected;
+        this.#injected = undefined;
+        throw err;
+      }
+      const t = this.#tunnel;
+      if (t !== undefined) return t.conn === conn ? this.client.write(chunk) : false;
+      const ex = this.#ex;
+      if (ex === undefined || ex.conn !== conn) return false;
+      return ex.read(this, chunk, this.mw, this.out, this.#closeAfter);
+    } catch (err) {
+      this.#fail(err);
+      return false;
+    }
+  }
+
+  /** The upstream socket closed while this connection owned it (a FIN ends a close-delimited body). */
+  upstreamClosed(e: { conn: Conn; err: Error | undefined }): void {
+    const t = this.#tunnel;
+    if (t !== undefined) {
+      if (t.conn !== e.conn) return;
+      this.#tunnel = undefined;
+      if (e.err) this.client.destroy();
+      else this.#close(false);
+      return;
+    }
+    const ex = this.#ex;
+    if (ex === undefined || ex.conn !== e.conn) return;
+    if (e.err === undefined && ex.phase === Phase.Responding) ex.eof(this, this.mw, this.out, this.#closeAfter);
+    if (this.#ex !== ex || ex.conn !== e.conn) return;
+    if (ex.phase === Phase.Responding) this.broken(ex, e.err);
+    else this.failed(ex, 'reset', e.err);
+  }
+
+  /** No byte from the upstream for the route's `timeout` (before the head) or `idleTimeout`. */
+  upstreamTimedOut(conn: Conn): void {
+    const ex = this.#ex;
+    if (ex === undefined || ex.conn !== conn) return;
+    if (ex.phase === Phase.Responding) this.broken(ex, new Error('upstream idle timeout'));
+    else this.failed(ex, 'timeout');
+  }
+
+  // ---- ending exchanges and the connection -------------------------------------------------
+
+  /** A response was sent in full (or a gateway answer): counted, logged, next request. */
+  #exchangeEnd(ex: HttpExchange): void {
+    this.#recordEnd(ex);
+    this.#ex = undefined;
+    this.#step('exchange.end');
+    if (this.#closeAfter || this.#clientEnded) {
+      this.#close(false);
+      return;
+    }
+    if (this.#parser.buffered === 0) this.client.setTimeout(this.#ctx.routes.settings.keepAliveTimeoutMs);
+    else this.#step('read');
+    this.client.resume();
+  }
+
+  #recordEnd(ex: HttpExchange): void {
+    const ctx = this.#ctx;
+    ctx.dispatcher.end(ex);
+    const ms = performance.now() - ex.startedAt;
+    ctx.stats.request(ctx.listener.name, ex.route?.name ?? '', ex.status, ms / 1000);
+    ctx.accessLog?.record({
+      listener: ctx.listener.name, route: ex.route?.name ?? '', method: ex.head.method, path: ex.head.target, status: ex.status,
+      durationMs: ms, upstream: ex.upstream?.config.name, backend: ex.backend?.address, requestId: ex.requestId,
+      bytesIn: ex.bytesIn, bytesOut: ex.bytesOut, remoteAddress: this.mw.clientAddress || this.mw.peer,
+    });
+  }
+
+  /** Destroys the exchange's upstream socket (not reusable: its request or response is cut). */
+  #dropUpstream(ex: HttpExchange, err?: Error): void {
+    const conn = ex.conn;
+    ex.conn = undefined;
+    if (conn) ex.pool!.discard(conn, err);
+    ex.phase = Phase.Done;
+  }
+
+  #debug(obj: Record<string, unknown>, msg: string): void {
+    if (this.#ctx.log.isLevelEnabled('debug')) this.#log().debug(obj, msg);
+  }
+
+  /** Ends the client connection: at once (`now`) or after the pending writes (FIN). */
+  #close(now: boolean): void {
+    if (this.#state === 'closed') return;
+    this.#clearHeadTimer();
+    if (this.#state !== 'closing') this.#step('close');
+    if (now) this.client.destroy();
+    else this.client.end();
+    this.client.setTimeout(this.#ctx.routes.settings.keepAliveTimeoutMs || 5_000);
+  }
+
+  onEnd(): void {
+    this.#clientEnded = true;
+    if (this.#tunnel !== undefined) {
+      this.#tunnel.conn.socket.end();
+      return;
+    }
+    const ex = this.#ex;
+    if (ex === undefined) return this.#close(false);
+    // A FIN in the middle of a request body: the request can never complete.
+    if (!ex.requestDone && ex.phase !== Phase.Answered) {
+      this.#dropUpstream(ex);
+      this.#recordEnd(ex);
+      this.#ex = undefined;
+      this.#close(true);
+    }
+  }
+
+  onTimeout(): void {
+    // Idle between requests (keepAliveTimeout), before the first head (headersTimeout), or a
+    // closing connection whose peer does not read: it ends now.
+    this.#close(true);
+  }
+
+  onClose(): void {
+    this.#clientClosed = true;
+    this.#clearHeadTimer();
+    const ex = this.#ex;
+    if (ex !== undefined) {
+      this.#dropUpstream(ex);
+      if (ex.status === 0) ex.status = 499;
+      this.#recordEnd(ex);
+      this.#ex = undefined;
+    }
+    this.#endTunnel();
+    this.#step('sockets.closed');
+  }
+
+  onDrain(): void {
+    if (this.#tunnel !== undefined) {
+      this.#tunnel.conn.socket.resume();
+      return;
+    }
+    const ex = this.#ex;
+    if (ex !== undefined && ex.clientFull) {
+      ex.clientFull = false;
+      ex.conn?.socket.resume();
+    }
+  }
+
+  /** The upstream socket drained: the client's body (or tunnel bytes) may flow again. */
+  upstreamDrained(ex: HttpExchange | undefined): void {
+    if (this.#tunnel !== undefined) {
+      this.client.resume();
+      return;
+    }
+    if (ex === undefined) return;
+    if (ex !== this.#ex || !ex.upstreamFull) return;
+    ex.upstreamFull = false;
+    this.pump();
+  }
+
+  /** The listener drains: an idle connection closes now, a busy one after its exchange. */
+  drainNow(): void {
+    this.#closeAfter = true;
+    if (this.#ex === undefined && this.#tunnel === undefined && this.#parser.buffered === 0) this.#close(false);
+  }
+
+  #fail(err: unknown): void {
+    if (this.status === 'exited') return;
+    this.#error = err;
+    this.#log().error({ err, remoteAddress: this.client.remoteAddress, state: this.#state }, 'http connection handler failed: connection closed');
+    const ex = this.#ex;
+    if (ex !== undefined) {
+      this.#dropUpstream(ex);
+      if (ex.phase !== Phase.Responding && !this.#clientClosed && !this.client.destroyed) {
+        this.client.end(gatewayAnswer('internal_error', ex.requestId, { close: true }));
+        ex.status = 500;
+      }
+      this.#recordEnd(ex);
+      this.#ex = undefined;
+    }
+    this.#endTunnel();
+    if (this.#state === 'closed') {
+      this.exit('error', err);
+      return;
+    }
+    this.client.destroySoon();
+    this.#step('crash');
+  }
+
+  #endTunnel(): void {
+    const t = this.#tunnel;
+    if (t === undefined) return;
+    this.#tunnel = undefined;
+    t.pool.discard(t.conn);
+  }
+
+  #finish(reason: 'normal' | 'shutdown' | 'killed' | 'error'): void {
+    const ctx = this.#ctx;
+    const c = this.client;
+    this.#clearHeadTimer();
+    ctx.table.bytesAdd(ctx.shard, ctx.listener.slot, c.bytesRead, c.bytesWritten);
+    ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, L.ACTIVE, -1);
+    ctx.table.listenerRelease(ctx.listener.slot);
+    if (this.ipKey !== 0) ctx.table.ipRelease(ctx.listener.slot, ctx.shard, this.ipKey);
+    ctx.table.listenerAdd(ctx.shard, ctx.listener.slot, reason === 'error' ? L.ERROR : L.OK, 1);
+    this.exit(reason, reason === 'error' ? this.#error : undefined);
+  }
+
+  protected requestStop(): boolean {
+    this.drainNow();
+    return true;
+  }
+
+  protected forceStop(): void {
+    const ex = this.#ex;
+    if (ex !== undefined) {
+      this.#dropUpstream(ex);
+      this.#recordEnd(ex);
+      this.#ex = undefined;
+    }
+    this.#endTunnel();
+    this.client.destroy();
+    this.#step('kill');
+  }
+
+  /** The exchange in progress (the dispatcher's view). */
+  get exchange(): HttpExchange | undefined {
+    return this.#ex;
+  }
+
+  get route(): CompiledRoute | undefined {
+    return this.#ex?.route;
+  }
+
+  /** Whether the answer to the current request closes the connection. */
+  get closeAfter(): boolean {
+    return this.#closeAfter;
+  }
+
+  get context(): HttpConnectionContext {
+    return this.#ctx;
+  }
+}
+
+
+// Socket handlers shared by every connection (`this` is the socket): no closure per connection.
+function onClientData(this: OwnedSocket, chunk: Buffer): void {
+  const a = this[kConn];
+  a.guard(a.onData, chunk);
+}
+function onClientEnd(this: OwnedSocket): void {
+  const a = this[kConn];
+  a.guard(a.onEnd, undefined);
+}
+function onClientError(this: OwnedSocket): void {
+  // 'close' follows with hadError; the exchange is dropped there.
+}
+function onClientClose(this: OwnedSocket): void {
+  const a = this[kConn];
+  a.guard(a.onClose, undefined);
+}
+function onClientTimeout(this: OwnedSocket): void {
+  const a = this[kConn];
+  a.guard(a.onTimeout, undefined);
+}
+function onClientDrain(this: OwnedSocket): void {
+  const a = this[kConn];
+  a.guard(a.onDrain, undefined);
+}
+function onHeadTimeout(a: HttpConnectionActor): void {
+  a.guard(a.headTimedOut, undefined);
+}

@@ -1,0 +1,322 @@
+/**
+ * One HTTP request/response exchange of a client connection: a plain object (not an actor: an
+ * exchange lives a few hundred microseconds, and a connection carries them one at a time). It
+ * holds what the request needs from routing to the access log, writes the request to the
+ * upstream socket it was given, parses the response and writes it to the client with
+ * backpressure both ways. What to do on a failure (retry, gateway answer, reset) is decided by
+ * its connection, through {@link ExchangeOwner}.
+ */
+import type net from 'node:net';
+import type { RequestHead } from './codec/head.ts';
+import { AnswerTo, Framing, type ResponseHead } from './codec/response-head.ts';
+import { ResponseParser } from './codec/response.ts';
+import { ParseEvent } from './codec/stream.ts';
+import { CHUNKED, NO_BODY, serializeResponseHead } from './middleware/serialize.ts';
+import { prepareResponse, type Exchange } from './middleware/headers.ts';
+import type { PooledConnection, UpstreamPool } from './pool.ts';
+import type { CompiledRoute } from './routes.ts';
+import type { ShardBackend } from '../workers/shard-config.ts';
+import type { HttpUpstream } from './upstreams.ts';
+
+/** Request bodies up to this size are kept to send again on a retry; a larger one is not retried. */
+export const REPLAY_MAX = 64 * 1024;
+
+const CRLF = Buffer.from('\r\n');
+const LAST_CHUNK = Buffer.from('0\r\n\r\n');
+
+/** Where an exchange is: numbers, compared on the hot path. */
+export const Phase = {
+  /** Routed, waiting for auth, the rate limit or a pooled socket. */
+  Dispatching: 0,
+  /** Request head written; waiting for the response head. */
+  Sent: 1,
+  /** Response head written to the client; streaming its body. */
+  Responding: 2,
+  /** Answered by the gateway; the rest of the request body is read and dropped. */
+  Answered: 3,
+  Done: 4,
+} as const;
+
+/**
+ * What an exchange calls on its connection. `failed` is a failure before any response byte
+ * reached the client (the connection may retry or answer); after that, `broken` (reset).
+ */
+export interface ExchangeOwner {
+  readonly client: net.Socket;
+  /** The response head was written to the client. */
+  responded(ex: HttpExchange): void;
+  /** The response ended; `reusable`: the upstream socket may serve another request. */
+  finished(ex: HttpExchange, reusable: boolean): void;
+  /** The upstream failed before the response started: `reset` (closed or refused mid-way), `timeout`, `invalid` (a bad response) or `status` (a `retryOn` status). */
+  failed(ex: HttpExchange, why: 'reset' | 'timeout' | 'invalid' | 'status', err?: Error): void;
+  /** The upstream failed mid-response: the client connection must be reset. */
+  broken(ex: HttpExchange, err?: Error): void;
+  /** A 101 to an upgrade: from here both sockets are a tunnel; `rest` are the upstream's first tunnel bytes. */
+  upgraded(ex: HttpExchange, rest: Buffer): void;
+}
+
+/**
+ * One exchange. Created at the request head, dropped at the response end.
+ *
+ * @example
+ * const ex = new HttpExchange(head, route, requestId, performance.now());
+ * ex.send(conn, pool, headBuffer, framing);
+ */
+export class HttpExchange {
+  readonly head: RequestHead;
+  readonly route: CompiledRoute | undefined;
+  readonly requestId: string;
+  readonly startedAt: number;
+  phase: number = Phase.Dispatching;
+  status = 0;
+  upstream: HttpUpstream | undefined;
+  backend: ShardBackend | undefined;
+  /** The balancer's half-open trial permit taken with {@link backend}. */
+  trial = false;
+  conn: PooledConnection<unknown> | undefined;
+  pool: UpstreamPool<unknown> | undefined;
+  /** Backends tried and failed, for the next pick. */
+  tried: ShardBackend[] | undefined;
+  /** Retries made (route `retries`, connect failures). */
+  attempts = 0;
+  /** Counted in the shard's retry budget right now. */
+  inBudget = false;
+  /** Counted in the dispatcher's requests in flight. */
+  dispatched = false;
+  /** Counted in its backend's active count (least_connections) for the current attempt. */
+  counted = false;
+  /** Already sent again on a fresh socket after the keep-alive race (once per exchange). */
+  freshRetry = false;
+  /** The serialised request (head and body so far) while it fits {@link REPLAY_MAX}: what a retry sends again. */
+  replay: Buffer[] | undefined = [];
+  replayBytes = 0;
+  /** The whole request body was read from the client. */
+  requestDone = false;
+  /** The client's body is chunked and re-encoded (chunked) upstream. */
+  chunkedIn = false;
+  /** Response body bytes go out chunked (re-encoded) / close-delimited. */
+  chunkOut = false;
+  closeOut = false;
+  /** The upstream socket cannot take more now (the client is paused). */
+  upstreamFull = false;
+  /** The client socket cannot take more now (the upstream is paused). */
+  clientFull = false;
+  /** The gateway sent `100 Continue` itself. */
+  sentContinue = false;
+  bytesIn = 0;
+  bytesOut = 0;
+  parser: ResponseParser | undefined;
+
+  constructor(head: RequestHead, route: CompiledRoute | undefined, requestId: string, startedAt: number) {
+    this.head = head;
+    this.route = route;
+    this.requestId = requestId;
+    this.startedAt = startedAt;
+    this.chunkedIn = head.chunked;
+  }
+
+  /** `AnswerTo` bits of this request for the response parser. */
+  answerTo(): number {
+    const m = this.head.method;
+    return (m === 'HEAD' ? AnswerTo.Head : 0) | (m === 'CONNECT' ? AnswerTo.Connect : 0) | (this.head.upgrade ? AnswerTo.Upgrade : 0);
+  }
+
+  /** Keeps `b` for a retry while the request fits {@link REPLAY_MAX}. */
+  keep(b: Buffer): void {
+    if (this.replay === undefined) return;
+    this.replayBytes += b.length;
+    if (this.replayBytes > REPLAY_MAX) this.replay = undefined;
+    else this.replay.push(b);
+  }
+
+  /**
+   * Writes what the request has so far to `conn` (the kept head and body for a first send or a
+   * retry) and starts reading its response. `maxHeaderSize` bounds the response head.
+   */
+  send(conn: PooledConnection<unknown>, maxHeaderSize: number): void {
+    this.conn = conn;
+    this.phase = Phase.Sent;
+    this.parser = new ResponseParser({ maxHeaderSize });
+    this.parser.expect(this.answerTo());
+    const s = conn.socket;
+    const parts = this.replay!;
+    let ok = true;
+    if (parts.length === 1) ok = s.write(parts[0]!);
+    else {
+      s.cork();
+      for (let i = 0; i < parts.length; i++) ok = s.write(parts[i]!);
+      s.uncork();
+    }
+    this.upstreamFull = !ok;
+    s.setTimeout(this.route!.timeoutMs);
+  }
+
+  /** Writes a request body slice upstream (chunk-encoded when the client sent chunks); false: wait for drain. */
+  body(data: Buffer): boolean {
+    this.bytesIn += data.length;
+    const s = this.conn!.socket;
+    let ok: boolean;
+    if (this.chunkedIn) {
+      const size = Buffer.from(`${data.length.toString(16)}\r\n`, 'latin1');
+      s.cork();
+      s.write(size);
+      s.write(data);
+      ok = s.write(CRLF);
+      s.uncork();
+      this.keep(size);
+      this.keep(data);
+      this.keep(CRLF);
+    } else {
+      ok = s.write(data);
+      this.keep(data);
+    }
+    if (!ok) this.upstreamFull = true;
+    return ok;
+  }
+
+  /** The request body ended: the last chunk and trailers when chunked. */
+  end(trailers: readonly string[] | undefined): void {
+    this.requestDone = true;
+    if (!this.chunkedIn) return;
+    const last = trailerBlock(trailers);
+    this.conn!.socket.write(last);
+    this.keep(last);
+  }
+
+  /**
+   * Response bytes from the upstream (a copy the exchange may keep). Returns false to stop
+   * reading the upstream until the client drains.
+   */
+  read(owner: ExchangeOwner, chunk: Buffer, mw: Exchange, out: string[], closeAfter: boolean): boolean {
+    const p = this.parser!;
+    p.feed(chunk);
+    return this.pump(owner, mw, out, closeAfter);
+  }
+
+  /** The upstream sent its FIN: ends a close-delimited body. */
+  eof(owner: ExchangeOwner, mw: Exchange, out: string[], closeAfter: boolean): void {
+    this.parser!.eof();
+    this.pump(owner, mw, out, closeAfter);
+  }
+
+  pump(owner: ExchangeOwner, mw: Exchange, out: string[], closeAfter: boolean): boolean {
+    const p = this.parser!;
+    const c = owner.client;
+    c.cork();
+    try {
+      for (;;) {
+        let ev: ParseEvent;
+        try {
+          ev = p.next();
+        } catch (err) {
+          if (this.phase === Phase.Responding) owner.broken(this, err as Error);
+          else owner.failed(this, 'invalid', err as Error);
+          return false;
+        }
+        switch (ev) {
+          case ParseEvent.NeedMore:
+            return !this.clientFull;
+          case ParseEvent.Head: {
+            const h = p.head!;
+            if (h.status < 200 && h.status !== 101) {
+              this.informational(c, h, mw, out);
+              continue;
+            }
+            if (this.phase !== Phase.Sent) return false;
+            const r = this.route!;
+            if (h.status >= 502 && h.status <= 504 && this.retryableStatus(h.status)) {
+              this.status = h.status;
+              owner.failed(this, 'status');
+              return false;
+            }
+            this.respond(c, h, mw, out, closeAfter);
+            this.conn!.socket.setTimeout(r.idleTimeoutMs);
+            owner.responded(this);
+            continue;
+          }
+          case ParseEvent.Body: {
+            const b = p.body;
+            this.bytesOut += b.length;
+            let ok: boolean;
+            if (this.chunkOut) {
+              c.write(`${b.length.toString(16)}\r\n`, 'latin1');
+              c.write(b);
+              ok = c.write(CRLF);
+            } else ok = c.write(b);
+            if (!ok) this.clientFull = true;
+            continue;
+          }
+          case ParseEvent.End:
+            if (this.phase !== Phase.Responding) continue; // the end of a 1xx
+            if (this.chunkOut) c.write(p.trailers && p.trailers.length > 0 ? trailerBlock(p.trailers) : LAST_CHUNK);
+            this.phase = Phase.Done;
+            owner.finished(this, !this.closeOut && this.requestDone && p.head!.keepAlive && p.buffered === 0);
+            // Released to the pool (which reads an idle socket to see its FIN) or discarded:
+            // never paused from here.
+            return true;
+          case ParseEvent.Paused:
+            this.phase = Phase.Done;
+            owner.upgraded(this, p.takeRest());
+            return true;
+          default:
+            return false;
+        }
+      }
+    } finally {
+      c.uncork();
+    }
+  }
+
+  /** Whether a `retryOn` status of the upstream makes this request go to another backend. */
+  private retryableStatus(status: number): boolean {
+    const bits = this.route!.retryOn;
+    const bit = status === 502 ? 4 : status === 503 ? 8 : 16;
+    return (bits & bit) !== 0 && this.attempts < this.route!.retries && this.replay !== undefined && this.requestDone && idempotentMethod(this.head.method);
+  }
+
+  /** A 1xx other than 101: passed on to an HTTP/1.1 client (a 100 only if the gateway did not send its own). */
+  private informational(c: net.Socket, h: ResponseHead, mw: Exchange, out: string[]): void {
+    if (this.head.versionMinor === 0 || (h.status === 100 && this.sentContinue)) return;
+    prepareResponse(h.headers, h.status, mw, this.route!.mw.rules, undefined, out);
+    c.write(serializeResponseHead(h.status, h.reason, out, NO_BODY));
+  }
+
+  /** Writes the final response head, choosing the client-side framing. */
+  private respond(c: net.Socket, h: ResponseHead, mw: Exchange, out: string[], closeAfter: boolean): void {
+    this.phase = Phase.Responding;
+    this.status = h.status;
+    const r = this.route!;
+    prepareResponse(h.headers, h.status, mw, r.mw.rules, r.mw.cors, out);
+    let framing: number;
+    const http10 = this.head.versionMinor === 0;
+    if (h.status === 101) framing = NO_BODY;
+    else if (h.framing === Framing.Chunked || h.framing === Framing.Close) {
+      // A body of unknown length: chunked to an HTTP/1.1 client, close-delimited to a 1.0 one.
+      if (http10) {
+        framing = NO_BODY;
+        this.closeOut = true;
+      } else {
+        framing = CHUNKED;
+        this.chunkOut = true;
+      }
+    } else if (h.status === 204 || h.status < 200) framing = NO_BODY;
+    else framing = h.contentLength >= 0 ? h.contentLength : h.framing === Framing.None && this.head.method !== 'HEAD' && h.status !== 304 ? 0 : NO_BODY;
+    if (h.status !== 101) {
+      if (closeAfter || this.closeOut) out.push('connection', 'close');
+      else if (http10) out.push('connection', 'keep-alive');
+    }
+    c.write(serializeResponseHead(h.status, h.reason, out, framing));
+  }
+}
+
+function idempotentMethod(m: string): boolean {
+  return m === 'GET' || m === 'HEAD' || m === 'OPTIONS' || m === 'PUT' || m === 'DELETE' || m === 'TRACE';
+}
+
+/** `0\r\n`, the trailer fields, `\r\n`. */
+function trailerBlock(trailers: readonly string[] | undefined): Buffer {
+  if (trailers === undefined || trailers.length === 0) return LAST_CHUNK;
+  let s = '0\r\n';
+  for (let i = 0; i < trailers.length; i += 2) s += `${trailers[i]}: ${trailers[i + 1]}\r\n`;
+  return Buffer.from(`${s}\r\n`, 'latin1');
+}
