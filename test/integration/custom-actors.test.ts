@@ -47,14 +47,14 @@ export default defineActor<{ port?: number; flag: string; how: 'start' | 'timer'
 });
 `;
 
-async function httpGet(port: number): Promise<string> {
-  const res = await fetch(`http://127.0.0.1:${port}/`, { signal: AbortSignal.timeout(5_000) });
+async function httpGet(port: number, path = '/'): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, { signal: AbortSignal.timeout(5_000) });
   return res.text();
 }
 
 describe('custom actors', () => {
   test('the quickstart serves through its listener and its hub (a token from gatehouse token), and gatehouse tree shows the whole tree', async () => {
-    const [a, b, listen, hub, node] = await freePorts(5);
+    const [a, b, listen, hub, node, web] = await freePorts(6);
     using dir = tempDir();
     // The quickstart as shipped, with free ports, its actor modules resolved from examples/.
     const text = readFileSync(path.join(ROOT, 'examples/quickstart.yaml'), 'utf8')
@@ -63,6 +63,7 @@ describe('custom actors', () => {
       .replaceAll('9002', String(b))
       .replaceAll('127.0.0.1:15000', `127.0.0.1:${listen}`)
       .replaceAll('127.0.0.1:18090', `127.0.0.1:${hub}`)
+      .replaceAll('127.0.0.1:18080', `127.0.0.1:${web}`)
       .replaceAll('7001', String(node))
       .replaceAll('./actors/', `${path.join(ROOT, 'examples/actors')}/`);
     await using gh = await Daemon.start(dir.write('quickstart.yaml', text));
@@ -70,6 +71,9 @@ describe('custom actors', () => {
     const answers = await Promise.all(Array.from({ length: 6 }, () => httpGet(listen!)));
     expect(answers.every((t) => /^hello from [ab] \(request \d+, GET \/\)\n$/.test(t))).toBe(true);
     expect(new Set(answers.map((t) => t.slice(0, 12)))).toEqual(new Set(['hello from a', 'hello from b']));
+    // The HTTP listener, as the README shows it: route "api" strips its prefix, "site" takes the rest.
+    expect(await httpGet(web!, '/api/users')).toMatch(/^hello from [ab] \(request \d+, GET \/users\)\n$/);
+    expect(await httpGet(web!, '/about')).toMatch(/^hello from [ab] \(request \d+, GET \/about\)\n$/);
 
     // The hub, as the README shows it: a token from the CLI, a request answered by the demo node.
     const file = dir.write('quickstart.yaml', text);
@@ -107,7 +111,10 @@ describe('custom actors', () => {
     const listeners = await gh.json<{ children: { id: string; children: { children: { children: { id: string; type: string }[] }[] }[] }[] }>('/actors?type=listener');
     expect(listeners.children.map((c) => c.id)).toEqual(['shards']);
     const found = listeners.children[0]!.children.flatMap((s) => s.children.flatMap((sup) => sup.children));
-    expect(found.map((l) => `${l.type}:${l.id}`)).toEqual(['listener:listener:tcp-in', 'listener:listener:hub', 'listener:listener:tcp-in', 'listener:listener:hub']);
+    expect(found.map((l) => `${l.type}:${l.id}`)).toEqual([
+      'listener:listener:web', 'listener:listener:tcp-in', 'listener:listener:hub',
+      'listener:listener:web', 'listener:listener:tcp-in', 'listener:listener:hub',
+    ]);
     const depth1 = await runCli(['tree', '--admin', gh.adminUrl, '--depth', '1']);
     expect(depth1.stdout).not.toMatch(/shard-0/);
     expect(await gh.stop()).toBe(0);
