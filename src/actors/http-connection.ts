@@ -118,6 +118,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
   #closeAfter = false;
   #clientEnded = false;
   #clientClosed = false;
+  #pumping = false;
   #headTimer: NodeJS.Timeout | undefined;
   #injected: unknown;
   #error: unknown;
@@ -208,8 +209,21 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     this.pump();
   }
 
-  /** Parses and handles what the client sent, as far as the current exchange lets it. */
+  /**
+   * Parses and handles what the client sent, as far as the current exchange lets it. Re-entrant
+   * calls (an answer made while handling a head) return at once: the outer loop goes on.
+   */
   pump(): void {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      this.#pumpLoop();
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  #pumpLoop(): void {
     const p = this.#parser;
     for (;;) {
       const ex = this.#ex;
@@ -285,6 +299,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     const max = routes.settings.maxRequestsPerConnection;
     if (!head.keepAlive || ctx.draining || (max > 0 && this.#requests >= max)) this.#closeAfter = true;
     const requestId = requestIdOf(head.headers, routes.listener.ids);
+    this.mw.clientAddress = '';
     let m = routes.router.match(head.host, head.target, head.method);
     const preflight = isPreflight(head.method, head.headers);
     if (!m.ok && m.status === 405 && preflight) {
