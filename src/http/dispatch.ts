@@ -100,8 +100,11 @@ export class Dispatcher {
     this.#pick(conn, ex, route, async, false);
   }
 
-  /** Picks the backend (another one on a retry) and gets a socket toward it. */
-  #pick(conn: HttpConnectionActor, ex: HttpExchange, route: CompiledRoute, async: boolean, fresh: boolean): void {
+  /**
+   * Picks the backend (another one on a retry) and gets a socket toward it. `retry`: a route
+   * retry, counted in `gatehouse_upstream_retries_total` once a backend to send it to is found.
+   */
+  #pick(conn: HttpConnectionActor, ex: HttpExchange, route: CompiledRoute, async: boolean, fresh: boolean, retry = false): void {
     if (ex.upstream === undefined) {
       const name = upstreamFor(route, ex.head.headers);
       ex.upstream = name === undefined ? undefined : conn.context.upstreams.get(name);
@@ -109,7 +112,9 @@ export class Dispatcher {
     }
     const up = ex.upstream;
     const b = fresh ? ex.backend : up.balancer.pick(ex.tried);
-    if (b === undefined) return this.#answer(conn, ex, ex.tried ? 'bad_gateway' : 'unavailable', async);
+    // No backend left for a retry: the answer tells the last failure (a backend's 503 stays a 503).
+    if (b === undefined) return this.#answer(conn, ex, ex.tried ? failureCode(ex.status) : 'unavailable', async);
+    if (retry) this.#obs.retry(up.config.name);
     ex.backend = b;
     if (!fresh) ex.trial = up.balancer.trial;
     this.#table.backendActiveAdd(this.#shard, b.slot, 1);
@@ -149,6 +154,7 @@ export class Dispatcher {
 
   #acquireFailed(conn: HttpConnectionActor, ex: HttpExchange, route: CompiledRoute, err: unknown): void {
     this.#uncount(ex);
+    ex.status = 0; // no response: not the status of an earlier try
     const code = err instanceof PoolError ? err.code : 'connect_failed';
     const up = ex.upstream!;
     const b = ex.backend!;
@@ -183,6 +189,8 @@ export class Dispatcher {
     const route = ex.route!;
     const up = ex.upstream!;
     const b = ex.backend!;
+    // `status`: the exchange set the backend's status (502-504); any other failure had no response.
+    if (why !== 'status') ex.status = 0;
     if (why === 'reset' && canRetryOnFresh(c) && ex.replay !== undefined && !ex.freshRetry) {
       ex.freshRetry = true;
       return this.#pick(conn, ex, route, true, true);
@@ -196,21 +204,20 @@ export class Dispatcher {
       why === 'status' ||
       (why === 'reset' && (route.retryOn & RetryOn.Reset) !== 0 && idempotent(ex.head.method) && ex.requestDone && ex.attempts < route.retries);
     if (retryable && ex.replay !== undefined && this.#budget(ex)) return this.#retry(conn, ex, route, b);
-    ex.status = 0;
-    this.#answer(conn, ex, why === 'timeout' ? 'timeout' : 'bad_gateway', true);
+    this.#answer(conn, ex, why === 'timeout' ? 'timeout' : failureCode(ex.status), true);
   }
 
   #retry(conn: HttpConnectionActor, ex: HttpExchange, route: CompiledRoute, failed: NonNullable<HttpExchange['backend']>): void {
     ex.attempts++;
     (ex.tried ??= []).push(failed);
-    this.#obs.retry(ex.upstream!.config.name);
-    this.#pick(conn, ex, route, true, false);
+    this.#pick(conn, ex, route, true, false, true);
   }
 
   /** Whether one more retry fits the budget; the exchange then counts as retrying until it ends. */
   #budget(ex: HttpExchange): boolean {
     if (ex.inBudget) return true;
-    if (this.retrying >= Math.max(MIN_RETRY_CONCURRENCY, this.active * RETRY_BUDGET)) return false;
+    // Rounded down, as Envoy does: with 26 requests in flight, 5 may retry (a 6th would be 23%).
+    if (this.retrying >= Math.max(MIN_RETRY_CONCURRENCY, Math.floor(this.active * RETRY_BUDGET))) return false;
     ex.inBudget = true;
     this.retrying++;
     return true;
@@ -255,6 +262,15 @@ export class Dispatcher {
     this.#slot = slot;
     this.#name = name;
   }
+}
+
+/**
+ * The gateway's answer when a retryable failure cannot be retried: the status the backend gave
+ * (`retryOn` 503 or 504; its response was dropped for the retry), else 502 for a reset, an
+ * invalid response or a failed connect.
+ */
+function failureCode(status: number): 'unavailable' | 'bad_gateway' | 'timeout' {
+  return status === 503 ? 'unavailable' : status === 504 ? 'timeout' : 'bad_gateway';
 }
 
 function claimKey(v: unknown): string {

@@ -35,8 +35,10 @@ export class HttpUpstreams<O> {
   readonly #handlers: PoolHandlers<O>;
   readonly #makeBalancer: (u: ShardUpstream) => Balancer;
   #byName = new Map<string, HttpUpstream>();
-  /** Pools by `upstream/address`: kept across reloads while the backend stays. */
+  /** Pools by `upstream/address`: kept across reloads while the backend stays with the same pool keys. */
   readonly #pools = new Map<string, UpstreamPool<O>>();
+  /** The pool keys and connectTimeout each pool of {@link #pools} was made with, by the same key. */
+  readonly #made = new Map<string, string>();
 
   constructor(handlers: PoolHandlers<O>, makeBalancer: (u: ShardUpstream) => Balancer) {
     this.#handlers = handlers;
@@ -46,11 +48,13 @@ export class HttpUpstreams<O> {
   /** Applies a config snapshot's upstreams: new balancers; pools of removed backends close. */
   configure(upstreams: readonly ShardUpstream[]): void {
     const next = new Map<string, HttpUpstream>();
-    const keep = new Set<string>();
+    /** Key → the settings its pool must have. */
+    const keep = new Map<string, string>();
     for (const u of upstreams) {
       const balancer = this.#makeBalancer(u);
       const poolCfg = u.pool ?? DEFAULT_POOL;
-      for (const b of u.backends) keep.add(`${u.name}/${b.address}`);
+      const settings = `${poolCfg.maxConnections}/${poolCfg.maxIdle}/${poolCfg.idleTimeoutMs}/${u.connectTimeoutMs}`;
+      for (const b of u.backends) keep.set(`${u.name}/${b.address}`, settings);
       next.set(u.name, {
         config: u,
         balancer,
@@ -68,6 +72,7 @@ export class HttpUpstreams<O> {
               handlers: this.#handlers,
             });
             this.#pools.set(key, p);
+            this.#made.set(key, settings);
           }
           return p as UpstreamPool<unknown>;
         },
@@ -75,8 +80,12 @@ export class HttpUpstreams<O> {
     }
     this.#byName = next;
     for (const [key, p] of this.#pools) {
-      if (keep.has(key)) continue;
+      // A pool whose `pool` keys or connectTimeout changed is replaced too: kept, it went on with
+      // the old limits (a reload raising maxConnections still answered 503 pool_exhausted). Its
+      // requests in flight end on it; the next ones get a new pool with the new settings.
+      if (keep.get(key) === this.#made.get(key)) continue;
       this.#pools.delete(key);
+      this.#made.delete(key);
       void p.close();
     }
   }
@@ -96,6 +105,7 @@ export class HttpUpstreams<O> {
   async close(destroy = false): Promise<void> {
     const pools = [...this.#pools.values()];
     this.#pools.clear();
+    this.#made.clear();
     await Promise.all(pools.map((p) => (destroy ? p.destroy() : p.close())));
   }
 }
