@@ -56,14 +56,17 @@ export type RouteMatch = RouteFound | RouteMiss;
 export interface Router {
   /**
    * The route for a request. `host` is the raw `Host` header (port, case and a trailing dot do
-   * not matter); `path` is the request target in origin form, query included.
+   * not matter); `target` is the request-target as sent, query included: origin form
+   * (`/v1?q`), or absolute form (`http://a.com/v1?q`, routed by its path).
    */
-  match(host: string | undefined, path: string, method: string): RouteMatch;
+  match(host: string | undefined, target: string, method: string): RouteMatch;
 }
 
 const NO_ROUTE: RouteMiss = Object.freeze({ ok: false, status: 404, code: 'no_route', allow: undefined });
 const METHOD_INDEX = new Map<string, number>(HTTP_METHODS.map((m, i) => [m, i]));
 const METHOD_COUNT = HTTP_METHODS.length;
+const SLASH = 0x2f;
+const QUESTION = 0x3f;
 
 function allowOf(mask: number): RouteMiss {
   const names = HTTP_METHODS.filter((_, i) => (mask & (1 << i)) !== 0);
@@ -110,7 +113,11 @@ class CompiledRouter implements Router {
     return tree;
   }
 
-  match(rawHost: string | undefined, path: string, method: string): RouteMatch {
+  match(rawHost: string | undefined, target: string, method: string): RouteMatch {
+    // The connection passes the request-target as sent: an absolute-form one
+    // (`http://host/v1?q`, what a client talking to a proxy sends) is routed by its path, as
+    // upstreamTarget() sends it. Without this it fitted no prefix at all (404).
+    const path = target.charCodeAt(0) === SLASH ? target : originPath(target);
     const q = path.indexOf('?');
     const end = q < 0 ? path.length : q;
     const m = METHOD_INDEX.get(method) ?? -1;
@@ -142,6 +149,20 @@ class CompiledRouter implements Router {
     if (miss === undefined) this.notAllowed.set(r, (miss = allowOf(r)));
     return miss;
   }
+}
+
+/**
+ * The path (query kept) of a request-target that is not in origin form: `http://a.com/x?q`
+ * gives `/x?q`, `http://a.com?q` gives `/?q`. Other forms (`*`, CONNECT's `host:port`) are
+ * returned as they are: no prefix fits them.
+ */
+function originPath(target: string): string {
+  const scheme = target.indexOf('://');
+  if (scheme < 0) return target;
+  let p = scheme + 3;
+  while (p < target.length && target.charCodeAt(p) !== SLASH && target.charCodeAt(p) !== QUESTION) p++;
+  if (p === target.length) return '/';
+  return target.charCodeAt(p) === QUESTION ? `/${target.slice(p)}` : target.slice(p);
 }
 
 /**
