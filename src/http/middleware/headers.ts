@@ -78,7 +78,11 @@ export class Exchange {
     this.port = String(localPort);
   }
 
-  /** Collects the tokens of every `Connection` field except close, keep-alive and upgrade. */
+  /**
+   * Collects the tokens of every `Connection` field except close, keep-alive, upgrade and host
+   * (Host is end to end and an HTTP/1.1 request needs it: `Connection: host` from a client
+   * made the gateway send a request without Host, which the backend refused with a 400).
+   */
   collectListed(headers: readonly string[]): readonly string[] {
     const out = this.listed;
     out.length = 0;
@@ -97,7 +101,7 @@ export class Exchange {
         while (b > a && (v.charCodeAt(b - 1) === 32 || v.charCodeAt(b - 1) === 9)) b--;
         if (b > a) {
           const t = v.slice(a, b).toLowerCase();
-          if (t !== 'close' && t !== 'keep-alive' && t !== 'upgrade') out.push(t);
+          if (t !== 'close' && t !== 'keep-alive' && t !== 'upgrade' && t !== 'host') out.push(t);
         }
         s = e + 1;
       }
@@ -162,10 +166,12 @@ export function prepareUpstream(headers: readonly string[], host: string | undef
     const name = headers[i];
     const value = headers[i + 1];
     const kind = KIND.get(name);
+    if (kind === HOP) continue;
+    // A field the sender named in Connection is gone before anything reads it: a trusted peer's
+    // listed X-Forwarded-Proto used to count as present, so none at all was sent upstream.
+    if (listed.length > 0 && listed.includes(name)) continue;
     if (kind !== undefined) {
       switch (kind) {
-        case HOP:
-          continue;
         case UPGRADE:
           if ((flags & PASS_UPGRADE) === 0) continue;
           break;
@@ -192,7 +198,6 @@ export function prepareUpstream(headers: readonly string[], host: string | undef
           break;
       }
     }
-    if (listed.length > 0 && listed.includes(name)) continue;
     if (drop !== undefined && drop.has(name)) continue;
     out.push(name, value);
   }
