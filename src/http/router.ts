@@ -194,3 +194,21 @@ export function stripPrefix(path: string, prefix: string): string {
   if (cut >= path.length) return '/';
   return path.charCodeAt(cut) === 0x3f ? `/${path.slice(cut)}` : path.slice(cut);
 }
+
+/**
+ * True when the path of a request-target has a dot-segment (`.` or `..`, also percent-encoded
+ * as `%2e`): the gateway routes the path as sent, and a backend that resolves `/open/../admin`
+ * to `/admin` would serve a route the gateway never checked (its auth, its limits). Such
+ * requests are refused (400) rather than normalized, as no legitimate client sends them.
+ *
+ * @example
+ * hasDotSegment('/open/../admin'); // true
+ * hasDotSegment('/v1.2/file.txt'); // false
+ */
+export function hasDotSegment(target: string): boolean {
+  if (target.indexOf('.') < 0 && target.indexOf('%') < 0) return false;
+  let end = target.indexOf('?');
+  if (end < 0) end = target.length;
+  const path = target.slice(0, end).replace(/%2e/gi, '.');
+  return /(^|\/)\.{1,2}(\/|$)/.test(path);
+}

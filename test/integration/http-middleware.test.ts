@@ -421,6 +421,23 @@ describe('HTTP listener middleware, end to end', () => {
       expect(got(b.seen.at(-1)!, 'x-route')).toEqual(['files-read']);
     });
 
+    test('a dot-segment in the path is refused (400), never resolved to another route', async () => {
+      for (const path of ['/v1/../admin', '/v1/./x', '/v1/%2e%2E/x', '/v1/..', '/./v1']) {
+        const before = a.seen.length + b.seen.length;
+        expect(await routed({ path })).toMatchObject({ status: 400, error: 'bad_request' });
+        expect(a.seen.length + b.seen.length).toBe(before);
+      }
+      // Dots inside a segment are ordinary characters.
+      expect(await routed({ path: '/v1/file.v2..txt?x=../y' })).toMatchObject({ route: 'v1', url: '/v1/file.v2..txt?x=../y' });
+    });
+
+    test('a preflight for a method whose route has no cors is routed as the OPTIONS it is (405)', async () => {
+      const before = a.seen.length + b.seen.length;
+      expect(await routed({ method: 'OPTIONS', path: '/files', headers: [['Origin', 'https://x.example'], ['Access-Control-Request-Method', 'PUT']] }))
+        .toEqual({ status: 405, allow: 'GET, HEAD, POST, PUT', error: 'method_not_allowed' });
+      expect(a.seen.length + b.seen.length).toBe(before);
+    });
+
     test('no route for host and path: 404 no_route with a request id', async () => {
       const res = await send(gh.port('trusted'), { path: '/nothing' });
       expect(res.status).toBe(404);
