@@ -14,6 +14,7 @@ import { ParseEvent } from '../http/codec/stream.ts';
 import { ERROR_STATUS, Exchange, gatewayAnswer, isPreflight, requestIdOf, type AnswerOptions, type GatewayErrorCode } from '../http/middleware/index.ts';
 import { HttpExchange, Phase, type ExchangeOwner } from '../http/exchange.ts';
 import { headerValue, type CompiledRoute, type CompiledRoutes } from '../http/routes.ts';
+import { hasDotSegment } from '../http/router.ts';
 import type { HttpUpstreams } from '../http/upstreams.ts';
 import { Dispatcher } from '../http/dispatch.ts';
 import type { PooledConnection, UpstreamPool } from '../http/pool.ts';
@@ -204,6 +205,9 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
       if (!t.conn.socket.write(chunk)) this.client.pause();
       return;
     }
+    // After the close (a refused request, `Connection: close`, a limit): what the client still
+    // sends is read and dropped, not parsed nor kept, until it closes or the timeout ends it.
+    if (this.#state === 'closing' || this.#state === 'closed') return;
     if (this.#state === 'keepalive_idle') this.#step('read');
     this.#parser.feed(chunk);
     this.pump();
@@ -226,6 +230,9 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
   #pumpLoop(): void {
     const p = this.#parser;
     for (;;) {
+      // Closed by what was just handled (a refused request, the last answer): nothing more is
+      // parsed, or a pipelined request would be answered on a connection already ended.
+      if (this.#state === 'closing' || this.#state === 'closed') return;
       const ex = this.#ex;
       if (ex !== undefined) {
         // One exchange at a time: a pipelined request waits, parsed, for the response before it.
@@ -250,14 +257,18 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
           this.#onHead(p.head!);
           continue;
         case ParseEvent.Body: {
-          const ex2 = this.#ex!;
-          if (ex2.phase === Phase.Answered) continue; // dropped: the gateway answered already
+          // No exchange: the gateway answered this request already (and ended its exchange).
+          const ex2 = this.#ex;
+          if (ex2 === undefined || ex2.phase === Phase.Answered) continue; // dropped
           if (this.#state === 'waiting_upstream') this.#step('body');
           ex2.body(p.body);
           continue;
         }
         case ParseEvent.End: {
-          const ex2 = this.#ex!;
+          const ex2 = this.#ex;
+          // The end of a request the gateway answered at its head (a 404, a 503 while
+          // dispatching): its exchange ended with the answer.
+          if (ex2 === undefined) continue;
           if (ex2.phase === Phase.Answered) {
             ex2.requestDone = true;
             this.#exchangeEnd(ex2);
@@ -304,14 +315,18 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     const preflight = isPreflight(head.method, head.headers);
     if (!m.ok && m.status === 405 && preflight) {
       // A preflight asks about the method to come: route it by that method.
+      // Only for a route that answers preflights itself: another route does not take OPTIONS.
       const want = headerValue(head.headers, 'access-control-request-method');
-      if (want !== undefined) m = routes.router.match(head.host, head.target, want);
+      const pm = want === undefined ? undefined : routes.router.match(head.host, head.target, want);
+      if (pm !== undefined && pm.ok && routes.byIndex[pm.index]!.mw.cors) m = pm;
     }
     const route = m.ok ? routes.byIndex[m.index] : undefined;
     const ex = new HttpExchange(head, route, requestId, performance.now());
     this.#ex = ex;
     this.mw.requestId = requestId;
     this.#step('head');
+    // A dot-segment would let a backend that resolves it serve a path no route checked.
+    if (hasDotSegment(head.target)) return this.answer(ex, 'bad_request');
     if (!m.ok) return this.answer(ex, m.code, m.allow === undefined ? undefined : { allow: m.allow });
     const r = route!;
     if (preflight && r.mw.cors) {
@@ -319,7 +334,32 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
       return this.#sendAnswer(ex, r.mw.cors.allows(origin) ? 204 : 403, r.mw.cors.preflight(origin, headerValue(head.headers, 'access-control-request-headers'), requestId, this.#closeAfter || !this.#bodyDone(head)));
     }
     if (head.upgrade && !r.config.websocket) return this.answer(ex, 'upgrade_not_allowed');
+    if (head.chunked && !this.#readAhead(ex)) return;
     ctx.dispatcher.begin(this, ex, r);
+  }
+
+  /**
+   * Parses the chunked body bytes that came with the head before the head goes upstream (a
+   * warm pool sends it at once), so that a framing error or a body over `maxBodySize` in them
+   * is answered (400, 413) and not one byte of the request reaches a backend. The slices wait
+   * on the exchange and follow the head upstream ({@link HttpExchange.send}). False: refused.
+   */
+  #readAhead(ex: HttpExchange): boolean {
+    const p = this.#parser;
+    for (;;) {
+      let ev: ParseEvent;
+      try {
+        ev = p.next();
+      } catch (err) {
+        this.#refused(err);
+        return false;
+      }
+      if (ev === ParseEvent.Body) ex.body(p.body);
+      else {
+        if (ev === ParseEvent.End) ex.end(p.trailers);
+        return true;
+      }
+    }
   }
 
   /** The request has no body left to read (none, or all of it parsed). */
@@ -335,7 +375,9 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     if (ex !== undefined && ex.phase !== Phase.Dispatching && ex.phase !== Phase.Answered) {
       // A framing error inside a body already streaming upstream: both sides are reset.
       this.#dropUpstream(ex, err);
-      this.#ctx.stats.request(this.#ctx.listener.name, ex.route?.name ?? '', 400, (performance.now() - ex.startedAt) / 1000);
+      // Ended through the dispatcher too: the backend's active count and the request in flight go back.
+      ex.status = err.status;
+      this.#recordEnd(ex);
       this.#ex = undefined;
       this.client.resetAndDestroy();
       return;
@@ -345,14 +387,21 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     const id = ex?.requestId ?? this.#ctx.routes.listener.ids.next();
     const status = err.status;
     this.client.write(gatewayAnswer(err.code as GatewayErrorCode, id, { close: true }, status));
-    this.#ctx.stats.request(this.#ctx.listener.name, ex?.route?.name ?? '', status, ex ? (performance.now() - ex.startedAt) / 1000 : 0);
+    if (ex !== undefined) {
+      // Refused while read ahead (`#readAhead`), maybe dispatched already: its counts go back.
+      ex.status = status;
+      this.#recordEnd(ex);
+    } else this.#ctx.stats.request(this.#ctx.listener.name, '', status, 0);
     this.#ex = undefined;
     this.#close(false);
   }
 
   /** Answers the current request with a gateway error (JSON body) and ends the exchange. */
   answer(ex: HttpExchange, code: GatewayErrorCode, opts?: AnswerOptions): void {
-    const o: AnswerOptions = { ...opts, head: ex.head.method === 'HEAD', close: this.#closeAfter || !(ex.requestDone || this.#bodyDone(ex.head)) };
+    const close = this.#closeAfter || !(ex.requestDone || this.#bodyDone(ex.head));
+    // An HTTP/1.0 client keeps the connection only when the answer says keep-alive.
+    const extra = !close && ex.head.versionMinor === 0 ? `${opts?.extra ?? ''}connection: keep-alive\r\n` : opts?.extra;
+    const o: AnswerOptions = { ...opts, head: ex.head.method === 'HEAD', close, extra };
     this.#sendAnswer(ex, ERROR_STATUS[code], gatewayAnswer(code, ex.requestId, o));
   }
 
@@ -436,7 +485,10 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
       return ex.read(this, chunk, this.mw, this.out, this.#closeAfter);
     } catch (err) {
       this.#fail(err);
-      return false;
+      // Not false: #fail destroyed the socket if it was still this connection's, and a throw
+      // after `finished` gave it back to the pool (while handling the next pipelined request)
+      // would leave an idle pooled socket paused: the next request on it would hang.
+      return true;
     }
   }
 

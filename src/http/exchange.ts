@@ -103,6 +103,10 @@ export class HttpExchange {
   clientFull = false;
   /** The gateway sent `100 Continue` itself. */
   sentContinue = false;
+  /** Body slices read ahead with the head, before the request had an upstream socket: {@link send} writes them after the head. */
+  early: Buffer[] | undefined;
+  /** The body's end was read ahead too: its trailers (`null`: none). */
+  earlyEnd: readonly string[] | null | undefined;
   bytesIn = 0;
   bytesOut = 0;
   parser: ResponseParser | undefined;
@@ -148,11 +152,27 @@ export class HttpExchange {
       s.uncork();
     }
     this.upstreamFull = !ok;
+    const early = this.early;
+    if (early !== undefined) {
+      // First send: the body read ahead follows the head (and is kept for a retry from here).
+      this.early = undefined;
+      for (let i = 0; i < early.length; i++) this.body(early[i]!);
+    }
+    if (this.earlyEnd !== undefined) {
+      const trailers = this.earlyEnd ?? undefined;
+      this.earlyEnd = undefined;
+      this.end(trailers);
+    }
     s.setTimeout(this.route!.timeoutMs);
   }
 
   /** Writes a request body slice upstream (chunk-encoded when the client sent chunks); false: wait for drain. */
   body(data: Buffer): boolean {
+    if (this.conn === undefined) {
+      // Read ahead before the request has a socket: sent after its head.
+      (this.early ??= []).push(data);
+      return true;
+    }
     this.bytesIn += data.length;
     const s = this.conn!.socket;
     let ok: boolean;
@@ -177,6 +197,10 @@ export class HttpExchange {
   /** The request body ended: the last chunk and trailers when chunked. */
   end(trailers: readonly string[] | undefined): void {
     this.requestDone = true;
+    if (this.conn === undefined) {
+      this.earlyEnd = trailers ?? null;
+      return;
+    }
     if (!this.chunkedIn) return;
     const last = trailerBlock(trailers);
     this.conn!.socket.write(last);
