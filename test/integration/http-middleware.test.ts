@@ -700,6 +700,11 @@ describe('HTTP listener middleware, end to end', () => {
       expect(res.status).toBe(200);
       expect(res.seen).toBeDefined();
       expect(values(res, 'access-control-allow-origin')).toEqual([]);
+      // The answer still varies by Origin: a shared cache must not serve it to a listed origin.
+      expect(one(res, 'vary')).toBe('Origin');
+      const none = await send(web, { path: '/cors/items' });
+      expect(values(none, 'access-control-allow-origin')).toEqual([]);
+      expect(one(none, 'vary')).toBe('Origin');
     });
 
     test('OPTIONS without Access-Control-Request-Method is no preflight: the route\'s methods apply (405)', async () => {

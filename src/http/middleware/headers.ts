@@ -238,7 +238,8 @@ export function prepareResponse(headers: readonly string[], status: number, ex: 
     if (drop !== undefined && drop.has(name)) continue;
     out.push(name, headers[i + 1]);
   }
-  if (cors !== undefined && ex.origin !== undefined) cors.addResponseHeaders(ex.origin, out);
+  // On a CORS route the answer depends on Origin whoever asks: a shared cache must key on it.
+  if (cors !== undefined && (ex.origin === undefined || !cors.addResponseHeaders(ex.origin, out))) out.push('vary', 'Origin');
   if (drop === undefined || !drop.has('x-request-id')) out.push('x-request-id', ex.requestId);
   if (status === 101) out.push('connection', 'upgrade');
   const set = rules.responseSet;
