@@ -57,7 +57,7 @@ export async function runCli(args: string[], opts: { cwd?: string } = {}): Promi
 }
 
 /** Actor types that live exactly as long as one client: none may be left once clients are gone. */
-const PER_CLIENT_ACTORS = ['connection', 'client-proxy'];
+const PER_CLIENT_ACTORS = ['connection', 'http-connection', 'client-proxy'];
 const IDLE_TIMEOUT_MS = 5_000;
 
 /** The non-zero cells of a `GET /state` answer, one line each (empty when idle). */
