@@ -9,7 +9,7 @@ import type { HttpConnectionActor } from '../actors/http-connection.ts';
 import { TokenError, bearerToken } from '../auth/jwt.ts';
 import { bearerChallenge, forwardClaimsInto } from '../auth/http.ts';
 import type { StateTable } from '../workers/state-table.ts';
-import { HttpExchange, Phase } from './exchange.ts';
+import { HttpExchange, Phase, REPLAY_MAX } from './exchange.ts';
 import { AUTHENTICATED, PASS_UPGRADE, prepareUpstream, upstreamTarget } from './middleware/headers.ts';
 import { CHUNKED, NO_BODY, serializeRequestHead } from './middleware/serialize.ts';
 import { PoolError, canRetryOnFresh, type PoolHandlers, type PooledConnection } from './pool.ts';
@@ -121,9 +121,13 @@ export class Dispatcher {
     ex.counted = true;
     const pool = up.pool(b);
     ex.pool = pool;
-    const c = fresh ? undefined : pool.tryAcquire(conn);
+    // A body too large to keep for a resend could not be sent again if a reused socket met the
+    // keep-alive race (a 502 for a 70 KB POST): such a request takes a fresh connection, which
+    // the race cannot hit. `conn.out` holds the request's upstream fields until it is sent.
+    const isFresh = fresh || (ex.attempts === 0 && ex.head.contentLength > 0 && !fitsReplay(ex, conn.out));
+    const c = isFresh ? undefined : pool.tryAcquire(conn);
     if (c !== undefined) return this.#send(conn, ex, c as Conn, async);
-    pool.acquire(conn, fresh).then(
+    pool.acquire(conn, isFresh).then(
       (got) => {
         if (conn.exchange !== ex || ex.phase !== Phase.Dispatching) return pool.release(got);
         conn.guard(() => this.#send(conn, ex, got as Conn, true), undefined);
@@ -160,7 +164,10 @@ export class Dispatcher {
     const b = ex.backend!;
     if (code === 'pool_exhausted') return this.#answer(conn, ex, 'unavailable', true);
     if (code === 'pool_closed' && ex.attempts < 8) {
-      // A reload closed this backend's pool between the pick and the acquire: pick again.
+      // A reload closed this backend's pool between the pick and the acquire: pick again (a
+      // trial permit taken with this pick goes back first: the next pick overwrites `trial`).
+      if (ex.trial) up.balancer.abandoned(b, true);
+      ex.trial = false;
       ex.attempts++;
       return this.#pick(conn, ex, route, true, false);
     }
@@ -195,7 +202,12 @@ export class Dispatcher {
       ex.freshRetry = true;
       return this.#pick(conn, ex, route, true, true);
     }
-    if (why !== 'status') {
+    if (why === 'status') {
+      // The backend answered (a `retryOn` status): for its breaker, a success, and the outcome of
+      // a half-open trial, which the retry's pick would otherwise overwrite and lose (the breaker
+      // then stayed half-open, its permit taken, until the trial timed out).
+      this.responded(ex);
+    } else {
       up.balancer.failed(b, ex.trial);
       ex.trial = false;
     }
@@ -271,6 +283,17 @@ export class Dispatcher {
  */
 function failureCode(status: number): 'unavailable' | 'bad_gateway' | 'timeout' {
   return status === 503 ? 'unavailable' : status === 504 ? 'timeout' : 'bad_gateway';
+}
+
+/**
+ * Whether the request, head and body, will fit the replay buffer ({@link REPLAY_MAX}). The head
+ * is estimated from its fields (a few bytes over, for the request line and the framing field):
+ * when in doubt, not.
+ */
+function fitsReplay(ex: HttpExchange, fields: readonly string[]): boolean {
+  let n = ex.head.method.length + ex.head.target.length + 64;
+  for (let i = 0; i < fields.length; i++) n += fields[i]!.length + 2;
+  return n + ex.head.contentLength <= REPLAY_MAX;
 }
 
 function claimKey(v: unknown): string {

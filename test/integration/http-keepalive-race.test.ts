@@ -1,8 +1,8 @@
 import http from 'node:http';
 import net from 'node:net';
 import { once } from 'node:events';
-import { Pool } from 'undici';
-import { expect, test } from 'vitest';
+import { Client, Pool } from 'undici';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { Daemon, metric, tempDir } from '../helpers/daemon.ts';
 import { metricsText } from '../helpers/upstreams.ts';
 
@@ -137,7 +137,60 @@ async function startNodeBackend(): Promise<Counts> {
   return c;
 }
 
-const config = (ports: number[]) => `admin: { listen: "127.0.0.1:0" }
+/**
+ * A backend that resets each connection as the head of its second request arrives, unread: the
+ * race, every time a socket is reused. Answers `conn-N LENGTH` (N: its connection number, LENGTH:
+ * the body bytes it read).
+ */
+async function startResetOnReuse(): Promise<{ port: number; resets: number; served: { conn: number; first: boolean; path: string; length: number }[]; [Symbol.asyncDispose](): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let conns = 0;
+  const b = { port: 0, resets: 0, served: [] as { conn: number; first: boolean; path: string; length: number }[] } as Awaited<ReturnType<typeof startResetOnReuse>>;
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    const id = ++conns;
+    let requests = 0;
+    let buf = '';
+    let need = -1;
+    let path = '';
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      for (;;) {
+        if (need < 0) {
+          const end = buf.indexOf('\r\n\r\n');
+          if (end < 0) return;
+          if (++requests === 2) {
+            b.resets++;
+            return void s.resetAndDestroy();
+          }
+          const head = buf.slice(0, end);
+          path = head.split(' ', 2)[1]!;
+          need = Number(/\r\ncontent-length: *(\d+)/i.exec(head)?.[1] ?? 0);
+          buf = buf.slice(end + 4);
+        }
+        if (buf.length < need) return;
+        b.served.push({ conn: id, first: requests === 1, path, length: need });
+        buf = buf.slice(need);
+        const text = `conn-${id} ${need}`;
+        s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${text.length}\r\n\r\n${text}`);
+        need = -1;
+      }
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  b.port = (server.address() as net.AddressInfo).port;
+  b[Symbol.asyncDispose] = async () => {
+    for (const s of sockets) s.destroy();
+    server.close();
+    await once(server, 'close');
+  };
+  return b;
+}
+
+const config = (ports: number[], big: number) => `admin: { listen: "127.0.0.1:0" }
 runtime: { workers: 2, shutdownTimeout: 5s }
 log: { level: info }
 upstreams:
@@ -145,72 +198,125 @@ upstreams:
     balance: round_robin
     healthCheck: { enabled: false }
     backends: [ ${ports.map((p) => `"127.0.0.1:${p}"`).join(', ')} ]
+  - name: big
+    healthCheck: { enabled: false }
+    backends: [ "127.0.0.1:${big}" ]
 listeners:
   - name: web
     protocol: http
     listen: "127.0.0.1:0"
     routes:
       - { name: ka, match: { pathPrefix: /ka }, upstream: ka }
+      - { name: big, match: { pathPrefix: /big }, upstream: big }
 `;
 
 const TOTAL = 10_000;
 const CONCURRENCY = 16;
 
-test('backends closing idle keep-alive sockets at random moments: 10,000 requests, 16 at a time, zero failures, each processed once', async () => {
-  await using raw = await startRawBackend();
-  await using node = await startNodeBackend();
-  using dir = tempDir();
-  await using gh = await Daemon.start(dir.write('gh.yaml', config([raw.port, node.port])));
-  const client = new Pool(`http://127.0.0.1:${gh.port('web')}`, { connections: CONCURRENCY, pipelining: 1 });
-  const failures: string[] = [];
-  let next = 0;
-  let ok = 0;
-  const worker = async (): Promise<void> => {
-    for (let i = next++; i < TOTAL; i = next++) {
-      // One in four is a POST with a body: the race retry is for any method.
-      const post = i % 4 === 0;
-      const path = `/ka/${i}`;
-      const sent = post ? `body-${i}` : '';
-      try {
-        const r = await client.request({ path, method: post ? 'POST' : 'GET', body: post ? sent : undefined });
-        const text = await r.body.text();
-        if (r.statusCode !== 200 || !/^(raw|node) /.test(text) || !text.endsWith(` ${post ? 'POST' : 'GET'} ${path} ${sent}`)) failures.push(`${path}: ${r.statusCode} ${text.slice(0, 200)}`);
-        else ok++;
-      } catch (err) {
-        failures.push(`${path}: ${(err as NodeJS.ErrnoException).code ?? ''} ${(err as Error).message}`);
-      }
+describe('the keep-alive race through the gateway', () => {
+  let raw: Counts;
+  let node: Counts;
+  let big: Awaited<ReturnType<typeof startResetOnReuse>>;
+  let dir: ReturnType<typeof tempDir>;
+  let gh: Daemon;
+
+  beforeAll(async () => {
+    raw = await startRawBackend();
+    node = await startNodeBackend();
+    big = await startResetOnReuse();
+    dir = tempDir();
+    gh = await Daemon.start(dir.write('gh.yaml', config([raw.port, node.port], big.port)));
+  });
+
+  afterAll(async () => {
+    try {
+      await gh?.[Symbol.asyncDispose]();
+    } finally {
+      for (const b of [raw, node, big]) await b?.[Symbol.asyncDispose]();
+      dir?.[Symbol.dispose]();
     }
-  };
-  try {
-    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  } finally {
-    await client.close();
-  }
+  });
 
-  expect(failures.slice(0, 20)).toEqual([]);
-  expect(ok).toBe(TOTAL);
-  // Every request was processed by a backend exactly once: none lost, none sent twice to a
-  // backend that processed it.
-  const processed = [...raw.processed, ...node.processed];
-  expect(processed.length).toBe(TOTAL);
-  expect(new Set(processed).size).toBe(TOTAL);
-  // The race did happen, many times: sockets closed under the gateway by both backends, and
-  // requests met by a reset on a reused socket (each one sent again on a fresh socket).
-  expect(raw.idleClosed).toBeGreaterThan(50);
-  expect(raw.closedAfterN).toBeGreaterThan(50);
-  expect(raw.resetUnread).toBeGreaterThan(10);
-  expect(node.accepted).toBeGreaterThan(100);
-  expect(raw.processed.length).toBeGreaterThan(TOTAL / 4);
-  expect(node.processed.length).toBeGreaterThan(TOTAL / 4);
+  test('backends closing idle keep-alive sockets at random moments: 10,000 requests, 16 at a time, zero failures, each processed once', async () => {
+    const client = new Pool(`http://127.0.0.1:${gh.port('web')}`, { connections: CONCURRENCY, pipelining: 1 });
+    const failures: string[] = [];
+    let next = 0;
+    let ok = 0;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < TOTAL; i = next++) {
+        // One in four is a POST with a body: the race retry is for any method.
+        const post = i % 4 === 0;
+        const path = `/ka/${i}`;
+        const sent = post ? `body-${i}` : '';
+        try {
+          const r = await client.request({ path, method: post ? 'POST' : 'GET', body: post ? sent : undefined });
+          const text = await r.body.text();
+          if (r.statusCode !== 200 || !/^(raw|node) /.test(text) || !text.endsWith(` ${post ? 'POST' : 'GET'} ${path} ${sent}`)) failures.push(`${path}: ${r.statusCode} ${text.slice(0, 200)}`);
+          else ok++;
+        } catch (err) {
+          failures.push(`${path}: ${(err as NodeJS.ErrnoException).code ?? ''} ${(err as Error).message}`);
+        }
+      }
+    };
+    try {
+      await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+    } finally {
+      await client.close();
+    }
 
-  // The metrics: 10,000 answered 200, nothing else; the race retries are not route retries.
-  const m = await metricsText(gh);
-  expect(metric(m, 'gatehouse_http_requests_total', { listener: 'web', route: 'ka', code: '200' })).toBe(TOTAL);
-  expect(m.split('\n').filter((l) => l.startsWith('gatehouse_http_requests_total{'))).toHaveLength(1);
-  expect(metric(m, 'gatehouse_http_request_duration_seconds_count', { listener: 'web', route: 'ka' })).toBe(TOTAL);
-  expect(metric(m, 'gatehouse_upstream_retries_total', { upstream: 'ka' }) ?? 0).toBe(0);
+    expect(failures.slice(0, 20)).toEqual([]);
+    expect(ok).toBe(TOTAL);
+    // Every request was processed by a backend exactly once: none lost, none sent twice to a
+    // backend that processed it.
+    const processed = [...raw.processed, ...node.processed];
+    expect(processed.length).toBe(TOTAL);
+    expect(new Set(processed).size).toBe(TOTAL);
+    // The race did happen, many times: sockets closed under the gateway by both backends, and
+    // requests met by a reset on a reused socket (each one sent again on a fresh socket).
+    expect(raw.idleClosed).toBeGreaterThan(50);
+    expect(raw.closedAfterN).toBeGreaterThan(50);
+    expect(raw.resetUnread).toBeGreaterThan(10);
+    expect(node.accepted).toBeGreaterThan(100);
+    expect(raw.processed.length).toBeGreaterThan(TOTAL / 4);
+    expect(node.processed.length).toBeGreaterThan(TOTAL / 4);
 
-  // GET /state: every count back to zero (listener and backend active counts, per-IP entries),
-  // and no connection actor left (the Daemon's dispose checks it again).
-  expect(await gh.idleLeftovers()).toEqual([]);
+    // The metrics: 10,000 answered 200, nothing else; the race retries are not route retries.
+    const m = await metricsText(gh);
+    expect(metric(m, 'gatehouse_http_requests_total', { listener: 'web', route: 'ka', code: '200' })).toBe(TOTAL);
+    expect(m.split('\n').filter((l) => l.startsWith('gatehouse_http_requests_total{') && l.includes('route="ka"'))).toHaveLength(1);
+    expect(metric(m, 'gatehouse_http_request_duration_seconds_count', { listener: 'web', route: 'ka' })).toBe(TOTAL);
+    expect(metric(m, 'gatehouse_upstream_retries_total', { upstream: 'ka' }) ?? 0).toBe(0);
+
+    // GET /state: every count back to zero (listener and backend active counts, per-IP entries),
+    // and no connection actor left (the Daemon's dispose checks it again).
+    expect(await gh.idleLeftovers()).toEqual([]);
+  });
+
+  test('a body too large to send again (over 64 KiB) goes on a fresh connection: the race cannot fail it', async () => {
+    // The gateway keeps up to 64 KiB of a request to send it again; a larger body cannot be
+    // resent after the race, so it must not be sent on a reused socket at all.
+    const client = new Client(`http://127.0.0.1:${gh.port('web')}`);
+    const upload = 'u'.repeat(100_000);
+    const results: string[] = [];
+    try {
+      for (const [method, path, body] of [['GET', '/big/warm', ''], ['POST', '/big/upload', upload], ['GET', '/big/after', ''], ['PUT', '/big/upload-2', upload]] as const) {
+        const r = await client.request({ path, method, body: body || undefined });
+        results.push(`${method} ${r.statusCode} ${(await r.body.text()).replace(/^conn-\d+ /, '')}`);
+      }
+    } finally {
+      await client.close();
+    }
+    expect(results).toEqual(['GET 200 0', 'POST 200 100000', 'GET 200 0', 'PUT 200 100000']);
+    // The uploads each opened their connection; the small GET after them met the race on a reused
+    // socket (reset at its head) and was sent again on a fresh one.
+    const served = (p: string) => big.served.find((x) => x.path === p)!;
+    expect(served('/big/upload')).toMatchObject({ first: true, length: 100_000 });
+    expect(served('/big/upload-2')).toMatchObject({ first: true, length: 100_000 });
+    expect(served('/big/after').first).toBe(true);
+    expect(big.resets).toBeGreaterThanOrEqual(1);
+    expect(big.served.map((x) => x.path)).toEqual(['/big/warm', '/big/upload', '/big/after', '/big/upload-2']);
+    const m = await metricsText(gh);
+    expect(metric(m, 'gatehouse_http_requests_total', { listener: 'web', route: 'big', code: '200' })).toBe(4);
+    expect(await gh.idleLeftovers()).toEqual([]);
+  });
 });

@@ -171,7 +171,7 @@ const off = 'healthCheck: { enabled: false }\n    circuitBreaker: { enabled: fal
 
 /** Every route of listener `web`: prefix → route (the `route` metric label). */
 const ROUTES: [prefix: string, route: string][] = [
-  ['/rs', 'reset'], ['/cf', 'connect'], ['/st', 'status'], ['/one', 'one'], ['/half', 'half'], ['/bud', 'budget'],
+  ['/rs', 'reset'], ['/cf', 'connect'], ['/st', 'status'], ['/one', 'one'], ['/trial', 'trial'], ['/half', 'half'], ['/bud', 'budget'],
   ['/slow', 'slow'], ['/bad', 'invalid'], ['/sick', 'sick'], ['/brk', 'breaker'], ['/tiny', 'tiny'],
   ['/rr', 'rr'], ['/lc', 'lc'],
 ];
@@ -192,6 +192,7 @@ ${up('rs', [b.R!, b.G1!])}
 ${up('cf', [at(dead.cf!), b.G2!])}
 ${up('st', [b.B502!, b.G3!])}
 ${up('one', [b.U!])}
+${up('trial', [b.X!, b.Y!], 'healthCheck: { enabled: false }\n    circuitBreaker: { failureThreshold: 1, successThreshold: 1, openFor: 200ms }\n    connectTimeout: 1s')}
 ${up('half', [b.H!, b.G4!])}
 ${up('bud', [b.K1!, b.K2!])}
 ${up('slow', [b.S!])}
@@ -210,6 +211,7 @@ listeners:
       - { name: connect, match: { pathPrefix: /cf }, upstream: cf, retries: 1 }
       - { name: status, match: { pathPrefix: /st }, upstream: st, retries: 1, retryOn: [502] }
       - { name: one, match: { pathPrefix: /one }, upstream: one, retries: 2, retryOn: [502, 503, 504] }
+      - { name: trial, match: { pathPrefix: /trial }, upstream: trial, retries: 1, retryOn: [reset, 502] }
       - { name: half, match: { pathPrefix: /half }, upstream: half, retries: 1, retryOn: [connect-failure, reset, 502] }
       - { name: budget, match: { pathPrefix: /bud }, upstream: bud, retries: 1 }
       - { name: slow, match: { pathPrefix: /slow }, upstream: slow, timeout: 300ms, idleTimeout: 300ms }
@@ -245,7 +247,7 @@ describe('HTTP listener: upstream failures, retries, timeouts, pool limits and b
   const retries = async (upstream: string): Promise<number> => metric(await metricsText(gh), 'gatehouse_upstream_retries_total', { upstream }) ?? 0;
 
   beforeAll(async () => {
-    const names = ['R', 'G1', 'G2', 'B502', 'G3', 'U', 'H', 'G4', 'K1', 'K2', 'S', 'Z', 'T', 'A', 'B', 'C', 'D'];
+    const names = ['R', 'G1', 'G2', 'B502', 'G3', 'U', 'X', 'Y', 'H', 'G4', 'K1', 'K2', 'S', 'Z', 'T', 'A', 'B', 'C', 'D'];
     for (const n of names) backends[n] = await startBackend(n.toLowerCase());
     const dead = { cf: await deadPort(), sick: await deadPort(), brk: await deadPort() };
     dir = tempDir();
@@ -374,6 +376,34 @@ describe('HTTP listener: upstream failures, retries, timeouts, pool limits and b
       // Each reached U once; none was sent again (no backend left), so none counts as a retry.
       expect(u.paths()).toEqual(['/one/502', '/one/503', '/one/504']);
       expect(await retries('one')).toBe(0);
+    });
+
+    test('a half-open trial answered with a retryOn status closes the breaker (the backend answered), while the request is retried', async () => {
+      const [x, y] = [be('X'), be('Y')];
+      const breaker = async () => (await backendView(gh, 'trial', x.address))?.breaker;
+      // A reset opens X's breaker (failureThreshold 1); the request itself is retried on Y.
+      x.act = reset;
+      let i = 0;
+      while (x.hits.length === 0) {
+        expect(++i).toBeLessThanOrEqual(6);
+        expect(await req('GET', `/trial/${i}`)).toMatchObject({ status: 200, body: `y GET /trial/${i} ` });
+      }
+      tallyRetries('trial', 1);
+      await gh.waitForLog((l) => l.msg === 'circuit breaker half-open: one trial connection allowed' && l.backend === x.address, 5_000);
+      // Half-open: the one request that takes the permit is the trial. X answers it 502, which the
+      // route retries on Y: the client gets Y's 200, and the trial's outcome is a success.
+      x.act = (h, b) => answer(h, b, 502, 'x says 502');
+      const seen = x.hits.length;
+      while (x.hits.length === seen) {
+        expect(++i).toBeLessThanOrEqual(20);
+        expect(await req('GET', `/trial/${i}`)).toMatchObject({ status: 200, body: `y GET /trial/${i} ` });
+      }
+      tallyRetries('trial', 1);
+      expect(x.hits.length).toBe(seen + 1);
+      // Well within the trial timeout (connectTimeout + 1 s), after which a lost trial would get a new permit.
+      await until(async () => (await breaker()) === 'closed', 1_500, 'X breaker closed');
+      expect(await retries('trial')).toBe(2);
+      expect(y.paths('/trial')).toHaveLength(i);
     });
 
     test('never a retry once a response byte reached the client: half a response then a reset resets the client', async () => {
