@@ -3,21 +3,19 @@ import { setup } from 'xstate';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
 import { compile, stepMachine } from '../runtime/compiled-machine.ts';
-import type { Registry } from '../runtime/registry.ts';
 import { InjectedFaultError } from '../errors.ts';
-import { L, type StateTable } from '../workers/state-table.ts';
-import type { ShardListener } from '../workers/shard-config.ts';
+import { L } from '../workers/state-table.ts';
 import { HttpParseError } from '../http/codec/chars.ts';
 import type { RequestHead } from '../http/codec/head.ts';
 import { RequestParser } from '../http/codec/parser.ts';
 import { ParseEvent } from '../http/codec/stream.ts';
-import { ERROR_STATUS, Exchange, gatewayAnswer, isPreflight, requestIdOf, type AnswerOptions, type GatewayErrorCode } from '../http/middleware/index.ts';
+import { ERROR_STATUS, Exchange, gatewayAnswer, requestIdOf, type AnswerOptions, type GatewayErrorCode } from '../http/middleware/index.ts';
 import { HttpExchange, Phase, type ExchangeOwner } from '../http/exchange.ts';
-import { headerValue, type CompiledRoute, type CompiledRoutes } from '../http/routes.ts';
+import { headerValue, routeRequest, type CompiledRoute } from '../http/routes.ts';
 import { hasDotSegment } from '../http/router.ts';
-import type { HttpUpstreams } from '../http/upstreams.ts';
-import { Dispatcher } from '../http/dispatch.ts';
-import type { PooledConnection, UpstreamPool } from '../http/pool.ts';
+import type { PooledConnection } from '../http/pool.ts';
+import type { HttpConnectionContext } from '../http/context.ts';
+import { HttpTunnel } from '../http/tunnel.ts';
 
 type Conn = PooledConnection<unknown>;
 
@@ -59,33 +57,7 @@ export const httpConnectionMachine = setup({
 
 const table = compile<HttpConnectionState, HttpConnectionEvent>(httpConnectionMachine);
 
-/** What a request's end is reported to: the shard's HTTP counters and the listener's access log. */
-export interface HttpObservers {
-  request(listener: string, route: string, code: number, seconds: number): void;
-  retry(upstream: string): void;
-}
-/** One access log line's fields. */
-export interface HttpAccessEntry {
-  listener: string; route: string; method: string; path: string; status: number; durationMs: number;
-  upstream?: string; backend?: string; requestId: string; bytesIn: number; bytesOut: number; remoteAddress: string;
-}
-
-/** Everything an http listener shares with its connections (one object per listener). */
-export interface HttpConnectionContext {
-  shard: number;
-  listener: ShardListener;
-  table: StateTable;
-  log: Logger;
-  registry: Registry<HttpConnectionActor>;
-  /** The routes of the current config snapshot (a reload swaps it; a request keeps the one it started with). */
-  routes: CompiledRoutes;
-  upstreams: HttpUpstreams<HttpConnectionActor>;
-  stats: HttpObservers;
-  accessLog: { record(e: HttpAccessEntry): void } | undefined;
-  dispatcher: Dispatcher;
-  /** The listener stopped accepting: answers carry `Connection: close`. */
-  draining: boolean;
-}
+export type { HttpAccessEntry, HttpConnectionContext, HttpObservers } from '../http/context.ts';
 
 let seq = 0;
 const kConn = Symbol('gatehouse.httpConnection');
@@ -112,8 +84,8 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
   /** Reused header list (request, then response). */
   readonly out: string[] = [];
   #ex: HttpExchange | undefined;
-  /** After a 101: the upstream socket the connection is now a byte tunnel to. */
-  #tunnel: { conn: Conn; pool: UpstreamPool<unknown> } | undefined;
+  /** After a 101: the byte tunnel to the upstream socket that answered. */
+  #tunnel: HttpTunnel | undefined;
   #requests = 0;
   /** Close once the current exchange ends (client asked, limit reached, refused body, drain). */
   #closeAfter = false;
@@ -201,10 +173,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
 
   onData(chunk: Buffer): void {
     const t = this.#tunnel;
-    if (t !== undefined) {
-      if (!t.conn.socket.write(chunk)) this.client.pause();
-      return;
-    }
+    if (t !== undefined) return t.fromClient(chunk);
     // After the close (a refused request, `Connection: close`, a limit): what the client still
     // sends is read and dropped, not parsed nor kept, until it closes or the timeout ends it.
     if (this.#state === 'closing' || this.#state === 'closed') return;
@@ -311,15 +280,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     if (!head.keepAlive || ctx.draining || (max > 0 && this.#requests >= max)) this.#closeAfter = true;
     const requestId = requestIdOf(head.headers, routes.listener.ids);
     this.mw.clientAddress = '';
-    let m = routes.router.match(head.host, head.target, head.method);
-    const preflight = isPreflight(head.method, head.headers);
-    if (!m.ok && m.status === 405 && preflight) {
-      // A preflight asks about the method to come: route it by that method.
-      // Only for a route that answers preflights itself: another route does not take OPTIONS.
-      const want = headerValue(head.headers, 'access-control-request-method');
-      const pm = want === undefined ? undefined : routes.router.match(head.host, head.target, want);
-      if (pm !== undefined && pm.ok && routes.byIndex[pm.index]!.mw.cors) m = pm;
-    }
+    const { match: m, preflight } = routeRequest(routes, head);
     const route = m.ok ? routes.byIndex[m.index] : undefined;
     const ex = new HttpExchange(head, route, requestId, performance.now());
     this.#ex = ex;
@@ -457,15 +418,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     this.#recordEnd(ex);
     this.#ex = undefined;
     this.#step('upgrade');
-    // The socket stays the pool's (busy, counted toward its backend) until the tunnel ends;
-    // its reads keep coming through the pool's handler, now to the client as they are.
-    this.#tunnel = { conn, pool: ex.pool! };
-    conn.socket.setTimeout(0);
-    this.client.setTimeout(this.#ctx.listener.idleTimeoutMs);
-    if (rest.length > 0) this.client.write(rest);
-    const early = this.#parser.takeRest();
-    if (early.length > 0) conn.socket.write(early);
-    this.client.resume();
+    this.#tunnel = new HttpTunnel(this.client, conn, ex.pool!, rest, this.#parser.takeRest(), this.#ctx.listener.idleTimeoutMs);
   }
 
   // ---- upstream socket events (through the pool's handlers) ---------------------------------
@@ -479,7 +432,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
         throw err;
       }
       const t = this.#tunnel;
-      if (t !== undefined) return t.conn === conn ? this.client.write(chunk) : false;
+      if (t !== undefined) return t.fromUpstream(conn, chunk);
       const ex = this.#ex;
       if (ex === undefined || ex.conn !== conn) return false;
       return ex.read(this, chunk, this.mw, this.out, this.#closeAfter);
@@ -570,10 +523,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
 
   onEnd(): void {
     this.#clientEnded = true;
-    if (this.#tunnel !== undefined) {
-      this.#tunnel.conn.socket.end();
-      return;
-    }
+    if (this.#tunnel !== undefined) return this.#tunnel.clientEnded();
     const ex = this.#ex;
     if (ex === undefined) return this.#close(false);
     // A FIN in the middle of a request body: the request can never complete.
@@ -606,10 +556,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
   }
 
   onDrain(): void {
-    if (this.#tunnel !== undefined) {
-      this.#tunnel.conn.socket.resume();
-      return;
-    }
+    if (this.#tunnel !== undefined) return this.#tunnel.clientDrained();
     const ex = this.#ex;
     if (ex !== undefined && ex.clientFull) {
       ex.clientFull = false;
@@ -619,10 +566,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
 
   /** The upstream socket drained: the client's body (or tunnel bytes) may flow again. */
   upstreamDrained(ex: HttpExchange | undefined): void {
-    if (this.#tunnel !== undefined) {
-      this.client.resume();
-      return;
-    }
+    if (this.#tunnel !== undefined) return this.#tunnel.upstreamDrained();
     if (ex === undefined) return;
     if (ex !== this.#ex || !ex.upstreamFull) return;
     ex.upstreamFull = false;
@@ -662,7 +606,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     const t = this.#tunnel;
     if (t === undefined) return;
     this.#tunnel = undefined;
-    t.pool.discard(t.conn);
+    t.discard();
   }
 
   #finish(reason: 'normal' | 'shutdown' | 'killed' | 'error'): void {

@@ -7,7 +7,9 @@ import type { RouteConfig } from '../config/types.ts';
 import { createJwtVerifier, type JwtVerifier } from '../auth/jwt.ts';
 import { compileListenerMiddleware, compileRouteMiddleware, type ListenerMiddleware, type RouteMiddleware } from './middleware/index.ts';
 import type { RequestIdGenerator } from './middleware/request-id.ts';
-import { compileRouter, type Router } from './router.ts';
+import { compileRouter, type RouteMatch, type Router } from './router.ts';
+import type { RequestHead } from './codec/head.ts';
+import { isPreflight } from './middleware/cors.ts';
 import { splitFor, stickyValueOf, type Split } from './split.ts';
 import type { ShardHttpSettings } from '../workers/shard-config.ts';
 
@@ -124,4 +126,22 @@ export function upstreamFor(route: CompiledRoute, headers: readonly string[]): s
   if (route.split === undefined) return route.config.upstream;
   const sticky = route.config.sticky === undefined ? undefined : stickyValueOf(route.config, (n) => headerValue(headers, n));
   return route.split.pick(sticky);
+}
+
+/**
+ * The route of a request head, and whether it is a CORS preflight. A preflight that no route
+ * takes as OPTIONS (405) is routed by the method it asks about (`Access-Control-Request-Method`),
+ * but only to a route with `cors`, which answers it itself: any other route does not take OPTIONS.
+ *
+ * @example
+ * const { match, preflight } = routeRequest(routes, head);
+ * if (preflight && match.ok && routes.byIndex[match.index].mw.cors) answerPreflight();
+ */
+export function routeRequest(routes: CompiledRoutes, head: RequestHead): { match: RouteMatch; preflight: boolean } {
+  const m = routes.router.match(head.host, head.target, head.method);
+  const preflight = isPreflight(head.method, head.headers);
+  if (m.ok || m.status !== 405 || !preflight) return { match: m, preflight };
+  const want = headerValue(head.headers, 'access-control-request-method');
+  const pm = want === undefined ? undefined : routes.router.match(head.host, head.target, want);
+  return { match: pm !== undefined && pm.ok && routes.byIndex[pm.index]!.mw.cors ? pm : m, preflight };
 }
