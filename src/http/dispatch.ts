@@ -146,7 +146,12 @@ export class Dispatcher {
       // An HTTP/1.0 request without Host goes upstream as HTTP/1.1, which needs one.
       if (head.host === undefined) out.push('host', ex.backend!.address);
       const framing = head.upgrade ? NO_BODY : head.chunked ? CHUNKED : head.contentLength > 0 ? head.contentLength : NO_BODY;
-      ex.keep(serializeRequestHead(head.method, upstreamTarget(head.target, ex.route!.mw.strip), out, framing));
+      const buf = serializeRequestHead(head.method, upstreamTarget(head.target, ex.route!.mw.strip), out, framing);
+      // Kept whole, whatever its size (not through `keep`): a head over REPLAY_MAX, which a
+      // maxHeaderSize above 64 KiB lets in, was dropped there and left nothing to send (a 500).
+      // The body is then kept while head and body stay within the limit.
+      ex.replay.push(buf);
+      ex.replayBytes += buf.length;
     }
     ex.send(c, conn.context.routes.settings.maxHeaderSize);
     if (head.expectContinue && !ex.sentContinue && !ex.requestDone) {

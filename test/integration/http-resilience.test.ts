@@ -78,7 +78,7 @@ async function startBackend(name: string, act: Backend['act'] = answer): Promise
     name, hits: [] as Hit[], held: [] as Hit[], conns: 0, closed: new Set<number>(), act,
     paths: (prefix = '') => b.hits.filter((h) => h.path.startsWith(prefix)).map((h) => h.path),
   } as unknown as Backend & { port: number; address: string };
-  const server = http.createServer({ keepAliveTimeout: 60_000 }, (req, res) => {
+  const server = http.createServer({ keepAliveTimeout: 60_000, maxHeaderSize: 1024 * 1024 }, (req, res) => {
     let body = '';
     req.setEncoding('latin1');
     req.on('data', (d: string) => (body += d));
@@ -202,6 +202,7 @@ ${up('brk', [at(dead.brk!)], 'healthCheck: { enabled: false }\n    circuitBreake
 ${up('tiny', [b.T!], `${off}\n    connectTimeout: 300ms\n    pool: { maxConnections: ${tinyPool} }`)}
 ${up('rr', [b.A!, b.B!])}
 ${up('lc', [b.C!, b.D!])}
+${up('wide', [b.W!])}
 listeners:
   - name: web
     protocol: http
@@ -221,6 +222,12 @@ listeners:
       - { name: tiny, match: { pathPrefix: /tiny }, upstream: tiny, timeout: 10s }
       - { name: rr, match: { pathPrefix: /rr }, upstream: rr }
       - { name: lc, match: { pathPrefix: /lc }, upstream: lc }
+  - name: wide
+    protocol: http
+    listen: "127.0.0.1:0"
+    maxHeaderSize: 256KiB
+    routes:
+      - { name: wide, upstream: wide }
 `;
 }
 
@@ -247,7 +254,7 @@ describe('HTTP listener: upstream failures, retries, timeouts, pool limits and b
   const retries = async (upstream: string): Promise<number> => metric(await metricsText(gh), 'gatehouse_upstream_retries_total', { upstream }) ?? 0;
 
   beforeAll(async () => {
-    const names = ['R', 'G1', 'G2', 'B502', 'G3', 'U', 'X', 'Y', 'H', 'G4', 'K1', 'K2', 'S', 'Z', 'T', 'A', 'B', 'C', 'D'];
+    const names = ['R', 'G1', 'G2', 'B502', 'G3', 'U', 'X', 'Y', 'H', 'G4', 'K1', 'K2', 'S', 'Z', 'T', 'A', 'B', 'C', 'D', 'W'];
     for (const n of names) backends[n] = await startBackend(n.toLowerCase());
     const dead = { cf: await deadPort(), sick: await deadPort(), brk: await deadPort() };
     dir = tempDir();
@@ -637,6 +644,30 @@ describe('HTTP listener: upstream failures, retries, timeouts, pool limits and b
     });
   });
 
+  test('a request head larger than the 64 KiB kept for a resend (maxHeaderSize 256KiB) is sent whole', async () => {
+    // The gateway keeps what it sent of a request (up to 64 KiB) to send it again; the head
+    // itself must go upstream whatever its size, on a fresh socket as on a reused one.
+    const w = be('W');
+    const wport = gh.port('wide');
+    const big = 'v'.repeat(100_000);
+    for (let i = 0; i < 3; i++) {
+      const res = await new Promise<Reply>((resolve, reject) => {
+        const r = http.request({ host: '127.0.0.1', port: wport, path: `/w/${i}`, agent: false, maxHeaderSize: 1024 * 1024, headers: { 'x-big': big } }, (m) => {
+          let text = '';
+          m.setEncoding('latin1');
+          m.on('data', (d: string) => (text += d));
+          m.on('end', () => resolve({ status: m.statusCode!, headers: m.headers, body: text }));
+        });
+        r.on('error', reject);
+        r.end();
+      });
+      expect(res).toMatchObject({ status: 200, body: `w GET /w/${i} ` });
+      expect(w.hits.at(-1)!.req.headers['x-big']).toBe(big);
+    }
+    const m = await metricsText(gh);
+    expect(metric(m, 'gatehouse_http_requests_total', { listener: 'wide', route: 'wide', code: '200' })).toBe(3);
+  });
+
   describe('balancers shared with L4', () => {
     test('round_robin spreads the requests of a connection evenly over the backends', async () => {
       const [a, b] = [be('A'), be('B')];
@@ -695,7 +726,7 @@ describe('HTTP listener: upstream failures, retries, timeouts, pool limits and b
       expect(metric(text, 'gatehouse_http_request_duration_seconds_bucket', { listener: 'web', route, le: '+Inf' })).toBe(total);
     }
     // No series for a code or route that nothing produced.
-    const series = text.split('\n').filter((l) => l.startsWith('gatehouse_http_requests_total{'));
+    const series = text.split('\n').filter((l) => l.startsWith('gatehouse_http_requests_total{listener="web"'));
     expect(series.length).toBe(seen.size);
     for (const [upstream, n] of retriesSeen) expect({ upstream, n: metric(text, 'gatehouse_upstream_retries_total', { upstream }) }).toEqual({ upstream, n });
     for (const upstream of ['one', 'sick', 'brk', 'tiny', 'rr', 'lc', 'slow', 'bad', 'half']) expect(metric(text, 'gatehouse_upstream_retries_total', { upstream }) ?? 0).toBe(0);
