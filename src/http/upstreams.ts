@@ -8,6 +8,13 @@ import type { Balancer } from '../workers/balancer.ts';
 import type { ShardBackend, ShardUpstream } from '../workers/shard-config.ts';
 import { UpstreamPool, type PoolHandlers } from './pool.ts';
 
+/** What a pool is made with, and `id`, the same as a string, to compare across reloads. */
+interface PoolSettings {
+  pool: NonNullable<ShardUpstream['pool']>;
+  connectTimeout: number;
+  id: string;
+}
+
 /** Pool keys when an upstream's config does not say (the schema's defaults). */
 const DEFAULT_POOL: NonNullable<ShardUpstream['pool']> = { maxConnections: 256, idleTimeoutMs: 4_000 };
 
@@ -39,6 +46,8 @@ export class HttpUpstreams<O> {
   readonly #pools = new Map<string, UpstreamPool<O>>();
   /** The pool keys and connectTimeout each pool of {@link #pools} was made with, by the same key. */
   readonly #made = new Map<string, string>();
+  /** The same, as the config snapshot in force wants them, for the backends it lists. */
+  #want = new Map<string, PoolSettings>();
 
   constructor(handlers: PoolHandlers<O>, makeBalancer: (u: ShardUpstream) => Balancer) {
     this.#handlers = handlers;
@@ -48,13 +57,12 @@ export class HttpUpstreams<O> {
   /** Applies a config snapshot's upstreams: new balancers; pools of removed backends close. */
   configure(upstreams: readonly ShardUpstream[]): void {
     const next = new Map<string, HttpUpstream>();
-    /** Key → the settings its pool must have. */
-    const keep = new Map<string, string>();
+    const want = new Map<string, PoolSettings>();
     for (const u of upstreams) {
       const balancer = this.#makeBalancer(u);
-      const poolCfg = u.pool ?? DEFAULT_POOL;
-      const settings = `${poolCfg.maxConnections}/${poolCfg.maxIdle}/${poolCfg.idleTimeoutMs}/${u.connectTimeoutMs}`;
-      for (const b of u.backends) keep.set(`${u.name}/${b.address}`, settings);
+      const pool = u.pool ?? DEFAULT_POOL;
+      const settings: PoolSettings = { pool, connectTimeout: u.connectTimeoutMs, id: `${pool.maxConnections}/${pool.maxIdle}/${pool.idleTimeoutMs}/${u.connectTimeoutMs}` };
+      for (const b of u.backends) want.set(`${u.name}/${b.address}`, settings);
       next.set(u.name, {
         config: u,
         balancer,
@@ -62,28 +70,32 @@ export class HttpUpstreams<O> {
           const key = `${u.name}/${b.address}`;
           let p = this.#pools.get(key);
           if (p === undefined || p.closed) {
+            // The settings in force now: a request of an earlier snapshot (a retry just after a
+            // reload) must not make the pool that new requests then share with its old settings.
+            const w = this.#want.get(key) ?? settings;
             p = new UpstreamPool<O>({
               host: b.host,
               port: b.port,
-              maxConnections: poolCfg.maxConnections,
-              maxIdle: poolCfg.maxIdle,
-              idleTimeout: poolCfg.idleTimeoutMs,
-              connectTimeout: u.connectTimeoutMs,
+              maxConnections: w.pool.maxConnections,
+              maxIdle: w.pool.maxIdle,
+              idleTimeout: w.pool.idleTimeoutMs,
+              connectTimeout: w.connectTimeout,
               handlers: this.#handlers,
             });
             this.#pools.set(key, p);
-            this.#made.set(key, settings);
+            this.#made.set(key, w.id);
           }
           return p as UpstreamPool<unknown>;
         },
       });
     }
     this.#byName = next;
+    this.#want = want;
     for (const [key, p] of this.#pools) {
       // A pool whose `pool` keys or connectTimeout changed is replaced too: kept, it went on with
       // the old limits (a reload raising maxConnections still answered 503 pool_exhausted). Its
       // requests in flight end on it; the next ones get a new pool with the new settings.
-      if (keep.get(key) === this.#made.get(key)) continue;
+      if (want.get(key)?.id === this.#made.get(key)) continue;
       this.#pools.delete(key);
       this.#made.delete(key);
       void p.close();
