@@ -92,6 +92,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
   #clientEnded = false;
   #clientClosed = false;
   #pumping = false;
+  #keepAliveArmed = false;
   #headTimer: NodeJS.Timeout | undefined;
   #injected: unknown;
   #error: unknown;
@@ -272,7 +273,6 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
 
   #onHead(head: RequestHead): void {
     this.#clearHeadTimer();
-    this.client.setTimeout(0);
     const ctx = this.#ctx;
     const routes = ctx.routes;
     this.#requests++;
@@ -467,8 +467,8 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
   upstreamTimedOut(conn: Conn): void {
     const ex = this.#ex;
     if (ex === undefined || ex.conn !== conn) return;
-    if (ex.phase === Phase.Responding) this.broken(ex, new Error('upstream idle timeout'));
-    else this.failed(ex, 'timeout');
+    if (ex.phase !== Phase.Responding) this.failed(ex, 'timeout');
+    else if (!ex.idleExtension()) this.broken(ex, new Error('upstream idle timeout'));
   }
 
   // ---- ending exchanges and the connection -------------------------------------------------
@@ -482,8 +482,14 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
       this.#close(false);
       return;
     }
-    if (this.#parser.buffered === 0) this.client.setTimeout(this.#ctx.routes.settings.keepAliveTimeoutMs);
-    else this.#step('read');
+    if (!this.#keepAliveArmed) {
+      // From the first answer on, the client's inactivity timer runs at keepAliveTimeout (set
+      // once, not per request): between requests it closes an idle connection, and while an
+      // exchange runs a firing is ignored (the route's timeouts govern it).
+      this.#keepAliveArmed = true;
+      this.client.setTimeout(this.#ctx.routes.settings.keepAliveTimeoutMs);
+    }
+    if (this.#parser.buffered !== 0) this.#step('read');
     this.client.resume();
   }
 
@@ -537,7 +543,9 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
 
   onTimeout(): void {
     // Idle between requests (keepAliveTimeout), before the first head (headersTimeout), or a
-    // closing connection whose peer does not read: it ends now.
+    // closing connection whose peer does not read: it ends now. During an exchange the client
+    // may well be silent (a slow upstream): the next byte either way re-arms the timer.
+    if (this.#ex !== undefined && this.#state !== 'closing') return;
     this.#close(true);
   }
 

@@ -22,6 +22,18 @@ import type { HttpUpstream } from './upstreams.ts';
 export const REPLAY_MAX = 64 * 1024;
 
 const CRLF = Buffer.from('\r\n');
+/** A response body slice up to this size read with its head is copied after it, for one write. */
+const COALESCE_MAX = 16 * 1024;
+
+const kTimeout = Symbol('gatehouse.upstreamTimeout');
+type TimedSocket = net.Socket & { [kTimeout]?: number };
+
+/** `socket.setTimeout(ms)` unless it runs at `ms` already (a pooled socket keeps its value across requests). */
+function armTimeout(s: TimedSocket, ms: number): void {
+  if (s[kTimeout] === ms) return;
+  s[kTimeout] = ms;
+  s.setTimeout(ms);
+}
 const LAST_CHUNK = Buffer.from('0\r\n\r\n');
 
 /** Where an exchange is: numbers, compared on the hot path. */
@@ -110,6 +122,10 @@ export class HttpExchange {
   bytesIn = 0;
   bytesOut = 0;
   parser: ResponseParser | undefined;
+  /** The response head, held until the body bytes read with it can go in the same write. */
+  private pendingHead: Buffer | undefined = undefined;
+  /** The upstream's silence while streaming was allowed `timeoutMs` first, then the rest of `idleTimeoutMs` (see {@link idleExtension}). */
+  private idleExtended = false;
 
   constructor(head: RequestHead, route: CompiledRoute | undefined, requestId: string, startedAt: number) {
     this.head = head;
@@ -163,7 +179,7 @@ export class HttpExchange {
       this.earlyEnd = undefined;
       this.end(trailers);
     }
-    s.setTimeout(this.route!.timeoutMs);
+    armTimeout(s, this.route!.timeoutMs);
   }
 
   /** Writes a request body slice upstream (chunk-encoded when the client sent chunks); false: wait for drain. */
@@ -253,8 +269,10 @@ export class HttpExchange {
               owner.failed(this, 'status');
               return false;
             }
-            this.respond(c, h, mw, out, closeAfter);
-            this.conn!.socket.setTimeout(r.idleTimeoutMs);
+            this.respond(h, mw, out, closeAfter);
+            // The socket's inactivity timer runs at `timeout` already: only a shorter idleTimeout
+            // is armed now; a longer one is made up when the timer fires (idleExtension).
+            if (r.idleTimeoutMs < r.timeoutMs) armTimeout(this.conn!.socket, r.idleTimeoutMs);
             owner.responded(this);
             continue;
           }
@@ -262,6 +280,16 @@ export class HttpExchange {
             const b = p.body;
             this.bytesOut += b.length;
             let ok: boolean;
+            const ph = this.pendingHead;
+            if (ph !== undefined) {
+              this.pendingHead = undefined;
+              // A small body read with its head leaves in one write (one syscall, no writev).
+              if (!this.chunkOut && b.length <= COALESCE_MAX) {
+                if (!c.write(Buffer.concat([ph, b], ph.length + b.length))) this.clientFull = true;
+                continue;
+              }
+              c.write(ph);
+            }
             if (this.chunkOut) {
               c.write(`${b.length.toString(16)}\r\n`, 'latin1');
               c.write(b);
@@ -272,6 +300,7 @@ export class HttpExchange {
           }
           case ParseEvent.End:
             if (this.phase !== Phase.Responding) continue; // the end of a 1xx
+            this.flushHead(c);
             if (this.chunkOut) c.write(p.trailers && p.trailers.length > 0 ? trailerBlock(p.trailers) : LAST_CHUNK);
             this.phase = Phase.Done;
             owner.finished(this, !this.closeOut && this.requestDone && p.head!.keepAlive && p.buffered === 0);
@@ -279,6 +308,7 @@ export class HttpExchange {
             // never paused from here.
             return true;
           case ParseEvent.Paused:
+            this.flushHead(c);
             this.phase = Phase.Done;
             owner.upgraded(this, p.takeRest());
             return true;
@@ -287,8 +317,29 @@ export class HttpExchange {
         }
       }
     } finally {
+      this.flushHead(c);
       c.uncork();
     }
+  }
+
+  private flushHead(c: net.Socket): void {
+    const ph = this.pendingHead;
+    if (ph === undefined) return;
+    this.pendingHead = undefined;
+    if (!c.write(ph)) this.clientFull = true;
+  }
+
+  /**
+   * The upstream socket's timer fired while the response streams: true when it ran at the
+   * route's `timeout` and the longer `idleTimeout` is not used up yet (it is re-armed for the
+   * rest), false when the silence is over `idleTimeout`.
+   */
+  idleExtension(): boolean {
+    const r = this.route!;
+    if (this.idleExtended || r.idleTimeoutMs <= r.timeoutMs) return false;
+    this.idleExtended = true;
+    armTimeout(this.conn!.socket, r.idleTimeoutMs - r.timeoutMs);
+    return true;
   }
 
   /** Whether a `retryOn` status of the upstream makes this request go to another backend. */
@@ -305,8 +356,8 @@ export class HttpExchange {
     c.write(serializeResponseHead(h.status, h.reason, out, NO_BODY));
   }
 
-  /** Writes the final response head, choosing the client-side framing. */
-  private respond(c: net.Socket, h: ResponseHead, mw: Exchange, out: string[], closeAfter: boolean): void {
+  /** Makes the final response head (held in `pendingHead`), choosing the client-side framing. */
+  private respond(h: ResponseHead, mw: Exchange, out: string[], closeAfter: boolean): void {
     this.phase = Phase.Responding;
     this.status = h.status;
     const r = this.route!;
@@ -329,7 +380,7 @@ export class HttpExchange {
       if (closeAfter || this.closeOut) out.push('connection', 'close');
       else if (http10) out.push('connection', 'keep-alive');
     }
-    c.write(serializeResponseHead(h.status, h.reason, out, framing));
+    this.pendingHead = serializeResponseHead(h.status, h.reason, out, framing);
   }
 }
 
