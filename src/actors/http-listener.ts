@@ -64,8 +64,20 @@ export class HttpListenerActor extends ListenerBase<HttpConnectionActor> {
     return net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true });
   }
 
+  /**
+   * For `/actors`: besides the connections and requests in flight, the upstream pools of this
+   * shard (`upstream/address` → busy, idle, queued; shared by the shard's http listeners, so each
+   * of them lists the same pools). A busy count that stays above zero with no request in flight
+   * is a socket never given back.
+   */
   override describe(): Record<string, unknown> {
-    return { ...super.describe(), connections: this.connections.size, routes: this.#ctx.routes.byIndex.length, requestsInFlight: this.#ctx.dispatcher.active };
+    return {
+      ...super.describe(),
+      connections: this.connections.size,
+      routes: this.#ctx.routes.byIndex.length,
+      requestsInFlight: this.#ctx.dispatcher.active,
+      pools: this.#opts.upstreams.describe(),
+    };
   }
 
   protected onSocket(socket: net.Socket): void {
