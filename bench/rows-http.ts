@@ -202,7 +202,7 @@ export interface IdleSample {
 }
 
 interface Summary {
-  row: string; n: number; rps: number; min: number; max: number; p50: number; p99: number; cost: number; sys: number;
+  row: string; n: number; clean: boolean; rps: number; min: number; max: number; p50: number; p99: number; cost: number; sys: number;
   cpuPct: number; errors: number; foreignMax: number; steal: number; headers: string; note: string;
 }
 
@@ -239,6 +239,7 @@ function summarize(inp: ReportInput, load: Load['name']): Summary[] {
     return {
       row: rr.row.name,
       n: good.length,
+      clean: clean.length > 0,
       rps: median(good.map((s) => s.rps)),
       min: min(good.map((s) => s.rps)),
       max: max(good.map((s) => s.rps)),
@@ -341,8 +342,14 @@ function targetLines(inp: ReportInput, all: Map<Load['name'], Summary[]>, idle: 
       if (x && y) perRep.push(t.figure === 'rps' ? ratio(x.rps, y.rps) : ratio(x.p99Ms, y.p99Ms));
     }
     const flagged = [a, b].filter((s) => s && s.errors > 0).map((s) => s!.row);
+    // A ratio to a row measured only while other tenants took the CPU says nothing either way.
+    const disturbed = [a, b].filter((s) => s && !s.clean).map((s) => s!.row);
     // Failed requests fail the target whatever the ratio (a p99 of few answers means nothing).
-    const res = !Number.isFinite(v) ? 'NOT MEASURED' : (t.atLeast ? v >= t.limit : v <= t.limit) && !flagged.includes(t.a) ? 'PASS' : 'FAIL';
+    const res = !Number.isFinite(v)
+      ? 'NOT MEASURED'
+      : disturbed.length > 0
+        ? `NOT MEASURED (no clean run of ${disturbed.join(', ')})`
+        : (t.atLeast ? v >= t.limit : v <= t.limit) && !flagged.includes(t.a) ? 'PASS' : 'FAIL';
     out.push(
       `${t.text}${t.b === 'node-best' && b ? ` (${b.row})` : ''} = ${fmt(v, 2)} (target ${t.atLeast ? '>=' : '<='} ${t.limit}${t.goal && Number.isFinite(v) ? `, goal ${t.goal}: ${v >= t.goal ? 'met' : 'not met'}` : t.goal ? `, goal ${t.goal}` : ''}) ${res}` +
         `${perRep.length ? `  (per rep: ${perRep.map((x) => fmt(x, 2)).join(' ')})` : ''}${flagged.length ? `  [rows with errors: ${flagged.join(', ')}]` : ''}`,
