@@ -277,7 +277,9 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     const routes = ctx.routes;
     this.#requests++;
     const max = routes.settings.maxRequestsPerConnection;
-    if (!head.keepAlive || ctx.draining || (max > 0 && this.#requests >= max)) this.#closeAfter = true;
+    // An upgrade leaves the codec paused: if it is refused (a gateway answer or a backend's non-101),
+    // the bytes after it may be the new protocol's, so the connection ends with that answer.
+    if (head.upgrade || !head.keepAlive || ctx.draining || (max > 0 && this.#requests >= max)) this.#closeAfter = true;
     const requestId = requestIdOf(head.headers, routes.listener.ids);
     this.mw.clientAddress = '';
     const { match: m, preflight } = routeRequest(routes, head);
@@ -523,7 +525,12 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     this.#clearHeadTimer();
     if (this.#state !== 'closing') this.#step('close');
     if (now) this.client.destroy();
-    else this.client.end();
+    else {
+      // A client paused for backpressure (an upload cut short by a 502) must be read again, or
+      // its FIN never arrives and the socket waits out the timeout below.
+      this.client.resume();
+      this.client.end();
+    }
     this.client.setTimeout(this.#ctx.routes.settings.keepAliveTimeoutMs || 5_000);
   }
 

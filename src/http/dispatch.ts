@@ -174,6 +174,7 @@ export class Dispatcher {
       if (ex.trial) up.balancer.abandoned(b, true);
       ex.trial = false;
       ex.attempts++;
+      ex.upstream = undefined; // the reloaded upstream is looked up again, not the closed one
       return this.#pick(conn, ex, route, true, false);
     }
     up.balancer.failed(b, ex.trial);

@@ -299,7 +299,8 @@ export class HttpExchange {
             continue;
           }
           case ParseEvent.End:
-            if (this.phase !== Phase.Responding) continue; // the end of a 1xx
+            // The end of a 1xx, or of a 101's head: the tunnel starts at the Paused that follows.
+            if (this.phase !== Phase.Responding || p.head!.framing === Framing.Tunnel) continue;
             this.flushHead(c);
             if (this.chunkOut) c.write(p.trailers && p.trailers.length > 0 ? trailerBlock(p.trailers) : LAST_CHUNK);
             this.phase = Phase.Done;

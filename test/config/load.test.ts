@@ -108,7 +108,9 @@ describe('parseConfig: the full example', () => {
       rateLimit: { perSecond: 50, burst: 10, key: 'ip' },
       cors: { origins: ['https://app.example.com'], credentials: true, maxAge: 86_400 },
       timeout: 5_000,
+      idleTimeout: 60_000,
       retries: 1,
+      retryOn: ['connect-failure', 'reset'],
       websocket: true,
     }]);
   });

@@ -523,12 +523,7 @@ listeners:
     }
     expect(await gh.stop()).toBe(0);
   }, 60_000);
-  // BUG (src/http/dispatch.ts, #acquireFailed, `pool_closed`): a request waiting for a pooled
-  // socket when a reload closes that backend's pool is picked again from the upstream it started
-  // with (`ex.upstream`, the old snapshot): its balancer picks the removed backend, and
-  // `up.pool(b)` opens a new pool for it in the shard's map, where it stays after the request.
-  // Fix: `ex.upstream = undefined` before picking again. `test.fails` until that is fixed.
-  test.fails('a request waiting for a pooled socket when a reload removes its backend goes to the new backend, and the old pool is gone', async () => {
+  test('a request waiting for a pooled socket when a reload removes its backend goes to the new backend, and the old pool is gone', async () => {
     let release: (() => void) | undefined;
     const held = Promise.withResolvers<void>();
     await using old = await backendDisposable('old', (req, res) => {

@@ -339,11 +339,7 @@ ${extra.route ?? ''}
     await until(async () => (await chatBusy()) === 0, 5_000, 'no pooled socket to chat busy');
   }
 
-  // BUG (src/http/exchange.ts, pump(), `case ParseEvent.End`): the response parser yields Head,
-  // End, then Paused for a 101; End is taken as the end of an ordinary response, so the upstream
-  // socket is given back or discarded (the backend sees a FIN right after its 101) and Paused
-  // never reaches upgraded(). Every tunnel dies at once. `test.fails` until that is fixed.
-  test.fails('text and binary messages both ways; the client\'s close handshake reaches the backend and its answer comes back', async () => {
+  test('text and binary messages both ways; the client\'s close handshake reaches the backend and its answer comes back', async () => {
     const n = accepted.length + 1;
     const client = await open(`ws://127.0.0.1:${gh.port('web')}/ws/room?x=1`);
     const { peer: server, req } = await serverPeer(n);
@@ -381,7 +377,7 @@ ${extra.route ?? ''}
   });
 
   // BUG: as above (exchange.ts, End before Paused after a 101).
-  test.fails('the backend\'s close handshake reaches the client and its answer goes back', async () => {
+  test('the backend\'s close handshake reaches the client and its answer goes back', async () => {
     const n = accepted.length + 1;
     const client = await open(`ws://127.0.0.1:${gh.port('web')}/ws/other`);
     const { peer: server } = await serverPeer(n);
@@ -393,7 +389,7 @@ ${extra.route ?? ''}
   });
 
   // BUG: as above (exchange.ts, End before Paused after a 101).
-  test.fails('bytes sent with the upgrade request and with the 101 cross the tunnel, and a half-close goes through both ways', async () => {
+  test('bytes sent with the upgrade request and with the 101 cross the tunnel, and a half-close goes through both ways', async () => {
     const c = await Raw.open(gh.port('web'));
     const seen = rawSeen.length;
     // The client does not wait for the 101: its first tunnel bytes go in the same write.
@@ -423,7 +419,7 @@ ${extra.route ?? ''}
   });
 
   // BUG: as above (exchange.ts, End before Paused after a 101).
-  test.fails('a tunnel silent for the listener\'s idleTimeout is closed, on both sides', async () => {
+  test('a tunnel silent for the listener\'s idleTimeout is closed, on both sides', async () => {
     const n = accepted.length + 1;
     const client = await open(`ws://127.0.0.1:${gh.port('brief')}/chat`);
     const { peer: server } = await serverPeer(n);
@@ -459,11 +455,7 @@ ${extra.route ?? ''}
     await expectIdle();
   });
 
-  // BUG (src/actors/http-connection.ts, #onHead / answer): the request parser pauses after an
-  // Upgrade request (its next bytes would be the tunnel's), and nothing resumes it when the
-  // upgrade is refused, yet the 403 keeps the connection alive: the next request on it is never
-  // parsed and the client waits until keepAliveTimeout. `test.fails` until that is fixed.
-  test.fails('after a refused upgrade, the connection is not left hanging: closed with the answer, or the next request is served', async () => {
+  test('after a refused upgrade, the connection is not left hanging: closed with the answer, or the next request is served', async () => {
     const c = await Raw.open(gh.port('web'));
     c.socket.write(`GET /plain/chat HTTP/1.1\r\nHost: gw.test\r\n${UPGRADE}\r\n`);
     const r = await c.response();
@@ -492,7 +484,7 @@ ${extra.route ?? ''}
   });
 
   // BUG: as above (exchange.ts, End before Paused after a 101).
-  test.fails('a tunnel stays open across a reload that changes its listener\'s routes and another listener, and keeps passing messages', async () => {
+  test('a tunnel stays open across a reload that changes its listener\'s routes and another listener, and keeps passing messages', async () => {
     const n = accepted.length + 1;
     const client = await open(`ws://127.0.0.1:${gh.port('web')}/ws/reload`);
     const { peer: server } = await serverPeer(n);
