@@ -32,7 +32,8 @@ function gatehouseYaml(ctx: Pick<RowContext, 'listenPort' | 'upHost' | 'upPort'>
     'upstreams:',
     '  - name: up',
     `    backends: [ "${ctx.upHost}:${ctx.upPort}" ]`,
-    '    pool: { maxConnections: 64 }',
+    // The default pool (256 sockets per backend and shard): as HAProxy (no server maxconn) and
+    // nginx (keepalive 64 is an idle cache, not a cap), a request at c256 never waits for a socket.
     'listeners:',
     '  - name: bench',
     '    protocol: http',
@@ -80,7 +81,7 @@ function gatehouse(name: string, workers: number, mw: boolean): Row {
   return {
     name,
     describe:
-      `Gatehouse, runtime.workers: ${workers}, one http listener, one route, upstream pool maxConnections 64` +
+      `Gatehouse, runtime.workers: ${workers}, one http listener, one route, upstream pool at its default (maxConnections 256)` +
       (mw ? ', with route rateLimit (never refusing), cors and accessLog { sample: 0.01 }' : ', accessLog false'),
     unavailable: gatehouseHttpRefusal,
     launch(ctx) {

@@ -104,7 +104,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     this.client = client;
     const s = ctx.routes.settings;
     this.#parser = new RequestParser({ maxHeaderSize: s.maxHeaderSize, maxBodySize: s.maxBodySize });
-    this.mw = new Exchange(client.remoteAddress ?? '', false, client.localPort ?? 0, ctx.routes.listener.forwarded);
+    this.mw = new Exchange(client.remoteAddress ?? '', false, (ctx.localPort ??= String(client.localPort ?? 0)), ctx.routes.listener.forwarded);
   }
 
   get state(): string {
@@ -404,6 +404,10 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     this.#ctx.dispatcher.upstreamFailed(this, ex, why, err);
   }
 
+  mayRetry(ex: HttpExchange): boolean {
+    return this.#ctx.dispatcher.budget(ex);
+  }
+
   broken(ex: HttpExchange, err?: Error): void {
     if (ex !== this.#ex) return;
     this.#debug({ err, backend: ex.backend?.address }, 'upstream failed mid-response: client connection reset');
@@ -524,13 +528,15 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     if (this.#state === 'closed') return;
     this.#clearHeadTimer();
     if (this.#state !== 'closing') this.#step('close');
-    if (now) this.client.destroy();
-    else {
-      // A client paused for backpressure (an upload cut short by a 502) must be read again, or
-      // its FIN never arrives and the socket waits out the timeout below.
-      this.client.resume();
-      this.client.end();
-    }
+    if (now) return void this.client.destroy();
+    // Ended already (the client's FIN after our last answer): a second end() would only build
+    // an ERR_STREAM_ALREADY_FINISHED, a stack trace per connection. The socket destroys itself
+    // once both sides are done.
+    if (this.client.writableEnded) return;
+    // A client paused for backpressure (an upload cut short by a 502) must be read again, or
+    // its FIN never arrives and the socket waits out the timeout below.
+    this.client.resume();
+    this.client.end();
     this.client.setTimeout(this.#ctx.routes.settings.keepAliveTimeoutMs || 5_000);
   }
 

@@ -54,4 +54,9 @@ export interface HttpConnectionContext {
   dispatcher: Dispatcher;
   /** The listener stopped accepting: answers carry `Connection: close`. */
   draining: boolean;
+  /**
+   * The listener's local port (`X-Forwarded-Port`), read from the first connection's socket
+   * and kept: every connection of a listener shares it, and a getsockname per connection costs.
+   */
+  localPort?: string;
 }

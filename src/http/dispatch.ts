@@ -181,7 +181,7 @@ export class Dispatcher {
     ex.trial = false;
     this.#log.debug({ err, backend: b.address, requestId: ex.requestId }, 'upstream connect failed');
     const maxConnect = Math.max(route.retries, up.config.connectRetries);
-    if ((route.retryOn & RetryOn.ConnectFailure) !== 0 && ex.attempts < maxConnect && this.#budget(ex)) {
+    if ((route.retryOn & RetryOn.ConnectFailure) !== 0 && ex.attempts < maxConnect && this.budget(ex)) {
       this.#retry(conn, ex, route, b);
       return;
     }
@@ -221,7 +221,7 @@ export class Dispatcher {
     const retryable =
       why === 'status' ||
       (why === 'reset' && (route.retryOn & RetryOn.Reset) !== 0 && idempotent(ex.head.method) && ex.requestDone && ex.attempts < route.retries);
-    if (retryable && ex.replay !== undefined && this.#budget(ex)) return this.#retry(conn, ex, route, b);
+    if (retryable && ex.replay !== undefined && this.budget(ex)) return this.#retry(conn, ex, route, b);
     this.#answer(conn, ex, why === 'timeout' ? 'timeout' : failureCode(ex.status), true);
   }
 
@@ -232,7 +232,7 @@ export class Dispatcher {
   }
 
   /** Whether one more retry fits the budget; the exchange then counts as retrying until it ends. */
-  #budget(ex: HttpExchange): boolean {
+  budget(ex: HttpExchange): boolean {
     if (ex.inBudget) return true;
     // Rounded down, as Envoy does: with 26 requests in flight, 5 may retry (a 6th would be 23%).
     if (this.retrying >= Math.max(MIN_RETRY_CONCURRENCY, Math.floor(this.active * RETRY_BUDGET))) return false;

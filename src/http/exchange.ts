@@ -61,6 +61,12 @@ export interface ExchangeOwner {
   finished(ex: HttpExchange, reusable: boolean): void;
   /** The upstream failed before the response started: `reset` (closed or refused mid-way), `timeout`, `invalid` (a bad response) or `status` (a `retryOn` status). */
   failed(ex: HttpExchange, why: 'reset' | 'timeout' | 'invalid' | 'status', err?: Error): void;
+  /**
+   * Whether the retry budget lets this exchange retry (and reserves its place when it does):
+   * asked before a `retryOn` status is turned into a retry, so that a status that cannot be
+   * retried reaches the client as the backend sent it, body included.
+   */
+  mayRetry(ex: HttpExchange): boolean;
   /** The upstream failed mid-response: the client connection must be reset. */
   broken(ex: HttpExchange, err?: Error): void;
   /** A 101 to an upgrade: from here both sockets are a tunnel; `rest` are the upstream's first tunnel bytes. */
@@ -264,7 +270,7 @@ export class HttpExchange {
             }
             if (this.phase !== Phase.Sent) return false;
             const r = this.route!;
-            if (h.status >= 502 && h.status <= 504 && this.retryableStatus(h.status)) {
+            if (h.status >= 502 && h.status <= 504 && this.retryableStatus(h.status) && owner.mayRetry(this)) {
               this.status = h.status;
               owner.failed(this, 'status');
               return false;

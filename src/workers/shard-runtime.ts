@@ -200,7 +200,8 @@ export class Shard {
     if (this.#draining || this.#ended) return;
     this.#draining = true;
     for (const a of this.#sup.children()) if (isListener(a)) a.stopAccepting();
-    this.#log.info({ connections: live.countsByType().connection ?? 0, timeoutMs }, 'shard draining');
+    const counts = live.countsByType();
+    this.#log.info({ connections: (counts.connection ?? 0) + (counts['http-connection'] ?? 0), timeoutMs }, 'shard draining');
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<'timeout'>((r) => (timer = setTimeout(r, timeoutMs, 'timeout')));
     const stopped = Promise.all([this.#sup.shutdown('infinity'), ...[...this.#retiring].map((a) => a.exited())]);

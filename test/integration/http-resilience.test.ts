@@ -171,7 +171,7 @@ const off = 'healthCheck: { enabled: false }\n    circuitBreaker: { enabled: fal
 
 /** Every route of listener `web`: prefix → route (the `route` metric label). */
 const ROUTES: [prefix: string, route: string][] = [
-  ['/rs', 'reset'], ['/cf', 'connect'], ['/st', 'status'], ['/one', 'one'], ['/trial', 'trial'], ['/half', 'half'], ['/bud', 'budget'],
+  ['/rs', 'reset'], ['/cf', 'connect'], ['/st', 'status'], ['/one', 'one'], ['/trial', 'trial'], ['/half', 'half'], ['/bud', 'budget'], ['/bst', 'budget-status'],
   ['/slow', 'slow'], ['/bad', 'invalid'], ['/sick', 'sick'], ['/brk', 'breaker'], ['/tiny', 'tiny'],
   ['/rr', 'rr'], ['/lc', 'lc'],
 ];
@@ -215,6 +215,7 @@ listeners:
       - { name: trial, match: { pathPrefix: /trial }, upstream: trial, retries: 1, retryOn: [reset, 502] }
       - { name: half, match: { pathPrefix: /half }, upstream: half, retries: 1, retryOn: [connect-failure, reset, 502] }
       - { name: budget, match: { pathPrefix: /bud }, upstream: bud, retries: 1 }
+      - { name: budget-status, match: { pathPrefix: /bst }, upstream: bud, retries: 1, retryOn: [503] }
       - { name: slow, match: { pathPrefix: /slow }, upstream: slow, timeout: 300ms, idleTimeout: 300ms }
       - { name: invalid, match: { pathPrefix: /bad }, upstream: bad }
       - { name: sick, match: { pathPrefix: /sick }, upstream: sick }
@@ -502,6 +503,41 @@ describe('HTTP listener: upstream failures, retries, timeouts, pool limits and b
     expect(all.filter((x) => x.status === 200).length).toBe(n);
     expect(all.filter((x) => x.status === 502).length).toBe(N - n);
     for (const x of all.filter((y) => y.status === 502)) expect(gatewayError(x)).toBe('bad_gateway');
+    tallyRetries('bud', n);
+  });
+
+  test('retry budget spent: a retryOn status that may not be retried reaches the client as the backend sent it, body and headers', async () => {
+    // As above, but the held requests are answered 503 with a body. Past the budget, a request
+    // is not retried: its client gets the backend's own 503 (not a gateway-made one), and the
+    // retried ones get 200 from the other backend.
+    const [k1, k2] = [be('K1'), be('K2')];
+    k1.act = hold;
+    k2.act = hold;
+    const N = 40;
+    const before = await retries('bud');
+    const replies: Promise<Reply>[] = [];
+    for (let i = 0; i < N; i++) replies.push(req('GET', `/bst/${i}`));
+    await until(() => k1.held.length + k2.held.length === N, 10_000, `${N} requests held`);
+    const busy = (b: Backend) => (h: Hit) => answer(h, b, 503, `${b.name} busy`);
+    takeHeld(k1, busy(k1));
+    takeHeld(k2, busy(k2));
+    const done = new Set<number>();
+    replies.forEach((r, i) => void r.then(() => done.add(i), () => done.add(i)));
+    await until(() => done.size + k1.held.length + k2.held.length === N, 10_000, 'every 503 passed on or retried');
+    const n = (await retries('bud')) - before;
+    expect(n).toBe(k1.held.length + k2.held.length);
+    expect(n).toBeGreaterThanOrEqual(6); // at least 3 per shard: min(3, its requests in flight)
+    expect(n).toBeLessThan(N);
+    takeHeld(k1, (h) => answer(h, k1));
+    takeHeld(k2, (h) => answer(h, k2));
+    const all = await Promise.all(replies);
+    expect(all.filter((x) => x.status === 200).length).toBe(n);
+    const refused = all.filter((x) => x.status === 503);
+    expect(refused.length).toBe(N - n);
+    for (const x of refused) {
+      expect(x.body).toMatch(/^k[12] busy$/);
+      expect(x.headers['content-type']).toBe('text/plain');
+    }
     tallyRetries('bud', n);
   });
 

@@ -70,12 +70,12 @@ export class Exchange {
 
   readonly fw: CompiledForwarded;
 
-  constructor(peer: string, tls: boolean, localPort: number, fw: CompiledForwarded) {
+  constructor(peer: string, tls: boolean, localPort: number | string, fw: CompiledForwarded) {
     this.fw = fw;
     this.peer = unmapAddress(peer);
     this.peerTrusted = fw.trusted.matches(this.peer);
     this.proto = tls ? 'https' : 'http';
-    this.port = String(localPort);
+    this.port = typeof localPort === 'string' ? localPort : String(localPort);
   }
 
   /**
