@@ -13,6 +13,7 @@ import { crossChecks } from './checks.ts';
 import { locate, pathAt, position } from './locate.ts';
 import { errorMap, zodIssues } from './messages.ts';
 import { configSchema } from './schema.ts';
+import { resolveTlsFiles } from './schema-tls.ts';
 import type { GatehouseConfig } from './types.ts';
 
 export { diffConfig } from './diff.ts';
@@ -78,6 +79,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
   const cfg = result.data!;
   const baseDir = opts.baseDir ?? path.dirname(path.resolve(file));
   for (const a of cfg.actors) a.module = resolveModule(a.moduleSpecifier, baseDir);
+  resolveTlsFiles(cfg, baseDir);
   return cfg;
 }
 

@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { auth, cidr, duration, int, listenAddress, name, positiveDuration, rateLimit, size, sizeOrNone, urlPath, urlWith } from './schema-common.ts';
 import { routesSchema } from './schema-routes.ts';
+import { listenerTls, proxyProtocol } from './schema-tls.ts';
 
 const common = {
   name: name(),
@@ -10,6 +11,8 @@ const common = {
   maxConnectionsPerIp: int(0).default(0),
   rateLimit: rateLimit().optional(),
   idleTimeout: duration().default(300_000),
+  tls: listenerTls.optional(),
+  proxyProtocol: proxyProtocol.optional(),
 };
 
 const tcp = z.strictObject({

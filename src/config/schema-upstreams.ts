@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { duration, hostPort, int, name, positiveDuration, urlPath } from './schema-common.ts';
 import type { BackendConfig } from './types.ts';
+import { sendProxyProtocol, upstreamTls } from './schema-tls.ts';
 
 /** A backend: `{ address, weight }`, or just the address as a string. */
 const backend = z.preprocess(
@@ -52,4 +53,6 @@ export const upstreamSchema = z.strictObject({
   pool: pool.prefault({}),
   connectTimeout: positiveDuration().default(2_000),
   connectRetries: int(0).default(2),
+  tls: upstreamTls.optional(),
+  sendProxyProtocol: sendProxyProtocol.optional(),
 });

@@ -71,6 +71,36 @@ export interface UpstreamConfig {
   pool: { maxConnections: number; maxIdle?: number; idleTimeout: number };
   connectTimeout: number;
   connectRetries: number;
+  /** TLS origination to the backends. */
+  tls?: UpstreamTlsConfig;
+  /** A PROXY protocol header sent first on every backend connection. */
+  sendProxyProtocol?: 'v1' | 'v2';
+}
+
+/** Upstream `tls`; file paths are absolute once parsed. */
+export interface UpstreamTlsConfig {
+  serverName?: string;
+  ca?: string;
+  cert?: string;
+  key?: string;
+  verify: boolean;
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+}
+
+/** Listener `tls`; file paths are absolute once parsed. */
+export interface ListenerTlsConfig {
+  certificates: { cert: string; key: string; serverNames: string[] }[];
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+  alpn: string[];
+  clientAuth?: { ca: string; required: boolean };
+  /** ms */
+  handshakeTimeout: number;
+}
+
+/** Listener `proxyProtocol`: required from `trustedProxies`, refused from anyone else. */
+export interface ProxyProtocolConfig {
+  accept: 'v1' | 'v2' | 'any';
+  trustedProxies: string[];
 }
 
 /** A token bucket: `perSecond` tokens added per second, at most `burst` held; it starts full. */
@@ -152,6 +182,8 @@ interface ListenerBase {
   rateLimit?: RateLimitConfig;
   /** 0 means no idle timeout. */
   idleTimeout: number;
+  tls?: ListenerTlsConfig;
+  proxyProtocol?: ProxyProtocolConfig;
 }
 
 export interface TcpListenerConfig extends ListenerBase {

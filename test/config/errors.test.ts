@@ -33,8 +33,28 @@ describe('schema errors point at the offending value', () => {
 
   test('a key that belongs to another protocol is unknown', () => {
     expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, routes: [] }')).toEqual([
-      'gh.yaml:3:58 listeners.0.routes: unknown key (expected one of protocol, name, listen, maxConnections, maxConnectionsPerIp, rateLimit, idleTimeout, upstream)',
+      'gh.yaml:3:58 listeners.0.routes: unknown key (expected one of protocol, name, listen, maxConnections, maxConnectionsPerIp, rateLimit, idleTimeout, tls, proxyProtocol, upstream)',
     ]);
+  });
+
+  test('tls and proxyProtocol: validated, then refused until this version serves them', () => {
+    const errs = check(
+      UP,
+      'listeners:',
+      '  - name: in',
+      '    protocol: tcp',
+      '    listen: 1',
+      '    upstream: app',
+      '    tls: { certificates: [ { cert: c.pem, key: k.pem, serverNames: ["*.Example.com."] } ] }',
+    );
+    expect(errs).toEqual([expect.stringMatching(/^gh\.yaml:7:10 listeners\.0\.tls: tls is not supported by this version of Gatehouse yet/)]);
+    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, tls: { certificates: [] } }')).toEqual([
+      expect.stringMatching(/listeners\.0\.tls\.certificates: at least one certificate/),
+      expect.stringMatching(/listeners\.0\.tls: tls is not supported/),
+    ]);
+    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, tls: { certificates: [ { cert: c, key: k, serverNames: ["a.*.com"] } ] } }')[0]).toMatch(
+      /serverNames\.0: expected a DNS name or \*\.suffix/,
+    );
   });
 
   test('bad duration', () => {
