@@ -49,8 +49,8 @@ describe('schema errors point at the offending value', () => {
     );
     expect(errs).toEqual([expect.stringMatching(/^gh\.yaml:7:10 listeners\.0\.tls: tls is not supported by this version of Gatehouse yet/)]);
     expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, tls: { certificates: [] } }')).toEqual([
-      expect.stringMatching(/listeners\.0\.tls\.certificates: at least one certificate/),
       expect.stringMatching(/listeners\.0\.tls: tls is not supported/),
+      expect.stringMatching(/listeners\.0\.tls\.certificates: at least one certificate/),
     ]);
     expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, tls: { certificates: [ { cert: c, key: k, serverNames: ["a.*.com"] } ] } }')[0]).toMatch(
       /serverNames\.0: expected a DNS name or \*\.suffix/,
