@@ -52,7 +52,7 @@ describe('schema errors point at the offending value', () => {
       expect.stringMatching(/listeners\.0\.tls: tls is not supported/),
       expect.stringMatching(/listeners\.0\.tls\.certificates: at least one certificate/),
     ]);
-    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, tls: { certificates: [ { cert: c, key: k, serverNames: ["a.*.com"] } ] } }')[0]).toMatch(
+    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, tls: { certificates: [ { cert: c, key: k, serverNames: ["a.*.com"] } ] } }')[1]).toMatch(
       /serverNames\.0: expected a DNS name or \*\.suffix/,
     );
   });
