@@ -14,6 +14,7 @@ import { locate, pathAt, position } from './locate.ts';
 import { errorMap, zodIssues } from './messages.ts';
 import { configSchema } from './schema.ts';
 import { resolveTlsFiles } from './schema-tls.ts';
+import { markSecretPaths, resolveSecrets, reviewProblems } from './secrets.ts';
 import type { GatehouseConfig } from './types.ts';
 
 export { diffConfig } from './diff.ts';
@@ -22,13 +23,17 @@ export { redactConfig } from './redact.ts';
 export type * from './types.ts';
 
 export interface ParseOptions {
-  /** Where `actors[].module` paths are resolved from; default: the directory of `file`. */
+  /** Where `actors[].module`, TLS file and `${file:PATH}` paths are resolved from; default: the directory of `file`. */
   baseDir?: string;
+  /** Where `${env:NAME}` references are looked up; default: `process.env`. */
+  env?: Record<string, string | undefined>;
 }
 
 /**
  * Parses and validates config text. `file` is used only in messages (and, without `baseDir`, to
- * resolve actor modules). Throws a `ConfigError` listing every problem, sorted by position.
+ * resolve relative paths). `${env:NAME}` and `${file:PATH}` in string values are substituted,
+ * read now, before validation (see `secrets.ts`). Throws a `ConfigError` listing every problem,
+ * sorted by position.
  *
  * @example
  * try { parseConfig(text, 'gatehouse.yaml'); } catch (err) {
@@ -60,8 +65,15 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     throw new ConfigError([{ file, ...locate(doc, lc, [], 'value'), path: '', message: 'expected a mapping of config sections' }]);
   }
 
+  const baseDir = opts.baseDir ?? path.dirname(path.resolve(file));
+  const secrets = resolveSecrets(raw, { baseDir, env: opts.env });
+  raw = secrets.value;
+
   const result = configSchema.safeParse(raw, { error: errorMap });
-  const problems = [...(result.success ? [] : zodIssues(result.error.issues)), ...crossChecks(raw)];
+  const problems = [
+    ...secrets.issues,
+    ...reviewProblems([...(result.success ? [] : zodIssues(result.error.issues)), ...crossChecks(raw)], secrets),
+  ];
   if (problems.length > 0) {
     const seen = new Set<string>();
     const issues: ConfigIssue[] = [];
@@ -76,8 +88,7 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     throw new ConfigError(issues);
   }
 
-  const cfg = result.data!;
-  const baseDir = opts.baseDir ?? path.dirname(path.resolve(file));
+  const cfg = markSecretPaths(result.data!, secrets.secrets.map((s) => s.path));
   for (const a of cfg.actors) a.module = resolveModule(a.moduleSpecifier, baseDir);
   resolveTlsFiles(cfg, baseDir);
   return cfg;
