@@ -12,6 +12,7 @@
  * this file keeps the handshake, the socket's events and the lifecycle.
  */
 import type net from 'node:net';
+import { isTls, tlsInfo } from '../tls/listener-tls.ts';
 import { setup } from 'xstate';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
@@ -122,7 +123,7 @@ export class ClientProxyActor extends ClientFrames {
   }
 
   override describe(): Record<string, unknown> {
-    return { user: this.userId, nodes: this.nodes, queued: this.queued, peer: `${this.#socket.remoteAddress}:${this.#socket.remotePort}` };
+    return { user: this.userId, nodes: this.nodes, queued: this.queued, peer: `${this.#socket.remoteAddress}:${this.#socket.remotePort}`, ...(isTls(this.#socket) && { tls: tlsInfo(this.#socket) }) };
   }
 
   protected get ctx(): HubContext {

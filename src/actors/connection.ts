@@ -1,5 +1,6 @@
 import net from 'node:net';
 import { createActor, setup, type AnyActorRef } from 'xstate';
+import { isTls, tlsInfo } from '../tls/listener-tls.ts';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
 import { compile, stepMachine } from '../runtime/compiled-machine.ts';
@@ -114,7 +115,7 @@ export class ConnectionActor extends Actor {
   }
 
   override describe(): Record<string, unknown> {
-    return { peer: `${this.#client.remoteAddress}:${this.#client.remotePort}`, backend: this.#backend?.address };
+    return { peer: `${this.#client.remoteAddress}:${this.#client.remotePort}`, backend: this.#backend?.address, ...(isTls(this.#client) && { tls: tlsInfo(this.#client) }) };
   }
 
   /** This connection's logger: made on first use (a line per connection is rare), bound once. */

@@ -1,5 +1,6 @@
 import type net from 'node:net';
 import { setup } from 'xstate';
+import { isTls, tlsInfo } from '../tls/listener-tls.ts';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
 import { compile, stepMachine } from '../runtime/compiled-machine.ts';
@@ -104,7 +105,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     this.client = client;
     const s = ctx.routes.settings;
     this.#parser = new RequestParser({ maxHeaderSize: s.maxHeaderSize, maxBodySize: s.maxBodySize });
-    this.mw = new Exchange(client.remoteAddress ?? '', false, (ctx.localPort ??= String(client.localPort ?? 0)), ctx.routes.listener.forwarded);
+    this.mw = new Exchange(client.remoteAddress ?? '', (client as net.Socket & { encrypted?: boolean }).encrypted === true, (ctx.localPort ??= String(client.localPort ?? 0)), ctx.routes.listener.forwarded);
   }
 
   get state(): string {
@@ -116,6 +117,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     return {
       peer: `${this.client.remoteAddress}:${this.client.remotePort}`,
       requests: this.#requests,
+      ...(isTls(this.client) && { tls: tlsInfo(this.client) }),
       ...(ex && { request: { method: ex.head.method, path: ex.head.target.slice(0, 200), route: ex.route?.name ?? '', backend: ex.backend?.address } }),
     };
   }

@@ -80,9 +80,7 @@ export class HttpListenerActor extends ListenerBase<HttpConnectionActor> {
     };
   }
 
-  protected onSocket(socket: net.Socket): void {
-    const ipKey = this.admit(socket);
-    if (ipKey === undefined) return;
+  protected override onAdmitted(socket: net.Socket, ipKey: number): void {
     const conn = this.adopt(new HttpConnectionActor(this.#ctx, socket));
     conn.ipKey = ipKey;
     conn.start();

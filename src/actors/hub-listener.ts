@@ -1,5 +1,5 @@
 import http from 'node:http';
-import type net from 'node:net';
+import net from 'node:net';
 import type { Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { IP, type StateTable } from '../workers/state-table.ts';
@@ -10,6 +10,9 @@ import type { Refusal } from '../net/listener-limits.ts';
 import { ListenerBase } from './listener-base.ts';
 import { rejectUpgrade } from '../net/reject-upgrade.ts';
 import { ClientProxyActor, type HubContext } from './client-proxy.ts';
+
+/** On a TLS hub listener's plain server: the HTTP server its TLS sockets go to. */
+const kHttp = Symbol('gatehouse.hubHttp');
 
 /** A WebSocket closing handshake gets this long before ws destroys the socket. */
 export const CLOSE_TIMEOUT_MS = 5_000;
@@ -91,6 +94,20 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
 
   protected createServer(): net.Server {
     const server = http.createServer();
+    if (this.config.tls) {
+      // TLS: the base binds a plain server and runs the handshakes; each TLS socket is then fed
+      // to this (unbound) HTTP server, whose upgrade handler admits the client as usual.
+      const plain = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }) as net.Server & { [kHttp]?: http.Server };
+      plain[kHttp] = server;
+      this.attachHandlers(server);
+      return plain;
+    }
+    this.attachHandlers(server);
+    return server;
+  }
+
+  /** The upgrade, request and error handlers of the hub's HTTP server (called from the base constructor: no private members yet). */
+  protected attachHandlers(server: http.Server): void {
     // Each entry point is guarded: a throw ends that one request's socket, never the shard.
     server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
       try {
@@ -111,11 +128,18 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
       if (socket.writable) rejectUpgrade(socket, 400, { error: 'bad_request' });
       else socket.destroy();
     });
-    return server;
   }
 
   /** The HTTP parser owns each accepted socket: hub clients are admitted per upgrade request ({@link #upgrade}). */
-  protected onSocket(): void {}
+  protected override onSocket(socket: net.Socket): void {
+    // Without TLS the HTTP server owns the socket already; with TLS the handshake comes first.
+    if (this.tls) this.wrapTls(socket);
+  }
+
+  /** A TLS client after its handshake: to the HTTP server (an upgrade then admits it). */
+  protected override onAdmitted(socket: net.Socket): void {
+    (this.server as net.Server & { [kHttp]?: http.Server })[kHttp]!.emit('connection', socket);
+  }
 
   protected refuse(socket: net.Socket, reason: Refusal): void {
     const r = REFUSED[reason];

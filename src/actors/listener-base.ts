@@ -1,4 +1,5 @@
 import type net from 'node:net';
+import type tls from 'node:tls';
 import { setup } from 'xstate';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
@@ -8,6 +9,7 @@ import { bindServer } from '../net/bind.ts';
 import { ListenerLimits, type Refusal } from '../net/listener-limits.ts';
 import { L, type StateTable } from '../workers/state-table.ts';
 import type { ShardListener } from '../workers/shard-config.ts';
+import { ListenerTls } from '../tls/listener-tls.ts';
 
 export type ListenerState = 'binding' | 'listening' | 'draining' | 'closed';
 export type ListenerEvent = 'bound' | 'drain' | 'closed';
@@ -24,6 +26,9 @@ export const listenerMachine = setup({ types: { events: {} as { type: ListenerEv
   },
 });
 const table = compile<ListenerState, ListenerEvent>(listenerMachine);
+
+/** The "per-IP key" of a TLS handshake that holds no listener places (the hub's: it admits per upgrade). */
+const NO_PLACES = -1;
 
 /** Refusal lines of one kind are logged at info or warn at most this often, with a count; debug in between. */
 const REFUSAL_LOG_EVERY_MS = 1_000;
@@ -76,6 +81,8 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   /** The per-IP key of a socket admitted but not yet adopted by a connection actor: a throw in between gives its places back. */
   #pending: number | undefined;
   readonly #refusals = new Map<string, { n: number; at: number }>();
+  /** TLS termination (listener `tls`), when this listener's protocol has the base run it. */
+  #tls: ListenerTls | undefined;
   /** The listener's own log lines (`actorId` = this listener). */
   protected readonly log: Logger;
   /** For the connections: bound to the listener's name only, so each adds its own `actorId` once. */
@@ -92,6 +99,14 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
     this.connections = new Registry<C>(registry.name, registry.indexes);
     this.#limits = new ListenerLimits(opts.table, opts.shard, opts.listener, this.log);
     this.#server = this.createServer();
+    if (opts.listener.tls && this.terminatesTls) {
+      this.#tls = new ListenerTls(
+        opts.listener.name,
+        opts.listener.tls,
+        (s, ipKey) => this.#onSecure(s, ipKey),
+        (ipKey, err, remoteAddress) => this.#handshakeFailed(ipKey, err, remoteAddress),
+      );
+    }
     this.#server.on('connection', (s: net.Socket) => this.#onConnection(s));
     this.#server.on('error', (err) => this.log.error({ err }, 'listener error'));
   }
@@ -107,7 +122,31 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
    * What to do with each socket the server accepted while listening. A throw ends this socket
    * (and gives back what {@link admit} took for it), never the listener.
    */
-  protected abstract onSocket(socket: net.Socket): void;
+  protected onSocket(socket: net.Socket): void {
+    const ipKey = this.admit(socket);
+    if (ipKey === undefined) return;
+    if (this.#tls !== undefined) {
+      // The handshake holds the listener places until it ends: the actor's, or given back.
+      this.#tls.wrap(socket, ipKey);
+      this.#pending = undefined;
+      return;
+    }
+    this.onAdmitted(socket, ipKey);
+  }
+  /**
+   * An admitted connection (past the limits, and past the TLS handshake on a TLS listener: then
+   * `socket` is the TLSSocket) for the protocol to {@link adopt}. A throw ends this socket alone.
+   */
+  protected onAdmitted(_socket: net.Socket, _ipKey: number): void {
+    throw new Error(`${this.constructor.name} takes sockets in by its own onSocket`);
+  }
+  /**
+   * Whether the base terminates TLS in front of {@link onAdmitted} (tcp and http listeners). A
+   * protocol whose server is itself a TLS server (the hub's HTTPS server) says false.
+   */
+  protected get terminatesTls(): boolean {
+    return true;
+  }
   /** Answers a socket refused by the listener's limits (TCP: closed at once; hub: an HTTP status). */
   protected abstract refuse(socket: net.Socket, reason: Refusal): void;
   /** Called once bound, before the listener reports running (timers and the like). */
@@ -158,6 +197,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   override describe(): Record<string, unknown> {
     const a = this.#address;
     const d: Record<string, unknown> = { listen: a && `${a.host}:${a.port}`, registry: this.connections.sizes() };
+    if (this.#tls) d.tls = this.#tls.describe();
     if (this.#config.maxConnectionsPerIp > 0) d.perIpUntracked = this.#base.table.ipUntracked(this.#config.slot);
     return d;
   }
@@ -187,6 +227,8 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   protected configure(listener: ShardListener): void {
     this.#config = listener;
     this.#limits.configure(listener);
+    // New certificates (a renewed file, a reload): used by handshakes from now on.
+    if (listener.tls && this.#tls && listener.tls !== this.#tls.settings) this.#tls.update(listener.tls);
   }
 
   // ---- taking connections in -------------------------------------------------------------------
@@ -201,6 +243,45 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
     } catch (err) {
       this.contain(err, socket);
     }
+  }
+
+  /**
+   * Runs the TLS handshake on a socket that took no listener places (the hub admits per upgrade
+   * request, after it); {@link onAdmitted} gets the TLS socket.
+   */
+  protected wrapTls(socket: net.Socket): void {
+    this.#tls!.wrap(socket, NO_PLACES);
+  }
+
+  #onSecure(socket: tls.TLSSocket, ipKey: number): void {
+    if (this.#state !== 'listening' && this.#state !== 'draining') {
+      this.#handshakeFailed(ipKey, new Error('listener closed during the handshake'), socket.remoteAddress);
+      socket.destroy();
+      return;
+    }
+    if (ipKey !== NO_PLACES) this.#pending = ipKey;
+    try {
+      this.onAdmitted(socket, ipKey);
+    } catch (err) {
+      this.contain(err, socket);
+    }
+  }
+
+  /** A TLS handshake failed or timed out: the places it held are given back; logged at most once a second. */
+  #handshakeFailed(ipKey: number, err: Error, remoteAddress: string | undefined): void {
+    const { table: t, shard } = this.#base;
+    const slot = this.#config.slot;
+    if (ipKey !== NO_PLACES) {
+      t.listenerRelease(slot);
+      if (ipKey !== 0) t.ipRelease(slot, shard, ipKey);
+    }
+    const code = (err as NodeJS.ErrnoException).code;
+    this.refused('tls_handshake', 'TLS handshake failed: connection closed', remoteAddress, { reason: code ?? err.message }, 'info');
+  }
+
+  /** The listener's TLS termination, if any (for describe and metrics). */
+  protected get tls(): ListenerTls | undefined {
+    return this.#tls;
   }
 
   /** Still taking new connections (not draining or closed). */

@@ -57,9 +57,7 @@ export class ListenerActor extends ListenerBase<ConnectionActor> {
     return { ...super.describe(), connections: this.connections.size };
   }
 
-  protected onSocket(socket: net.Socket): void {
-    const ipKey = this.admit(socket);
-    if (ipKey === undefined) return;
+  protected override onAdmitted(socket: net.Socket, ipKey: number): void {
     const conn = this.adopt(new ConnectionActor(this.#ctx, ConnectionActor.adopt(socket)));
     conn.ipKey = ipKey;
     conn.start();

@@ -275,6 +275,7 @@ export function createMetrics(backend: AdminBackend, opts: CreateMetricsOptions 
   });
 
   addHttpMetrics(registry, httpStats, guard);
+  addTlsMetrics(registry, httpStats, () => backend.tlsStats?.(), guard);
   addProcessMetrics(registry);
 
   function recordRestart(supervisor: string): void {
@@ -370,4 +371,53 @@ function addHttpMetrics(registry: Registry, httpStats: () => Promise<HttpStatsSn
     reset() {},
   };
   registry.registerMetric(histogram as unknown as Metric);
+}
+
+/**
+ * TLS: handshakes per listener and result (counted by the shards, summed at scrape), and from
+ * the main thread, which reads the certificate files: rejected renewals and each certificate's
+ * expiry.
+ */
+function addTlsMetrics(
+  registry: Registry,
+  httpStats: () => Promise<HttpStatsSnapshot | undefined>,
+  tlsStats: () => { reloadErrors: Map<string, number>; expiry: Map<string, Map<string, number>> } | undefined,
+  guard: Guard,
+): void {
+  const registers = [registry];
+  new Counter({
+    name: 'gatehouse_tls_handshakes_total',
+    help: 'TLS handshakes with clients per listener: result "ok" (of which "resumed" also counts the resumed sessions) or "error" (failed, refused or timed out).',
+    labelNames: ['listener', 'result'],
+    registers,
+    collect: guard<Counter>('gatehouse_tls_handshakes_total', async function () {
+      const s = await httpStats();
+      this.reset();
+      for (const t of s?.tls ?? []) {
+        this.inc({ listener: t.listener, result: 'ok' }, t.ok);
+        this.inc({ listener: t.listener, result: 'error' }, t.error);
+        this.inc({ listener: t.listener, result: 'resumed' }, t.resumed);
+      }
+    }),
+  });
+  new Counter({
+    name: 'gatehouse_tls_reload_errors_total',
+    help: 'Renewed certificate files that failed their check (the previous pair stayed in use), per listener.',
+    labelNames: ['listener'],
+    registers,
+    collect: guard<Counter>('gatehouse_tls_reload_errors_total', function () {
+      this.reset();
+      for (const [listener, n] of tlsStats()?.reloadErrors ?? []) this.inc({ listener }, n);
+    }),
+  });
+  new Gauge({
+    name: 'gatehouse_tls_certificate_expiry_timestamp_seconds',
+    help: 'When each listener certificate expires (notAfter, seconds since the epoch); name is its first server name.',
+    labelNames: ['listener', 'name'],
+    registers,
+    collect: guard<Gauge>('gatehouse_tls_certificate_expiry_timestamp_seconds', function () {
+      this.reset();
+      for (const [listener, m] of tlsStats()?.expiry ?? []) for (const [name, t] of m) this.set({ listener, name }, t);
+    }),
+  });
 }

@@ -83,6 +83,8 @@ export interface AdminBackend {
    * not answer counts with its last snapshot. Absent in test fakes without HTTP.
    */
   httpStats?(): Promise<HttpStatsSnapshot>;
+  /** Certificate reload failures and expiry per TLS listener (main thread). */
+  tlsStats?(): { reloadErrors: Map<string, number>; expiry: Map<string, Map<string, number>> };
   /** The hub view; absent when the backend has no hub. */
   hubView?(): HubView;
   /** The effective config with secrets redacted. */

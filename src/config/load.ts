@@ -13,7 +13,7 @@ import { crossChecks } from './checks.ts';
 import { locate, pathAt, position } from './locate.ts';
 import { errorMap, zodIssues } from './messages.ts';
 import { configSchema } from './schema.ts';
-import { resolveTlsFiles } from './schema-tls.ts';
+import { resolveTlsFiles, tlsFileProblems } from './schema-tls.ts';
 import { markSecretPaths, resolveSecrets, reviewProblems } from './secrets.ts';
 import type { GatehouseConfig } from './types.ts';
 
@@ -74,6 +74,12 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
     ...secrets.issues,
     ...reviewProblems([...(result.success ? [] : zodIssues(result.error.issues)), ...crossChecks(raw)], secrets),
   ];
+  if (problems.length === 0) {
+    // The files named by the config are read once the config itself is valid (paths resolved).
+    const files = result.data!;
+    resolveTlsFiles(files, baseDir);
+    problems.push(...tlsFileProblems(files));
+  }
   if (problems.length > 0) {
     const seen = new Set<string>();
     const issues: ConfigIssue[] = [];
@@ -90,7 +96,6 @@ export function parseConfig(text: string, file: string, opts: ParseOptions = {})
 
   const cfg = markSecretPaths(result.data!, secrets.secrets.map((s) => s.path));
   for (const a of cfg.actors) a.module = resolveModule(a.moduleSpecifier, baseDir);
-  resolveTlsFiles(cfg, baseDir);
   return cfg;
 }
 

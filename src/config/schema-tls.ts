@@ -7,6 +7,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { cidr, positiveDuration } from './schema-common.ts';
 import type { ListenerTlsConfig, UpstreamTlsConfig } from './types.ts';
+import { TlsFileError, checkCaFile, loadPair } from '../tls/certificates.ts';
 
 /** A file path: a non-empty string (relative paths are relative to the config file). */
 const file = () => z.string({ error: 'expected a file path' }).min(1, 'expected a file path');
@@ -90,4 +91,34 @@ export function resolveTlsFiles(cfg: { listeners: { tls?: ListenerTlsConfig }[];
     if (t.cert !== undefined) t.cert = resolvePath(t.cert, baseDir);
     if (t.key !== undefined) t.key = resolvePath(t.key, baseDir);
   }
+}
+
+/**
+ * Reads every listener's certificate pairs and CA files (after {@link resolveTlsFiles}): a
+ * missing, unreadable or unparsable file, or a key that does not match its certificate, is a
+ * problem at the key path of the file that is at fault (`listeners.0.tls.certificates.1.key`).
+ */
+export function tlsFileProblems(cfg: { listeners: { tls?: ListenerTlsConfig }[] }): { path: (string | number)[]; message: string; at: 'value' }[] {
+  const out: { path: (string | number)[]; message: string; at: 'value' }[] = [];
+  cfg.listeners.forEach((l, i) => {
+    const t = l.tls;
+    if (t === undefined) return;
+    t.certificates.forEach((c, j) => {
+      try {
+        loadPair(c.cert, c.key);
+      } catch (err) {
+        if (!(err instanceof TlsFileError)) throw err;
+        out.push({ path: ['listeners', i, 'tls', 'certificates', j, err.which === 'key' ? 'key' : 'cert'], message: err.message, at: 'value' });
+      }
+    });
+    if (t.clientAuth) {
+      try {
+        checkCaFile(t.clientAuth.ca);
+      } catch (err) {
+        if (!(err instanceof TlsFileError)) throw err;
+        out.push({ path: ['listeners', i, 'tls', 'clientAuth', 'ca'], message: err.message, at: 'value' });
+      }
+    }
+  });
+  return out;
 }

@@ -15,6 +15,7 @@ import { stateView, type StateView } from '../admin/state-view.ts';
 import { AdminActor } from '../actors/admin.ts';
 import { Upstreams } from './upstreams.ts';
 import { Hubs } from './hubs.ts';
+import { TlsManager } from '../tls/manager.ts';
 import { Shards } from './shards.ts';
 import { PresenceActor } from '../actors/presence.ts';
 import { HUB_FROM_SHARD_TYPES, type HubFromShard } from '../hub/messages.ts';
@@ -73,6 +74,8 @@ export class Gatehouse implements AdminBackend {
   readonly #upstreams: Upstreams;
   readonly #hubs: Hubs;
   readonly #shards: Shards;
+  /** Certificates of the TLS listeners: read, watched, handed to the shards. */
+  readonly #tls: TlsManager;
 
   private constructor(opts: GatehouseOptions, customs: { cfg: ActorConfig; def: ActorDefinition }[]) {
     this.current = opts.config;
@@ -81,7 +84,10 @@ export class Gatehouse implements AdminBackend {
     this.#debugFlag = Boolean(opts.debug);
     this.debug = Boolean(opts.debug || opts.config.runtime.debug);
     this.#configFile = opts.configFile;
+    // A renewed certificate reaches the shards as part of their config (new handshakes use it).
+    this.#tls = new TlsManager(this.log, () => void this.#shards.pushConfig().catch((err: unknown) => this.log.error({ err }, 'pushing renewed certificates to the shards failed')));
     this.#shards = new Shards({
+      listenerTls: (name) => this.#tls.shardTls(name),
       table: this.table,
       log: this.log,
       workers: opts.config.runtime.workers,
@@ -133,6 +139,7 @@ export class Gatehouse implements AdminBackend {
     if (opts.signal?.aborted) onAbort();
     else opts.signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      gh.#tls.apply(opts.config);
       await gh.root.start();
     } catch (err) {
       if (gh.#stopping) {
@@ -143,6 +150,7 @@ export class Gatehouse implements AdminBackend {
       }
       await gh.root.shutdown('infinity').catch(() => {});
       await gh.#shards.close();
+      gh.#tls.close();
       throw err;
     } finally {
       opts.signal?.removeEventListener('abort', onAbort);
@@ -264,6 +272,10 @@ export class Gatehouse implements AdminBackend {
     return { ...this.#hubs.stats(), messages: fromShards.messages, dropped };
   }
 
+  tlsStats(): TlsManager['stats'] {
+    return this.#tls.stats;
+  }
+
   httpStats(): Promise<HttpStatsSnapshot> {
     return this.#shards.httpStats();
   }
@@ -357,6 +369,8 @@ export class Gatehouse implements AdminBackend {
     await this.#upstreams.apply(prev.upstreams, next.upstreams);
     // Hub control planes exist before shards bind a new hub listener; shards learn the ready nodes after.
     await this.#hubs.apply(prev.listeners, next.listeners);
+    // Certificate files are read again: a reload picks up renewed ones even without a change event.
+    this.#tls.apply(next);
     await this.#shards.pushConfig();
     this.#hubs.announce();
     commitActors();
@@ -379,6 +393,11 @@ export class Gatehouse implements AdminBackend {
     await this.#actors.rollback(prev.actors, failed.actors);
     await this.#upstreams.apply(failed.upstreams, prev.upstreams);
     await this.#hubs.apply(failed.listeners, prev.listeners);
+    try {
+      this.#tls.apply(prev);
+    } catch (err) {
+      this.log.error({ err }, 'rollback: the previous certificates could not be read again; the last loaded stay in use');
+    }
     await this.#shards.pushConfig();
     this.#hubs.announce();
   }
@@ -389,6 +408,7 @@ export class Gatehouse implements AdminBackend {
       this.drain();
       await this.root.shutdown('infinity');
       await this.#shards.close();
+      this.#tls.close();
       this.#shardEvents.complete();
       this.#gatewayEvents.complete();
       setActorEventsEnabled(false);

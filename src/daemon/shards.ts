@@ -9,6 +9,7 @@ import { supervisorChild, type ChildSpec, type Supervisor } from '../supervisors
 import { ShardActor, type ShardHost } from '../actors/shard.ts';
 import { InThreadShardHost, PiscinaShardHost, reusePortSupported } from '../workers/pool.ts';
 import { B, type StateTable, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator } from '../workers/state-table.ts';
+import type { ShardTls } from '../tls/listener-tls.ts';
 import { toShardConfig, type ShardConfig } from '../workers/shard-config.ts';
 import type { FromShard } from '../workers/protocol.ts';
 import type { HubShards } from '../hub/hub-control.ts';
@@ -27,6 +28,8 @@ export interface ShardsOptions {
   config: () => GatehouseConfig;
   /** What a shard's config takes from the daemon rather than from the file. */
   runtime: () => Pick<ShardConfig, 'debug' | 'logLevel' | 'actorEvents'>;
+  /** The TLS material of a listener with `tls` (certificates read by the main thread). */
+  listenerTls?: (listener: string) => ShardTls | undefined;
   /** Each hub listener's ready nodes, for a (re)started shard's init. */
   hubNodes: () => Record<string, string[]>;
   /** A shard bound its listeners. */
@@ -168,6 +171,7 @@ export class Shards {
       listenerSlot: (n) => this.listenerSlots.get(n),
       backendSlot: (u, a) => this.backendSlot(u, a),
       resolvedPort: (n) => this.#resolvedPorts.get(n),
+      listenerTls: (n) => this.#opts.listenerTls?.(n),
     });
     Object.assign(cfg, this.#opts.runtime());
     this.listenerSlots.retain(current.listeners.map((l) => l.name));

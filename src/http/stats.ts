@@ -45,6 +45,8 @@ export interface HttpStatsSnapshot {
   retries: { upstream: string; count: number }[];
   /** Requests refused (429) by a route's rate limit, per listener and route. */
   rateLimited: { listener: string; route: string; count: number }[];
+  /** TLS handshakes per listener (any protocol): done, failed, and of the done ones resumed. */
+  tls?: { listener: string; ok: number; error: number; resumed: number }[];
 }
 
 interface Entry {
@@ -223,6 +225,15 @@ export function mergeHttpStats(into: HttpStatsSnapshot, from: HttpStatsSnapshot)
     if (t) t.count += r.count;
     else into.rateLimited.push({ listener: r.listener, route: r.route, count: r.count });
   }
+  for (const r of from.tls ?? []) {
+    const list = (into.tls ??= []);
+    const t = list.find((x) => x.listener === r.listener);
+    if (t) {
+      t.ok += r.ok;
+      t.error += r.error;
+      t.resumed += r.resumed;
+    } else list.push({ listener: r.listener, ok: r.ok, error: r.error, resumed: r.resumed });
+  }
 }
 
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
@@ -236,8 +247,15 @@ const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isF
  */
 export function isHttpStatsSnapshot(v: unknown): v is HttpStatsSnapshot {
   if (typeof v !== 'object' || v === null) return false;
-  const { routes, retries, rateLimited } = v as Partial<HttpStatsSnapshot>;
+  const { routes, retries, rateLimited, tls } = v as Partial<HttpStatsSnapshot>;
   if (!Array.isArray(routes) || !Array.isArray(retries) || !Array.isArray(rateLimited)) return false;
+  if (tls !== undefined) {
+    if (!Array.isArray(tls)) return false;
+    for (const t of tls as unknown[]) {
+      const x = t as { listener?: unknown; ok?: unknown; error?: unknown; resumed?: unknown } | null;
+      if (typeof x !== 'object' || x === null || typeof x.listener !== 'string' || !isCount(x.ok) || !isCount(x.error) || !isCount(x.resumed)) return false;
+    }
+  }
   for (const r of routes as unknown[]) {
     if (typeof r !== 'object' || r === null) return false;
     const { listener, route, codes, buckets, sum, count } = r as Partial<HttpRouteStats>;

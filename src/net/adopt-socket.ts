@@ -27,6 +27,8 @@ export type ReadCallback = (this: net.Socket, n: number, buf: Buffer) => boolean
 export function adoptSocket(accepted: net.Socket, onRead: ReadCallback): net.Socket {
   const old = accepted as net.Socket & { _handle?: { useUserBuffer?: unknown } | null };
   const handle = old._handle;
+  // A TLS socket's handle is its TLS layer, which cannot move to a plain socket: kept as it is.
+  if ((accepted as net.Socket & { encrypted?: boolean }).encrypted === true) return accepted;
   if (!handle || typeof handle.useUserBuffer !== 'function') return accepted;
   old._handle = null;
   old.destroy();

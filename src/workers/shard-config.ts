@@ -1,3 +1,4 @@
+import type { ShardTls } from '../tls/listener-tls.ts';
 import type { GatehouseConfig, HttpListenerConfig, JwtConfig, RouteConfig } from '../config/types.ts';
 
 /**
@@ -45,6 +46,8 @@ export interface ShardListener {
   hub?: ShardHubSettings;
   /** `protocol: http` only: routes and the HTTP keys of the listener. */
   http?: ShardHttpSettings;
+  /** TLS termination: certificates (read by the main thread), options and the shared ticket keys. */
+  tls?: ShardTls;
 }
 
 /** An http listener's data-plane settings (durations in ms). */
@@ -130,6 +133,8 @@ export interface SlotLookup {
   listenerSlot(name: string): number;
   backendSlot(upstream: string, address: string): number;
   resolvedPort(listener: string): number | undefined;
+  /** The TLS material of a listener with `tls` (the main thread reads and watches the files). */
+  listenerTls?(listener: string): ShardTls | undefined;
 }
 
 /**
@@ -153,6 +158,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
         ...(l.rateLimit && { rateLimit: { perSecond: l.rateLimit.perSecond, burst: l.rateLimit.burst } }),
         idleTimeoutMs: l.idleTimeout,
         slot: slots.listenerSlot(l.name),
+        ...(l.tls && slots.listenerTls && { tls: slots.listenerTls(l.name) }),
         ...(l.protocol === 'http' && { http: httpSettings(l) }),
         ...(l.protocol === 'hub' && {
           hub: {

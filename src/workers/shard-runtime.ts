@@ -1,4 +1,6 @@
 import diagnostics from 'node:diagnostics_channel';
+import { tlsCountsSnapshot } from '../tls/listener-tls.ts';
+import { emptyHttpStats } from '../http/stats.ts';
 import type { MessagePort } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { Supervisor, type ChildSpec } from '../supervisors/supervisor.ts';
@@ -167,7 +169,7 @@ export class Shard {
     this.#http?.configure(next);
     for (const l of next.listeners) {
       const old = prev.listeners.find((x) => x.name === l.name);
-      if (old && old.host === l.host && old.port === l.port && old.protocol === l.protocol) {
+      if (old && old.host === l.host && old.port === l.port && old.protocol === l.protocol && (old.tls === undefined) === (l.tls === undefined)) {
         // Same address: reconfigure in place; open connections keep their settings.
         const a = this.#sup.child(this.#childIds.get(l.name)!);
         if (isHub(a) || isHttp(a)) a.reconfigure(l);
@@ -177,7 +179,7 @@ export class Shard {
         }
         continue;
       }
-      // Another protocol on the same address: the old one stops listening first (its open
+      // Another protocol (or TLS turned on or off) on the same address: the old one stops listening first (its open
       // connections drain in the background), since without reusePort both cannot bind it.
       if (old && old.host === l.host && old.port === l.port) this.#retire(l.name);
       const id = old ? `listener:${l.name}~${++this.#generation}` : `listener:${l.name}`;
@@ -229,9 +231,12 @@ export class Shard {
         this.#post({ type: 'reply', id: m.id, value: t });
         break;
       }
-      case 'http-stats':
-        this.#post({ type: 'reply', id: m.id, value: this.#http?.stats.snapshot() });
+      case 'http-stats': {
+        const tls = tlsCountsSnapshot();
+        const http = this.#http?.stats.snapshot();
+        this.#post({ type: 'reply', id: m.id, value: tls.length === 0 ? http : { ...(http ?? emptyHttpStats()), tls } });
         break;
+      }
       case 'counts':
         this.#post({ type: 'reply', id: m.id, value: live.countsByType() });
         break;

@@ -37,7 +37,7 @@ describe('schema errors point at the offending value', () => {
     ]);
   });
 
-  test('tls and proxyProtocol: validated, then refused until this version serves them', () => {
+  test('tls: certificate files are read, a missing or mismatched one named at its key path; proxyProtocol refused until built', () => {
     const errs = check(
       UP,
       'listeners:',
@@ -45,16 +45,18 @@ describe('schema errors point at the offending value', () => {
       '    protocol: tcp',
       '    listen: 1',
       '    upstream: app',
-      '    tls: { certificates: [ { cert: c.pem, key: k.pem, serverNames: ["*.Example.com."] } ] }',
+      '    tls: { certificates: [ { cert: /nonexistent/c.pem, key: /nonexistent/k.pem, serverNames: ["*.Example.com."] } ] }',
     );
-    expect(errs).toEqual([expect.stringMatching(/^gh\.yaml:7:10 listeners\.0\.tls: tls is not supported by this version of Gatehouse yet/)]);
+    expect(errs).toEqual([expect.stringMatching(/^gh\.yaml:7:36 listeners\.0\.tls\.certificates\.0\.cert: .*\/nonexistent\/c\.pem/)]);
     expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, tls: { certificates: [] } }')).toEqual([
-      expect.stringMatching(/listeners\.0\.tls: tls is not supported/),
       expect.stringMatching(/listeners\.0\.tls\.certificates: at least one certificate/),
     ]);
-    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, tls: { certificates: [ { cert: c, key: k, serverNames: ["a.*.com"] } ] } }')[1]).toMatch(
+    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, tls: { certificates: [ { cert: c, key: k, serverNames: ["a.*.com"] } ] } }')[0]).toMatch(
       /serverNames\.0: expected a DNS name or \*\.suffix/,
     );
+    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, proxyProtocol: { trustedProxies: [10.0.0.0/8] } }')).toEqual([
+      expect.stringMatching(/listeners\.0\.proxyProtocol: proxyProtocol is not supported by this version of Gatehouse yet/),
+    ]);
   });
 
   test('bad duration', () => {
