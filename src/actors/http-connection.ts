@@ -1,6 +1,6 @@
 import type net from 'node:net';
 import { setup } from 'xstate';
-import { isTls, tlsInfo } from '../tls/listener-tls.ts';
+import { clientSubject, isTls, tlsInfo } from '../tls/listener-tls.ts';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
 import { compile, stepMachine } from '../runtime/compiled-machine.ts';
@@ -105,7 +105,9 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     this.client = client;
     const s = ctx.routes.settings;
     this.#parser = new RequestParser({ maxHeaderSize: s.maxHeaderSize, maxBodySize: s.maxBodySize });
-    this.mw = new Exchange(client.remoteAddress ?? '', (client as net.Socket & { encrypted?: boolean }).encrypted === true, (ctx.localPort ??= String(client.localPort ?? 0)), ctx.routes.listener.forwarded);
+    const tls = isTls(client);
+    this.mw = new Exchange(client.remoteAddress ?? '', tls, (ctx.localPort ??= String(client.localPort ?? 0)), ctx.routes.listener.forwarded);
+    if (tls) this.mw.clientCertSubject = clientSubject(client);
   }
 
   get state(): string {

@@ -157,8 +157,11 @@ export function clientSubject(s: tls.TLSSocket): string | undefined {
   if (!s.authorized) return undefined;
   const c = s.getPeerCertificate();
   if (!c || !c.subject) return undefined;
+  // RFC 4514-like, and safe as an HTTP field value: anything but printable ASCII, and the
+  // separators inside a value, are escaped (`\2C`, UTF-8 bytes as `\C3\A9`).
+  const esc = (v: string) => v.replace(/[^\x20-\x7e]|[,+=\\]/g, (ch) => [...Buffer.from(ch, 'utf8')].map((b) => `\\${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''));
   return Object.entries(c.subject)
-    .map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : String(v)}`)
+    .map(([k, v]) => `${k}=${(Array.isArray(v) ? v : [String(v)]).map(esc).join('+')}`)
     .join(',');
 }
 

@@ -70,6 +70,8 @@ describe('TLS on listeners (workers: 2)', () => {
   let ca: TestCert;
   let siteA: TestCert;
   let wild: TestCert;
+  let alice: TestCert;
+  let mallory: TestCert;
   let dir: ReturnType<typeof tempDir>;
   let gh: Daemon;
   let backend: http.Server;
@@ -81,6 +83,8 @@ describe('TLS on listeners (workers: 2)', () => {
     ca = await certs.ca('ca');
     siteA = await certs.leaf('site-a', { ca, cn: 'a.example.test', dns: ['a.example.test'] });
     wild = await certs.leaf('wild', { ca, cn: 'wild.example.test', dns: ['*.wild.example.test'] });
+    alice = await certs.client('alice', ca, { cn: 'alice, of Example' });
+    mallory = await certs.client('mallory', await certs.ca('other-ca'));
     backend = http.createServer((req, res) => {
       seen.push(req.headers);
       res.end(`hello ${req.url}`);
@@ -114,6 +118,22 @@ listeners:
         - { cert: "${rel(siteA.certFile)}", key: "${rel(siteA.keyFile)}", serverNames: [ a.example.test ] }
         - { cert: "${wild.certFile}", key: "${wild.keyFile}" }
       handshakeTimeout: 1s
+    routes:
+      - { name: all, upstream: web }
+  - name: mtls
+    protocol: http
+    listen: "127.0.0.1:0"
+    tls:
+      certificates: [ { cert: "${siteA.certFile}", key: "${siteA.keyFile}" } ]
+      clientAuth: { ca: "${ca.certFile}" }
+    routes:
+      - { name: all, upstream: web }
+  - name: mtls-optional
+    protocol: http
+    listen: "127.0.0.1:0"
+    tls:
+      certificates: [ { cert: "${siteA.certFile}", key: "${siteA.keyFile}" } ]
+      clientAuth: { ca: "${ca.certFile}", required: false }
     routes:
       - { name: all, upstream: web }
   - name: tcps
@@ -153,6 +173,32 @@ listeners:
     expect((await handshake(port, 'x.b.wild.example.test', ca.certPem)).subject).toBe('a.example.test');
     expect((await handshake(port, undefined, ca.certPem)).subject).toBe('a.example.test');
     expect(seen.at(-1)!['x-forwarded-proto']).toBe('https');
+  });
+
+  test('mutual TLS: the verified subject reaches the backend in X-Client-Cert-Subject (a client cannot send its own); no or a foreign certificate fails the handshake; optional mode serves every client', async () => {
+    const request = (port: number, cert?: TestCert) =>
+      new Promise<{ status: number; headers: http.IncomingHttpHeaders }>((resolve, reject) => {
+        const req = https.request(
+          { host: '127.0.0.1', port, path: '/m', servername: 'a.example.test', ca: ca.certPem, agent: false, ...(cert && { cert: cert.certPem, key: cert.keyPem }), headers: { 'x-client-cert-subject': 'CN=admin' } },
+          (res) => {
+            res.resume();
+            res.on('end', () => resolve({ status: res.statusCode!, headers: seen.at(-1)! }));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    const ok = await request(gh.port('mtls'), alice);
+    expect(ok.status).toBe(200);
+    expect(ok.headers['x-client-cert-subject']).toBe('CN=alice\\2C of Example');
+    await expect(request(gh.port('mtls'))).rejects.toThrow();
+    await expect(request(gh.port('mtls'), mallory)).rejects.toThrow();
+    const anon = await request(gh.port('mtls-optional'));
+    expect(anon.status).toBe(200);
+    expect(anon.headers['x-client-cert-subject']).toBeUndefined();
+    const foreign = await request(gh.port('mtls-optional'), mallory);
+    expect(foreign.headers['x-client-cert-subject']).toBeUndefined();
+    expect((await request(gh.port('mtls-optional'), alice)).headers['x-client-cert-subject']).toBe('CN=alice\\2C of Example');
   });
 
   test('tcp: bytes cross a TLS listener both ways, and a half-close goes through', async () => {

@@ -63,6 +63,11 @@ export class Exchange {
   readonly port: string;
   requestId = '';
   clientAddress = '';
+  /**
+   * The verified client certificate's subject on a mutual-TLS connection (`CN=alice,O=Example`),
+   * sent upstream as `X-Client-Cert-Subject`; undefined otherwise.
+   */
+  clientCertSubject: string | undefined = undefined;
   /** The request's `Origin`, when it had one (CORS on the response). */
   origin: string | undefined = undefined;
   /** Names listed in `Connection` (lowercase), reused between requests. */
@@ -121,12 +126,19 @@ const XF_HOST = 6;
 const XF_PORT = 7;
 const ORIGIN = 8;
 const ACAO = 9;
+const CLIENT_CERT = 10;
+/**
+ * The request field that carries the verified client certificate's subject (mutual TLS) to
+ * the backend. The gateway alone sets it: whatever a client sent under this name is dropped.
+ */
+export const CLIENT_CERT_HEADER = 'x-client-cert-subject';
 const KIND = new Map<string, number>([
   ['connection', HOP], ['keep-alive', HOP], ['te', HOP], ['trailer', HOP], ['transfer-encoding', HOP],
   ['proxy-connection', HOP], ['content-length', HOP], ['x-request-id', HOP], ['upgrade', UPGRADE],
   ['proxy-authorization', PROXY_AUTH], ['x-forwarded-for', XFF], ['x-forwarded-proto', XF_PROTO],
   ['x-forwarded-host', XF_HOST], ['x-forwarded-port', XF_PORT], ['origin', ORIGIN],
   ['access-control-allow-origin', ACAO], ['access-control-allow-credentials', ACAO],
+  [CLIENT_CERT_HEADER, CLIENT_CERT],
 ]);
 
 /**
@@ -196,6 +208,8 @@ export function prepareUpstream(headers: readonly string[], host: string | undef
         case ORIGIN:
           ex.origin = value;
           break;
+        case CLIENT_CERT:
+          continue;
       }
     }
     if (drop !== undefined && drop.has(name)) continue;
@@ -208,6 +222,7 @@ export function prepareUpstream(headers: readonly string[], host: string | undef
   if (!haveHost && host !== undefined && (drop === undefined || !drop.has('x-forwarded-host'))) out.push('x-forwarded-host', host);
   if (!havePort && (drop === undefined || !drop.has('x-forwarded-port'))) out.push('x-forwarded-port', ex.port);
   if (drop === undefined || !drop.has('x-request-id')) out.push('x-request-id', ex.requestId);
+  if (ex.clientCertSubject !== undefined) out.push(CLIENT_CERT_HEADER, ex.clientCertSubject);
   if ((flags & PASS_UPGRADE) !== 0) out.push('connection', 'upgrade');
   const set = rules.requestSet;
   for (let i = 0; i < set.length; i++) out.push(set[i]);
