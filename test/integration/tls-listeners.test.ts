@@ -201,6 +201,21 @@ listeners:
     expect((await request(gh.port('mtls-optional'), alice)).headers['x-client-cert-subject']).toBe('CN=alice\\2C of Example');
   });
 
+  test('sessions resume on any shard: the ticket keys are shared (TLS 1.3 tickets, TLS 1.2 too)', async () => {
+    for (const maxVersion of ['TLSv1.3', 'TLSv1.2'] as const) {
+      const first = tls.connect({ host: '127.0.0.1', port: gh.port('https'), servername: 'a.example.test', ca: ca.certPem, maxVersion });
+      const [session] = (await once(first, 'session')) as [Buffer];
+      first.destroy();
+      // Fresh connections land on either of the two shards: every one of them resumes.
+      for (let i = 0; i < 8; i++) {
+        const s = tls.connect({ host: '127.0.0.1', port: gh.port('https'), servername: 'a.example.test', ca: ca.certPem, maxVersion, session });
+        await once(s, 'secureConnect');
+        expect(s.isSessionReused()).toBe(true);
+        s.destroy();
+      }
+    }
+  });
+
   test('tcp: bytes cross a TLS listener both ways, and a half-close goes through', async () => {
     const s = tls.connect({ host: '127.0.0.1', port: gh.port('tcps'), servername: 'a.example.test', ca: ca.certPem, allowHalfOpen: true } as tls.ConnectionOptions);
     await once(s, 'secureConnect');
