@@ -94,9 +94,10 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
 
   protected createServer(): net.Server {
     const server = http.createServer();
-    if (this.config.tls) {
-      // TLS: the base binds a plain server and runs the handshakes; each TLS socket is then fed
-      // to this (unbound) HTTP server, whose upgrade handler admits the client as usual.
+    if (this.config.tls || this.config.proxyProtocol) {
+      // TLS or PROXY protocol: the base binds a plain server and reads the PROXY header or runs
+      // the handshake first; each socket is then fed to this (unbound) HTTP server, whose
+      // upgrade handler admits the client as usual.
       const plain = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }) as net.Server & { [kHttp]?: http.Server };
       plain[kHttp] = server;
       this.attachHandlers(server);
@@ -132,13 +133,20 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
 
   /** The HTTP parser owns each accepted socket: hub clients are admitted per upgrade request ({@link #upgrade}). */
   protected override onSocket(socket: net.Socket): void {
-    // Without TLS the HTTP server owns the socket already; with TLS the handshake comes first.
+    // Without TLS nor PROXY protocol the HTTP server owns the socket already.
     if (this.tls) this.wrapTls(socket);
+    else if (this.config.proxyProtocol) this.onAdmitted(socket);
   }
 
   /** A TLS client after its handshake: to the HTTP server (an upgrade then admits it). */
   protected override onAdmitted(socket: net.Socket): void {
+    // Bytes read past a PROXY protocol header wait in the socket's stream buffer; node:http would
+    // read the handle directly (past that buffer) unless the handle counts as consumed already.
+    const handle = (socket as net.Socket & { _handle?: { _consumed?: boolean } | null })._handle;
+    if (socket.readableLength > 0 && handle) handle._consumed = true;
     (this.server as net.Server & { [kHttp]?: http.Server })[kHttp]!.emit('connection', socket);
+    // Paused by the PROXY header read: node:http only attaches its listeners.
+    socket.resume();
   }
 
   protected refuse(socket: net.Socket, reason: Refusal): void {

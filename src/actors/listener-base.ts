@@ -10,6 +10,8 @@ import { ListenerLimits, type Refusal } from '../net/listener-limits.ts';
 import { L, type StateTable } from '../workers/state-table.ts';
 import type { ShardListener } from '../workers/shard-config.ts';
 import { ListenerTls } from '../tls/listener-tls.ts';
+import { inheritProxyAddress, readProxyHeader } from '../net/proxy-reader.ts';
+import { compileCidrs, unmapAddress, type CidrMatcher } from '../http/middleware/ip.ts';
 
 export type ListenerState = 'binding' | 'listening' | 'draining' | 'closed';
 export type ListenerEvent = 'bound' | 'drain' | 'closed';
@@ -26,6 +28,10 @@ export const listenerMachine = setup({ types: { events: {} as { type: ListenerEv
   },
 });
 const table = compile<ListenerState, ListenerEvent>(listenerMachine);
+
+/** How long a new connection on a `proxyProtocol` listener has to send its header. */
+const PROXY_HEADER_TIMEOUT_MS = 5_000;
+const noop = (): void => {};
 
 /** The "per-IP key" of a TLS handshake that holds no listener places (the hub's: it admits per upgrade). */
 const NO_PLACES = -1;
@@ -83,6 +89,8 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   readonly #refusals = new Map<string, { n: number; at: number }>();
   /** TLS termination (listener `tls`), when this listener's protocol has the base run it. */
   #tls: ListenerTls | undefined;
+  /** Listener `proxyProtocol`: its trusted peers, compiled (a reload recompiles). */
+  #proxyTrusted: CidrMatcher | undefined;
   /** The listener's own log lines (`actorId` = this listener). */
   protected readonly log: Logger;
   /** For the connections: bound to the listener's name only, so each adds its own `actorId` once. */
@@ -107,6 +115,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
         (ipKey, err, remoteAddress) => this.#handshakeFailed(ipKey, err, remoteAddress),
       );
     }
+    if (opts.listener.proxyProtocol) this.#proxyTrusted = compileCidrs(opts.listener.proxyProtocol.trustedProxies);
     this.#server.on('connection', (s: net.Socket) => this.#onConnection(s));
     this.#server.on('error', (err) => this.log.error({ err }, 'listener error'));
   }
@@ -227,6 +236,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   protected configure(listener: ShardListener): void {
     this.#config = listener;
     this.#limits.configure(listener);
+    this.#proxyTrusted = listener.proxyProtocol ? compileCidrs(listener.proxyProtocol.trustedProxies) : undefined;
     // New certificates (a renewed file, a reload): used by handshakes from now on.
     if (listener.tls && this.#tls && listener.tls !== this.#tls.settings) this.#tls.update(listener.tls);
   }
@@ -238,11 +248,46 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
       socket.destroy();
       return;
     }
+    const pp = this.#config.proxyProtocol;
+    if (pp !== undefined && this.#proxyTrusted !== undefined) return this.#readProxy(socket, pp, this.#proxyTrusted);
+    this.#take(socket);
+  }
+
+  #take(socket: net.Socket): void {
     try {
       this.onSocket(socket);
     } catch (err) {
       this.contain(err, socket);
     }
+  }
+
+  /** PROXY protocol first: the header read (or plain traffic told apart), then the usual way in. */
+  #readProxy(socket: net.Socket, pp: NonNullable<ShardListener['proxyProtocol']>, trusted: CidrMatcher): void {
+    const peer = socket.remoteAddress;
+    socket.on('error', noop); // until the protocol's own handlers are on
+    readProxyHeader(
+      socket,
+      { accept: pp.accept, trusted: peer !== undefined && trusted.matches(unmapAddress(peer)), peekUntrusted: this.peeksForProxyHeaders, timeoutMs: PROXY_HEADER_TIMEOUT_MS },
+      (r) => {
+        socket.removeListener('error', noop);
+        if (r.ok) {
+          if (this.#state !== 'listening') return void socket.destroy();
+          return this.#take(socket);
+        }
+        socket.destroy();
+        this.#base.table.listenerAdd(this.#base.shard, this.#config.slot, L.ERROR, 1);
+        this.refused(`proxy_${r.reason}`, 'PROXY protocol: connection closed', peer, { reason: r.reason, detail: r.detail }, 'warn');
+      },
+    );
+  }
+
+  /**
+   * Whether the first bytes of a peer outside `trustedProxies` are read to refuse a PROXY header
+   * from it: yes where the client speaks first (http, hub); a tcp listener may carry a protocol
+   * where the server speaks first, so its untrusted peers are served untouched.
+   */
+  protected get peeksForProxyHeaders(): boolean {
+    return true;
   }
 
   /**
@@ -260,6 +305,8 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
       return;
     }
     if (ipKey !== NO_PLACES) this.#pending = ipKey;
+    const raw = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
+    if (raw) inheritProxyAddress(raw, socket);
     try {
       this.onAdmitted(socket, ipKey);
     } catch (err) {

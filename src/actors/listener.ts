@@ -57,6 +57,11 @@ export class ListenerActor extends ListenerBase<ConnectionActor> {
     return { ...super.describe(), connections: this.connections.size };
   }
 
+  /** A tcp listener may carry a protocol where the server speaks first: untrusted peers are not read ahead. */
+  protected override get peeksForProxyHeaders(): boolean {
+    return false;
+  }
+
   protected override onAdmitted(socket: net.Socket, ipKey: number): void {
     const conn = this.adopt(new ConnectionActor(this.#ctx, ConnectionActor.adopt(socket)));
     conn.ipKey = ipKey;

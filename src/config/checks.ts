@@ -56,7 +56,6 @@ export function crossChecks(raw: unknown): PathIssue[] {
     const o = obj(l);
     const at: Path = ['listeners', i];
     if (!o) return;
-    notBuiltYet(o, at, ['proxyProtocol'], add);
     if (o.protocol === 'tcp') ref(o.upstream, [...at, 'upstream']);
     if (o.protocol === 'http') {
       const routes = list(o.routes);

@@ -29,6 +29,9 @@ export function adoptSocket(accepted: net.Socket, onRead: ReadCallback): net.Soc
   const handle = old._handle;
   // A TLS socket's handle is its TLS layer, which cannot move to a plain socket: kept as it is.
   if ((accepted as net.Socket & { encrypted?: boolean }).encrypted === true) return accepted;
+  // Bytes already read (put back after a PROXY protocol header), or a peer address taken from
+  // that header: both live on this socket object, which must then stay the one in use.
+  if (accepted.readableLength > 0 || Object.hasOwn(accepted, 'remoteAddress')) return accepted;
   if (!handle || typeof handle.useUserBuffer !== 'function') return accepted;
   old._handle = null;
   old.destroy();

@@ -48,6 +48,8 @@ export interface ShardListener {
   http?: ShardHttpSettings;
   /** TLS termination: certificates (read by the main thread), options and the shared ticket keys. */
   tls?: ShardTls;
+  /** PROXY protocol from the load balancers in `trustedProxies`. */
+  proxyProtocol?: { accept: 'v1' | 'v2' | 'any'; trustedProxies: string[] };
 }
 
 /** An http listener's data-plane settings (durations in ms). */
@@ -159,6 +161,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
         idleTimeoutMs: l.idleTimeout,
         slot: slots.listenerSlot(l.name),
         ...(l.tls && slots.listenerTls && { tls: slots.listenerTls(l.name) }),
+        ...(l.proxyProtocol && { proxyProtocol: { accept: l.proxyProtocol.accept, trustedProxies: [...l.proxyProtocol.trustedProxies] } }),
         ...(l.protocol === 'http' && { http: httpSettings(l) }),
         ...(l.protocol === 'hub' && {
           hub: {

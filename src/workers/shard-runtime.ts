@@ -169,7 +169,7 @@ export class Shard {
     this.#http?.configure(next);
     for (const l of next.listeners) {
       const old = prev.listeners.find((x) => x.name === l.name);
-      if (old && old.host === l.host && old.port === l.port && old.protocol === l.protocol && (old.tls === undefined) === (l.tls === undefined)) {
+      if (old && old.host === l.host && old.port === l.port && old.protocol === l.protocol && (old.tls === undefined) === (l.tls === undefined) && (old.proxyProtocol === undefined) === (l.proxyProtocol === undefined)) {
         // Same address: reconfigure in place; open connections keep their settings.
         const a = this.#sup.child(this.#childIds.get(l.name)!);
         if (isHub(a) || isHttp(a)) a.reconfigure(l);
@@ -179,7 +179,7 @@ export class Shard {
         }
         continue;
       }
-      // Another protocol (or TLS turned on or off) on the same address: the old one stops listening first (its open
+      // Another protocol (or TLS or the PROXY protocol turned on or off) on the same address: the old one stops listening first (its open
       // connections drain in the background), since without reusePort both cannot bind it.
       if (old && old.host === l.host && old.port === l.port) this.#retire(l.name);
       const id = old ? `listener:${l.name}~${++this.#generation}` : `listener:${l.name}`;

@@ -37,7 +37,7 @@ describe('schema errors point at the offending value', () => {
     ]);
   });
 
-  test('tls: certificate files are read, a missing or mismatched one named at its key path; proxyProtocol refused until built', () => {
+  test('tls: certificate files are read, a missing one named at its key path; proxyProtocol checked; upstream tls refused until built', () => {
     const errs = check(
       UP,
       'listeners:',
@@ -54,8 +54,14 @@ describe('schema errors point at the offending value', () => {
     expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, tls: { certificates: [ { cert: c, key: k, serverNames: ["a.*.com"] } ] } }')[0]).toMatch(
       /serverNames\.0: expected a DNS name or \*\.suffix/,
     );
-    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, proxyProtocol: { trustedProxies: [10.0.0.0/8] } }')).toEqual([
-      expect.stringMatching(/listeners\.0\.proxyProtocol: proxyProtocol is not supported by this version of Gatehouse yet/),
+    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, proxyProtocol: { trustedProxies: [10.0.0.0/8] } }')).toEqual([]);
+    expect(check(UP, 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app, proxyProtocol: { accept: v3, trustedProxies: [] } }')).toEqual([
+      expect.stringMatching(/listeners\.0\.proxyProtocol\.accept: /),
+      expect.stringMatching(/listeners\.0\.proxyProtocol\.trustedProxies: at least one CIDR/),
+    ]);
+    expect(check('upstreams:', '  - { name: app, backends: ["127.0.0.1:1"], tls: { verify: false }, sendProxyProtocol: v2 }', 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app }')).toEqual([
+      expect.stringMatching(/upstreams\.0\.tls: tls is not supported by this version of Gatehouse yet/),
+      expect.stringMatching(/upstreams\.0\.sendProxyProtocol: sendProxyProtocol is not supported/),
     ]);
   });
 
