@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { createActor, setup, type AnyActorRef } from 'xstate';
 import { isTls, tlsInfo } from '../tls/listener-tls.ts';
+import { connectUpstream, type UpstreamRead } from '../tls/upstream-tls.ts';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
 import { compile, stepMachine } from '../runtime/compiled-machine.ts';
@@ -10,7 +11,7 @@ import { InjectedFaultError } from '../errors.ts';
 import { L, OUTCOMES, type Outcome, type StateTable } from '../workers/state-table.ts';
 import type { ShardBackend, ShardListener } from '../workers/shard-config.ts';
 import type { Balancer } from '../workers/balancer.ts';
-import { abandonRead, forwardRead, nextReadBuffer, readHot, releaseHot } from '../net/read-buffers.ts';
+import { abandonRead, forwardRead, readHot, releaseHot } from '../net/read-buffers.ts';
 import { adoptSocket, readsThroughOnread, type ReadCallback } from '../net/adopt-socket.ts';
 
 export type ConnectionState = 'connecting' | 'open' | 'half_closed_client' | 'half_closed_backend' | 'closing' | 'closed';
@@ -295,20 +296,20 @@ export class ConnectionActor extends Actor {
     this.#backend = b;
     this.#trial = ctx.balancer!.trial;
     ctx.table.backendActiveAdd(ctx.shard, b.slot, 1);
-    const s = net.connect({
-      host: b.host,
-      port: b.port,
-      allowHalfOpen: true,
+    const { socket, event } = connectUpstream(b.host, b.port, {
+      tls: ctx.balancer!.upstream.tls,
       noDelay: true,
-      onread: { buffer: nextReadBuffer, callback: ConnectionActor.#onBackendRead as (n: number, buf: Uint8Array) => boolean },
-    }) as OwnedSocket;
+      allowHalfOpen: true,
+      onRead: ConnectionActor.#onBackendRead as UpstreamRead,
+    });
+    const s = socket as OwnedSocket;
     s[kConn] = this;
     this.#backendSocket = s;
     s.setTimeout(ctx.connectTimeoutMs);
     s.on('timeout', ConnectionActor.#onBackendTimeout);
     s.on('error', ConnectionActor.#onBackendError);
     s.on('close', ConnectionActor.#onBackendClose);
-    s.once('connect', ConnectionActor.#onBackendConnect);
+    s.once(event, ConnectionActor.#onBackendConnect);
   }
 
   /** Drops a backend socket that never connected. */

@@ -1,5 +1,6 @@
 import net from 'node:net';
 import http from 'node:http';
+import https from 'node:https';
 import { assign, fromPromise, setup } from 'xstate';
 import type { Logger } from 'pino';
 import { B, type StateTable } from '../workers/state-table.ts';
@@ -11,6 +12,8 @@ export interface ProbeTarget {
   /** Request path of `http` probes. */
   path: string;
   timeoutMs: number;
+  /** Upstream `tls` (PEM contents): `http` probes speak HTTPS, checked as the proxied traffic is; `tcp` probes still only connect. */
+  tls?: { caPem?: string; certPem?: string; keyPem?: string; serverName?: string; verify: boolean };
 }
 
 export interface HealthProbeInput extends ProbeTarget {
@@ -74,11 +77,26 @@ export function probeOnce(t: ProbeTarget, signal: AbortSignal): Promise<void> {
       onTimeout = () => (connected ? undefined : new Error(`no connection within ${t.timeoutMs} ms`));
     } else {
       let status = 0;
-      const req = http.request({ host: t.host, port: t.port, path: t.path, method: 'GET', agent: false, headers: { 'user-agent': 'gatehouse-health-probe', connection: 'close' } }, (res) => {
+      const opts = { host: t.host, port: t.port, path: t.path, method: 'GET', agent: false, headers: { 'user-agent': 'gatehouse-health-probe', connection: 'close' } };
+      const x = t.tls;
+      const onRes = (res: http.IncomingMessage): void => {
         status = res.statusCode ?? 0;
         res.resume();
         res.once('end', () => finish(verdict()));
-      });
+      };
+      const req = x
+        ? https.request(
+            {
+              ...opts,
+              ...(x.serverName !== undefined ? { servername: x.serverName } : net.isIP(t.host) === 0 ? { servername: t.host } : {}),
+              ...(x.caPem !== undefined && { ca: x.caPem }),
+              ...(x.certPem !== undefined && { cert: x.certPem, key: x.keyPem }),
+              rejectUnauthorized: x.verify,
+              ...(!x.verify && { checkServerIdentity: () => undefined }),
+            },
+            onRes,
+          )
+        : http.request(opts, onRes);
       const verdict = (): Error | undefined => (status >= 200 && status < 400 ? undefined : new Error(`HTTP ${status}`));
       req.on('error', (err) => finish(status ? verdict() : err));
       req.end();
@@ -137,7 +155,7 @@ export const healthProbeMachine = setup({
       entry: 'stamp',
       invoke: {
         src: 'probe',
-        input: ({ context: c }) => ({ type: c.type, host: c.host, port: c.port, path: c.path, timeoutMs: c.timeoutMs }),
+        input: ({ context: c }) => ({ type: c.type, host: c.host, port: c.port, path: c.path, timeoutMs: c.timeoutMs, tls: c.tls }),
         onDone: [
           { guard: 'becameHealthy', target: 'waiting', actions: ['markHealthy', 'resetCounts'] },
           { target: 'waiting', actions: 'pass' },

@@ -50,7 +50,7 @@ export function crossChecks(raw: unknown): PathIssue[] {
 
   upstreams.forEach((u, i) => {
     checkUpstream(obj(u), ['upstreams', i], add);
-    notBuiltYet(obj(u), ['upstreams', i], ['tls', 'sendProxyProtocol'], add);
+    notBuiltYet(obj(u), ['upstreams', i], ['sendProxyProtocol'], add);
   });
   list(root.listeners).forEach((l, i) => {
     const o = obj(l);

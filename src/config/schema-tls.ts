@@ -98,8 +98,22 @@ export function resolveTlsFiles(cfg: { listeners: { tls?: ListenerTlsConfig }[];
  * missing, unreadable or unparsable file, or a key that does not match its certificate, is a
  * problem at the key path of the file that is at fault (`listeners.0.tls.certificates.1.key`).
  */
-export function tlsFileProblems(cfg: { listeners: { tls?: ListenerTlsConfig }[] }): { path: (string | number)[]; message: string; at: 'value' }[] {
+export function tlsFileProblems(cfg: { listeners: { tls?: ListenerTlsConfig }[]; upstreams: { tls?: UpstreamTlsConfig }[] }): { path: (string | number)[]; message: string; at: 'value' }[] {
   const out: { path: (string | number)[]; message: string; at: 'value' }[] = [];
+  cfg.upstreams.forEach((u, i) => {
+    const t = u.tls;
+    if (t === undefined) return;
+    const problem = (f: () => unknown, key: (e: TlsFileError) => string) => {
+      try {
+        f();
+      } catch (err) {
+        if (!(err instanceof TlsFileError)) throw err;
+        out.push({ path: ['upstreams', i, 'tls', key(err)], message: err.message, at: 'value' });
+      }
+    };
+    if (t.ca !== undefined) problem(() => checkCaFile(t.ca!), () => 'ca');
+    if (t.cert !== undefined && t.key !== undefined) problem(() => loadPair(t.cert!, t.key!), (e) => (e.which === 'key' ? 'key' : 'cert'));
+  });
   cfg.listeners.forEach((l, i) => {
     const t = l.tls;
     if (t === undefined) return;

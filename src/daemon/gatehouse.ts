@@ -88,6 +88,7 @@ export class Gatehouse implements AdminBackend {
     this.#tls = new TlsManager(this.log, () => void this.#shards.pushConfig().catch((err: unknown) => this.log.error({ err }, 'pushing renewed certificates to the shards failed')));
     this.#shards = new Shards({
       listenerTls: (name) => this.#tls.shardTls(name),
+      upstreamTls: (name) => this.#tls.upstreamTls(name),
       table: this.table,
       log: this.log,
       workers: opts.config.runtime.workers,

@@ -10,6 +10,7 @@ import { ShardActor, type ShardHost } from '../actors/shard.ts';
 import { InThreadShardHost, PiscinaShardHost, reusePortSupported } from '../workers/pool.ts';
 import { B, type StateTable, MAX_BACKENDS, MAX_LISTENERS, SlotAllocator } from '../workers/state-table.ts';
 import type { ShardTls } from '../tls/listener-tls.ts';
+import type { ShardUpstreamTls } from '../tls/upstream-tls.ts';
 import { toShardConfig, type ShardConfig } from '../workers/shard-config.ts';
 import type { FromShard } from '../workers/protocol.ts';
 import type { HubShards } from '../hub/hub-control.ts';
@@ -30,6 +31,8 @@ export interface ShardsOptions {
   runtime: () => Pick<ShardConfig, 'debug' | 'logLevel' | 'actorEvents'>;
   /** The TLS material of a listener with `tls` (certificates read by the main thread). */
   listenerTls?: (listener: string) => ShardTls | undefined;
+  /** The TLS settings (files read) of an upstream with `tls`. */
+  upstreamTls?: (upstream: string) => ShardUpstreamTls | undefined;
   /** Each hub listener's ready nodes, for a (re)started shard's init. */
   hubNodes: () => Record<string, string[]>;
   /** A shard bound its listeners. */
@@ -172,6 +175,7 @@ export class Shards {
       backendSlot: (u, a) => this.backendSlot(u, a),
       resolvedPort: (n) => this.#resolvedPorts.get(n),
       listenerTls: (n) => this.#opts.listenerTls?.(n),
+      upstreamTls: (n) => this.#opts.upstreamTls?.(n),
     });
     Object.assign(cfg, this.#opts.runtime());
     this.listenerSlots.retain(current.listeners.map((l) => l.name));

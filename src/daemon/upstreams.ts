@@ -3,7 +3,9 @@ import { Supervisor, supervisorChild, type ChildSpec } from '../supervisors/supe
 import { MachineActor } from '../runtime/machine-actor.ts';
 import { Registry } from '../runtime/registry.ts';
 import { breakerMachine, BREAKER, type BreakerEvent } from '../actors/breaker.ts';
-import { healthProbeMachine } from '../actors/health-probe.ts';
+import { readFileSync } from 'node:fs';
+import { healthProbeMachine, type ProbeTarget } from '../actors/health-probe.ts';
+import type { UpstreamTlsConfig } from '../config/types.ts';
 import { B, type StateTable } from '../workers/state-table.ts';
 import type { UpstreamConfig } from '../config/types.ts';
 
@@ -82,7 +84,7 @@ export class Upstreams {
       const hc = u.healthCheck;
       if (hc.enabled) {
         const id = `probe:${u.name}/${b.address}`;
-        const settings = { type: hc.type, path: hc.path, intervalMs: hc.interval, timeoutMs: hc.timeout, unhealthyThreshold: hc.unhealthyThreshold, healthyThreshold: hc.healthyThreshold };
+        const settings = { type: hc.type, path: hc.path, intervalMs: hc.interval, timeoutMs: hc.timeout, unhealthyThreshold: hc.unhealthyThreshold, healthyThreshold: hc.healthyThreshold, tls: u.tls };
         out.push({
           id,
           fingerprint: JSON.stringify({ slot, ...settings }),
@@ -97,7 +99,7 @@ export class Upstreams {
                 logic: healthProbeMachine,
                 parent,
                 log,
-                input: { ...settings, table, slot, backend: b.address, host: b.host, port: b.port, log: log.child({ actorId, actorType: 'healthProbe', upstream: u.name }) },
+                input: { ...settings, tls: probeTls(u.tls), table, slot, backend: b.address, host: b.host, port: b.port, log: log.child({ actorId, actorType: 'healthProbe', upstream: u.name }) },
               }).start(),
           },
         });
@@ -177,4 +179,11 @@ export class Upstreams {
       }
     }
   }
+}
+
+/** Upstream `tls` for a probe, the files read now (when the probe starts; `gatehouse check` read them already). */
+function probeTls(t: UpstreamTlsConfig | undefined): ProbeTarget['tls'] {
+  if (t === undefined) return undefined;
+  const read = (f: string | undefined) => (f === undefined ? undefined : readFileSync(f, 'utf8'));
+  return { caPem: read(t.ca), certPem: read(t.cert), keyPem: read(t.key), serverName: t.serverName, verify: t.verify };
 }

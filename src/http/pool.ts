@@ -4,7 +4,7 @@
  * "Upstream connection pool".
  */
 import net from 'node:net';
-import { nextReadBuffer } from '../net/read-buffers.ts';
+import { connectUpstream, type ShardUpstreamTls, type UpstreamRead } from '../tls/upstream-tls.ts';
 import {
   BUSY, CONNECTING, GONE, IDLE, PoolError, PooledConnection, socketAlive,
   type PoolHandlers, type Waiter,
@@ -34,6 +34,8 @@ export interface PoolOptions<O> {
   /** How long an acquire waits in the queue before `pool_exhausted` (ms, default `connectTimeout`). */
   queueTimeout?: number;
   noDelay?: boolean;
+  /** TLS to the backend (upstream `tls`); absent: plain TCP. */
+  tls?: ShardUpstreamTls;
   handlers: PoolHandlers<O>;
 }
 
@@ -67,7 +69,7 @@ export class UpstreamPool<O> {
   closedByBackendWhileIdle = 0;
   /** Idle sockets closed by `idleTimeout` or beyond `maxIdle`. */
   expired = 0;
-  readonly #o: Required<Omit<PoolOptions<O>, 'host' | 'port'>>;
+  readonly #o: Required<Omit<PoolOptions<O>, 'host' | 'port' | 'tls'>> & { tls: ShardUpstreamTls | undefined };
   /** Idle sockets, oldest first: taken from the end (LIFO), swept from the front. */
   readonly #idle: Conn[] = [];
   readonly #queue: Waiter<O>[] = [];
@@ -84,7 +86,7 @@ export class UpstreamPool<O> {
     this.#o = {
       maxConnections: o.maxConnections, maxIdle: o.maxIdle ?? o.maxConnections, idleTimeout: o.idleTimeout,
       connectTimeout: o.connectTimeout, maxQueue: o.maxQueue ?? 1024, queueTimeout: o.queueTimeout ?? o.connectTimeout,
-      noDelay: o.noDelay ?? true, handlers: o.handlers,
+      noDelay: o.noDelay ?? true, handlers: o.handlers, tls: o.tls,
     };
   }
 
@@ -206,17 +208,16 @@ export class UpstreamPool<O> {
   #connect(w: Waiter<O>): void {
     this.busy++;
     this.created++;
-    const s = net.connect({
-      host: this.host, port: this.port, noDelay: this.#o.noDelay,
-      onread: { buffer: nextReadBuffer, callback: onRead as (n: number, buf: Uint8Array) => boolean },
-    }) as Sock;
+    // HTTP/1.1 only: say so in ALPN, so that a backend offering h2 does not pick it.
+    const { socket, event } = connectUpstream(this.host, this.port, { tls: this.#o.tls, noDelay: this.#o.noDelay, alpn: ['http/1.1'], onRead: onRead as UpstreamRead });
+    const s = socket as Sock;
     const c = new PooledConnection<O>(s, this);
     s[kConn] = c;
     c.waiter = w;
     this.#open++;
     this.#live.add(c);
     s.setTimeout(this.#o.connectTimeout);
-    s.once('connect', onConnect);
+    s.once(event, onConnect);
     s.on('timeout', onTimeout);
     s.on('end', onEnd);
     s.on('error', onError);

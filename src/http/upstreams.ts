@@ -4,6 +4,7 @@
  * {@link UpstreamPool}. One per shard, shared by its http listeners; a reload keeps the pools of
  * backends that stay (their warm sockets too) and closes the others once their requests end.
  */
+import { createHash } from 'node:crypto';
 import type { Balancer } from '../workers/balancer.ts';
 import type { ShardBackend, ShardUpstream } from '../workers/shard-config.ts';
 import { UpstreamPool, type PoolHandlers } from './pool.ts';
@@ -12,6 +13,7 @@ import { UpstreamPool, type PoolHandlers } from './pool.ts';
 interface PoolSettings {
   pool: NonNullable<ShardUpstream['pool']>;
   connectTimeout: number;
+  tls: ShardUpstream['tls'];
   id: string;
 }
 
@@ -61,7 +63,10 @@ export class HttpUpstreams<O> {
     for (const u of upstreams) {
       const balancer = this.#makeBalancer(u);
       const pool = u.pool ?? DEFAULT_POOL;
-      const settings: PoolSettings = { pool, connectTimeout: u.connectTimeoutMs, id: `${pool.maxConnections}/${pool.maxIdle}/${pool.idleTimeoutMs}/${u.connectTimeoutMs}` };
+      // TLS settings (and the certificates' contents) are part of a pool's identity: a reload
+      // that changes them replaces the pool, as one that changes its limits does.
+      const tlsId = u.tls ? createHash('sha256').update(JSON.stringify(u.tls)).digest('base64url').slice(0, 16) : 'plain';
+      const settings: PoolSettings = { pool, connectTimeout: u.connectTimeoutMs, tls: u.tls, id: `${pool.maxConnections}/${pool.maxIdle}/${pool.idleTimeoutMs}/${u.connectTimeoutMs}/${tlsId}` };
       for (const b of u.backends) want.set(`${u.name}/${b.address}`, settings);
       next.set(u.name, {
         config: u,
@@ -80,6 +85,7 @@ export class HttpUpstreams<O> {
               maxIdle: w.pool.maxIdle,
               idleTimeout: w.pool.idleTimeoutMs,
               connectTimeout: w.connectTimeout,
+              tls: w.tls,
               handlers: this.#handlers,
             });
             this.#pools.set(key, p);

@@ -12,6 +12,8 @@ import type { Logger } from 'pino';
 import type { GatehouseConfig, ListenerConfig, ListenerTlsConfig } from '../config/types.ts';
 import type { CaBundle, CertificatePair, TlsFileError } from './certificates.ts';
 import type { ShardTls } from './listener-tls.ts';
+import type { ShardUpstreamTls } from './upstream-tls.ts';
+import { checkCaFile, loadPair } from './certificates.ts';
 import { CertificateWatcher, expiry } from './watch.ts';
 
 /** Session-ticket keys are replaced this often (tickets issued before stop resuming then). */
@@ -45,6 +47,8 @@ export class TlsManager {
   readonly #log: Logger;
   readonly #onUpdate: () => void;
   readonly #entries = new Map<string, Entry>();
+  /** Upstream `tls` with the files' contents, read at start and at each reload. */
+  #upstreams = new Map<string, ShardUpstreamTls>();
   readonly stats: TlsManagerStats = { reloadErrors: new Map(), expiry: new Map() };
   #ticketKeys = randomBytes(48);
   #rotate: NodeJS.Timeout | undefined;
@@ -62,6 +66,7 @@ export class TlsManager {
    * running state as it was.
    */
   apply(cfg: GatehouseConfig): void {
+    const upstreams = this.#loadUpstreams(cfg);
     const next = new Map<string, Entry>();
     try {
       for (const l of cfg.listeners) {
@@ -75,11 +80,55 @@ export class TlsManager {
     for (const e of this.#entries.values()) e.watcher.close();
     this.#entries.clear();
     for (const [k, v] of next) this.#entries.set(k, v);
+    this.#upstreams = upstreams;
     this.stats.expiry.clear();
     for (const [name, e] of this.#entries) this.#recordExpiry(name, e);
     this.#warnExpiring();
     if (this.#entries.size > 0) this.#arm();
     else this.#disarm();
+  }
+
+  /** The TLS settings of upstream `name` for the shards, or undefined (no `tls`). */
+  upstreamTls(name: string): ShardUpstreamTls | undefined {
+    return this.#upstreams.get(name);
+  }
+
+  #loadUpstreams(cfg: GatehouseConfig): Map<string, ShardUpstreamTls> {
+    const out = new Map<string, ShardUpstreamTls>();
+    cfg.upstreams.forEach((u, i) => {
+      const t = u.tls;
+      if (!t) return;
+      const at = (key: string) => (err: unknown) => {
+        const e = err as TlsFileError & { listener?: string; path?: string };
+        e.path = `upstreams.${i}.tls.${key}`;
+        throw e;
+      };
+      let caPem: string | undefined;
+      let pair: CertificatePair | undefined;
+      if (t.ca !== undefined) {
+        try {
+          caPem = checkCaFile(t.ca).pem;
+        } catch (err) {
+          at('ca')(err);
+        }
+      }
+      if (t.cert !== undefined && t.key !== undefined) {
+        try {
+          pair = loadPair(t.cert, t.key);
+        } catch (err) {
+          at((err as TlsFileError).which === 'key' ? 'key' : 'cert')(err);
+        }
+      }
+      if (!t.verify) this.#log.warn({ upstream: u.name }, 'upstream tls.verify is false: backend certificates are not checked (anyone on the path can impersonate the backends)');
+      out.set(u.name, {
+        ...(t.serverName !== undefined && { serverName: t.serverName }),
+        ...(caPem !== undefined && { caPem }),
+        ...(pair && { certPem: pair.certPem, keyPem: pair.keyPem }),
+        verify: t.verify,
+        minVersion: t.minVersion,
+      });
+    });
+    return out;
   }
 
   /** The material of listener `name` for its shards, or undefined (no `tls`). */

@@ -1,4 +1,5 @@
 import type { ShardTls } from '../tls/listener-tls.ts';
+import type { ShardUpstreamTls } from '../tls/upstream-tls.ts';
 import type { GatehouseConfig, HttpListenerConfig, JwtConfig, RouteConfig } from '../config/types.ts';
 
 /**
@@ -27,6 +28,8 @@ export interface ShardUpstream {
   failureThreshold: number;
   /** The HTTP keep-alive pool per backend on each shard (http listeners). */
   pool?: { maxConnections: number; maxIdle?: number; idleTimeoutMs: number };
+  /** TLS to the backends, with the files' contents (read by the main thread). */
+  tls?: ShardUpstreamTls;
 }
 
 export interface ShardListener {
@@ -137,6 +140,8 @@ export interface SlotLookup {
   resolvedPort(listener: string): number | undefined;
   /** The TLS material of a listener with `tls` (the main thread reads and watches the files). */
   listenerTls?(listener: string): ShardTls | undefined;
+  /** The TLS material of an upstream with `tls`. */
+  upstreamTls?(upstream: string): ShardUpstreamTls | undefined;
 }
 
 /**
@@ -182,6 +187,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
       connectRetries: u.connectRetries,
       failureThreshold: u.circuitBreaker.enabled ? u.circuitBreaker.failureThreshold : 0,
       pool: { maxConnections: u.pool.maxConnections, maxIdle: u.pool.maxIdle, idleTimeoutMs: u.pool.idleTimeout },
+      ...(u.tls && slots.upstreamTls && { tls: slots.upstreamTls(u.name) }),
       backends: u.backends.map((b) => ({ address: b.address, host: b.host, port: b.port, weight: b.weight, slot: slots.backendSlot(u.name, b.address) })),
     })),
     connectionActor: cfg.runtime.connectionActor,

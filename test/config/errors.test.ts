@@ -37,7 +37,7 @@ describe('schema errors point at the offending value', () => {
     ]);
   });
 
-  test('tls: certificate files are read, a missing one named at its key path; proxyProtocol checked; upstream tls refused until built', () => {
+  test('tls: certificate files are read, a missing one named at its key path; proxyProtocol checked; sendProxyProtocol refused until built', () => {
     const errs = check(
       UP,
       'listeners:',
@@ -60,9 +60,12 @@ describe('schema errors point at the offending value', () => {
       expect.stringMatching(/listeners\.0\.proxyProtocol\.trustedProxies: at least one CIDR/),
     ]);
     expect(check('upstreams:', '  - { name: app, backends: ["127.0.0.1:1"], tls: { verify: false }, sendProxyProtocol: v2 }', 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app }')).toEqual([
-      expect.stringMatching(/upstreams\.0\.tls: tls is not supported by this version of Gatehouse yet/),
       expect.stringMatching(/upstreams\.0\.sendProxyProtocol: sendProxyProtocol is not supported/),
     ]);
+    expect(check('upstreams:', '  - { name: app, backends: ["127.0.0.1:1"], tls: { ca: /nonexistent/ca.pem } }', 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app }')).toEqual([
+      expect.stringMatching(/upstreams\.0\.tls\.ca: .*\/nonexistent\/ca\.pem/),
+    ]);
+    expect(check('upstreams:', '  - { name: app, backends: ["127.0.0.1:1"], tls: { cert: c.pem } }', 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app }')[0]).toMatch(/upstreams\.0\.tls: cert and key go together/);
   });
 
   test('bad duration', () => {

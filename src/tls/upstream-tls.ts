@@ -1,0 +1,84 @@
+/**
+ * TLS origination to backends (upstream `tls`): one connect function for the TCP proxy's
+ * backend sockets and the HTTP pools' sockets. A plain backend gets a `net` socket that reads
+ * through `onread` into the shard's shared buffers; a TLS backend gets a `TLSSocket` whose
+ * decrypted chunks are handed to the same callback. The caller waits for `event` (`connect`, or
+ * `secureConnect` once the handshake and the certificate check are done): a failed handshake
+ * is an `error` before it, so it counts as a connect failure (retry, breaker) like a refused
+ * connect. The PEM material is read by the main thread; each shard makes one SecureContext per
+ * upstream settings object.
+ */
+import net from 'node:net';
+import tls from 'node:tls';
+import { nextReadBuffer } from '../net/read-buffers.ts';
+
+/** An upstream's TLS settings with the files' contents, as the shards get them. */
+export interface ShardUpstreamTls {
+  /** SNI and the name checked; absent: the backend's host (an IP: no SNI, the IP is checked). */
+  serverName?: string;
+  caPem?: string;
+  certPem?: string;
+  keyPem?: string;
+  verify: boolean;
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+}
+
+/** `n` bytes were read into `buf` (reused by the next read: copy what you keep); false pauses the socket. */
+export type UpstreamRead = (this: net.Socket, n: number, buf: Buffer) => boolean;
+
+const contexts = new WeakMap<ShardUpstreamTls, tls.SecureContext>();
+
+function contextFor(t: ShardUpstreamTls): tls.SecureContext {
+  let c = contexts.get(t);
+  if (!c) {
+    c = tls.createSecureContext({
+      minVersion: t.minVersion,
+      ...(t.caPem !== undefined && { ca: t.caPem }),
+      ...(t.certPem !== undefined && { cert: t.certPem, key: t.keyPem }),
+    });
+    contexts.set(t, c);
+  }
+  return c;
+}
+
+/**
+ * Opens a backend connection, plain or TLS.
+ *
+ * @example
+ * const { socket, event } = connectUpstream('10.0.0.5', 8443, { tls: up.tls, noDelay: true, onRead });
+ * socket.once(event, onConnected);
+ */
+export function connectUpstream(
+  host: string,
+  port: number,
+  o: { tls?: ShardUpstreamTls; noDelay: boolean; allowHalfOpen?: boolean; alpn?: string[]; onRead: UpstreamRead },
+): { socket: net.Socket; event: 'connect' | 'secureConnect' } {
+  const t = o.tls;
+  if (t === undefined) {
+    const socket = net.connect({
+      host,
+      port,
+      noDelay: o.noDelay,
+      allowHalfOpen: o.allowHalfOpen ?? false,
+      onread: { buffer: nextReadBuffer, callback: o.onRead as unknown as (n: number, buf: Uint8Array) => boolean },
+    });
+    return { socket, event: 'connect' };
+  }
+  const servername = t.serverName ?? (net.isIP(host) === 0 ? host : undefined);
+  const socket = tls.connect({
+    host,
+    port,
+    ...(servername !== undefined && { servername }),
+    secureContext: contextFor(t),
+    rejectUnauthorized: t.verify,
+    ...(!t.verify && { checkServerIdentity: () => undefined }),
+    ...(o.alpn && { ALPNProtocols: o.alpn }),
+    allowHalfOpen: o.allowHalfOpen ?? false,
+  } as tls.ConnectionOptions);
+  socket.setNoDelay(o.noDelay);
+  const onRead = o.onRead;
+  socket.on('data', function (this: tls.TLSSocket, chunk: Buffer) {
+    if (!onRead.call(this, chunk.length, chunk)) this.pause();
+  });
+  return { socket, event: 'secureConnect' };
+}
