@@ -2,6 +2,7 @@ import net from 'node:net';
 import { createActor, setup, type AnyActorRef } from 'xstate';
 import { isTls, tlsInfo } from '../tls/listener-tls.ts';
 import { connectUpstream, type UpstreamRead } from '../tls/upstream-tls.ts';
+import { encodeProxyHeader } from '../net/proxy-protocol.ts';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
 import { compile, stepMachine } from '../runtime/compiled-machine.ts';
@@ -301,6 +302,7 @@ export class ConnectionActor extends Actor {
       noDelay: true,
       allowHalfOpen: true,
       onRead: ConnectionActor.#onBackendRead as UpstreamRead,
+      ...(ctx.balancer!.upstream.sendProxyProtocol && { proxyHeader: proxyHeaderFor(this.#client, ctx.balancer!.upstream.sendProxyProtocol) }),
     });
     const s = socket as OwnedSocket;
     s[kConn] = this;
@@ -440,4 +442,22 @@ export class ConnectionActor extends Actor {
 /** The current backend objects whose address is in `tried` (a reload replaces the objects, not the addresses). */
 function excluded(backends: readonly ShardBackend[], tried: readonly string[]): ShardBackend[] {
   return backends.filter((b) => tried.includes(b.address));
+}
+
+/**
+ * The PROXY protocol header a backend gets for this client (upstream `sendProxyProtocol`): the
+ * client's address (itself taken from an incoming PROXY header when there was one) and the
+ * address it connected to. A client address the header cannot carry gives a header without
+ * addresses (v1 UNKNOWN, v2 LOCAL): the backend then sees the gateway's.
+ */
+function proxyHeaderFor(client: net.Socket, version: 'v1' | 'v2'): Buffer {
+  const v = version === 'v1' ? 1 : 2;
+  const src = client.remoteAddress;
+  const dst = client.localAddress;
+  if (src === undefined || dst === undefined || client.remotePort === undefined || client.localPort === undefined) return encodeProxyHeader({ version: v });
+  try {
+    return encodeProxyHeader({ version: v, source: { address: src, port: client.remotePort }, destination: { address: dst, port: client.localPort } });
+  } catch {
+    return encodeProxyHeader({ version: v });
+  }
 }

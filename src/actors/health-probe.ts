@@ -1,6 +1,8 @@
 import net from 'node:net';
 import http from 'node:http';
 import https from 'node:https';
+import tls from 'node:tls';
+import { encodeProxyHeader } from '../net/proxy-protocol.ts';
 import { assign, fromPromise, setup } from 'xstate';
 import type { Logger } from 'pino';
 import { B, type StateTable } from '../workers/state-table.ts';
@@ -14,6 +16,8 @@ export interface ProbeTarget {
   timeoutMs: number;
   /** Upstream `tls` (PEM contents): `http` probes speak HTTPS, checked as the proxied traffic is; `tcp` probes still only connect. */
   tls?: { caPem?: string; certPem?: string; keyPem?: string; serverName?: string; verify: boolean };
+  /** Upstream `sendProxyProtocol`: each probe connection starts with a LOCAL header (a health check, no client). */
+  sendProxyProtocol?: 'v1' | 'v2';
 }
 
 export interface HealthProbeInput extends ProbeTarget {
@@ -65,6 +69,7 @@ export function probeOnce(t: ProbeTarget, signal: AbortSignal): Promise<void> {
       // Passes at connect; then closes politely (FIN, reading what the backend says) so that a
       // backend sees an orderly close, not a reset, and resolves once the socket is closed.
       const s = net.connect({ host: t.host, port: t.port });
+      if (t.sendProxyProtocol) s.write(encodeProxyHeader({ version: t.sendProxyProtocol === 'v1' ? 1 : 2 }));
       let connected = false;
       s.once('connect', () => {
         connected = true;
@@ -77,8 +82,16 @@ export function probeOnce(t: ProbeTarget, signal: AbortSignal): Promise<void> {
       onTimeout = () => (connected ? undefined : new Error(`no connection within ${t.timeoutMs} ms`));
     } else {
       let status = 0;
-      const opts = { host: t.host, port: t.port, path: t.path, method: 'GET', agent: false, headers: { 'user-agent': 'gatehouse-health-probe', connection: 'close' } };
       const x = t.tls;
+      const pp = t.sendProxyProtocol;
+      // With sendProxyProtocol, the probe's own connection starts with a LOCAL header (under TLS).
+      const rawWithHeader = (): net.Socket => {
+        const raw = net.connect({ host: t.host, port: t.port });
+        raw.write(encodeProxyHeader({ version: pp === 'v1' ? 1 : 2 }));
+        return raw;
+      };
+      const createConnection = pp === undefined ? undefined : x ? (o: tls.ConnectionOptions) => tls.connect({ ...o, socket: rawWithHeader() }) : rawWithHeader;
+      const opts = { host: t.host, port: t.port, path: t.path, method: 'GET', agent: false, headers: { 'user-agent': 'gatehouse-health-probe', connection: 'close' }, ...(createConnection && { createConnection }) };
       const onRes = (res: http.IncomingMessage): void => {
         status = res.statusCode ?? 0;
         res.resume();
@@ -93,10 +106,10 @@ export function probeOnce(t: ProbeTarget, signal: AbortSignal): Promise<void> {
               ...(x.certPem !== undefined && { cert: x.certPem, key: x.keyPem }),
               rejectUnauthorized: x.verify,
               ...(!x.verify && { checkServerIdentity: () => undefined }),
-            },
+            } as https.RequestOptions,
             onRes,
           )
-        : http.request(opts, onRes);
+        : http.request(opts as http.RequestOptions, onRes);
       const verdict = (): Error | undefined => (status >= 200 && status < 400 ? undefined : new Error(`HTTP ${status}`));
       req.on('error', (err) => finish(status ? verdict() : err));
       req.end();
@@ -155,7 +168,7 @@ export const healthProbeMachine = setup({
       entry: 'stamp',
       invoke: {
         src: 'probe',
-        input: ({ context: c }) => ({ type: c.type, host: c.host, port: c.port, path: c.path, timeoutMs: c.timeoutMs, tls: c.tls }),
+        input: ({ context: c }) => ({ type: c.type, host: c.host, port: c.port, path: c.path, timeoutMs: c.timeoutMs, tls: c.tls, sendProxyProtocol: c.sendProxyProtocol }),
         onDone: [
           { guard: 'becameHealthy', target: 'waiting', actions: ['markHealthy', 'resetCounts'] },
           { target: 'waiting', actions: 'pass' },

@@ -48,10 +48,11 @@ export function crossChecks(raw: unknown): PathIssue[] {
   unique(list(root.listeners).map((l) => str(obj(l)?.name)), ['listeners'], ['name'], 'listener name', add);
   unique(list(root.actors).map((a) => str(obj(a)?.name)), ['actors'], ['name'], 'actor name', add);
 
-  upstreams.forEach((u, i) => {
-    checkUpstream(obj(u), ['upstreams', i], add);
-    notBuiltYet(obj(u), ['upstreams', i], ['sendProxyProtocol'], add);
-  });
+  upstreams.forEach((u, i) => checkUpstream(obj(u), ['upstreams', i], add));
+  // An HTTP pool's connections serve many clients in turn: no one client address can go in a
+  // PROXY protocol header at their start.
+  const proxied = new Map(upstreams.map((u, i) => [str(obj(u)?.name), obj(u)?.sendProxyProtocol !== undefined ? i : -1]));
+  const httpUses = new Set<string>();
   list(root.listeners).forEach((l, i) => {
     const o = obj(l);
     const at: Path = ['listeners', i];
@@ -59,6 +60,14 @@ export function crossChecks(raw: unknown): PathIssue[] {
     if (o.protocol === 'tcp') ref(o.upstream, [...at, 'upstream']);
     if (o.protocol === 'http') {
       const routes = list(o.routes);
+      for (const r of routes) {
+        const u = str(obj(r)?.upstream);
+        if (u !== undefined) httpUses.add(u);
+        for (const s of list(obj(r)?.split)) {
+          const su = str(obj(s)?.upstream);
+          if (su !== undefined) httpUses.add(su);
+        }
+      }
       const names = routes.map((r, j) => (obj(r)?.name === undefined ? `route-${j}` : str(obj(r)?.name)));
       unique(names, [...at, 'routes'], ['name'], 'route name', add);
       routes.forEach((r, j) => checkRoute(obj(r), [...at, 'routes', j], ref, add));
@@ -75,6 +84,10 @@ export function crossChecks(raw: unknown): PathIssue[] {
 
   checkAddresses(root, add);
   checkAdmin(obj(root.admin), add);
+  for (const name of httpUses) {
+    const i = proxied.get(name);
+    if (i !== undefined && i >= 0) add(['upstreams', i, 'sendProxyProtocol'], `upstream ${JSON.stringify(name)} is used by an http route: its pooled connections serve many clients, so no PROXY protocol header can name one (use it from tcp listeners only)`);
+  }
   return out;
 }
 
@@ -185,12 +198,4 @@ function checkAddresses(root: Obj, add: (p: Path, m: string) => void) {
     const o = obj(l);
     claim(o?.listen, ['listeners', i, 'listen'], `listeners.${i}${str(o?.name) ? ` (${str(o?.name)})` : ''}`);
   });
-}
-
-/**
- * Keys whose schema is settled but whose data path is not built in this version: refused, so a
- * config that asks for TLS is never served in clear text without a word.
- */
-function notBuiltYet(o: Obj | undefined, at: Path, keys: string[], add: (path: Path, message: string) => void): void {
-  for (const k of keys) if (o?.[k] !== undefined) add([...at, k], `${k} is not supported by this version of Gatehouse yet (see docs/configuration.md)`);
 }

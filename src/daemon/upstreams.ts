@@ -84,7 +84,7 @@ export class Upstreams {
       const hc = u.healthCheck;
       if (hc.enabled) {
         const id = `probe:${u.name}/${b.address}`;
-        const settings = { type: hc.type, path: hc.path, intervalMs: hc.interval, timeoutMs: hc.timeout, unhealthyThreshold: hc.unhealthyThreshold, healthyThreshold: hc.healthyThreshold, tls: u.tls };
+        const settings = { type: hc.type, path: hc.path, intervalMs: hc.interval, timeoutMs: hc.timeout, unhealthyThreshold: hc.unhealthyThreshold, healthyThreshold: hc.healthyThreshold, tls: u.tls, sendProxyProtocol: u.sendProxyProtocol };
         out.push({
           id,
           fingerprint: JSON.stringify({ slot, ...settings }),

@@ -51,7 +51,7 @@ function contextFor(t: ShardUpstreamTls): tls.SecureContext {
 export function connectUpstream(
   host: string,
   port: number,
-  o: { tls?: ShardUpstreamTls; noDelay: boolean; allowHalfOpen?: boolean; alpn?: string[]; onRead: UpstreamRead },
+  o: { tls?: ShardUpstreamTls; noDelay: boolean; allowHalfOpen?: boolean; alpn?: string[]; onRead: UpstreamRead; proxyHeader?: Buffer },
 ): { socket: net.Socket; event: 'connect' | 'secureConnect' } {
   const t = o.tls;
   if (t === undefined) {
@@ -62,19 +62,26 @@ export function connectUpstream(
       allowHalfOpen: o.allowHalfOpen ?? false,
       onread: { buffer: nextReadBuffer, callback: o.onRead as unknown as (n: number, buf: Uint8Array) => boolean },
     });
+    // The first bytes on the connection (queued until it connects): nothing precedes them.
+    if (o.proxyHeader) socket.write(o.proxyHeader);
     return { socket, event: 'connect' };
   }
   const servername = t.serverName ?? (net.isIP(host) === 0 ? host : undefined);
+  // A PROXY protocol header goes before the TLS handshake, on the plain TCP connection under it.
+  let raw: net.Socket | undefined;
+  if (o.proxyHeader) {
+    raw = net.connect({ host, port, noDelay: o.noDelay, allowHalfOpen: o.allowHalfOpen ?? false });
+    raw.write(o.proxyHeader);
+  }
   const socket = tls.connect({
-    host,
-    port,
+    ...(raw ? { socket: raw } : { host, port }),
     ...(servername !== undefined && { servername }),
     secureContext: contextFor(t),
     rejectUnauthorized: t.verify,
     ...(!t.verify && { checkServerIdentity: () => undefined }),
     ...(o.alpn && { ALPNProtocols: o.alpn }),
     allowHalfOpen: o.allowHalfOpen ?? false,
-  } as tls.ConnectionOptions);
+  } as unknown as tls.ConnectionOptions);
   socket.setNoDelay(o.noDelay);
   const onRead = o.onRead;
   socket.on('data', function (this: tls.TLSSocket, chunk: Buffer) {

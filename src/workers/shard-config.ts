@@ -30,6 +30,8 @@ export interface ShardUpstream {
   pool?: { maxConnections: number; maxIdle?: number; idleTimeoutMs: number };
   /** TLS to the backends, with the files' contents (read by the main thread). */
   tls?: ShardUpstreamTls;
+  /** A PROXY protocol header first on every backend connection (tcp listeners). */
+  sendProxyProtocol?: 'v1' | 'v2';
 }
 
 export interface ShardListener {
@@ -188,6 +190,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
       failureThreshold: u.circuitBreaker.enabled ? u.circuitBreaker.failureThreshold : 0,
       pool: { maxConnections: u.pool.maxConnections, maxIdle: u.pool.maxIdle, idleTimeoutMs: u.pool.idleTimeout },
       ...(u.tls && slots.upstreamTls && { tls: slots.upstreamTls(u.name) }),
+      ...(u.sendProxyProtocol && { sendProxyProtocol: u.sendProxyProtocol }),
       backends: u.backends.map((b) => ({ address: b.address, host: b.host, port: b.port, weight: b.weight, slot: slots.backendSlot(u.name, b.address) })),
     })),
     connectionActor: cfg.runtime.connectionActor,

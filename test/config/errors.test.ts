@@ -37,7 +37,7 @@ describe('schema errors point at the offending value', () => {
     ]);
   });
 
-  test('tls: certificate files are read, a missing one named at its key path; proxyProtocol checked; sendProxyProtocol refused until built', () => {
+  test('tls: certificate files are read, a missing one named at its key path; proxyProtocol checked; sendProxyProtocol only from tcp listeners', () => {
     const errs = check(
       UP,
       'listeners:',
@@ -59,8 +59,9 @@ describe('schema errors point at the offending value', () => {
       expect.stringMatching(/listeners\.0\.proxyProtocol\.accept: /),
       expect.stringMatching(/listeners\.0\.proxyProtocol\.trustedProxies: at least one CIDR/),
     ]);
-    expect(check('upstreams:', '  - { name: app, backends: ["127.0.0.1:1"], tls: { verify: false }, sendProxyProtocol: v2 }', 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app }')).toEqual([
-      expect.stringMatching(/upstreams\.0\.sendProxyProtocol: sendProxyProtocol is not supported/),
+    expect(check('upstreams:', '  - { name: app, backends: ["127.0.0.1:1"], tls: { verify: false }, sendProxyProtocol: v2 }', 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app }')).toEqual([]);
+    expect(check('upstreams:', '  - { name: app, backends: ["127.0.0.1:1"], sendProxyProtocol: v1 }', 'listeners:', '  - { name: in, protocol: http, listen: 1, routes: [ { name: r, split: [ { upstream: app, weight: 1 } ] } ] }')).toEqual([
+      expect.stringMatching(/upstreams\.0\.sendProxyProtocol: upstream "app" is used by an http route: its pooled connections serve many clients/),
     ]);
     expect(check('upstreams:', '  - { name: app, backends: ["127.0.0.1:1"], tls: { ca: /nonexistent/ca.pem } }', 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app }')).toEqual([
       expect.stringMatching(/upstreams\.0\.tls\.ca: .*\/nonexistent\/ca\.pem/),

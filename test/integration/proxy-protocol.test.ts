@@ -4,7 +4,7 @@ import tls from 'node:tls';
 import { once } from 'node:events';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { Daemon, tempDir } from '../helpers/daemon.ts';
-import { encodeProxyHeader } from '../../src/net/proxy-protocol.ts';
+import { encodeProxyHeader, parseProxyHeader, type ProxyHeader } from '../../src/net/proxy-protocol.ts';
 import { testCerts, type TestCert, type TestCerts } from '../helpers/tls-certs.ts';
 import { SECRET } from '../hub/harness.ts';
 
@@ -38,6 +38,9 @@ describe('PROXY protocol on listeners (workers: 2)', () => {
   let sink: net.Server;
   const seen: http.IncomingHttpHeaders[] = [];
   const sinkConns: net.Socket[] = [];
+  let ppSink: net.Server;
+  /** What the backend behind `sendProxyProtocol` saw: each connection's header and the bytes after it. */
+  const ppSeen: { header: ProxyHeader | undefined; rest: string }[] = [];
 
   beforeAll(async () => {
     certs = testCerts();
@@ -56,8 +59,32 @@ describe('PROXY protocol on listeners (workers: 2)', () => {
     });
     sink.listen(0, '127.0.0.1');
     await once(sink, 'listening');
+    ppSink = net.createServer((s) => {
+      let buf = Buffer.alloc(0);
+      const entry: { header: ProxyHeader | undefined; rest: string } = { header: undefined, rest: '' };
+      ppSeen.push(entry);
+      s.on('data', (d: Buffer) => {
+        if (entry.header !== undefined) {
+          entry.rest += d.toString('latin1');
+          return void s.write(d);
+        }
+        buf = Buffer.concat([buf, d]);
+        const p = parseProxyHeader(buf, 'any');
+        if (p.kind === 'header') {
+          entry.header = p.header;
+          const rest = buf.subarray(p.length);
+          entry.rest += rest.toString('latin1');
+          if (rest.length > 0) s.write(rest);
+        } else if (p.kind === 'error') s.destroy();
+      });
+      s.on('error', () => {});
+      s.on('end', () => s.end());
+    });
+    ppSink.listen(0, '127.0.0.1');
+    await once(ppSink, 'listening');
     const bport = (backend.address() as net.AddressInfo).port;
     const sport = (sink.address() as net.AddressInfo).port;
+    const ppport = (ppSink.address() as net.AddressInfo).port;
     dir = tempDir();
     gh = await Daemon.start(
       dir.write(
@@ -67,7 +94,13 @@ runtime: { workers: 2, shutdownTimeout: 2s }
 upstreams:
   - { name: web, backends: [ "127.0.0.1:${bport}" ], healthCheck: { enabled: false } }
   - { name: sink, backends: [ "127.0.0.1:${sport}" ], healthCheck: { enabled: false } }
+  - { name: pp-sink, backends: [ "127.0.0.1:${ppport}" ], healthCheck: { interval: 200ms, timeout: 150ms }, sendProxyProtocol: v1 }
 listeners:
+  - name: relay
+    protocol: tcp
+    listen: "127.0.0.1:0"
+    upstream: pp-sink
+    proxyProtocol: { trustedProxies: [ 127.0.0.1/32 ] }
   - name: lb
     protocol: http
     listen: "127.0.0.1:0"
@@ -107,6 +140,7 @@ listeners:
     } finally {
       backend?.close();
       sink?.close();
+      ppSink?.close();
       dir?.[Symbol.dispose]();
       certs?.[Symbol.dispose]();
     }
@@ -174,6 +208,25 @@ listeners:
     await once(c, 'close');
     a.destroy();
     b.destroy();
+  });
+
+  test('sendProxyProtocol: the backend gets a header naming the client (as carried in), then the bytes; health probes send LOCAL', async () => {
+    const s = net.connect(gh.port('relay'), '127.0.0.1');
+    await once(s, 'connect');
+    s.write(V1('192.0.2.50', 40123));
+    s.write('hello');
+    let got = '';
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => (got += d));
+    const deadline = Date.now() + 5_000;
+    while (got !== 'hello' && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    expect(got).toBe('hello');
+    const mine = ppSeen.find((e) => e.rest === 'hello')!;
+    expect(mine.header).toMatchObject({ version: 1, command: 'proxy', family: 'tcp4', source: { address: '192.0.2.50', port: 40123 }, destination: { address: '127.0.0.1', port: gh.port('relay') } });
+    s.end();
+    await once(s, 'close');
+    // The tcp health probe's connections carry a header without a client.
+    expect(ppSeen.some((e) => e.header?.command === 'proxy' && e.header.family === 'unknown')).toBe(true);
   });
 
   test('hub: the upgrade request after the header reaches the hub (401 without a token)', async () => {
