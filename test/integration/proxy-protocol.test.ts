@@ -164,6 +164,52 @@ listeners:
     expect(await exchange(gh.port('lb'), [req])).toBe('');
   });
 
+  test('malformed headers (truncated, wrong signature, oversized, bad fields) are refused without harm to other connections', async () => {
+    // A client through the load balancer, kept open across the bad ones.
+    const good = net.connect(gh.port('lb'), '127.0.0.1');
+    await once(good, 'connect');
+    good.write(V1('203.0.113.77'));
+    const ask = async (path: string): Promise<string> => {
+      let got = '';
+      const onData = (d: Buffer) => (got += d.toString('latin1'));
+      good.on('data', onData);
+      good.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      const deadline = Date.now() + 5_000;
+      while (!got.includes('\r\n\r\nok') && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+      good.off('data', onData);
+      return got;
+    };
+    expect(await ask('/before')).toMatch(/^HTTP\/1\.1 200 /);
+    const req = 'GET / HTTP/1.1\r\nHost: x\r\n\r\n';
+    const v2 = encodeProxyHeader({ version: 2, source: { address: '192.0.2.1', port: 1 }, destination: { address: '192.0.2.2', port: 2 } });
+    const badSig = Buffer.from(v2);
+    badSig[5] ^= 0xff;
+    const bad: (string | Buffer)[][] = [
+      ['PROXY TCP4 203.0.113.1 10.0.0.1 51000 80\r'], // truncated, then the client closes
+      [badSig, req],
+      [`PROXY TCP4 ${'1'.repeat(120)}\r\n`, req], // over v1's 107 bytes
+      ['PROXY TCP4 203.0.113.300 10.0.0.1 51000 80\r\n', req], // no such address
+      ['PROXY TCP4 203.0.113.1 10.0.0.1 051000 80\r\n', req], // leading zero
+      [Buffer.concat([v2.subarray(0, 14), Buffer.from([0xff, 0xff])]), req], // v2 length over the cap
+    ];
+    for (const bytes of bad) {
+      const s = net.connect(gh.port('lb'), '127.0.0.1');
+      s.on('error', () => {});
+      await once(s, 'connect');
+      let got = '';
+      s.on('data', (d: Buffer) => (got += d.toString('latin1')));
+      s.write(Buffer.concat(bytes.map((b) => (typeof b === 'string' ? Buffer.from(b, 'latin1') : b))));
+      if (bytes.length === 1 && bytes === bad[0]) s.end();
+      await once(s, 'close');
+      expect(got).toBe('');
+    }
+    const before = seen.length;
+    expect(await ask('/after')).toMatch(/^HTTP\/1\.1 200 /);
+    expect(seen.length).toBe(before + 1);
+    expect(seen.at(-1)!['x-forwarded-for']).toBe('203.0.113.77');
+    good.destroy();
+  });
+
   test('from any other peer: plain requests are served, a PROXY header closes the connection', async () => {
     const req = 'GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n';
     expect(await exchange(gh.port('public'), [req])).toMatch(/^HTTP\/1\.1 200 /);
