@@ -10,6 +10,7 @@ import type { Refusal } from '../net/listener-limits.ts';
 import { ListenerBase } from './listener-base.ts';
 import { rejectUpgrade } from '../net/reject-upgrade.ts';
 import { ClientProxyActor, type HubContext } from './client-proxy.ts';
+import { isTls } from '../tls/listener-tls.ts';
 
 /** On a TLS hub listener's plain server: the HTTP server its TLS sockets go to. */
 const kHttp = Symbol('gatehouse.hubHttp');
@@ -55,7 +56,8 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   readonly #opts: HubListenerOptions;
   #ctx: HubContext;
   #wss: WebSocketServer;
-  #verifier: JwtVerifier;
+  /** Undefined: no `auth.jwt`, the verified client certificate's CN is the user id. */
+  #verifier: JwtVerifier | undefined;
   #jwtKey: string;
   #pingTimer: NodeJS.Timeout | undefined;
   #pingEvery = 0;
@@ -78,12 +80,12 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
     this.#ctx = this.#context(opts.listener);
     try {
       // Throws JwtConfigError for a config that cannot verify anything: the listener fails to start.
-      this.#verifier = createJwtVerifier(opts.listener.hub.jwt);
+      this.#verifier = opts.listener.hub.jwt && createJwtVerifier(opts.listener.hub.jwt);
     } catch (err) {
       this.exit('error', err);
       throw err;
     }
-    this.#jwtKey = JSON.stringify(opts.listener.hub.jwt);
+    this.#jwtKey = JSON.stringify(opts.listener.hub.jwt ?? null);
     this.#wss = newWss(opts.listener.hub);
   }
 
@@ -239,13 +241,20 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   }
 
   #verify(client: ClientProxyActor, ctx: HubContext, req: http.IncomingMessage, url: URL, socket: net.Socket, head: Buffer): void {
+    const verifier = this.#verifier;
+    if (verifier === undefined) {
+      // Mutual TLS identifies the client: the handshake verified its certificate (clientAuth required).
+      const cn = isTls(socket) && socket.authorized ? certificateCn(socket) : undefined;
+      if (cn === undefined) return this.#unauthorized(client, new TokenError('missing_token', 'no verified client certificate with a CN'));
+      return this.#admitUser(client, ctx, this.#wss, req, socket, head, cn);
+    }
     const token = bearerToken(req.headers.authorization, url.searchParams);
     if (token === undefined) {
       this.#unauthorized(client, new TokenError('missing_token', 'no Authorization: Bearer header and no token parameter'));
       return;
     }
     const wss = this.#wss;
-    this.#verifier
+    verifier
       .verify(token)
       .then(
         ({ userId }) => this.#admitUser(client, ctx, wss, req, socket, head, userId),
@@ -348,8 +357,8 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   reconfigure(listener: ShardListener): void {
     const hub = listener.hub;
     if (!hub) throw new TypeError(`listener ${listener.name} has no hub settings`);
-    const jwtKey = JSON.stringify(hub.jwt);
-    const verifier = jwtKey === this.#jwtKey ? this.#verifier : createJwtVerifier(hub.jwt);
+    const jwtKey = JSON.stringify(hub.jwt ?? null);
+    const verifier = jwtKey === this.#jwtKey ? this.#verifier : hub.jwt && createJwtVerifier(hub.jwt);
     this.#verifier = verifier;
     this.#jwtKey = jwtKey;
     this.#opts.listener = listener;
@@ -390,3 +399,10 @@ function badUpgrade(req: http.IncomingMessage): string | undefined {
 }
 
 function noop(): void {}
+
+/** The verified client certificate's subject CN, or undefined. */
+function certificateCn(s: import('node:tls').TLSSocket): string | undefined {
+  const cn = s.getPeerCertificate()?.subject?.CN;
+  const v = Array.isArray(cn) ? cn[0] : cn;
+  return typeof v === 'string' && v.length > 0 ? v : undefined;
+}

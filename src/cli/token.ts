@@ -29,6 +29,10 @@ export async function mintToken(v: Record<string, unknown>): Promise<number> {
     process.stderr.write(`gatehouse token: ${name ? `no hub listener named ${name}` : 'the config has no hub listener'} in ${file}\n`);
     return 1;
   }
+  if (!l.auth) {
+    process.stderr.write(`gatehouse token: listener ${l.name} takes no tokens: its clients are identified by their TLS client certificates\n`);
+    return 1;
+  }
   const jwt = l.auth.jwt;
   const alg = jwt.algorithms.find((a) => a.startsWith('HS'));
   if (jwt.secret === undefined || !alg) {

@@ -73,6 +73,10 @@ export function crossChecks(raw: unknown): PathIssue[] {
       routes.forEach((r, j) => checkRoute(obj(r), [...at, 'routes', j], ref, add));
     }
     if (o.protocol === 'hub') {
+      const clientAuth = obj(obj(o.tls)?.clientAuth);
+      if (o.auth === undefined && !(clientAuth !== undefined && clientAuth.required !== false)) {
+        add([...at, 'auth'], "required: a hub listener needs auth.jwt (the token's sub is the user id), or tls.clientAuth with required: true (the client certificate's CN is the user id)");
+      }
       const jwt = obj(obj(o.auth)?.jwt);
       checkJwt(jwt, [...at, 'auth', 'jwt'], add);
       if (jwt?.forwardClaims !== undefined) add([...at, 'auth', 'jwt', 'forwardClaims'], 'applies to http routes only: a hub client\'s user id is its sub');

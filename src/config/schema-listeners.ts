@@ -39,7 +39,8 @@ const hub = z.strictObject({
   protocol: z.literal('hub'),
   ...common,
   path: urlPath().default('/connect'),
-  auth: auth('required: a hub listener needs auth.jwt (the token\'s sub is the user id)'),
+  // Optional only with tls.clientAuth required: the verified certificate's CN is then the user id (cross-checked).
+  auth: auth().optional(),
   nodes: z.array(z.strictObject({ id: name(), url: urlWith(['ws:', 'wss:']) })).min(1).optional(),
   discovery: z.strictObject({ service: z.string().min(1), path: urlPath().default('/') }).optional(),
   maxClientsPerUser: int(1).default(16),

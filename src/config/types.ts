@@ -218,7 +218,8 @@ export interface HubNodeConfig {
 export interface HubListenerConfig extends ListenerBase {
   protocol: 'hub';
   path: string;
-  auth: AuthConfig;
+  /** Absent: the listener has `tls.clientAuth` required, and a client's user id is its certificate's CN. */
+  auth?: AuthConfig;
   /** Exactly one of `nodes` and `discovery` is set. */
   nodes?: HubNodeConfig[];
   /** Nodes from the service registry: `ws://ADDRESS` + `path` for each instance. */

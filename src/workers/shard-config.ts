@@ -90,7 +90,8 @@ function httpSettings(l: HttpListenerConfig): ShardHttpSettings {
 export interface ShardHubSettings {
   /** The WebSocket path clients connect to (`/connect`). */
   path: string;
-  jwt: JwtConfig;
+  /** Absent: the user id is the verified client certificate's CN (`tls.clientAuth` required). */
+  jwt?: JwtConfig;
   maxClientsPerUser: number;
   /** Bytes of one frame's payload; larger frames close the client with 1009. */
   maxMessageSize: number;
@@ -173,7 +174,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
         ...(l.protocol === 'hub' && {
           hub: {
             path: l.path,
-            jwt: l.auth.jwt,
+            ...(l.auth && { jwt: l.auth.jwt }),
             maxClientsPerUser: l.maxClientsPerUser,
             maxMessageSize: l.maxMessageSize,
             sendQueue: { ...l.sendQueue },

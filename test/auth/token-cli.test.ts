@@ -18,7 +18,7 @@ describe('gatehouse token', () => {
   test('mints a token with exp one hour out by default, or --ttl; the quickstart hub accepts it', async () => {
     const cfg = parseConfig(readFileSync(QUICKSTART, 'utf8'), QUICKSTART);
     const hub = cfg.listeners.find((l): l is HubListenerConfig => l.protocol === 'hub')!;
-    const verifier = createJwtVerifier(hub.auth.jwt);
+    const verifier = createJwtVerifier(hub.auth!.jwt);
 
     const def = await runCli(['token', '--config', QUICKSTART, '--sub', 'alice']);
     expect(def).toMatchObject({ code: 0, stderr: '' });

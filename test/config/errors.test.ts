@@ -69,6 +69,12 @@ describe('schema errors point at the offending value', () => {
     expect(check('upstreams:', '  - { name: app, backends: ["127.0.0.1:1"], tls: { cert: c.pem } }', 'listeners:', '  - { name: in, protocol: tcp, listen: 1, upstream: app }')[0]).toMatch(/upstreams\.0\.tls: cert and key go together/);
   });
 
+  test('a hub listener without auth needs tls.clientAuth required', () => {
+    const hub = (extra: string) => check('listeners:', `  - { name: h, protocol: hub, listen: 1, nodes: [ { id: n1, url: "ws://127.0.0.1:1/" } ]${extra} }`);
+    expect(hub('')).toEqual([expect.stringMatching(/^gh\.yaml:\d+:\d+ listeners\.0\.auth: required: a hub listener needs auth\.jwt .* or tls\.clientAuth with required: true/)]);
+    expect(hub(', tls: { certificates: [ { cert: /nonexistent/c, key: /nonexistent/k } ], clientAuth: { ca: /nonexistent/ca, required: false } }')[0]).toMatch(/listeners\.0\.auth: required/);
+  });
+
   test('bad duration', () => {
     expect(check('runtime:', '  shutdownTimeout: 5 sec')).toEqual([
       'gh.yaml:2:20 runtime.shutdownTimeout: invalid duration "5 sec": use a number with ms, s, m, h or d (500ms, 5s, 1m30s), or a plain number of milliseconds',
@@ -174,7 +180,7 @@ describe('cross-field rules', () => {
 
   test('a hub listener needs auth and nodes or discovery', () => {
     expect(check('listeners:', '  - name: hub', '    protocol: hub', '    listen: 8090')).toEqual([
-      'gh.yaml:2:5 listeners.0.auth: required: a hub listener needs auth.jwt (the token\'s sub is the user id)',
+      "gh.yaml:2:5 listeners.0.auth: required: a hub listener needs auth.jwt (the token's sub is the user id), or tls.clientAuth with required: true (the client certificate's CN is the user id)",
       'gh.yaml:2:5 listeners.0.nodes: required: a hub listener needs nodes or discovery',
     ]);
   });

@@ -365,3 +365,40 @@ listeners:
     expect(await gh.idleLeftovers()).toEqual([]);
   });
 });
+
+describe('a hub listener identified by client certificates', () => {
+  test('no auth.jwt, tls.clientAuth required: the certificate\'s CN is the user id; a client without one cannot connect', async () => {
+    using certs = testCerts();
+    const ca = await certs.ca('ca');
+    const leaf = await certs.leaf('hub', { ca, cn: 'hub.example.test', dns: ['hub.example.test'] });
+    const carol = await certs.client('carol', ca, { cn: 'carol' });
+    await using node = await HubNode.start();
+    using dir = tempDir();
+    await using gh = await Daemon.start(
+      dir.write(
+        'gh.yaml',
+        `admin: { listen: "127.0.0.1:0" }
+runtime: { workers: 2, shutdownTimeout: 2s }
+listeners:
+  - name: hub
+    protocol: hub
+    listen: 127.0.0.1:0
+    nodes: [ { id: n1, url: "${node.url}" } ]
+    tls: { certificates: [ { cert: "${leaf.certFile}", key: "${leaf.keyFile}" } ], clientAuth: { ca: "${ca.certFile}" } }
+`,
+      ),
+    );
+    await node.waitFor((f) => f.type === 'hello');
+    const opts = { ca: ca.certPem, servername: 'hub.example.test' };
+    const ws = new WebSocket(`wss://127.0.0.1:${gh.port('hub')}/connect`, { ...opts, cert: carol.certPem, key: carol.keyPem });
+    await once(ws, 'open');
+    await node.waitFor((f) => f.type === 'presence' && f.userId === 'carol' && f.online === true);
+    ws.close();
+    await once(ws, 'close');
+    const anon = new WebSocket(`wss://127.0.0.1:${gh.port('hub')}/connect`, opts);
+    const failure = new Promise<Error>((resolve) => anon.once('error', resolve));
+    // The handshake refuses it (TLS 1.3: the alert arrives with the first read).
+    expect(String(await failure)).toMatch(/certificate required|socket hang up|ECONNRESET/);
+    expect(await gh.idleLeftovers()).toEqual([]);
+  });
+});
