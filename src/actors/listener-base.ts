@@ -91,6 +91,11 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   #tls: ListenerTls | undefined;
   /** Listener `proxyProtocol`: its trusted peers, compiled (a reload recompiles). */
   #proxyTrusted: CidrMatcher | undefined;
+  /**
+   * Sockets accepted but not yet a connection actor's: reading their PROXY header or in their
+   * TLS handshake. No actor owns them, so the listener's close destroys them itself.
+   */
+  readonly #arriving = new Set<net.Socket>();
   /** The listener's own log lines (`actorId` = this listener). */
   protected readonly log: Logger;
   /** For the connections: bound to the listener's name only, so each adds its own `actorId` once. */
@@ -107,7 +112,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
     this.connections = new Registry<C>(registry.name, registry.indexes);
     this.#limits = new ListenerLimits(opts.table, opts.shard, opts.listener, this.log);
     this.#server = this.createServer();
-    if (opts.listener.tls && this.terminatesTls) {
+    if (opts.listener.tls) {
       this.#tls = new ListenerTls(
         opts.listener.name,
         opts.listener.tls,
@@ -136,6 +141,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
     if (ipKey === undefined) return;
     if (this.#tls !== undefined) {
       // The handshake holds the listener places until it ends: the actor's, or given back.
+      this.#arrive(socket);
       this.#tls.wrap(socket, ipKey);
       this.#pending = undefined;
       return;
@@ -148,13 +154,6 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
    */
   protected onAdmitted(_socket: net.Socket, _ipKey: number): void {
     throw new Error(`${this.constructor.name} takes sockets in by its own onSocket`);
-  }
-  /**
-   * Whether the base terminates TLS in front of {@link onAdmitted} (tcp and http listeners). A
-   * protocol whose server is itself a TLS server (the hub's HTTPS server) says false.
-   */
-  protected get terminatesTls(): boolean {
-    return true;
   }
   /** Answers a socket refused by the listener's limits (TCP: closed at once; hub: an HTTP status). */
   protected abstract refuse(socket: net.Socket, reason: Refusal): void;
@@ -265,11 +264,13 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   #readProxy(socket: net.Socket, pp: NonNullable<ShardListener['proxyProtocol']>, trusted: CidrMatcher): void {
     const peer = socket.remoteAddress;
     socket.on('error', noop); // until the protocol's own handlers are on
+    this.#arrive(socket);
     readProxyHeader(
       socket,
       { accept: pp.accept, trusted: peer !== undefined && trusted.matches(unmapAddress(peer)), peekUntrusted: this.peeksForProxyHeaders, timeoutMs: PROXY_HEADER_TIMEOUT_MS },
       (r) => {
         socket.removeListener('error', noop);
+        this.#arriving.delete(socket);
         if (r.ok) {
           if (this.#state !== 'listening') return void socket.destroy();
           return this.#take(socket);
@@ -295,17 +296,26 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
    * request, after it); {@link onAdmitted} gets the TLS socket.
    */
   protected wrapTls(socket: net.Socket): void {
+    this.#arrive(socket);
     this.#tls!.wrap(socket, NO_PLACES);
   }
 
+  /** Tracks a socket until an actor owns it (or it closes). */
+  #arrive(socket: net.Socket): void {
+    if (this.#arriving.has(socket)) return;
+    this.#arriving.add(socket);
+    socket.once('close', () => this.#arriving.delete(socket));
+  }
+
   #onSecure(socket: tls.TLSSocket, ipKey: number): void {
+    const raw = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
+    if (raw) this.#arriving.delete(raw);
     if (this.#state !== 'listening' && this.#state !== 'draining') {
       this.#handshakeFailed(ipKey, new Error('listener closed during the handshake'), socket.remoteAddress);
       socket.destroy();
       return;
     }
     if (ipKey !== NO_PLACES) this.#pending = ipKey;
-    const raw = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
     if (raw) inheritProxyAddress(raw, socket);
     try {
       this.onAdmitted(socket, ipKey);
@@ -440,6 +450,10 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   #close(reason: 'shutdown' | 'killed'): void {
     if (this.#state === 'closed') return;
     this.#server.close();
+    // Handshakes and PROXY headers still in progress: no actor to drain them (their listener
+    // places, if any, are given back by the handshake's failure).
+    for (const s of [...this.#arriving]) s.destroy();
+    this.#arriving.clear();
     this.onClosed();
     this.#step('closed');
     this.exit(reason);
