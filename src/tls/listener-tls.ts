@@ -84,7 +84,7 @@ export class ListenerTls {
     this.#settings = settings;
     this.#selector = selectorFor(settings);
     this.#server = tls.createServer({
-      ...contextOptions(settings, this.#selector),
+      ...contextOptions(settings),
       SNICallback: (name, cb) => this.#selector.sniCallback(name, cb),
       ALPNProtocols: settings.alpn.length > 0 ? settings.alpn : undefined,
       requestCert: settings.clientAuth !== undefined,
@@ -119,7 +119,7 @@ export class ListenerTls {
   /** New certificates or settings (a renewed file, a reload): used by handshakes from now on. */
   update(settings: ShardTls): void {
     const selector = selectorFor(settings);
-    this.#server.setSecureContext(contextOptions(settings, selector));
+    this.#server.setSecureContext(contextOptions(settings));
     this.#selector = selector;
     this.#settings = settings;
   }
@@ -174,7 +174,7 @@ function selectorFor(s: ShardTls): SniSelector {
 }
 
 /** The server's default context: the first certificate (a client that sends no SNI gets it). */
-function contextOptions(s: ShardTls, _selector: SniSelector): tls.SecureContextOptions {
+function contextOptions(s: ShardTls): tls.SecureContextOptions {
   const first = s.certificates[0]!.pair;
   return {
     key: first.keyPem,

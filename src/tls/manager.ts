@@ -136,15 +136,6 @@ export class TlsManager {
     return this.#entries.get(name)?.shard;
   }
 
-  /** Per listener: each certificate's subject, names and expiry (for `/actors` and the UI). */
-  describe(): Record<string, unknown> {
-    const out: Record<string, unknown> = {};
-    for (const [name, e] of this.#entries) {
-      out[name] = e.pairs.map((p, i) => ({ subject: p.subject, serverNames: e.config.certificates[i]!.serverNames, notAfter: p.notAfter }));
-    }
-    return out;
-  }
-
   close(): void {
     for (const e of this.#entries.values()) e.watcher.close();
     this.#entries.clear();
