@@ -5,7 +5,7 @@ import tls from 'node:tls';
 import { encodeProxyHeader } from '../net/proxy-protocol.ts';
 import { assign, fromPromise, setup } from 'xstate';
 import type { Logger } from 'pino';
-import { B, type StateTable } from '../workers/state-table.ts';
+import { ADMIN, B, type StateTable } from '../workers/state-table.ts';
 
 export interface ProbeTarget {
   type: 'tcp' | 'http';
@@ -140,6 +140,8 @@ export const healthProbeMachine = setup({
   guards: {
     becameHealthy: ({ context: c }) => c.table.backendGet(c.slot, B.HEALTHY) !== 1 && c.passes + 1 >= c.healthyThreshold,
     becameUnhealthy: ({ context: c }) => c.table.backendGet(c.slot, B.HEALTHY) === 1 && c.fails + 1 >= c.unhealthyThreshold,
+    // Disabled through the admin API (maintenance): not probed, its verdict kept as it was.
+    inMaintenance: ({ context: c }) => c.table.backendGet(c.slot, B.ADMIN) === ADMIN.MAINT,
   },
   actions: {
     markHealthy: ({ context: c }) => {
@@ -162,8 +164,11 @@ export const healthProbeMachine = setup({
 }).createMachine({
   id: 'healthProbe',
   context: ({ input }) => ({ ...input, passes: 0, fails: 0, startedAt: 0, lastError: undefined }),
-  initial: 'probing',
+  initial: 'due',
   states: {
+    due: {
+      always: [{ guard: 'inMaintenance', target: 'waiting', actions: 'stamp' }, { target: 'probing' }],
+    },
     probing: {
       entry: 'stamp',
       invoke: {
@@ -180,7 +185,7 @@ export const healthProbeMachine = setup({
       },
     },
     waiting: {
-      after: { nextProbe: 'probing' },
+      after: { nextProbe: 'due' },
     },
   },
 });

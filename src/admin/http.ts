@@ -22,6 +22,7 @@ export type AdminErrorCode =
   | 'no_such_shard'
   | 'shard_not_watched'
   | 'no_such_actor'
+  | 'no_such_backend'
   | 'config_invalid'
   | 'internal';
 

@@ -188,6 +188,27 @@ export function builtinRoutes(): AdminRoute[] {
       },
     },
     { path: '/upstreams', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.upstreams()) } },
+    {
+      // HAProxy's runtime API: drain, disable (maintenance), enable, or set the weight of one
+      // backend without a reload. A reload keeps the state unless the backend is removed.
+      path: '/upstreams/:name/backends/:address/:action',
+      methods: {
+        POST: ({ res, params, query, backend, log }) => {
+          const action = params.action!;
+          let change: { state: 'drain' | 'disable' | 'enable' } | { weight: number };
+          if (action === 'drain' || action === 'disable' || action === 'enable') change = { state: action };
+          else if (action === 'weight') {
+            const raw = query.get('weight') ?? '';
+            if (!/^\d{1,4}$/.test(raw) || Number(raw) > 1000) throw new AdminHttpError(400, 'bad_query', 'weight must be an integer from 0 to 1000 (?weight=N)', { extra: { param: 'weight' } });
+            change = { weight: Number(raw) };
+          } else throw new AdminHttpError(404, 'not_found', 'no such action: use drain, disable, enable or weight', { extra: { action } });
+          const view = backend.backendAdmin?.(params.name!, params.address!, change);
+          if (view === undefined) throw new AdminHttpError(404, 'no_such_backend', 'no such backend in this upstream', { extra: { upstream: params.name, backend: params.address } });
+          log.info({ upstream: params.name, backend: params.address, action }, 'backend admin change');
+          sendJson(res, 200, view);
+        },
+      },
+    },
     { path: '/state', methods: { GET: stateRoute } },
     { path: '/hub', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.hubView?.() ?? { listeners: [] }) } },
     { path: '/config', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.config()) } },

@@ -19,7 +19,7 @@ export interface UpstreamsView {
   upstreams: {
     name: string;
     balance: string;
-    backends: { address: string; healthy: boolean; breaker: 'closed' | 'open' | 'half_open'; activeConnections: number; weight: number }[];
+    backends: { address: string; healthy: boolean; breaker: 'closed' | 'open' | 'half_open'; activeConnections: number; weight: number; admin: 'ready' | 'drain' | 'maint' }[];
   }[];
 }
 
@@ -73,6 +73,12 @@ export interface AdminBackend {
   /** Shard liveness: index -> up. */
   shardsUp(): { shard: number; up: boolean }[];
   upstreams(): UpstreamsView;
+  /**
+   * The operator's state of one backend (HAProxy's runtime API): `drain` and `disable` stop new
+   * traffic to it (disable also pauses its health probe), `enable` ends either; `weight` sets
+   * its weight. Returns the backend's view, or undefined when no such backend is configured.
+   */
+  backendAdmin?(upstream: string, address: string, action: { state: 'drain' | 'disable' | 'enable' } | { weight: number }): UpstreamsView['upstreams'][number]['backends'][number] | undefined;
   /** `GET /state`: the state table's live counts; absent when the backend has no table (test fakes). */
   stateView?(): StateView;
   /** The hub's metrics; absent when the backend has no hub (test fakes). */

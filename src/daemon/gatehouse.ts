@@ -6,7 +6,7 @@ import { live } from '../runtime/live.ts';
 import { MachineActor } from '../runtime/machine-actor.ts';
 import { actorEvents$, setActorEventsEnabled, type ActorEvent } from '../runtime/events.ts';
 import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
-import { StateTable } from '../workers/state-table.ts';
+import { ADMIN, B, StateTable } from '../workers/state-table.ts';
 import type { FromShard } from '../workers/protocol.ts';
 import { toGatewayEvent, type ActorDefinition, type GatewayEvent } from '../actors/custom.ts';
 import { CustomActors } from './custom-actors.ts';
@@ -263,6 +263,16 @@ export class Gatehouse implements AdminBackend {
 
   upstreams(): UpstreamsView {
     return upstreamsView(this.current, this.table, (u, a) => this.#shards.backendSlot(u, a));
+  }
+
+  backendAdmin(upstream: string, address: string, action: { state: 'drain' | 'disable' | 'enable' } | { weight: number }): UpstreamsView['upstreams'][number]['backends'][number] | undefined {
+    const u = this.current.upstreams.find((x) => x.name === upstream);
+    if (!u || !u.backends.some((b) => b.address === address)) return undefined;
+    const slot = this.#shards.backendSlot(upstream, address);
+    if ('weight' in action) this.table.backendSet(slot, B.WEIGHT, action.weight + 1);
+    else this.table.backendSet(slot, B.ADMIN, action.state === 'drain' ? ADMIN.DRAIN : action.state === 'disable' ? ADMIN.MAINT : ADMIN.READY);
+    this.log.info({ upstream, backend: address, ...action }, 'backend admin state changed');
+    return this.upstreams().upstreams.find((x) => x.name === upstream)!.backends.find((b) => b.address === address);
   }
 
   hubStats(): HubStats {

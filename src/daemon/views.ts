@@ -75,6 +75,14 @@ export function hubCounters(table: StateTable, hubSlots: number[]): { messages: 
 }
 
 const BREAKER = ['closed', 'open', 'half_open'] as const;
+/** B.ADMIN as `/upstreams` shows it. */
+export const ADMIN_STATE = ['ready', 'drain', 'maint'] as const;
+
+/** The weight in force: one set through the admin API (stored plus one), else the config's. */
+export function effectiveWeight(table: StateTable, slot: number, configured: number): number {
+  const set = table.backendGet(slot, B.WEIGHT);
+  return set > 0 ? set - 1 : configured;
+}
 
 /** `GET /upstreams`: each backend's health, breaker, weight and active connections. */
 export function upstreamsView(cfg: GatehouseConfig, table: StateTable, slotOf: (upstream: string, address: string) => number): UpstreamsView {
@@ -89,7 +97,8 @@ export function upstreamsView(cfg: GatehouseConfig, table: StateTable, slotOf: (
           healthy: table.backendGet(slot, B.HEALTHY) === 1,
           breaker: BREAKER[table.backendGet(slot, B.BREAKER)] ?? 'closed',
           activeConnections: table.backendGet(slot, B.ACTIVE),
-          weight: b.weight,
+          weight: effectiveWeight(table, slot, b.weight),
+          admin: ADMIN_STATE[table.backendGet(slot, B.ADMIN)] ?? 'ready',
         };
       }),
     })),

@@ -84,6 +84,8 @@ export class Balancer {
   #usable(b: ShardBackend, exclude: readonly ShardBackend[] | undefined): boolean {
     if (exclude?.includes(b)) return false;
     if (this.#table.backendGet(b.slot, B.HEALTHY) !== 1) return false;
+    // Drained or in maintenance through the admin API: no new traffic.
+    if (this.#table.backendGet(b.slot, B.ADMIN) !== 0) return false;
     const breaker = this.#table.backendGet(b.slot, B.BREAKER);
     if (breaker === BREAKER_CLOSED) return true;
     return breaker === BREAKER_HALF_OPEN && this.#table.backendGet(b.slot, B.PERMIT) === 1;
@@ -133,9 +135,12 @@ export class Balancer {
     let best = -1;
     for (let i = 0; i < list.length; i++) {
       const b = list[i]!;
-      if (b.weight <= 0 || !this.#usable(b, exclude)) continue;
-      this.#current[i]! += b.weight;
-      total += b.weight;
+      // A weight set through the admin API wins over the config's (stored plus one; 0: none).
+      const set = this.#table.backendGet(b.slot, B.WEIGHT);
+      const w = set > 0 ? set - 1 : b.weight;
+      if (w <= 0 || !this.#usable(b, exclude)) continue;
+      this.#current[i]! += w;
+      total += w;
       if (best < 0 || this.#current[i]! > this.#current[best]!) best = i;
     }
     if (best < 0) return undefined;

@@ -47,7 +47,7 @@ import { gcraAdmit } from './state/gcra.ts';
 import { IpPlaces, type IpEntry } from './state/per-ip.ts';
 import { RouteLimits } from './state/route-limits.ts';
 
-export { B, HUB_DROPS, IP_STRIPES, IP_STRIPE_ENTRIES, L, LB, LG, MAX_BACKENDS, MAX_LISTENERS, MAX_SHARDS, OUTCOMES, S, type Outcome, type StateTableBuffers } from './state/layout.ts';
+export { ADMIN, B, HUB_DROPS, IP_STRIPES, IP_STRIPE_ENTRIES, L, LB, LG, MAX_BACKENDS, MAX_LISTENERS, MAX_SHARDS, OUTCOMES, S, type Outcome, type StateTableBuffers } from './state/layout.ts';
 export { IP, ipKey, type IpEntry } from './state/per-ip.ts';
 export { RouteLimitError } from './state/route-limits.ts';
 export { SlotAllocator } from './state/slots.ts';

@@ -36,8 +36,8 @@ export class FakeBackend implements AdminBackend {
         name: 'app',
         balance: 'round_robin',
         backends: [
-          { address: '127.0.0.1:9001', healthy: true, breaker: 'closed', activeConnections: 3, weight: 1 },
-          { address: '127.0.0.1:9002', healthy: false, breaker: 'half_open', activeConnections: 0, weight: 2 },
+          { address: '127.0.0.1:9001', healthy: true, breaker: 'closed', activeConnections: 3, weight: 1, admin: 'ready' },
+          { address: '127.0.0.1:9002', healthy: false, breaker: 'half_open', activeConnections: 0, weight: 2, admin: 'ready' },
         ],
       },
     ],

@@ -104,13 +104,17 @@ export const LG_FIELDS = 4;
  * Int32 fields of a backend row. HEALTHY (the probe's verdict) and BREAKER (0 closed, 1 open,
  * 2 half-open) are written by the control plane's actors; PERMIT is the half-open trial permit a
  * shard takes with compare-and-swap; ACTIVE counts connections on every shard; FAILS counts
- * consecutive failed connects seen by any shard (a success resets it).
+ * consecutive failed connects seen by any shard (a success resets it). ADMIN is the operator's
+ * state from the admin API (0 ready, 1 drain, 2 maintenance): any but 0 takes no new traffic;
+ * WEIGHT is a runtime weight set there, stored plus one (0: the config's weight).
  *
  * @example
  * table.backendCas(slot, B.PERMIT, 0, 1); // take the half-open trial
  */
-export const B = { HEALTHY: 0, BREAKER: 1, PERMIT: 2, ACTIVE: 3, FAILS: 4 } as const;
-/** Int32 fields per backend row (3 spare). */
+export const B = { HEALTHY: 0, BREAKER: 1, PERMIT: 2, ACTIVE: 3, FAILS: 4, ADMIN: 5, WEIGHT: 6 } as const;
+/** B.ADMIN values. */
+export const ADMIN = { READY: 0, DRAIN: 1, MAINT: 2 } as const;
+/** Int32 fields per backend row (1 spare). */
 export const B_FIELDS = 8;
 
 /**
