@@ -14,9 +14,16 @@
  *   env: PIN=split|none  QUIET_WAIT=5  FOREIGN_MAX=15  TRIES=2  RETRY_BUDGET=400
  *
  * Tables: stdout and bench/results/http-latest.md; raw: bench/out/http-<time>/. See docs/benchmarks.md.
+ *
+ * With --tls (`npm run bench -- --suite tls`): the TLS suite. The rows (TLS_ROWS: haproxy, nginx,
+ * gatehouse-w1) terminate TLS with one EC P-256 certificate made for the run; the backend stays
+ * plain HTTP. Loads (TLS_LOADS): full and resumed handshakes (parallel `openssl s_time`, env
+ * STIME_PROCS=8), wrk https `Connection: close`, wrk https keep-alive c50; no idle part.
+ * Tables: bench/results/tls-latest.md; raw: bench/out/tls-<time>/.
  */
 import { execFileSync } from 'node:child_process';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -28,7 +35,9 @@ import { Procs, freePort, waitPort, type Child } from './lib/procs.ts';
 import { ForeignCpu, nofileLimits, treeCpuSeconds, treeFds, treeRssKiB, treeSysCpuSeconds, waitQuiet } from './lib/cpu.ts';
 import { fmt } from './lib/stats.ts';
 import { onPath, rowNodeArgs, versionOf, type Row } from './rows.ts';
-import { BENCH_ORIGIN, HTTP_ROWS, LOADS, idleCap, report, type IdleSample, type Load, type Sample } from './rows-http.ts';
+import { BENCH_ORIGIN, HTTP_ROWS, LOADS, TLS_LOADS, TLS_ROWS, idleCap, report, type IdleSample, type Load, type Sample } from './rows-http.ts';
+import { haproxyStatsSocket, tlsFiles } from './peers/http-configs.ts';
+import { gatehouseAdminPort, gatehouseHandshakes, haproxyHandshakes, makeBenchCert, negotiated, sTime, type Handshakes } from './lib/tls.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
@@ -37,11 +46,11 @@ const NODE = process.execPath;
 function options() {
   const str = { type: 'string' } as const;
   const { values } = parseArgs({
-    options: { help: { type: 'boolean', short: 'h' }, reps: str, dur: str, rows: str, 'idle-conns': str, 'idle-reps': str, 'idle-rows': str, 'idle-settle': str },
+    options: { help: { type: 'boolean', short: 'h' }, tls: { type: 'boolean' }, reps: str, dur: str, rows: str, 'idle-conns': str, 'idle-reps': str, 'idle-rows': str, 'idle-settle': str },
     strict: true,
   });
   if (values.help) {
-    process.stdout.write(`${readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*\n| \* ?/gm, '')}\nrows: ${HTTP_ROWS.map((r) => r.name).join(', ')}\n`);
+    process.stdout.write(`${readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*\n| \* ?/gm, '')}\nrows: ${HTTP_ROWS.map((r) => r.name).join(', ')}\n--tls rows: ${TLS_ROWS.map((r) => r.name).join(', ')}\n`);
     process.exit(0);
   }
   const num = (v: string | undefined, name: string, def: number, maxV: number, zero = false): number => {
@@ -50,19 +59,24 @@ function options() {
     return n;
   };
   const list = (v: string | undefined): string[] | undefined => v?.split(',').map((s) => s.trim()).filter(Boolean);
+  const tls = values.tls === true;
+  const all = tls ? TLS_ROWS : HTTP_ROWS;
   const rows = list(values.rows);
-  const idleRows = list(values['idle-rows']) ?? ['gatehouse-w1', 'haproxy', 'nginx', 'node-http-undici'];
-  for (const n of [...(rows ?? []), ...idleRows]) if (!HTTP_ROWS.some((r) => r.name === n)) throw new Error(`unknown row ${n} (rows: ${HTTP_ROWS.map((r) => r.name).join(', ')})`);
+  const idleRows = tls ? [] : (list(values['idle-rows']) ?? ['gatehouse-w1', 'haproxy', 'nginx', 'node-http-undici']);
+  for (const n of [...(rows ?? []), ...idleRows]) if (!all.some((r) => r.name === n)) throw new Error(`unknown row ${n} (rows: ${all.map((r) => r.name).join(', ')})`);
   if (!onPath('wrk')) throw new Error('the http suite needs wrk on PATH (apt-get install -y wrk)');
+  if (tls && !onPath('openssl')) throw new Error('the tls suite needs openssl on PATH');
   const pin = process.env.PIN ?? 'split';
   if (pin !== 'split' && pin !== 'none') throw new Error(`PIN must be split or none, got ${pin}`);
   return {
+    tls,
+    allRows: all,
     reps: Math.round(num(values.reps, '--reps', 3, 50)),
     dur: num(values.dur, '--dur', 5, 120),
     rows,
     idleRows,
     idleConns: Math.round(num(values['idle-conns'], '--idle-conns', 10_000, 100_000)),
-    idleReps: Math.round(num(values['idle-reps'], '--idle-reps', 2, 20, true)),
+    idleReps: tls ? 0 : Math.round(num(values['idle-reps'], '--idle-reps', 2, 20, true)),
     idleSettleS: num(values['idle-settle'], '--idle-settle', 2, 120),
     pin,
     quietWaitS: num(process.env.QUIET_WAIT, 'QUIET_WAIT', 5, 600),
@@ -84,8 +98,10 @@ function pinPlan(want: string): PinPlan {
 }
 
 /** A row started for the suite: its port (the backend's for `direct`), process, and why it failed. */
-interface RunningRow { row: Row; port: number; child: Child | undefined; note: string; failed?: string }
+interface RunningRow { row: Row; port: number; child: Child | undefined; note: string; failed?: string; negotiated?: string; tag?: string }
 
+/** The TLS suite: rows speak https (set once by main from --tls). */
+let TLS = false;
 const log = (msg: string): void => void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 let procs: Procs;
 
@@ -114,7 +130,8 @@ function backendCounts(ctlPort: number): Promise<Counts | undefined> {
 /** One GET through a row: undefined when it answers 200 with the backend's body, else what it did. Bounded. */
 function checkRow(port: number): Promise<string | undefined> {
   return new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 5_000 }, (res) => {
+    const get = TLS ? https.get : http.get;
+    const req = get({ host: '127.0.0.1', port, path: '/', agent: false, timeout: 5_000, rejectUnauthorized: false }, (res) => {
       let body = '';
       res.setEncoding('latin1');
       res.on('data', (d: string) => (body += d));
@@ -132,12 +149,13 @@ async function startRow(row: Row, upPort: number, plan: PinPlan, dir: string, ta
   const l = row.launch({ listenPort: port, upHost: '127.0.0.1', upPort, dir, peerThreads: plan.peerThreads, node: NODE, repo: REPO });
   const extra = l.cmd === NODE ? rowNodeArgs(row.name) : [];
   const child = procs.spawn(`${tag}-row-${row.name}`, l.cmd, [...extra, ...l.args], { cpus: plan.proxyCpus });
-  const rr: RunningRow = { row, port, child, note: [l.note ?? '', extra.length ? `node ${extra.join(' ')}` : ''].filter(Boolean).join(', ') };
+  const rr: RunningRow = { row, port, child, tag, note: [l.note ?? '', extra.length ? `node ${extra.join(' ')}` : ''].filter(Boolean).join(', ') };
   try {
     if (l.readyLine) await child.waitLine(l.readyLine, 30_000);
     await waitPort(port, 30_000, child);
     const bad = await checkRow(port);
     if (bad) throw new Error(bad);
+    if (TLS) rr.negotiated = negotiated(port);
     log(`${tag}: row ${row.name} ready on 127.0.0.1:${port} (pid ${child.pid}${l.note ? `, ${l.note}` : ''})`);
   } catch (err) {
     rr.failed = `did not start: ${(err as Error).message}`;
@@ -149,7 +167,7 @@ async function startRow(row: Row, upPort: number, plan: PinPlan, dir: string, ta
 
 /** Runs wrk (pinned with the backend) for one load and returns its report. Bounded by -d plus 20 s. */
 async function wrk(plan: PinPlan, tag: string, port: number, load: Load, durS: number): Promise<string> {
-  const args = ['-t1', `-c${load.conns}`, `-d${durS}s`, '--latency', '-H', `Origin: ${BENCH_ORIGIN}`, ...(load.close ? ['-H', 'Connection: close'] : []), `http://127.0.0.1:${port}/`];
+  const args = ['-t1', `-c${load.conns}`, `-d${durS}s`, '--latency', '-H', `Origin: ${BENCH_ORIGIN}`, ...(load.close ? ['-H', 'Connection: close'] : []), `${TLS ? 'https' : 'http'}://127.0.0.1:${port}/`];
   const c = procs.spawn(`load/${tag}`, 'wrk', args, { cpus: plan.loadCpus, keepLines: 200 });
   const timer = setTimeout(() => void c.stop(2_000), durS * 1000 + 20_000);
   await c.exited;
@@ -177,8 +195,23 @@ function parseWrk(out: string): Pick<Sample, 'requests' | 'secs' | 'non2xx' | 's
   };
 }
 
+/** The handshakes the row's proxy has counted so far (Gatehouse's metrics, HAProxy's stats socket), if it tells. */
+async function serverHandshakes(rr: RunningRow, dir: string): Promise<Handshakes | undefined> {
+  if (rr.row.name === 'haproxy') return haproxyHandshakes(haproxyStatsSocket(dir, rr.port));
+  if (!rr.row.name.startsWith('gatehouse')) return undefined;
+  const admin = gatehouseAdminPort(path.join(dir, `${rr.tag}-row-${rr.row.name}.log`));
+  return admin === undefined ? undefined : gatehouseHandshakes(admin);
+}
+
+/** A TLS handshake load: s_time's figures in wrk's shape (no latencies), with the share it saw resumed. */
+async function stimeLoad(plan: PinPlan, tag: string, port: number, load: Load, durS: number): Promise<Pick<Sample, 'requests' | 'secs' | 'non2xx' | 'sockErrors' | 'p50Ms' | 'p99Ms' | 'clientResumedPct'>> {
+  const r = await sTime(procs, tag, port, load.stime!, load.conns, durS, plan.loadCpus);
+  if (!Number.isFinite(r.rate)) throw new Error(`s_time: no result:\n${r.out.slice(-2000)}`);
+  return { requests: r.conns, secs: r.conns / r.rate, non2xx: 0, sockErrors: r.failed, p50Ms: Number.NaN, p99Ms: Number.NaN, clientResumedPct: (100 * r.resumed) / Math.max(1, r.resumed + r.full) };
+}
+
 /** One measurement of a row under a load, repeated (up to TRIES) while other tenants took too much CPU. */
-async function measure(load: Load, rr: RunningRow, rep: number, o: HttpOptions, plan: PinPlan, ctlPort: number): Promise<Sample[]> {
+async function measure(load: Load, rr: RunningRow, rep: number, o: HttpOptions, plan: PinPlan, ctlPort: number, dir: string): Promise<Sample[]> {
   const tries: Sample[] = [];
   for (let attempt = 1; attempt <= o.tries; attempt++) {
     if (rr.child?.exitInfo) {
@@ -192,23 +225,27 @@ async function measure(load: Load, rr: RunningRow, rep: number, o: HttpOptions, 
     const pid = rr.child?.pid ?? -1;
     const cpu0 = rr.child ? treeCpuSeconds(pid) : Number.NaN;
     const sys0 = rr.child ? treeSysCpuSeconds(pid) : Number.NaN;
-    const out = await wrk(plan, `${load.name}-${rr.row.name}-r${rep}-t${attempt}`, rr.port, load, o.dur);
+    const h0 = TLS ? await serverHandshakes(rr, dir) : undefined;
+    const tag = `${load.name}-${rr.row.name}-r${rep}-t${attempt}`;
+    const w: ReturnType<typeof parseWrk> & { clientResumedPct?: number } = load.stime ? await stimeLoad(plan, tag, rr.port, load, o.dur) : parseWrk(await wrk(plan, tag, rr.port, load, o.dur));
     const cpuS = (rr.child ? treeCpuSeconds(pid) : Number.NaN) - cpu0;
     const sysS = (rr.child ? treeSysCpuSeconds(pid) : Number.NaN) - sys0;
     const foreignPct = foreign.stop();
     const c1 = await backendCounts(ctlPort);
-    const w = parseWrk(out);
+    const h1 = h0 ? await serverHandshakes(rr, dir) : undefined;
+    const hs = h0 && h1 ? { full: h1.full - h0.full, resumed: h1.resumed - h0.resumed } : undefined;
     const d = (k: keyof Counts): number => (c0 && c1 ? c1[k] - c0[k] : Number.NaN);
     const s: Sample = {
       ...w, load: load.name, row: rr.row.name, rep, try: attempt, kept: false, rps: (w.requests - w.non2xx) / w.secs,
       cpuUsPerReq: (1e6 * cpuS) / w.requests, sysUsPerReq: (1e6 * sysS) / w.requests, cpuPct: (100 * cpuS) / w.secs,
       foreignPct, stealPct: foreign.stealPct, preBusyPct,
       sampled: d('sampled'), withRequestId: d('withRequestId'), withForwardedFor: d('withForwardedFor'),
+      ...(TLS ? { clientResumedPct: w.clientResumedPct ?? Number.NaN, serverResumedPct: hs ? (100 * hs.resumed) / Math.max(1, hs.full + hs.resumed) : Number.NaN } : {}),
     };
     tries.push(s);
     log(
       `${load.name} ${rr.row.name} rep${rep}${attempt > 1 ? ` try${attempt}` : ''}: ${fmt(s.rps, 0)} req/s p99 ${fmt(s.p99Ms, 2)} ms ` +
-        `errors ${s.non2xx}+${s.sockErrors} proxyCPU ${fmt(s.cpuPct, 0)}% ${fmt(s.cpuUsPerReq, 1)} µs/req foreign ${fmt(foreignPct, 0)}% steal ${fmt(s.stealPct, 0)}%`,
+        `errors ${s.non2xx}+${s.sockErrors}${TLS ? ` resumed% client ${fmt(s.clientResumedPct ?? Number.NaN, 0)} server ${fmt(s.serverResumedPct ?? Number.NaN, 0)}${hs ? ` (${hs.full} full, ${hs.resumed} resumed)` : ''}` : ''} proxyCPU ${fmt(s.cpuPct, 0)}% ${fmt(s.cpuUsPerReq, 1)} µs/req foreign ${fmt(foreignPct, 0)}% steal ${fmt(s.stealPct, 0)}%`,
     );
     if (foreignPct <= o.foreignMax || Date.now() > o.retryUntil) break;
     if (attempt < o.tries) log(`  foreign CPU ${fmt(foreignPct, 0)}% > ${o.foreignMax}%: repeating`);
@@ -261,17 +298,21 @@ async function idleOnce(rr: RunningRow, rep: number, n0: number, o: HttpOptions,
 
 async function main(): Promise<number> {
   const o = options();
+  TLS = o.tls;
+  const suite = o.tls ? 'tls' : 'http';
+  const loads = o.tls ? TLS_LOADS : LOADS;
   const plan = pinPlan(o.pin);
   const t0 = Date.now();
   const stamp = new Date().toISOString().replace(/[:]/g, '').replace(/\..*/, '');
-  const outDir = path.join(HERE, 'out', `http-${stamp}`);
+  const outDir = path.join(HERE, 'out', `${suite}-${stamp}`);
   mkdirSync(path.join(outDir, 'load'), { recursive: true });
   const { soft, hard } = nofileLimits();
   const nofile = Number.isFinite(hard) ? hard : undefined;
   procs = new Procs(outDir, { nofile, prlimit: onPath('prlimit') });
   installShutdown();
+  if (o.tls) makeBenchCert(tlsFiles(outDir));
 
-  const wanted = HTTP_ROWS.filter((r) => !o.rows || o.rows.includes(r.name)).filter((r) => !r.optional || o.rows?.includes(r.name));
+  const wanted = o.allRows.filter((r) => !o.rows || o.rows.includes(r.name)).filter((r) => !r.optional || o.rows?.includes(r.name));
   const skipped: string[] = [];
   const avail = (r: Row): boolean => {
     const why = r.unavailable?.();
@@ -279,7 +320,7 @@ async function main(): Promise<number> {
     return !why;
   };
   const rows = wanted.filter(avail);
-  log(`http bench: rows=${rows.map((r) => r.name).join(',')} reps=${o.reps} dur=${o.dur}s pin=${plan.note}; output ${path.relative(REPO, outDir)}/`);
+  log(`${suite} bench: rows=${rows.map((r) => r.name).join(',')} reps=${o.reps} dur=${o.dur}s pin=${plan.note}; output ${path.relative(REPO, outDir)}/`);
   if (skipped.length) log(`skipped rows: ${skipped.join('; ')}`);
 
   const backend = procs.spawn('http-backend', NODE, [path.join(HERE, 'backends/http-backend.ts'), '0'], { cpus: plan.loadCpus, keepLines: 5 });
@@ -287,10 +328,10 @@ async function main(): Promise<number> {
   log(`backend on 127.0.0.1:${ready.port} (control ${ready.ctlPort}, pid ${backend.pid})`);
 
   const running: RunningRow[] = [];
-  for (const row of rows) running.push(await startRow(row, ready.port, plan, outDir, 'http'));
+  for (const row of rows) running.push(await startRow(row, ready.port, plan, outDir, suite));
   const live = (): RunningRow[] => running.filter((r) => !r.failed);
   for (const rr of live()) {
-    for (const load of [LOADS[0]!, LOADS[1]!]) {
+    for (const load of o.tls ? TLS_LOADS.filter((l) => !l.stime) : [LOADS[0]!, LOADS[1]!]) {
       try {
         parseWrk(await wrk(plan, `warm-${load.name}-${rr.row.name}`, rr.port, load, Math.min(2, o.dur)));
       } catch (err) {
@@ -298,15 +339,15 @@ async function main(): Promise<number> {
       }
     }
   }
-  log(`warmed up; measuring ${o.reps} reps × ${LOADS.length} loads × ${live().length} rows, interleaved`);
+  log(`warmed up; measuring ${o.reps} reps × ${loads.length} loads × ${live().length} rows, interleaved`);
   const samples: Sample[] = [];
   for (let rep = 1; rep <= o.reps; rep++) {
-    for (const load of LOADS) {
+    for (const load of loads) {
       const order = live();
       const shift = (rep - 1) % Math.max(1, order.length);
       for (const rr of [...order.slice(shift), ...order.slice(0, shift)]) {
         try {
-          samples.push(...(await measure(load, rr, rep, o, plan, ready.ctlPort)));
+          samples.push(...(await measure(load, rr, rep, o, plan, ready.ctlPort, outDir)));
         } catch (err) {
           log(`${load.name} ${rr.row.name} rep${rep}: ${(err as Error).message}`);
         }
@@ -348,15 +389,18 @@ async function main(): Promise<number> {
     haproxy: versionOf('haproxy', ['-v']), nginx: onPath('nginx') ? versionOf('sh', ['-c', 'nginx -v 2>&1']) : undefined,
     wrk: sh('wrk -v 2>&1').split('\n')[0]?.split(' [')[0], git: sh('git rev-parse --short HEAD'),
     gitDirtySrc: Number(sh('git status --porcelain -- src | wc -l')), pin: plan.note, idle: idleNote, elapsedS: (Date.now() - t0) / 1000,
+    ...(o.tls ? { openssl: sh('openssl version'), stimeProcs: TLS_LOADS[0]!.conns } : {}),
   };
-  const cmd = `npm run bench -- --suite http${process.argv.length > 2 ? ` ${process.argv.slice(2).join(' ')}` : ''}`;
-  const md = report({ o, facts, cmd: `${process.env.PIN ? `PIN=${process.env.PIN} ` : ''}${cmd}`, running, skipped, samples, idle, idleRows: idleRows.map((r) => r.name), idleFailed, n });
+  const argv = process.argv.slice(2).filter((a) => a !== '--tls');
+  const cmd = `npm run bench -- --suite ${suite}${argv.length > 0 ? ` ${argv.join(' ')}` : ''}`;
+  const tls = o.tls ? { negotiated: new Map(running.map((r) => [r.row.name, r.negotiated ?? r.failed ?? '?'] as const)) } : undefined;
+  const md = report({ o, facts, cmd: `${process.env.PIN ? `PIN=${process.env.PIN} ` : ''}${cmd}`, running, skipped, samples, idle, idleRows: idleRows.map((r) => r.name), idleFailed, n, ...(tls ? { tls } : {}) });
   process.stdout.write(`\n${md}`);
   writeFileSync(path.join(outDir, 'table.md'), md);
   mkdirSync(path.join(HERE, 'results'), { recursive: true });
-  writeFileSync(path.join(HERE, 'results', 'http-latest.md'), md);
-  writeFileSync(path.join(outDir, 'results.json'), `${JSON.stringify({ facts, options: o, skipped, samples, idle }, null, 2)}\n`);
-  log(`wrote bench/results/http-latest.md and ${path.relative(REPO, outDir)}/results.json (${fmt((Date.now() - t0) / 1000, 0)} s)`);
+  writeFileSync(path.join(HERE, 'results', `${suite}-latest.md`), md);
+  writeFileSync(path.join(outDir, 'results.json'), `${JSON.stringify({ facts, options: { ...o, allRows: undefined }, skipped, samples, idle }, null, 2)}\n`);
+  log(`wrote bench/results/${suite}-latest.md and ${path.relative(REPO, outDir)}/results.json (${fmt((Date.now() - t0) / 1000, 0)} s)`);
   return 0;
 }
 
