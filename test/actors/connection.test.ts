@@ -1,4 +1,5 @@
 import net from 'node:net';
+import { refusedPort } from '../helpers/ports.ts';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import pino from 'pino';
@@ -70,11 +71,7 @@ describe.each(['light', 'xstate'] as const)('ConnectionActor (%s)', (mode) => {
     await using a = await startEchoServer();
     await using b = await startEchoServer();
     // A port with nothing listening: connects are refused.
-    const dead = net.createServer().listen(0, '127.0.0.1');
-    await once(dead, 'listening');
-    const deadPort = (dead.address() as net.AddressInfo).port;
-    dead.close();
-    await once(dead, 'close');
+    const deadPort = await refusedPort();
     let servedA = 0;
     let servedB = 0;
     a.server.on('connection', () => servedA++);
@@ -89,11 +86,7 @@ describe.each(['light', 'xstate'] as const)('ConnectionActor (%s)', (mode) => {
   });
 
   test('with every backend down, the client is closed and the outcome counted', async () => {
-    const dead = net.createServer().listen(0, '127.0.0.1');
-    await once(dead, 'listening');
-    const deadPort = (dead.address() as net.AddressInfo).port;
-    dead.close();
-    await once(dead, 'close');
+    const deadPort = await refusedPort();
     await using gw = await startListener([deadPort], mode);
     expect(await readUntilClosed(gw.port, 'nobody home')).toBe('');
     await expect.poll(() => gw.table.listenerGet(0, 0, L.BACKEND_ERROR)).toBe(1);

@@ -79,7 +79,7 @@ export function findNodes(tree: ActorNode, pred: (n: ActorNode) => boolean): { n
 
 /** The body of `GET /upstreams` (docs/admin-api.md). */
 export interface UpstreamsBody {
-  upstreams: { name: string; balance: string; backends: { address: string; healthy: boolean; breaker: 'closed' | 'open' | 'half_open'; activeConnections: number; weight: number }[] }[];
+  upstreams: { name: string; balance: string; backends: { address: string; healthy: boolean; breaker: 'closed' | 'open' | 'half_open'; activeConnections: number; weight: number; admin: 'ready' | 'drain' | 'maint' }[] }[];
 }
 
 /**

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import { refusedPort } from '../helpers/ports.ts';
 import net from 'node:net';
 import { once } from 'node:events';
 import { Client } from 'undici';
@@ -110,14 +111,7 @@ async function startBackend(name: string, act: Backend['act'] = answer): Promise
 }
 
 /** A port on 127.0.0.1 with nothing listening (connects to it are refused). */
-async function deadPort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const port = (s.address() as net.AddressInfo).port;
-  s.close();
-  await once(s, 'close');
-  return port;
-}
+const deadPort = refusedPort;
 
 // ---- clients --------------------------------------------------------------------------------
 

@@ -5,8 +5,7 @@
  * backend), `Expect: 100-continue`, HTTP/1.0 clients, keep-alive and its limits, and what
  * `/actors` shows of a request in flight. Framing of bodies and responses: http-framing.test.ts.
  */
-import net from 'node:net';
-import { once } from 'node:events';
+import { refusedPort } from '../helpers/ports.ts';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { type BackendRequest, RawBackend, type Res, RawClient, echo, parseResponses } from '../helpers/http-raw.ts';
 import { Daemon, metric, tempDir } from '../helpers/daemon.ts';
@@ -67,11 +66,7 @@ let dir: ReturnType<typeof tempDir>;
 beforeAll(async () => {
   backend = await new RawBackend().start();
   // A port nothing listens on (a backend that refuses connections).
-  const closed = net.createServer().listen(0, '127.0.0.1');
-  await once(closed, 'listening');
-  const deadPort = (closed.address() as net.AddressInfo).port;
-  closed.close();
-  await once(closed, 'close');
+  const deadPort = await refusedPort();
   dir = tempDir();
   gh = await Daemon.start(dir.write('gh.yaml', config(backend.port, deadPort)));
 });

@@ -337,7 +337,7 @@ circuitBreaker: { failureThreshold: 3, successThreshold: 1, openFor: 1s }`;
     expect(view.upstreams.find((u) => u.name === 'app')).toEqual({
       name: 'app',
       balance: 'round_robin',
-      backends: [a, c].map((x) => ({ address: x.address, healthy: true, breaker: 'closed', activeConnections: expect.any(Number), weight: 1 })),
+      backends: [a, c].map((x) => ({ address: x.address, healthy: true, breaker: 'closed', activeConnections: expect.any(Number), weight: 1, admin: 'ready' })),
     });
     const m = await metrics(gh);
     expect(healthyMetric(m, b.address)).toBeUndefined();
