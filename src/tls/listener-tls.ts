@@ -11,7 +11,13 @@
  * them; open connections keep theirs.
  */
 import type net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
+
+/**
+ * `node:tls`, loaded on first use: a shard thread whose listeners and upstreams have no TLS
+ * never loads it (nor the OpenSSL state it sets up per thread).
+ */
+const tlsModule = (): typeof tls => process.getBuiltinModule('node:tls');
 import type { CertificatePair } from './certificates.ts';
 import { SniSelector } from './sni.ts';
 
@@ -83,7 +89,7 @@ export class ListenerTls {
     this.counts = counts;
     this.#settings = settings;
     this.#selector = selectorFor(settings);
-    this.#server = tls.createServer({
+    this.#server = tlsModule().createServer({
       ...contextOptions(settings),
       SNICallback: (name, cb) => this.#selector.sniCallback(name, cb),
       ALPNProtocols: settings.alpn.length > 0 ? settings.alpn : undefined,

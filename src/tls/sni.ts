@@ -10,7 +10,13 @@
  * certificate's names are its `serverNames`, or its subjectAltName DNS entries when that list
  * is empty.
  */
-import tls from 'node:tls';
+import type tls from 'node:tls';
+
+/**
+ * `node:tls`, loaded on first use: a shard thread whose listeners and upstreams have no TLS
+ * never loads it (nor the OpenSSL state it sets up per thread).
+ */
+const tlsModule = (): typeof tls => process.getBuiltinModule('node:tls');
 import type { CertificatePair } from './certificates.ts';
 
 /** One certificate of a listener and the names it serves. */
@@ -110,7 +116,7 @@ export class SniSelector {
       ...(options.ticketKeys !== undefined ? { ticketKeys: options.ticketKeys } : {}),
     });
     this.defaultOptions = contextOptions(entries[0]!.pair);
-    this.contexts = entries.map((e, i) => tls.createSecureContext(i === 0 ? this.defaultOptions : contextOptions(e.pair)));
+    this.contexts = entries.map((e, i) => tlsModule().createSecureContext(i === 0 ? this.defaultOptions : contextOptions(e.pair)));
     this.default = this.contexts[0]!;
   }
 

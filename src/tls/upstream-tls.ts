@@ -9,7 +9,13 @@
  * upstream settings object.
  */
 import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
+
+/**
+ * `node:tls`, loaded on first use: a shard thread whose listeners and upstreams have no TLS
+ * never loads it (nor the OpenSSL state it sets up per thread).
+ */
+const tlsModule = (): typeof tls => process.getBuiltinModule('node:tls');
 import { nextReadBuffer } from '../net/read-buffers.ts';
 
 /** An upstream's TLS settings with the files' contents, as the shards get them. */
@@ -31,7 +37,7 @@ const contexts = new WeakMap<ShardUpstreamTls, tls.SecureContext>();
 function contextFor(t: ShardUpstreamTls): tls.SecureContext {
   let c = contexts.get(t);
   if (!c) {
-    c = tls.createSecureContext({
+    c = tlsModule().createSecureContext({
       minVersion: t.minVersion,
       ...(t.caPem !== undefined && { ca: t.caPem }),
       ...(t.certPem !== undefined && { cert: t.certPem, key: t.keyPem }),
@@ -73,7 +79,7 @@ export function connectUpstream(
     raw = net.connect({ host, port, noDelay: o.noDelay, allowHalfOpen: o.allowHalfOpen ?? false });
     raw.write(o.proxyHeader);
   }
-  const socket = tls.connect({
+  const socket = tlsModule().connect({
     ...(raw ? { socket: raw } : { host, port }),
     ...(servername !== undefined && { servername }),
     secureContext: contextFor(t),
