@@ -59,6 +59,8 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   /** Undefined: no `auth.jwt`, the verified client certificate's CN is the user id. */
   #verifier: JwtVerifier | undefined;
   #jwtKey: string;
+  /** Sockets fed to the unbound HTTP server (TLS or PROXY protocol) that have not upgraded yet. */
+  readonly #fed = new Set<net.Socket>();
   #pingTimer: NodeJS.Timeout | undefined;
   #pingEvery = 0;
   #userFullWarned = false;
@@ -113,6 +115,8 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   protected attachHandlers(server: http.Server): void {
     // Each entry point is guarded: a throw ends that one request's socket, never the shard.
     server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => {
+      // An upgrading socket belongs to its client from here (it drains with it).
+      this.#fed.delete(socket);
       try {
         this.#upgrade(req, socket, head);
       } catch (err) {
@@ -146,7 +150,9 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
     // read the handle directly (past that buffer) unless the handle counts as consumed already.
     const handle = (socket as net.Socket & { _handle?: { _consumed?: boolean } | null })._handle;
     if (socket.readableLength > 0 && handle) handle._consumed = true;
-    (this.server as net.Server & { [kHttp]?: http.Server })[kHttp]!.emit('connection', socket);
+    this.#fed.add(socket);
+    socket.once('close', () => this.#fed.delete(socket));
+    this.#httpServer().emit('connection', socket);
     // Paused by the PROXY header read: node:http only attaches its listeners.
     socket.resume();
   }
@@ -177,14 +183,25 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
     this.#armKeepalive();
   }
 
+  /** The HTTP server: the bound one, or the unbound one a TLS or PROXY protocol listener feeds. */
+  #httpServer(): http.Server {
+    const s = this.server as net.Server & { [kHttp]?: http.Server };
+    return s[kHttp] ?? (s as http.Server);
+  }
+
   protected override onDraining(): void {
-    (this.server as http.Server).closeIdleConnections();
+    this.#httpServer().closeIdleConnections();
+    // An unbound HTTP server tracks no connections of its own (node:http does from listen on):
+    // the sockets fed to it that have not upgraded are closed here.
+    for (const s of this.#fed) if (s.readableLength === 0) s.destroy();
   }
 
   protected override onClosed(): void {
     clearInterval(this.#pingTimer);
     this.#pingTimer = undefined;
-    (this.server as http.Server).closeAllConnections();
+    this.#httpServer().closeAllConnections();
+    for (const s of this.#fed) s.destroy();
+    this.#fed.clear();
   }
 
   /** One timer for every client of the listener: a sweep each ping interval. */
