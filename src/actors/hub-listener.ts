@@ -10,7 +10,7 @@ import type { Refusal } from '../net/listener-limits.ts';
 import { ListenerBase } from './listener-base.ts';
 import { rejectUpgrade } from '../net/reject-upgrade.ts';
 import { ClientProxyActor, type HubContext } from './client-proxy.ts';
-import { isTls } from '../tls/listener-tls.ts';
+import { clientCommonName, isTls } from '../tls/listener-tls.ts';
 
 /** On a TLS hub listener's plain server: the HTTP server its TLS sockets go to. */
 const kHttp = Symbol('gatehouse.hubHttp');
@@ -261,7 +261,7 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
     const verifier = this.#verifier;
     if (verifier === undefined) {
       // Mutual TLS identifies the client: the handshake verified its certificate (clientAuth required).
-      const cn = isTls(socket) && socket.authorized ? certificateCn(socket) : undefined;
+      const cn = isTls(socket) ? clientCommonName(socket) : undefined;
       if (cn === undefined) return this.#unauthorized(client, new TokenError('missing_token', 'no verified client certificate with a CN'));
       return this.#admitUser(client, ctx, this.#wss, req, socket, head, cn);
     }
@@ -416,10 +416,3 @@ function badUpgrade(req: http.IncomingMessage): string | undefined {
 }
 
 function noop(): void {}
-
-/** The verified client certificate's subject CN, or undefined. */
-function certificateCn(s: import('node:tls').TLSSocket): string | undefined {
-  const cn = s.getPeerCertificate()?.subject?.CN;
-  const v = Array.isArray(cn) ? cn[0] : cn;
-  return typeof v === 'string' && v.length > 0 ? v : undefined;
-}

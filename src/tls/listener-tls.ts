@@ -158,6 +158,14 @@ export function tlsInfo(s: tls.TLSSocket): TlsInfo {
   return info;
 }
 
+/** The verified client certificate's subject CN (a hub client's user id without `auth.jwt`), or undefined. */
+export function clientCommonName(s: tls.TLSSocket): string | undefined {
+  if (!s.authorized) return undefined;
+  const cn = s.getPeerCertificate()?.subject?.CN;
+  const v = Array.isArray(cn) ? cn[0] : cn;
+  return typeof v === 'string' && v.length > 0 ? v : undefined;
+}
+
 /** The verified client certificate's subject as `CN=a,O=b`, or undefined (none, or not verified). */
 export function clientSubject(s: tls.TLSSocket): string | undefined {
   if (!s.authorized) return undefined;
