@@ -100,6 +100,8 @@ export class ConnectionActor extends Actor {
   #error: unknown;
   /** The per-IP place this connection holds (`ipKey` of its client), given back when it ends; 0: none. Set by the listener. */
   ipKey = 0;
+  /** When it was accepted, for its age in `/actors`. */
+  readonly #since = Date.now();
 
   constructor(ctx: ConnectionContext, client: net.Socket) {
     super(`conn:${ctx.shard}:${++seq}`, 'connection');
@@ -117,7 +119,8 @@ export class ConnectionActor extends Actor {
   }
 
   override describe(): Record<string, unknown> {
-    return { peer: `${this.#client.remoteAddress}:${this.#client.remotePort}`, backend: this.#backend?.address, ...(isTls(this.#client) && { tls: tlsInfo(this.#client) }) };
+    const c = this.#client;
+    return { peer: `${c.remoteAddress}:${c.remotePort}`, backend: this.#backend?.address, bytesIn: c.bytesRead, bytesOut: c.bytesWritten, ageMs: Date.now() - this.#since, ...(isTls(c) && { tls: tlsInfo(c) }) };
   }
 
   /** This connection's logger: made on first use (a line per connection is rare), bound once. */

@@ -98,6 +98,8 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
   #injected: unknown;
   #error: unknown;
   ipKey = 0;
+  /** When it was accepted, for its age in `/actors`. */
+  readonly #since = Date.now();
 
   constructor(ctx: HttpConnectionContext, client: net.Socket) {
     super(`http:${ctx.shard}:${++seq}`, 'http-connection');
@@ -119,6 +121,9 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     return {
       peer: `${this.client.remoteAddress}:${this.client.remotePort}`,
       requests: this.#requests,
+      bytesIn: this.client.bytesRead,
+      bytesOut: this.client.bytesWritten,
+      ageMs: Date.now() - this.#since,
       ...(isTls(this.client) && { tls: tlsInfo(this.client) }),
       ...(ex && { request: { method: ex.head.method, path: ex.head.target.slice(0, 200), route: ex.route?.name ?? '', backend: ex.backend?.address } }),
     };

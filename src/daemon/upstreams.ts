@@ -100,6 +100,7 @@ export class Upstreams {
                 parent,
                 log,
                 input: { ...settings, tls: probeTls(u.tls), table, slot, backend: b.address, host: b.host, port: b.port, log: log.child({ actorId, actorType: 'healthProbe', upstream: u.name }) },
+                describe: ({ context: c }) => ({ backend: b.address, passes: c.passes, fails: c.fails, ...(c.lastError && { lastError: c.lastError }) }),
               }).start(),
           },
         });
@@ -123,6 +124,7 @@ export class Upstreams {
                 parent,
                 log,
                 input: { ...settings, table, slot, backend: b.address, log: log.child({ actorId, actorType: 'breaker', upstream: u.name }) },
+                describe: () => ({ backend: b.address, failures: table.backendGet(slot, B.FAILS) }),
               });
               this.breakers.register(a, slot);
               return a.start();

@@ -1,4 +1,4 @@
-import { createActor, type AnyActorLogic, type AnyActorRef, type InputFrom, type Subscription } from 'xstate';
+import { createActor, type AnyActorLogic, type AnyActorRef, type InputFrom, type SnapshotFrom, type Subscription } from 'xstate';
 import type { Logger } from 'pino';
 import { Actor } from './actor.ts';
 import { channels, emitActorEvent, actorEventsEnabled } from './events.ts';
@@ -18,6 +18,8 @@ export interface MachineActorOptions<L extends AnyActorLogic> {
   log?: Logger;
   /** Called when the actor is killed or fails, to release OS resources that xstate may not (xstate#4726). */
   release?: () => void;
+  /** What `/actors` shows of it besides id, type and state (a probe's last error, a breaker's failures). */
+  describe?: (snapshot: SnapshotFrom<L>) => Record<string, unknown>;
 }
 
 function stateString(value: unknown): string {
@@ -48,6 +50,7 @@ function stateString(value: unknown): string {
 export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor {
   readonly ref: AnyActorRef;
   readonly #release: (() => void) | undefined;
+  readonly #describe: ((snapshot: SnapshotFrom<L>) => Record<string, unknown>) | undefined;
   #sub: Subscription | undefined;
   #state = '';
   #killing = false;
@@ -55,6 +58,7 @@ export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor
   constructor(opts: MachineActorOptions<L>) {
     super(opts.id, opts.type, opts.parent);
     this.#release = opts.release;
+    this.#describe = opts.describe;
     this.ref = createActor(opts.logic, {
       input: opts.input,
       id: `${opts.id}#${++incarnation}`,
@@ -95,6 +99,10 @@ export class MachineActor<L extends AnyActorLogic = AnyActorLogic> extends Actor
 
   get state(): string {
     return this.#state || 'starting';
+  }
+
+  override describe(): Record<string, unknown> | undefined {
+    return this.#describe?.(this.ref.getSnapshot() as SnapshotFrom<L>);
   }
 
   /**
