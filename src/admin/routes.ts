@@ -1,13 +1,14 @@
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { map } from 'rxjs';
+import { filter, map } from 'rxjs';
 import type { TreeOptions } from '../runtime/actor.ts';
 import { AdminHttpError, intParam, sendJson } from './http.ts';
 import type { AdminMetrics } from './metrics.ts';
-import type { SseHub } from './sse.ts';
+import { actorEventFilter, type SseHub } from './sse.ts';
 import type { AdminBackend } from './types.ts';
 import { stateRoute } from './state-view.ts';
+import { topRoute } from './top.ts';
 
 /** The methods a route can serve (HEAD is derived from GET). */
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE' | 'PATCH';
@@ -113,6 +114,15 @@ function ui(): string {
   return uiHtml;
 }
 
+let version: string | undefined;
+const startedAt = new Date(Date.now() - process.uptime() * 1000).toISOString();
+
+/** `GET /info`: version, uptime and debug mode here, the config file and listeners from the backend. */
+const infoRoute: RouteHandler = ({ res, backend }) => {
+  version ??= (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  sendJson(res, 200, { version, node: process.version, pid: process.pid, startedAt, uptimeSeconds: Math.floor(process.uptime()), debug: backend.debug, ...backend.info?.() });
+};
+
 const TYPE_MAX = 200;
 
 function treeOptions(query: URLSearchParams): TreeOptions {
@@ -180,11 +190,16 @@ export function builtinRoutes(): AdminRoute[] {
       },
     },
     { path: '/actors', methods: { GET: async ({ res, query, backend }) => sendJson(res, 200, await backend.tree(treeOptions(query))) } },
+    { path: '/actors/top', methods: { GET: topRoute } },
+    { path: '/info', methods: { GET: infoRoute } },
     {
       path: '/actors/events',
       debugOnly: true,
       methods: {
-        GET: ({ res, backend, sse }) => sse.open(res, backend.actorEvents$.pipe(map((e) => ({ event: e.type, data: e })))),
+        GET: ({ res, query, backend, sse }) => {
+          const keep = actorEventFilter(query);
+          sse.open(res, backend.actorEvents$.pipe(filter(keep), map((e) => ({ event: e.type, data: e }))));
+        },
       },
     },
     { path: '/upstreams', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.upstreams()) } },

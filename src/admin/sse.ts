@@ -1,6 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import type { Observable, Subscription } from 'rxjs';
+import type { ActorEvent } from '../runtime/events.ts';
+import { AdminHttpError } from './http.ts';
 
 /**
  * One Server-Sent Event, written as `event: <event>\ndata: <json>\n\n`.
@@ -121,4 +123,42 @@ export class SseHub {
   closeAll(): void {
     for (const end of [...this.#streams]) end();
   }
+}
+
+/** The kinds of actor event `/actors/events` streams (`event:` of each message). */
+export const ACTOR_EVENT_KINDS = ['spawned', 'state', 'down', 'restart'] as const;
+
+const LIST_MAX = 64;
+const NAME_MAX = 200;
+
+/** A comma-separated query list (repeats add up); a 400 `bad_query` naming `name` when an item is empty or too long. */
+function listParam(query: URLSearchParams, name: string): Set<string> | undefined {
+  const all = query.getAll(name);
+  if (all.length === 0) return undefined;
+  const items = all.flatMap((v) => v.split(','));
+  if (items.length > LIST_MAX || items.some((i) => i === '' || i.length > NAME_MAX)) {
+    throw new AdminHttpError(400, 'bad_query', `${name} must be a comma-separated list of at most ${LIST_MAX} non-empty names of at most ${NAME_MAX} characters`, { extra: { param: name } });
+  }
+  return new Set(items);
+}
+
+/**
+ * The filter of `GET /actors/events?type=&exclude=&event=`: `type` keeps only these actor types,
+ * `exclude` drops these (applied after `type`), `event` keeps only these kinds. Each is a
+ * comma-separated list; an absent one filters nothing. Throws a 400 `bad_query` for a bad list or
+ * an unknown kind.
+ *
+ * @example
+ * const keep = actorEventFilter(new URLSearchParams('exclude=healthProbe&event=down,restart'));
+ * keep({ type: 'down', id: 'shard-1', actorType: 'shard', reason: 'error' }); // true
+ */
+export function actorEventFilter(query: URLSearchParams): (e: ActorEvent) => boolean {
+  const types = listParam(query, 'type');
+  const exclude = listParam(query, 'exclude');
+  const kinds = listParam(query, 'event');
+  const unknown = kinds && [...kinds].filter((k) => !(ACTOR_EVENT_KINDS as readonly string[]).includes(k));
+  if (unknown?.length) {
+    throw new AdminHttpError(400, 'bad_query', `event must list kinds among ${ACTOR_EVENT_KINDS.join(', ')}`, { extra: { param: 'event', unknown } });
+  }
+  return (e) => (!types || types.has(e.actorType)) && !exclude?.has(e.actorType) && (!kinds || kinds.has(e.type));
 }

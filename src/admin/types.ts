@@ -51,6 +51,16 @@ export interface HubView {
   listeners: HubListenerView[];
 }
 
+/** What the daemon tells of itself for `GET /info` (the debug UI's header and listeners panel). */
+export interface DaemonInfo {
+  /** The file the config was read from; absent when the daemon was given a config object. */
+  configFile?: string;
+  /** Data-plane shards (worker threads, or 1 in the main thread). */
+  shards: number;
+  /** The configured listeners; `listen` is the configured `host:port` (port 0 until bound: the tree shows the bound one). */
+  listeners: { name: string; protocol: string; listen: string }[];
+}
+
 export type ReloadResult =
   | { ok: true; added: string[]; removed: string[]; changed: string[]; restartRequired?: string[] }
   | { ok: false; errors: string[] };
@@ -93,6 +103,8 @@ export interface AdminBackend {
   tlsStats?(): { reloadErrors: Map<string, number>; expiry: Map<string, Map<string, number>> };
   /** The hub view; absent when the backend has no hub. */
   hubView?(): HubView;
+  /** The config file, shards and listeners for `GET /info`; absent in older backends. */
+  info?(): DaemonInfo;
   /** The effective config with secrets redacted. */
   config(): unknown;
   reload(): Promise<ReloadResult>;

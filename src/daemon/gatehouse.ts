@@ -22,7 +22,7 @@ import { HUB_FROM_SHARD_TYPES, type HubFromShard } from '../hub/messages.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
 import { ConfigError, InjectedFaultError, errorChain, formatConfigIssue } from '../errors.ts';
 import type { ActorConfig, GatehouseConfig } from '../config/types.ts';
-import type { AdminBackend, HubStats, HubView, ListenerCounters, ReloadResult, UpstreamsView } from '../admin/types.ts';
+import type { AdminBackend, DaemonInfo, HubStats, HubView, ListenerCounters, ReloadResult, UpstreamsView } from '../admin/types.ts';
 import type { HttpStatsSnapshot } from '../http/stats.ts';
 
 export interface GatehouseOptions {
@@ -332,6 +332,12 @@ export class Gatehouse implements AdminBackend {
   reload(): Promise<ReloadResult> {
     this.#reloading ??= this.#reload().finally(() => (this.#reloading = undefined));
     return this.#reloading;
+  }
+
+  /** `GET /info`: the config file, shards and configured listeners (the debug UI's header). */
+  info(): DaemonInfo {
+    const listeners = this.current.listeners.map((l) => ({ name: l.name, protocol: l.protocol, listen: l.listen.address }));
+    return { ...(this.#configFile !== undefined && { configFile: this.#configFile }), shards: this.#shards.count, listeners };
   }
 
   async #reload(): Promise<ReloadResult> {

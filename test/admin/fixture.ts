@@ -6,7 +6,7 @@ import type { TreeNode, TreeOptions } from '../../src/runtime/actor.ts';
 import type { ActorEvent } from '../../src/runtime/events.ts';
 import { startAdminServer } from '../../src/admin/server.ts';
 import type { AdminServer, AdminServerOptions } from '../../src/admin/server.ts';
-import type { AdminBackend, ListenerCounters, ReloadResult, UpstreamsView } from '../../src/admin/types.ts';
+import type { AdminBackend, DaemonInfo, ListenerCounters, ReloadResult, UpstreamsView } from '../../src/admin/types.ts';
 
 /** An AdminBackend whose answers tests set directly, and which records what it was asked. */
 export class FakeBackend implements AdminBackend {
@@ -72,6 +72,10 @@ export class FakeBackend implements AdminBackend {
   }
   upstreams(): UpstreamsView {
     return this.view;
+  }
+  daemonInfo: DaemonInfo = { configFile: '/etc/gatehouse/gatehouse.yaml', shards: 2, listeners: [{ name: 'web', protocol: 'tcp', listen: '127.0.0.1:0' }] };
+  info(): DaemonInfo {
+    return this.daemonInfo;
   }
   config(): unknown {
     return this.effectiveConfig;
