@@ -4,8 +4,9 @@
  * socket is then handed to a `tls.Server` that never listens itself ({@link ListenerTls.wrap}),
  * which runs the handshake: certificate chosen by SNI ({@link SniSelector}), ALPN, client
  * certificates, session tickets with keys shared by every shard (so a session resumes on any
- * shard the kernel picks), `handshakeTimeout`. The connection actor gets the TLSSocket once the
- * handshake is done; a failed one is counted and its places given back.
+ * shard the kernel picks, and a new ticket after each resumption: see tickets.ts),
+ * `handshakeTimeout`. The connection actor gets the TLSSocket once the handshake is done; a
+ * failed one is counted and its places given back.
  *
  * New certificates (a renewed file, a reload) replace the selector: handshakes from then on use
  * them; open connections keep theirs.
@@ -20,6 +21,7 @@ import type tls from 'node:tls';
 const tlsModule = (): typeof tls => process.getBuiltinModule('node:tls');
 import type { CertificatePair } from './certificates.ts';
 import { SniSelector } from './sni.ts';
+import { renewTickets, serverContext } from './tickets.ts';
 
 /** What a shard needs to terminate TLS on one listener (structured-clone-able: it crosses threads). */
 export interface ShardTls {
@@ -99,6 +101,7 @@ export class ListenerTls {
       allowHalfOpen: true,
       pauseOnConnect: true,
     });
+    renewTickets(serverContext(this.#server), Buffer.from(settings.ticketKeys), true);
     this.#server.on('secureConnection', (s: tls.TLSSocket) => {
       const raw = (s as tls.TLSSocket & { _parent?: Admitted })._parent;
       const key = raw?.[kIpKey] ?? 0;
@@ -126,6 +129,7 @@ export class ListenerTls {
   update(settings: ShardTls): void {
     const selector = selectorFor(settings);
     this.#server.setSecureContext(contextOptions(settings));
+    renewTickets(serverContext(this.#server), Buffer.from(settings.ticketKeys), true);
     this.#selector = selector;
     this.#settings = settings;
   }
@@ -179,12 +183,12 @@ export function clientSubject(s: tls.TLSSocket): string | undefined {
     .join(',');
 }
 
+/** The certificates' contexts, each answering ticket operations itself (an SNI switch lands on one of them). */
 function selectorFor(s: ShardTls): SniSelector {
-  return new SniSelector(s.certificates, {
-    minVersion: s.minVersion,
-    ca: s.clientAuth?.caPem,
-    ticketKeys: Buffer.from(s.ticketKeys),
-  });
+  const ticketKeys = Buffer.from(s.ticketKeys);
+  const selector = new SniSelector(s.certificates, { minVersion: s.minVersion, ca: s.clientAuth?.caPem, ticketKeys });
+  for (const c of selector.contexts) renewTickets(c, ticketKeys, false);
+  return selector;
 }
 
 /** The server's default context: the first certificate (a client that sends no SNI gets it). */

@@ -216,6 +216,37 @@ listeners:
     }
   });
 
+  test('TLS 1.3: every resumption brings a new ticket, so a client keeping only its last one resumes 10 times in a row', async () => {
+    /** One GET on a fresh connection offering `session`: whether it resumed, and the tickets it got. */
+    const connect = async (session: Buffer | undefined): Promise<{ resumed: boolean; tickets: Buffer[]; status: string }> => {
+      const s = tls.connect({ host: '127.0.0.1', port: gh.port('https'), servername: 'a.example.test', ca: ca.certPem, maxVersion: 'TLSv1.3', ...(session && { session }) });
+      const tickets: Buffer[] = [];
+      s.on('session', (t: Buffer) => tickets.push(t));
+      await once(s, 'secureConnect');
+      const resumed = s.isSessionReused();
+      let text = '';
+      s.setEncoding('utf8');
+      s.on('data', (d: string) => (text += d));
+      s.write('GET / HTTP/1.1\r\nHost: a.example.test\r\nConnection: close\r\n\r\n');
+      await once(s, 'close');
+      return { resumed, tickets, status: text.split('\r\n')[0] ?? '' };
+    };
+    const first = await connect(undefined);
+    expect(first.resumed).toBe(false);
+    let ticket = first.tickets.at(-1);
+    expect(ticket).toBeDefined();
+    // Like wrk or curl: each connection offers only the newest ticket, the one the last connection got.
+    const resumed: boolean[] = [];
+    for (let i = 0; i < 10; i++) {
+      const r = await connect(ticket);
+      expect(r.status).toBe('HTTP/1.1 200 OK');
+      resumed.push(r.resumed);
+      expect(r.tickets.length).toBeGreaterThan(0);
+      ticket = r.tickets.at(-1);
+    }
+    expect(resumed).toEqual(Array.from({ length: 10 }, () => true));
+  });
+
   test('tcp: bytes cross a TLS listener both ways, and a half-close goes through', async () => {
     const s = tls.connect({ host: '127.0.0.1', port: gh.port('tcps'), servername: 'a.example.test', ca: ca.certPem, allowHalfOpen: true } as tls.ConnectionOptions);
     await once(s, 'secureConnect');
