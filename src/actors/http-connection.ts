@@ -17,6 +17,7 @@ import { hasDotSegment } from '../http/router.ts';
 import type { PooledConnection } from '../http/pool.ts';
 import type { HttpConnectionContext } from '../http/context.ts';
 import { HttpTunnel } from '../http/tunnel.ts';
+import { endRequestSpan } from '../telemetry/request-span.ts';
 
 type Conn = PooledConnection<unknown>;
 
@@ -294,6 +295,9 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     const { match: m, preflight } = routeRequest(routes, head);
     const route = m.ok ? routes.byIndex[m.index] : undefined;
     const ex = new HttpExchange(head, route, requestId, performance.now());
+    // Tracing off: this check is all it costs a request.
+    const tracer = ctx.tracing.tracer;
+    if (tracer !== undefined) ex.span = tracer.start(head);
     this.#ex = ex;
     this.mw.requestId = requestId;
     this.#step('head');
@@ -518,6 +522,11 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
       durationMs: ms, upstream: ex.upstream?.config.name, backend: ex.backend?.address, requestId: ex.requestId,
       bytesIn: ex.bytesIn, bytesOut: ex.bytesOut, remoteAddress: this.mw.clientAddress || this.mw.peer,
     });
+    const span = ex.span;
+    if (span !== undefined) {
+      ex.span = undefined;
+      endRequestSpan(span, ex, { listener: ctx.listener.name, client: this.mw.clientAddress || this.mw.peer });
+    }
   }
 
   /** Destroys the exchange's upstream socket (not reusable: its request or response is cut). */

@@ -8,6 +8,7 @@ import { Dispatcher, type DispatchObservers } from '../http/dispatch.ts';
 import type { HttpUpstreams } from '../http/upstreams.ts';
 import { gatewayAnswer } from '../http/middleware/answers.ts';
 import { RequestIdGenerator } from '../http/middleware/request-id.ts';
+import type { ShardTracing } from '../telemetry/shard-tracing.ts';
 import { ListenerBase } from './listener-base.ts';
 import { HttpConnectionActor, type HttpAccessEntry, type HttpConnectionContext, type HttpObservers } from './http-connection.ts';
 
@@ -23,6 +24,8 @@ export interface HttpListenerOptions {
   /** The listener's access log (made by the shard when `accessLog` is on). */
   accessLog: { record(e: HttpAccessEntry): void; close(): void } | undefined;
   ids: RequestIdGenerator;
+  /** The shard's tracer (`telemetry.otlp`). */
+  tracing: ShardTracing;
 }
 
 /** The answers to a connection refused by the listener's limits, then closed. */
@@ -57,6 +60,7 @@ export class HttpListenerActor extends ListenerBase<HttpConnectionActor> {
       accessLog: opts.accessLog,
       dispatcher: new Dispatcher(opts.table, opts.shard, opts.listener.slot, opts.listener.name, opts.stats, this.connectionLog),
       draining: false,
+      tracing: opts.tracing,
     };
   }
 

@@ -2,7 +2,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { GatehouseConfig } from './types.ts';
 
-/** Parts named `admin`, `runtime`, `log`, `cluster`, `upstream:NAME`, `listener:NAME`, `actor:NAME`. */
+/** Parts named `admin`, `runtime`, `log`, `cluster`, `telemetry`, `upstream:NAME`, `listener:NAME`, `actor:NAME`. */
 export interface ConfigDiff {
   added: string[];
   removed: string[];
@@ -16,6 +16,7 @@ function parts(cfg: GatehouseConfig): Map<string, unknown> {
     ['log', cfg.log],
   ]);
   if (cfg.cluster) m.set('cluster', cfg.cluster);
+  if (cfg.telemetry) m.set('telemetry', cfg.telemetry);
   for (const u of cfg.upstreams) m.set(`upstream:${u.name}`, u);
   for (const l of cfg.listeners) m.set(`listener:${l.name}`, l);
   for (const a of cfg.actors) m.set(`actor:${a.name}`, a);

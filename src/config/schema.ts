@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import { z } from 'zod';
-import { duration, int, listenAddress, name, positiveDuration, urlWith } from './schema-common.ts';
+import { describeValue, duration, int, listenAddress, name, positiveDuration, urlWith } from './schema-common.ts';
 import { listenerSchema } from './schema-listeners.ts';
 import { upstreamSchema } from './schema-upstreams.ts';
 import type { GatehouseConfig } from './types.ts';
@@ -49,6 +49,28 @@ const actor = z
   // `module` is resolved against the config file's directory by `parseConfig`.
   .transform((a) => ({ ...a, moduleSpecifier: a.module }));
 
+// A header name (RFC 9110 token) for the OTLP exporter's requests.
+const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/;
+
+const otlp = z.strictObject({
+  endpoint: z
+    .string({ error: (iss) => (iss.input === undefined ? 'required: the OTLP/HTTP traces URL, like http://127.0.0.1:4318/v1/traces' : undefined) })
+    .refine((s) => URL.canParse(s) && ['http:', 'https:'].includes(new URL(s).protocol), {
+      error: (iss) => `expected an http:// or https:// URL, got ${describeValue(iss.input)}`,
+    }),
+  headers: z
+    .record(z.string(), z.string())
+    .superRefine((h, ctx) => {
+      for (const k of Object.keys(h)) if (!HEADER_NAME.test(k)) ctx.addIssue({ code: 'custom', path: [k], input: k, message: `expected a header name, got ${describeValue(k)}` });
+    })
+    .default({}),
+  serviceName: z.string().min(1).default('gatehouse'),
+  sampleRatio: z.number().min(0).max(1).default(1),
+});
+
+// Tracing of HTTP requests (src/telemetry): off unless `otlp` is set.
+const telemetry = z.strictObject({ otlp: otlp.optional() });
+
 // An empty section (`upstreams:` with nothing under it) reads as null in YAML: treat it as absent.
 const section = <T extends z.ZodType>(schema: T) => z.preprocess((v) => v ?? undefined, schema);
 
@@ -68,6 +90,7 @@ export const gatehouseSchema = z.strictObject({
   upstreams: section(z.array(upstreamSchema).default([])),
   listeners: section(z.array(listenerSchema).default([])),
   actors: section(z.array(actor).default([])),
+  telemetry: section(telemetry.optional()),
 });
 
 // The schema's output must be the documented type: this line fails to compile when they drift.

@@ -251,6 +251,23 @@ export interface ActorConfig {
   options: Record<string, unknown>;
 }
 
+/** `telemetry.otlp`: spans of HTTP requests exported with OTLP/HTTP (JSON). */
+export interface OtlpConfig {
+  /** The collector's traces URL (`http://127.0.0.1:4318/v1/traces`). */
+  endpoint: string;
+  /** Sent with every export request (an API key, say). */
+  headers: Record<string, string>;
+  /** The `service.name` resource attribute; default `gatehouse`. */
+  serviceName: string;
+  /** Share of new traces sampled, 0 to 1 (parent-based: a caller's decision in `traceparent` wins). */
+  sampleRatio: number;
+}
+
+export interface TelemetryConfig {
+  /** Absent: no tracing. */
+  otlp?: OtlpConfig;
+}
+
 /**
  * The whole normalized configuration.
  *
@@ -266,4 +283,5 @@ export interface GatehouseConfig {
   upstreams: UpstreamConfig[];
   listeners: ListenerConfig[];
   actors: ActorConfig[];
+  telemetry?: TelemetryConfig;
 }

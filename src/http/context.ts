@@ -11,6 +11,7 @@ import type { StateTable } from '../workers/state-table.ts';
 import type { Dispatcher } from './dispatch.ts';
 import type { CompiledRoutes } from './routes.ts';
 import type { HttpUpstreams } from './upstreams.ts';
+import type { ShardTracing } from '../telemetry/shard-tracing.ts';
 
 /**
  * The shard's HTTP counters (`HttpStats`), as the connection calls them.
@@ -54,6 +55,8 @@ export interface HttpConnectionContext {
   dispatcher: Dispatcher;
   /** The listener stopped accepting: answers carry `Connection: close`. */
   draining: boolean;
+  /** The shard's tracer: `tracing.tracer` is read once per request head (undefined: off). */
+  tracing: ShardTracing;
   /**
    * The listener's local port (`X-Forwarded-Port`), read from the first connection's socket
    * and kept: every connection of a listener shares it, and a getsockname per connection costs.

@@ -14,6 +14,7 @@ import { AUTHENTICATED, PASS_UPGRADE, prepareUpstream, upstreamTarget } from './
 import { CHUNKED, NO_BODY, serializeRequestHead } from './middleware/serialize.ts';
 import { PoolError, canRetryOnFresh, type PoolHandlers, type PooledConnection } from './pool.ts';
 import { LimitKey, RetryOn, headerValue, idempotent, upstreamFor, type CompiledRoute } from './routes.ts';
+import { injectTraceContext } from '../telemetry/request-span.ts';
 
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
 
@@ -64,6 +65,8 @@ export class Dispatcher {
     const head = ex.head;
     const flags = (head.upgrade ? PASS_UPGRADE : 0) | (route.verifier ? AUTHENTICATED : 0);
     prepareUpstream(head.headers, head.host, conn.mw, route.mw.rules, flags, conn.out);
+    // The backend's request is a child of the gateway's span (tracing on).
+    if (ex.span !== undefined) injectTraceContext(ex.span, conn.out);
     if (route.verifier === undefined) return this.#limit(conn, ex, route, undefined, false);
     const token = bearerToken(headerValue(head.headers, 'authorization'), undefined) ?? '';
     route.verifier.verify(token).then(

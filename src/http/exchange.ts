@@ -17,6 +17,7 @@ import type { PooledConnection, UpstreamPool } from './pool.ts';
 import type { CompiledRoute } from './routes.ts';
 import type { ShardBackend } from '../workers/shard-config.ts';
 import type { HttpUpstream } from './upstreams.ts';
+import type { Span } from '@opentelemetry/api';
 
 /** Request bodies up to this size are kept to send again on a retry; a larger one is not retried. */
 export const REPLAY_MAX = 64 * 1024;
@@ -127,6 +128,8 @@ export class HttpExchange {
   earlyEnd: readonly string[] | null | undefined;
   bytesIn = 0;
   bytesOut = 0;
+  /** The request's SERVER span while tracing is on (`telemetry.otlp`); ended with the exchange. */
+  span: Span | undefined = undefined;
   parser: ResponseParser | undefined;
   /** The response head, held until the body bytes read with it can go in the same write. */
   private pendingHead: Buffer | undefined = undefined;

@@ -1,6 +1,6 @@
 import type { ShardTls } from '../tls/listener-tls.ts';
 import type { ShardUpstreamTls } from '../tls/upstream-tls.ts';
-import type { GatehouseConfig, HttpListenerConfig, JwtConfig, RouteConfig } from '../config/types.ts';
+import type { GatehouseConfig, HttpListenerConfig, JwtConfig, OtlpConfig, RouteConfig } from '../config/types.ts';
 
 /**
  * What a shard needs to run its listeners: a plain, structured-clonable snapshot made by the main
@@ -115,6 +115,8 @@ export interface ShardConfig {
    * thread as hung (`runtime.watchdog`); 0 turns the watchdog off. Absent: {@link DEFAULT_WATCHDOG_MS}.
    */
   watchdogMs?: number;
+  /** `telemetry.otlp`: each shard traces its HTTP requests and exports the spans itself. Absent: off. */
+  telemetry?: OtlpConfig;
 }
 
 /** `runtime.watchdog` when the config does not say. */
@@ -199,5 +201,6 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
     debug: cfg.runtime.debug,
     logLevel: cfg.log.level,
     watchdogMs: cfg.runtime.watchdog,
+    ...(cfg.telemetry?.otlp && { telemetry: cfg.telemetry.otlp }),
   };
 }

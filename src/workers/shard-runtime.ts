@@ -166,7 +166,7 @@ export class Shard {
     if (heartbeatIntervalMs(next) !== heartbeatIntervalMs(prev)) this.#beat();
     for (const l of prev.listeners) if (!next.listeners.some((x) => x.name === l.name)) this.#retire(l.name);
     this.#hub.retain((name) => next.listeners.some((x) => x.name === name && x.protocol === 'hub'));
-    this.#http?.configure(next);
+    await this.#http?.configure(next);
     for (const l of next.listeners) {
       const old = prev.listeners.find((x) => x.name === l.name);
       if (old && old.host === l.host && old.port === l.port && old.protocol === l.protocol && (old.tls === undefined) === (l.tls === undefined) && (old.proxyProtocol === undefined) === (l.proxyProtocol === undefined)) {
@@ -210,6 +210,8 @@ export class Shard {
     const r = await Promise.race([stopped.then(() => 'done' as const), deadline]);
     clearTimeout(timer);
     if (r === 'timeout') this.#log.warn({ connections: live.countsByType().connection ?? 0 }, 'drain deadline reached, closing connections');
+    // The spans of the requests just drained are exported before the thread may be terminated.
+    await this.#http?.flush();
     this.#end({ ok: true });
   }
 
@@ -358,8 +360,8 @@ export class Shard {
         const cur = this.#config.listeners.find((x) => x.name === l.name) ?? l;
         const common = { shard: this.index, listener: cur, table: this.#table, log: this.#log, reusePort: this.#init.reusePort };
         if (cur.protocol === 'http') {
-          this.#http ??= new ShardHttp(this.#config, (u) => this.#balancer(u));
-          return this.#http.listener(common).start();
+          this.#http ??= new ShardHttp(this.#config, (u) => this.#balancer(u), this.index, this.#log);
+          return this.#http.start(common);
         }
         if (cur.protocol === 'hub') {
           return loadHub().then(({ HubListenerActor }) => new HubListenerActor({ ...common, post: this.#post, readyNodes: this.#hub.readyNodesOf(cur.name) }).start());
