@@ -253,7 +253,7 @@ listeners:
       const r = await daemon.admin('/reload', { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
       expect(r.status).toBe(200);
       await r.body?.cancel();
-      await waitForTexts(page, '#error', [/^\/(actors\?\S*|upstreams|hub): 401 unauthorized: a valid bearer token is required$/], 'the 401 error');
+      await waitForTexts(page, '#error', [/^\/(actors\?\S*|upstreams|hub|state|info): 401 unauthorized: a valid bearer token is required$|^\/metrics: 401$/], 'the 401 error');
     } finally {
       await context.close();
     }
