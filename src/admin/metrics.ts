@@ -381,7 +381,7 @@ function addHttpMetrics(registry: Registry, httpStats: () => Promise<HttpStatsSn
 function addTlsMetrics(
   registry: Registry,
   httpStats: () => Promise<HttpStatsSnapshot | undefined>,
-  tlsStats: () => { reloadErrors: Map<string, number>; expiry: Map<string, Map<string, number>> } | undefined,
+  tlsStats: () => { reloadErrors: Map<string, number>; upstreamReloadErrors?: Map<string, number>; expiry: Map<string, Map<string, number>> } | undefined,
   guard: Guard,
 ): void {
   const registers = [registry];
@@ -402,12 +402,14 @@ function addTlsMetrics(
   });
   new Counter({
     name: 'gatehouse_tls_reload_errors_total',
-    help: 'Renewed certificate files that failed their check (the previous pair stayed in use), per listener.',
-    labelNames: ['listener'],
+    help: 'Renewed certificate files that failed their check (the previous ones stayed in use): a listener\'s (label listener) or an upstream\'s tls files (label upstream).',
+    labelNames: ['listener', 'upstream'],
     registers,
     collect: guard<Counter>('gatehouse_tls_reload_errors_total', function () {
       this.reset();
-      for (const [listener, n] of tlsStats()?.reloadErrors ?? []) this.inc({ listener }, n);
+      const s = tlsStats();
+      for (const [listener, n] of s?.reloadErrors ?? []) this.inc({ listener }, n);
+      for (const [upstream, n] of s?.upstreamReloadErrors ?? []) this.inc({ upstream }, n);
     }),
   });
   new Gauge({

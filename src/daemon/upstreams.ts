@@ -6,6 +6,7 @@ import { breakerMachine, BREAKER, type BreakerEvent } from '../actors/breaker.ts
 import { readFileSync } from 'node:fs';
 import { healthProbeMachine, type ProbeTarget } from '../actors/health-probe.ts';
 import type { UpstreamTlsConfig } from '../config/types.ts';
+import { currentUpstreamTls } from '../tls/upstream-files.ts';
 import { B, type StateTable } from '../workers/state-table.ts';
 import type { UpstreamConfig } from '../config/types.ts';
 
@@ -183,9 +184,28 @@ export class Upstreams {
   }
 }
 
-/** Upstream `tls` for a probe, the files read now (when the probe starts; `gatehouse check` read them already). */
+/**
+ * Upstream `tls` for a probe. Each probe uses the files' contents the TLS manager has in use for
+ * this `tls` (renewed files that passed their check, src/tls/upstream-files.ts); until it has
+ * them (a probe started by a reload before the manager read the new config), the files as
+ * they are now (`gatehouse check` and the reload read them already).
+ */
 function probeTls(t: UpstreamTlsConfig | undefined): ProbeTarget['tls'] {
   if (t === undefined) return undefined;
   const read = (f: string | undefined) => (f === undefined ? undefined : readFileSync(f, 'utf8'));
-  return { caPem: read(t.ca), certPem: read(t.cert), keyPem: read(t.key), serverName: t.serverName, verify: t.verify };
+  let fallback: { caPem?: string; certPem?: string; keyPem?: string } | undefined;
+  const now = () => currentUpstreamTls(t) ?? (fallback ??= { caPem: read(t.ca), certPem: read(t.cert), keyPem: read(t.key) });
+  return {
+    get caPem() {
+      return now().caPem;
+    },
+    get certPem() {
+      return now().certPem;
+    },
+    get keyPem() {
+      return now().keyPem;
+    },
+    serverName: t.serverName,
+    verify: t.verify,
+  };
 }

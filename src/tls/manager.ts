@@ -5,7 +5,8 @@
  * shards (`onUpdate`), which use it for new handshakes; a bad one is logged, counted
  * (`gatehouse_tls_reload_errors_total`) and the old pair kept. It also owns the session-ticket
  * keys shared by every shard, rotated every {@link TICKET_ROTATE_MS}, and logs a warning for a
- * certificate that expires within 14 days (at load, then daily).
+ * certificate that expires within 14 days (at load, then daily). The files of upstream `tls` are
+ * read and watched the same way (upstream-files.ts).
  */
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
@@ -13,7 +14,7 @@ import type { GatehouseConfig, ListenerConfig, ListenerTlsConfig } from '../conf
 import type { CaBundle, CertificatePair, TlsFileError } from './certificates.ts';
 import type { ShardTls } from './listener-tls.ts';
 import type { ShardUpstreamTls } from './upstream-tls.ts';
-import { checkCaFile, loadPair } from './certificates.ts';
+import { UpstreamTlsFiles } from './upstream-files.ts';
 import { CertificateWatcher, expiry } from './watch.ts';
 
 /** Session-ticket keys are replaced this often (tickets issued before stop resuming then). */
@@ -31,7 +32,10 @@ interface Entry {
 
 /** What the metrics read. */
 export interface TlsManagerStats {
+  /** listener → renewed files that failed their check. */
   reloadErrors: Map<string, number>;
+  /** upstream → renewed upstream `tls` files that failed their check. */
+  upstreamReloadErrors: Map<string, number>;
   /** listener → certificate name (its first server name, or its subject) → notAfter (s since epoch). */
   expiry: Map<string, Map<string, number>>;
 }
@@ -47,9 +51,9 @@ export class TlsManager {
   readonly #log: Logger;
   readonly #onUpdate: () => void;
   readonly #entries = new Map<string, Entry>();
-  /** Upstream `tls` with the files' contents, read at start and at each reload. */
-  #upstreams = new Map<string, ShardUpstreamTls>();
-  readonly stats: TlsManagerStats = { reloadErrors: new Map(), expiry: new Map() };
+  readonly stats: TlsManagerStats = { reloadErrors: new Map(), upstreamReloadErrors: new Map(), expiry: new Map() };
+  /** Upstream `tls` files: read at start and at each reload, watched in between. */
+  readonly #upstreams: UpstreamTlsFiles;
   #ticketKeys = randomBytes(48);
   #rotate: NodeJS.Timeout | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
@@ -57,22 +61,24 @@ export class TlsManager {
   constructor(log: Logger, onUpdate: () => void) {
     this.#log = log.child({ actorType: 'tls' });
     this.#onUpdate = onUpdate;
+    this.#upstreams = new UpstreamTlsFiles(this.#log, onUpdate, this.stats.upstreamReloadErrors);
   }
 
   /**
-   * Loads the certificates of every TLS listener of `cfg` and watches their files; listeners no
-   * longer configured (or without `tls`) stop being watched. Throws a {@link TlsFileError}
-   * carrying `listener` and `path` (the config key path) for the first bad file, leaving the
-   * running state as it was.
+   * Loads the certificates of every TLS listener of `cfg` and the files of every upstream `tls`,
+   * and watches them; listeners and upstreams no longer configured (or without `tls`) stop being
+   * watched. Throws a {@link TlsFileError} carrying `path` (the config key path; `listener` too
+   * for a listener's) for the first bad file, leaving the running state as it was.
    */
   apply(cfg: GatehouseConfig): void {
-    const upstreams = this.#loadUpstreams(cfg);
     const next = new Map<string, Entry>();
     try {
       for (const l of cfg.listeners) {
         if (!l.tls) continue;
         next.set(l.name, this.#load(l.name, l.protocol, l.tls, cfg.listeners.indexOf(l)));
       }
+      // Commits only when every upstream file loads; the listeners commit after it.
+      this.#upstreams.apply(cfg);
     } catch (err) {
       for (const e of next.values()) e.watcher.close();
       throw err;
@@ -80,7 +86,6 @@ export class TlsManager {
     for (const e of this.#entries.values()) e.watcher.close();
     this.#entries.clear();
     for (const [k, v] of next) this.#entries.set(k, v);
-    this.#upstreams = upstreams;
     this.stats.expiry.clear();
     for (const [name, e] of this.#entries) this.#recordExpiry(name, e);
     this.#warnExpiring();
@@ -88,47 +93,9 @@ export class TlsManager {
     else this.#disarm();
   }
 
-  /** The TLS settings of upstream `name` for the shards, or undefined (no `tls`). */
+  /** The TLS settings of upstream `name` for the shards (the files' contents in use), or undefined (no `tls`). */
   upstreamTls(name: string): ShardUpstreamTls | undefined {
     return this.#upstreams.get(name);
-  }
-
-  #loadUpstreams(cfg: GatehouseConfig): Map<string, ShardUpstreamTls> {
-    const out = new Map<string, ShardUpstreamTls>();
-    cfg.upstreams.forEach((u, i) => {
-      const t = u.tls;
-      if (!t) return;
-      const at = (key: string) => (err: unknown) => {
-        const e = err as TlsFileError & { listener?: string; path?: string };
-        e.path = `upstreams.${i}.tls.${key}`;
-        throw e;
-      };
-      let caPem: string | undefined;
-      let pair: CertificatePair | undefined;
-      if (t.ca !== undefined) {
-        try {
-          caPem = checkCaFile(t.ca).pem;
-        } catch (err) {
-          at('ca')(err);
-        }
-      }
-      if (t.cert !== undefined && t.key !== undefined) {
-        try {
-          pair = loadPair(t.cert, t.key);
-        } catch (err) {
-          at((err as TlsFileError).which === 'key' ? 'key' : 'cert')(err);
-        }
-      }
-      if (!t.verify) this.#log.warn({ upstream: u.name }, 'upstream tls.verify is false: backend certificates are not checked (anyone on the path can impersonate the backends)');
-      out.set(u.name, {
-        ...(t.serverName !== undefined && { serverName: t.serverName }),
-        ...(caPem !== undefined && { caPem }),
-        ...(pair && { certPem: pair.certPem, keyPem: pair.keyPem }),
-        verify: t.verify,
-        minVersion: t.minVersion,
-      });
-    });
-    return out;
   }
 
   /** The material of listener `name` for its shards, or undefined (no `tls`). */
@@ -139,6 +106,7 @@ export class TlsManager {
   close(): void {
     for (const e of this.#entries.values()) e.watcher.close();
     this.#entries.clear();
+    this.#upstreams.close();
     this.#disarm();
   }
 
