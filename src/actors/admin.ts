@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
 import { compile } from '../runtime/compiled-machine.ts';
 import { startAdminServer, type AdminServer } from '../admin/server.ts';
+import type { AdminRoute } from '../admin/routes.ts';
 import type { AdminBackend } from '../admin/types.ts';
 import type { AdminConfig } from '../config/types.ts';
 
@@ -27,12 +28,20 @@ const table = compile<AdminState, AdminEvent>(adminMachine);
  * @example
  * supervisorSpec.children.push({ id: 'admin', start: () => new AdminActor({ backend, log, config }).start() });
  */
+export interface AdminActorOptions {
+  backend: AdminBackend;
+  log: Logger;
+  config: () => AdminConfig;
+  /** More routes (the service registry's). */
+  routes?: AdminRoute[];
+}
+
 export class AdminActor extends Actor {
   #state: AdminState = table.initial;
   #server: AdminServer | undefined;
-  readonly #opts: { backend: AdminBackend; log: Logger; config: () => AdminConfig };
+  readonly #opts: AdminActorOptions;
 
-  constructor(opts: { backend: AdminBackend; log: Logger; config: () => AdminConfig }) {
+  constructor(opts: AdminActorOptions) {
     super('admin', 'admin');
     this.#opts = opts;
   }
@@ -55,7 +64,7 @@ export class AdminActor extends Actor {
     try {
       // The server binds its own actorType; give it the actor id only.
       const log = this.#opts.log.child({ actorId: this.id });
-      this.#server = await startAdminServer({ host: cfg.listen.host, port: cfg.listen.port, token: () => this.#opts.config().token, backend: this.#opts.backend, log });
+      this.#server = await startAdminServer({ host: cfg.listen.host, port: cfg.listen.port, token: () => this.#opts.config().token, backend: this.#opts.backend, log, routes: this.#opts.routes });
     } catch (err) {
       this.exit('error', err);
       throw err;

@@ -28,6 +28,11 @@ export interface HealthProbeInput extends ProbeTarget {
   intervalMs: number;
   unhealthyThreshold: number;
   healthyThreshold: number;
+  /**
+   * A backend added while the daemon runs (a reload, discovery): the caller published it
+   * unhealthy, and the first passing probe makes it healthy. No traffic reaches it unprobed.
+   */
+  pending?: boolean;
   log: Logger;
 }
 
@@ -35,6 +40,8 @@ interface HealthProbeContext extends HealthProbeInput {
   /** Consecutive passes and failures since the verdict last changed (or the actor started). */
   passes: number;
   fails: number;
+  /** Not probed yet since it was added: one pass is enough (cleared by the first result). */
+  pending: boolean;
   startedAt: number;
   lastError: string | undefined;
 }
@@ -138,7 +145,7 @@ export const healthProbeMachine = setup({
     probe: fromPromise<void, ProbeTarget>(({ input, signal }) => probeOnce(input, signal)),
   },
   guards: {
-    becameHealthy: ({ context: c }) => c.table.backendGet(c.slot, B.HEALTHY) !== 1 && c.passes + 1 >= c.healthyThreshold,
+    becameHealthy: ({ context: c }) => c.table.backendGet(c.slot, B.HEALTHY) !== 1 && (c.pending || c.passes + 1 >= c.healthyThreshold),
     becameUnhealthy: ({ context: c }) => c.table.backendGet(c.slot, B.HEALTHY) === 1 && c.fails + 1 >= c.unhealthyThreshold,
     // Disabled through the admin API (maintenance): not probed, its verdict kept as it was.
     inMaintenance: ({ context: c }) => c.table.backendGet(c.slot, B.ADMIN) === ADMIN.MAINT,
@@ -153,8 +160,8 @@ export const healthProbeMachine = setup({
       c.log.warn({ backend: c.backend, fails: c.fails + 1, error: (params.error as Error)?.message }, 'backend unhealthy');
     },
     pass: assign({ passes: ({ context }) => context.passes + 1, fails: 0, lastError: undefined }),
-    fail: assign({ fails: ({ context }) => context.fails + 1, passes: 0, lastError: ({ event }) => String((event as { error?: Error }).error?.message ?? 'failed') }),
-    resetCounts: assign({ passes: 0, fails: 0 }),
+    fail: assign({ fails: ({ context }) => context.fails + 1, passes: 0, pending: false, lastError: ({ event }) => String((event as { error?: Error }).error?.message ?? 'failed') }),
+    resetCounts: assign({ passes: 0, fails: 0, pending: false }),
     stamp: assign({ startedAt: () => performance.now() }),
   },
   delays: {
@@ -163,7 +170,7 @@ export const healthProbeMachine = setup({
   },
 }).createMachine({
   id: 'healthProbe',
-  context: ({ input }) => ({ ...input, passes: 0, fails: 0, startedAt: 0, lastError: undefined }),
+  context: ({ input }) => ({ ...input, passes: 0, fails: 0, pending: input.pending === true, startedAt: 0, lastError: undefined }),
   initial: 'due',
   states: {
     due: {

@@ -23,6 +23,11 @@ export type AdminErrorCode =
   | 'shard_not_watched'
   | 'no_such_actor'
   | 'no_such_backend'
+  | 'no_such_service'
+  | 'registry_full'
+  | 'unavailable'
+  | 'payload_too_large'
+  | 'unsupported_media_type'
   | 'config_invalid'
   | 'internal';
 

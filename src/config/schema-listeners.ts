@@ -42,7 +42,7 @@ const hub = z.strictObject({
   // Optional only with tls.clientAuth required: the verified certificate's CN is then the user id (cross-checked).
   auth: auth().optional(),
   nodes: z.array(z.strictObject({ id: name(), url: urlWith(['ws:', 'wss:']) })).min(1).optional(),
-  discovery: z.strictObject({ service: z.string().min(1), path: urlPath().default('/') }).optional(),
+  discovery: z.strictObject({ service: z.string().min(1), path: urlPath().default('/'), tags: z.array(z.string().min(1)).optional() }).optional(),
   maxClientsPerUser: int(1).default(16),
   maxMessageSize: size().default(64 * 1024),
   sendQueue: z

@@ -47,7 +47,7 @@ export const upstreamSchema = z.strictObject({
   name: name(),
   balance: z.enum(['round_robin', 'weighted_round_robin', 'least_connections', 'p2c']).default('round_robin'),
   backends: z.array(backend).default([]),
-  discovery: z.strictObject({ service: z.string().min(1) }).optional(),
+  discovery: z.strictObject({ service: z.string().min(1), tags: z.array(z.string().min(1)).optional() }).optional(),
   healthCheck: healthCheck.prefault({}),
   circuitBreaker: circuitBreaker.prefault({}),
   pool: pool.prefault({}),

@@ -81,7 +81,7 @@ export class HubControl {
       log: this.#log,
     });
     if (!opts.config.nodes?.length && opts.config.discovery) {
-      this.#log.warn({ service: opts.config.discovery.service }, 'hub listener: node discovery is not available yet; this listener has no nodes');
+      this.#log.info({ service: opts.config.discovery.service }, 'hub listener: no node of its service is registered yet');
     }
   }
 
