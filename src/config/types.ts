@@ -64,7 +64,8 @@ export interface UpstreamConfig {
   name: string;
   balance: Balance;
   backends: BackendConfig[];
-  discovery?: { service: string };
+  /** Backends from the service registry (instances with all of `tags`), added to `backends`. */
+  discovery?: { service: string; tags?: string[] };
   healthCheck: HealthCheckConfig;
   circuitBreaker: CircuitBreakerConfig;
   /** The HTTP keep-alive pool per backend and shard; `maxIdle` absent: `maxConnections`. */
@@ -223,7 +224,7 @@ export interface HubListenerConfig extends ListenerBase {
   /** Exactly one of `nodes` and `discovery` is set. */
   nodes?: HubNodeConfig[];
   /** Nodes from the service registry: `ws://ADDRESS` + `path` for each instance. */
-  discovery?: { service: string; path: string };
+  discovery?: { service: string; path: string; tags?: string[] };
   maxClientsPerUser: number;
   maxMessageSize: number;
   sendQueue: { maxMessages: number; onOverflow: 'close' | 'drop-oldest' };

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { Supervisor, supervisorChild, type ChildSpec } from '../supervisors/supervisor.ts';
 import { MachineActor } from '../runtime/machine-actor.ts';
+import type { Actor } from '../runtime/actor.ts';
 import { Registry } from '../runtime/registry.ts';
 import { breakerMachine, BREAKER, type BreakerEvent } from '../actors/breaker.ts';
 import { readFileSync } from 'node:fs';
@@ -69,15 +70,19 @@ export class Upstreams {
     (entry?.actor as MachineActor | undefined)?.send(event);
   }
 
-  #upstreamChild(u: UpstreamConfig): ChildSpec {
+  #upstreamChild(u: UpstreamConfig, fresh?: ReadonlySet<string>): ChildSpec {
     return supervisorChild(
-      { id: `upstream:${u.name}`, type: 'upstream', strategy: 'one_for_one', maxRestarts: 10, periodMs: 10_000, children: this.#backendActors(u).map((a) => a.spec) },
+      { id: `upstream:${u.name}`, type: 'upstream', strategy: 'one_for_one', maxRestarts: 10, periodMs: 10_000, children: this.#backendActors(u, fresh).map((a) => a.spec) },
       { log: this.#opts.log },
     );
   }
 
-  /** The probe and breaker of each backend of `u`, as its config asks. */
-  #backendActors(u: UpstreamConfig): BackendActorSpec[] {
+  /**
+   * The probe and breaker of each backend of `u`, as its config asks. Backends in `fresh` were
+   * added while the daemon runs: with a health check, each is published unhealthy until its
+   * first probe passes (no request reaches a backend nobody has checked).
+   */
+  #backendActors(u: UpstreamConfig, fresh: ReadonlySet<string> = new Set()): BackendActorSpec[] {
     const out: BackendActorSpec[] = [];
     const { table, slotOf } = this.#opts;
     for (const b of u.backends) {
@@ -86,6 +91,8 @@ export class Upstreams {
       if (hc.enabled) {
         const id = `probe:${u.name}/${b.address}`;
         const settings = { type: hc.type, path: hc.path, intervalMs: hc.interval, timeoutMs: hc.timeout, unhealthyThreshold: hc.unhealthyThreshold, healthyThreshold: hc.healthyThreshold, tls: u.tls, sendProxyProtocol: u.sendProxyProtocol };
+        // Only the first incarnation of a fresh backend's probe: a restarted probe keeps the table's verdict.
+        let pending = fresh.has(b.address);
         out.push({
           id,
           fingerprint: JSON.stringify({ slot, ...settings }),
@@ -93,16 +100,20 @@ export class Upstreams {
             id,
             restart: 'permanent',
             shutdown: 1_000,
-            start: ({ id: actorId, parent, log }) =>
-              new MachineActor({
+            start: ({ id: actorId, parent, log }) => {
+              if (pending) table.backendSet(slot, B.HEALTHY, 0);
+              const input = { ...settings, pending, tls: probeTls(u.tls), table, slot, backend: b.address, host: b.host, port: b.port, log: log.child({ actorId, actorType: 'healthProbe', upstream: u.name }) };
+              pending = false;
+              return new MachineActor({
                 id: actorId,
                 type: 'healthProbe',
                 logic: healthProbeMachine,
                 parent,
                 log,
-                input: { ...settings, tls: probeTls(u.tls), table, slot, backend: b.address, host: b.host, port: b.port, log: log.child({ actorId, actorType: 'healthProbe', upstream: u.name }) },
+                input,
                 describe: ({ context: c }) => ({ backend: b.address, passes: c.passes, fails: c.fails, ...(c.lastError && { lastError: c.lastError }) }),
-              }).start(),
+              }).start();
+            },
           },
         });
       }
@@ -143,22 +154,33 @@ export class Upstreams {
    * breaker index), actors whose settings changed restart (the verdicts stay in the state table),
    * and new backends get theirs. A backend whose probe or breaker was switched off is published
    * healthy, or closed.
+   *
+   * New backends are warmed (Envoy's "warm, then swap"): they are published unhealthy, and this
+   * resolves once each one's first probe has answered (or its probe timeout passed), so that the
+   * shards, which get the new config next, find them healthy or not, never unchecked.
    */
   async apply(prev: UpstreamConfig[], next: UpstreamConfig[]): Promise<void> {
     const sup = this.#supervisor;
     if (!sup || sup.status === 'exited') return;
     const { table, slotOf } = this.#opts;
+    const warming: Promise<void>[] = [];
+    const warm = (parent: Supervisor | undefined, u: UpstreamConfig, fresh: ReadonlySet<string>): void => {
+      if (!u.healthCheck.enabled) return;
+      for (const address of fresh) warming.push(firstVerdict(parent?.child(`probe:${u.name}/${address}`), u.healthCheck.timeout + 250));
+    };
     for (const u of prev) if (!next.some((x) => x.name === u.name)) await sup.removeChild(`upstream:${u.name}`);
     for (const u of next) {
       const old = prev.find((x) => x.name === u.name);
       const child = sup.child(`upstream:${u.name}`) as Supervisor | undefined;
+      // Backends new to the running daemon are probed before they take traffic.
+      const fresh = new Set(u.backends.filter((b) => !old?.backends.some((x) => x.address === b.address)).map((b) => b.address));
       if (!old || !child) {
         if (child) await sup.removeChild(child.id);
-        await sup.startChild(this.#upstreamChild(u));
+        warm((await sup.startChild(this.#upstreamChild(u, fresh))) as Supervisor | undefined, u, fresh);
         continue;
       }
       const before = new Map(this.#backendActors(old).map((a) => [a.id, a]));
-      const after = new Map(this.#backendActors(u).map((a) => [a.id, a]));
+      const after = new Map(this.#backendActors(u, fresh).map((a) => [a.id, a]));
       for (const [id, a] of before) {
         const now = after.get(id);
         if (now && now.fingerprint === a.fingerprint) continue;
@@ -169,6 +191,7 @@ export class Upstreams {
         if (was && was.fingerprint === a.fingerprint) continue;
         await child.startChild(a.spec);
       }
+      warm(child, u, fresh);
       // Switched off on a backend that stays: publish the neutral verdict.
       for (const b of u.backends) {
         if (!old.backends.some((x) => x.address === b.address)) continue;
@@ -181,7 +204,27 @@ export class Upstreams {
         }
       }
     }
+    await Promise.all(warming);
   }
+}
+
+/** Resolves when a fresh backend's probe has its first result, it stops, or `timeoutMs` passed. */
+function firstVerdict(probe: Actor | undefined, timeoutMs: number): Promise<void> {
+  if (!(probe instanceof MachineActor) || probe.status === 'exited') return Promise.resolve();
+  if ((probe.ref.getSnapshot() as { context?: { pending?: boolean } }).context?.pending === false) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      sub.unsubscribe();
+      demonitor();
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    const demonitor = probe.monitor(done);
+    const sub = probe.ref.subscribe((snap: { context?: { pending?: boolean } }) => {
+      if (snap.context?.pending === false) queueMicrotask(done);
+    });
+  });
 }
 
 /**
