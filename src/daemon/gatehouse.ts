@@ -17,6 +17,9 @@ import { Upstreams } from './upstreams.ts';
 import { Hubs } from './hubs.ts';
 import { TlsManager } from '../tls/manager.ts';
 import { Shards } from './shards.ts';
+import { ServiceRegistry } from '../registry/registry.ts';
+import { registryRoutes } from '../registry/routes.ts';
+import { discoveryChanged, resolveDiscovery } from '../registry/discovery.ts';
 import { PresenceActor } from '../actors/presence.ts';
 import { HUB_FROM_SHARD_TYPES, type HubFromShard } from '../hub/messages.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
@@ -54,8 +57,15 @@ export interface GatehouseOptions {
  * await gh.stop(); // drain, then stop everything
  */
 export class Gatehouse implements AdminBackend {
-  /** The running config (replaced by a successful reload). */
+  /** The running config (replaced by a successful reload): the file's, with `discovery` resolved. */
   current: GatehouseConfig;
+  /** The running config as the file gave it (discovery unresolved). */
+  #base: GatehouseConfig;
+  /** The service registry (`/v1/services`); upstreams and hub listeners with `discovery` follow it. */
+  readonly registry: ServiceRegistry;
+  /** Reloads and discovery changes apply one at a time. */
+  #applying: Promise<unknown> = Promise.resolve();
+  #discoveryQueued = false;
   readonly log: Logger;
   debug: boolean;
   readonly #debugFlag: boolean;
@@ -78,8 +88,11 @@ export class Gatehouse implements AdminBackend {
   readonly #tls: TlsManager;
 
   private constructor(opts: GatehouseOptions, customs: { cfg: ActorConfig; def: ActorDefinition }[]) {
-    this.current = opts.config;
     this.log = opts.log;
+    this.registry = new ServiceRegistry({ log: this.log });
+    this.#base = opts.config;
+    // The registry starts empty: discovered backends and nodes arrive as instances register.
+    this.current = resolveDiscovery(opts.config, () => []);
     this.table.logTo(this.log);
     this.#debugFlag = Boolean(opts.debug);
     this.debug = Boolean(opts.debug || opts.config.runtime.debug);
@@ -115,9 +128,10 @@ export class Gatehouse implements AdminBackend {
         children: [
           this.#adminChild(),
           this.#actors.child(customs),
-          this.#upstreams.child(opts.config.upstreams),
+          this.registry.child(),
+          this.#upstreams.child(this.current.upstreams),
           // Hub node streams, presence and pending requests: up before the shards, down after them.
-          this.#hubs.child(opts.config.listeners),
+          this.#hubs.child(this.current.listeners),
           this.#shards.child(),
         ],
       },
@@ -160,6 +174,7 @@ export class Gatehouse implements AdminBackend {
       await gh.#stopping.catch(() => {});
       return gh;
     }
+    gh.registry.changes$.subscribe(() => gh.#discoveryChanged());
     gh.root.monitor((down) => {
       if (!gh.#stopping) gh.log.fatal({ reason: down.reason, err: down.error }, 'root supervisor gave up');
     });
@@ -174,7 +189,7 @@ export class Gatehouse implements AdminBackend {
       id: 'admin',
       restart: 'permanent',
       shutdown: 5_000,
-      start: () => new AdminActor({ backend: this, log: this.log, config: () => this.current.admin }).start(),
+      start: () => new AdminActor({ backend: this, log: this.log, config: () => this.current.admin, routes: registryRoutes(this.registry) }).start(),
     };
   }
 
@@ -297,7 +312,7 @@ export class Gatehouse implements AdminBackend {
 
   /** The effective config, secrets redacted (`GET /config`). */
   config(): unknown {
-    return redactConfig(this.current);
+    return redactConfig(this.#base);
   }
 
   crashShard(index: number): boolean {
@@ -330,8 +345,36 @@ export class Gatehouse implements AdminBackend {
 
   /** Re-reads the config file; a bad config never replaces the running one. */
   reload(): Promise<ReloadResult> {
-    this.#reloading ??= this.#reload().finally(() => (this.#reloading = undefined));
+    this.#reloading ??= this.#serial(() => this.#reload()).finally(() => (this.#reloading = undefined));
     return this.#reloading;
+  }
+
+  #serial<T>(work: () => Promise<T>): Promise<T> {
+    const p = this.#applying.then(work);
+    this.#applying = p.catch(() => {});
+    return p;
+  }
+
+  /** The registry changed: apply the discovered backends and nodes (bursts coalesce into one apply). */
+  #discoveryChanged(): void {
+    if (this.#discoveryQueued || this.#stopping) return;
+    this.#discoveryQueued = true;
+    void this.#serial(async () => {
+      this.#discoveryQueued = false;
+      if (this.#stopping) return;
+      const prev = this.current;
+      const next = resolveDiscovery(this.#base, (service) => this.registry.list(service));
+      if (!discoveryChanged(prev, next)) return;
+      this.current = next;
+      // Probes of new backends start (unhealthy until their first pass) before shards see them.
+      await this.#upstreams.apply(prev.upstreams, next.upstreams);
+      await this.#hubs.apply(prev.listeners, next.listeners);
+      await this.#shards.pushConfig();
+      this.#hubs.announce();
+      const backends = (c: GatehouseConfig) => c.upstreams.filter((u) => u.discovery).map((u) => `${u.name}: ${u.backends.map((b) => b.address).join(' ')}`);
+      const nodes = (c: GatehouseConfig) => c.listeners.flatMap((l) => (l.protocol === 'hub' && l.discovery ? [`${l.name}: ${(l.nodes ?? []).map((n) => n.id).join(' ')}`] : []));
+      this.log.info({ upstreams: backends(next), hubs: nodes(next) }, 'discovery applied');
+    }).catch((err: unknown) => this.log.error({ err }, 'applying a service registry change failed; the next change tries again'));
   }
 
   /** `GET /info`: the config file, shards and configured listeners (the debug UI's header). */
@@ -351,17 +394,21 @@ export class Gatehouse implements AdminBackend {
       return { ok: false, errors };
     }
     const prev = this.current;
-    const diff = diffConfig(prev, next);
+    const prevBase = this.#base;
+    const diff = diffConfig(prevBase, next);
     const restartRequired = [
       ...(next.runtime.workers !== prev.runtime.workers ? ['runtime.workers'] : []),
       ...(next.admin.listen.address !== prev.admin.listen.address ? ['admin.listen'] : []),
     ];
     // What cannot change without a restart keeps its running value: /config shows what is in effect.
     next = { ...next, runtime: { ...next.runtime, workers: prev.runtime.workers }, admin: { ...next.admin, listen: prev.admin.listen } };
+    this.#base = next;
+    next = resolveDiscovery(next, (service) => this.registry.list(service));
     try {
       await this.#apply(prev, next);
     } catch (err) {
       this.log.error({ err }, 'reload failed while applying: rolled back, the running config stays');
+      this.#base = prevBase;
       await this.#rollback(prev, next).catch((e: unknown) => this.log.error({ err: e }, 'rollback failed'));
       return { ok: false, errors: [errorChain(err)] };
     }
@@ -426,6 +473,7 @@ export class Gatehouse implements AdminBackend {
       await this.root.shutdown('infinity');
       await this.#shards.close();
       this.#tls.close();
+      this.registry.close();
       this.#shardEvents.complete();
       this.#gatewayEvents.complete();
       setActorEventsEnabled(false);
