@@ -16,7 +16,7 @@ import type { RequestHead } from '../http/codec/head.ts';
 import { headerValue } from '../http/routes.ts';
 
 /** How long one export, or a flush at drain, may take. */
-export const EXPORT_TIMEOUT_MS = 5_000;
+const EXPORT_TIMEOUT_MS = 5_000;
 /** Spans wait at most this long in a shard before they are sent. */
 const EXPORT_DELAY_MS = 1_000;
 /** Export failures are logged at most once per this interval per shard (a collector that is down). */

@@ -142,10 +142,10 @@ listeners:
     tcp.resume();
     await once(tcp, 'close');
     // Scraped once the request and the connection are counted.
-    text = await until(async () => {
+    text = (await until(async () => {
       const t = await (await gh.admin('/metrics')).text();
       return /gatehouse_http_requests_total\{[^}]*route="api"/.test(t) && /gatehouse_connections_total\{listener="tcp-in",outcome="ok"\} [1-9]/.test(t) ? t : undefined;
-    }, 10_000, 'the request and the tcp connection in /metrics');
+    }, 10_000, 'the request and the tcp connection in /metrics'))!;
   });
 
   afterAll(async () => {

@@ -11,6 +11,9 @@ import http from 'node:http';
 import { once } from 'node:events';
 import type net from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { parseConfig } from '../../src/config/load.ts';
+import { ConfigError, formatConfigIssue } from '../../src/errors.ts';
+import { redactConfig } from '../../src/config/redact.ts';
 import { Daemon, tempDir, until } from '../helpers/daemon.ts';
 import { refusedPort } from '../helpers/ports.ts';
 
@@ -167,6 +170,11 @@ async function get(port: number, path: string, headers: Record<string, string> =
 
 const hex = (n: number): string => Array.from({ length: n }, () => Math.floor(Math.random() * 16).toString(16)).join('');
 
+/** The span of trace `traceId` once the receiver has it (10 s at most). */
+async function spanOf(receiver: Receiver, traceId: string): Promise<Received> {
+  return (await until(() => receiver.spans.find((s) => s.span.traceId === traceId), 10_000, `the span of trace ${traceId}`))!;
+}
+
 /** The one backend request of this path (across both backends). */
 function seenOf(backends: Backend[], path: string): Seen[] {
   return backends.flatMap((b) => b.seen.filter((s) => s.path === path));
@@ -199,7 +207,7 @@ describe('tracing with telemetry.otlp', () => {
     const parent = hex(16);
     expect(await get(port, '/api/items?secret=1', { traceparent: `00-${traceId}-${parent}-01`, tracestate: 'vendor=abc' })).toBe(200);
 
-    const got = await until(() => receiver.spans.find((s) => s.span.traceId === traceId), 10_000, 'the span exported');
+    const got = await spanOf(receiver, traceId);
     expect(got.span.parentSpanId).toBe(parent);
     expect(got.span.kind).toBe(2); // SPAN_KIND_SERVER
     expect(got.span.name).toBe('GET /api');
@@ -235,7 +243,7 @@ describe('tracing with telemetry.otlp', () => {
     expect(tried[1]!.traceparent).toBe(tp);
     const [, traceId, spanId] = tp.split('-');
 
-    const got = await until(() => receiver.spans.find((s) => s.span.traceId === traceId), 10_000, 'the span exported');
+    const got = await spanOf(receiver, traceId);
     expect(got.span.spanId).toBe(spanId);
     expect(got.span.parentSpanId ?? '').toBe('');
     expect(got.attrs).toMatchObject({ 'http.response.status_code': 503, 'http.request.resend_count': 1, 'error.type': '503', 'gatehouse.route': 'fail' });
@@ -245,7 +253,7 @@ describe('tracing with telemetry.otlp', () => {
   test('a request no route matches gets a span too (404, no upstream)', async () => {
     const traceId = hex(32);
     expect(await get(port, '/nowhere', { traceparent: `00-${traceId}-${hex(16)}-01` })).toBe(404);
-    const got = await until(() => receiver.spans.find((s) => s.span.traceId === traceId), 10_000, 'the span exported');
+    const got = await spanOf(receiver, traceId);
     expect(got.attrs['http.response.status_code']).toBe(404);
     expect(got.attrs['gatehouse.upstream']).toBeUndefined();
     expect(got.span.status?.code ?? 0).toBe(0);
@@ -345,6 +353,44 @@ describe('tracing flushes and turns off', () => {
     expect(backend.seen.every((s) => s.traceparent === undefined)).toBe(true);
     expect(await gh.stop('SIGTERM')).toBe(0);
     expect(receiver.posts).toEqual([]);
+  });
+});
+
+describe('the telemetry key', () => {
+  /** The located messages of a config that does not parse (empty: it parses). */
+  function problems(yaml: string): string[] {
+    try {
+      parseConfig(yaml, 'gh.yaml');
+      return [];
+    } catch (err) {
+      if (err instanceof ConfigError) return err.issues.map(formatConfigIssue);
+      throw err;
+    }
+  }
+
+  test('defaults, and what a bad value says', () => {
+    expect(parseConfig('telemetry:\n  otlp: { endpoint: "http://127.0.0.1:4318/v1/traces" }', 'gh.yaml').telemetry).toEqual({
+      otlp: { endpoint: 'http://127.0.0.1:4318/v1/traces', headers: {}, serviceName: 'gatehouse', sampleRatio: 1 },
+    });
+    expect(parseConfig('telemetry: {}', 'gh.yaml').telemetry).toEqual({});
+    expect(parseConfig('log: { level: info }', 'gh.yaml').telemetry).toBeUndefined();
+    expect(problems('telemetry:\n  otlp: { sampleRatio: 0.5 }')).toEqual(['gh.yaml:2:9 telemetry.otlp.endpoint: required: the OTLP/HTTP traces URL, like http://127.0.0.1:4318/v1/traces']);
+    expect(problems('telemetry:\n  otlp:\n    endpoint: grpc://collector:4317\n    sampleRatio: 1.5\n    headers: { "bad header": x }')).toEqual([
+      'gh.yaml:3:15 telemetry.otlp.endpoint: expected an http:// or https:// URL, got a string ("grpc://collector:4317")',
+      'gh.yaml:4:18 telemetry.otlp.sampleRatio: must be <= 1, got 1.5',
+      'gh.yaml:5:30 telemetry.otlp.headers.bad header: expected a header name, got a string ("bad header")',
+    ]);
+  });
+
+  test('a header value from ${env:...} is redacted in /config', () => {
+    process.env.GH_OTEL_TEST_KEY = 'k-secret';
+    try {
+      const cfg = parseConfig('telemetry:\n  otlp: { endpoint: "http://c:4318/v1/traces", headers: { x-api-key: "${env:GH_OTEL_TEST_KEY}" } }', 'gh.yaml');
+      expect(cfg.telemetry?.otlp?.headers['x-api-key']).toBe('k-secret');
+      expect(redactConfig(cfg).telemetry?.otlp?.headers['x-api-key']).toBe('[redacted]');
+    } finally {
+      delete process.env.GH_OTEL_TEST_KEY;
+    }
   });
 });
 
