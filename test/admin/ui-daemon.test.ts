@@ -51,7 +51,7 @@ listeners:
     const c = await connect(daemon.port('tcp-in'));
     const peer = `127.0.0.1:${c.socket.localPort}`;
     const node = await until(async () => walk(await daemon.json<Node>('/actors', auth)).find((n) => n.peer === peer), 10_000, `${peer} in /actors`);
-    return { ...c, id: node.id, peer };
+    return { ...c, id: node!.id, peer };
   }
 
   test('gatehouse top --by bytes prints the busy connection first, with its peer', async () => {

@@ -103,7 +103,7 @@ listeners:
     const c = await connect(daemon.port('tcp-in'));
     const peer = `127.0.0.1:${c.socket.localPort}`;
     const node = await until(async () => walk(await daemon.json<Node>('/actors', auth)).find((n) => n.peer === peer), WAIT_MS, `the connection of ${peer} in /actors`);
-    return { ...c, id: node.id, peer };
+    return { ...c, id: node!.id, peer };
   }
 
   test('the header tells version, uptime, config file and debug; listeners show address and live connections', async () => {
@@ -228,8 +228,8 @@ listeners:
       await waitTexts(page, '#tree button.id', (t) => t.includes('listener:tcp-in'), 'the tree');
       await waitTexts(page, '#rates .rate', (t) => t.length === 3, 'the rates');
       const problems = await page.evaluate(() => {
-        /* eslint-disable */
         const d = (globalThis as any).document;
+        const getComputedStyle = (globalThis as any).getComputedStyle as (e: unknown) => { color: string; backgroundColor: string };
         const out: string[] = [];
         const text = (e: any): string => (e?.textContent ?? '').trim();
         const nameOf = (e: any): string => {
