@@ -520,7 +520,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     ctx.accessLog?.record({
       listener: ctx.listener.name, route: ex.route?.name ?? '', method: ex.head.method, path: ex.head.target, status: ex.status,
       durationMs: ms, upstream: ex.upstream?.config.name, backend: ex.backend?.address, requestId: ex.requestId,
-      bytesIn: ex.bytesIn, bytesOut: ex.bytesOut, remoteAddress: this.mw.clientAddress || this.mw.peer,
+      bytesIn: ex.bytesIn, bytesOut: ex.bytesOut, remoteAddress: this.mw.clientAddress || this.mw.peer, traceId: ex.span?.spanContext().traceId,
     });
     const span = ex.span;
     if (span !== undefined) {

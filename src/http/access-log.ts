@@ -25,6 +25,8 @@ export interface AccessEntry {
   bytesOut: number;
   /** The client address the gateway uses (the peer, or the trusted `X-Forwarded-For` entry). */
   remoteAddress: string;
+  /** With `telemetry.otlp`: the request's trace id (sampled or not), to find its trace. */
+  traceId?: string;
 }
 
 /** Options of {@link AccessLog}. */

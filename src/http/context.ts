@@ -33,6 +33,8 @@ export interface HttpObservers {
 export interface HttpAccessEntry {
   listener: string; route: string; method: string; path: string; status: number; durationMs: number;
   upstream?: string; backend?: string; requestId: string; bytesIn: number; bytesOut: number; remoteAddress: string;
+  /** With `telemetry.otlp`: the request's trace id. */
+  traceId?: string;
 }
 
 /**

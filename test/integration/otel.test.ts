@@ -146,6 +146,7 @@ listeners:
   - name: web
     protocol: http
     listen: "127.0.0.1:0"
+    accessLog: true
     routes:
       - { name: api, match: { pathPrefix: /api }, upstream: app }
       - { name: fail, match: { pathPrefix: /fail }, upstream: app, retries: 1, retryOn: [503] }
@@ -231,6 +232,9 @@ describe('tracing with telemetry.otlp', () => {
     const [seen] = seenOf(backends, '/api/items?secret=1');
     expect(seen?.traceparent).toBe(`00-${traceId}-${got.span.spanId}-01`);
     expect(seen?.tracestate).toBe('vendor=abc');
+    // The access log line names the trace.
+    const line = await gh.waitForLog((l) => l.msg === 'request' && l.path === '/api/items?secret=1');
+    expect(line.traceId).toBe(traceId);
   });
 
   test('a request without a traceparent starts a trace; a 503 after a retry is an error span', async () => {
@@ -308,6 +312,8 @@ describe('tracing flushes and turns off', () => {
     expect(await get(port, '/api/after-none')).toBe(200);
     expect(backend.seen.find((s) => s.path === '/api/after')?.traceparent).toBe(incoming);
     expect(backend.seen.find((s) => s.path === '/api/after-none')?.traceparent).toBeUndefined();
+    const line = await gh.waitForLog((l) => l.msg === 'request' && l.path === '/api/after');
+    expect(line).not.toHaveProperty('traceId');
     expect(await gh.stop('SIGTERM')).toBe(0);
     expect(receiver.posts.length).toBe(posts);
   });
