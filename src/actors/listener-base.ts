@@ -13,16 +13,21 @@ import { ListenerTls } from '../tls/listener-tls.ts';
 import { inheritProxyAddress, readProxyHeader } from '../net/proxy-reader.ts';
 import { compileCidrs, unmapAddress, type CidrMatcher } from '../http/middleware/ip.ts';
 
-export type ListenerState = 'binding' | 'listening' | 'draining' | 'closed';
-export type ListenerEvent = 'bound' | 'drain' | 'closed';
+export type ListenerState = 'binding' | 'listening' | 'paused' | 'draining' | 'closed';
+export type ListenerEvent = 'bound' | 'pause' | 'resume' | 'drain' | 'closed';
 
-/** Every listener's lifecycle (TCP, hub): bound on its shard, then draining (no new connections), then closed. */
+/**
+ * Every listener's lifecycle: bound on its shard, then draining (no new connections), then
+ * closed. `paused` (`POST /drain`) stops accepting like a drain but can go back to listening
+ * (`POST /undrain`): open connections are served meanwhile.
+ */
 export const listenerMachine = setup({ types: { events: {} as { type: ListenerEvent } } }).createMachine({
   id: 'listener',
   initial: 'binding',
   states: {
     binding: { on: { bound: 'listening', drain: 'draining', closed: 'closed' } },
-    listening: { on: { drain: 'draining', closed: 'closed' } },
+    listening: { on: { pause: 'paused', drain: 'draining', closed: 'closed' } },
+    paused: { on: { resume: 'listening', drain: 'draining', closed: 'closed' } },
     draining: { on: { closed: 'closed' } },
     closed: { type: 'final' },
   },
@@ -310,7 +315,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   #onSecure(socket: tls.TLSSocket, ipKey: number): void {
     const raw = (socket as tls.TLSSocket & { _parent?: net.Socket })._parent;
     if (raw) this.#arriving.delete(raw);
-    if (this.#state !== 'listening' && this.#state !== 'draining') {
+    if (this.#state !== 'listening' && this.#state !== 'draining' && this.#state !== 'paused') {
       this.#handshakeFailed(ipKey, new Error('listener closed during the handshake'), socket.remoteAddress);
       socket.destroy();
       return;
@@ -414,11 +419,37 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
 
   // ---- stopping --------------------------------------------------------------------------------
 
+  /**
+   * Stops accepting for now (`POST /drain`): the listening socket closes, open connections go on
+   * (HTTP keep-alive ones close after their current response). {@link resume} binds it again.
+   */
+  pause(): void {
+    if (this.#state !== 'listening') return;
+    this.#step('pause');
+    this.#server.close();
+    this.log.info({ connections: this.connections.size }, 'paused: not accepting');
+  }
+
+  /** Binds the listening socket again after {@link pause}, on the same address. Rejects with `GH_ERR_LISTEN`. */
+  async resume(): Promise<void> {
+    if (this.#state !== 'paused') return;
+    const a = this.#address ?? { host: this.#config.host, port: this.#config.port };
+    await bindServer(this.#server, this.#config.name, a.host, a.port, this.#base.reusePort);
+    // A drain that came during the bind wins.
+    if (this.#state !== 'paused') {
+      this.#server.close();
+      return;
+    }
+    this.#step('resume');
+    this.log.info({ address: `${a.host}:${a.port}` }, 'accepting again');
+  }
+
   /** Stops accepting (the drain's first step); open connections go on. */
   stopAccepting(): void {
     if (this.#state === 'closed' || this.#state === 'draining') return;
+    const wasListening = this.#state !== 'paused';
     this.#step('drain');
-    this.#server.close();
+    if (wasListening) this.#server.close();
     this.onDraining();
     this.log.info({ connections: this.connections.size }, 'draining');
   }

@@ -24,6 +24,7 @@ export type AdminErrorCode =
   | 'no_such_actor'
   | 'no_such_backend'
   | 'no_such_service'
+  | 'not_draining'
   | 'registry_full'
   | 'unavailable'
   | 'payload_too_large'

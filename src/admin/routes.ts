@@ -251,6 +251,17 @@ export function builtinRoutes(): AdminRoute[] {
       },
     },
     {
+      path: '/undrain',
+      methods: {
+        POST: async ({ res, backend, log }) => {
+          if (!backend.undrain) throw new AdminHttpError(404, 'not_found', 'this daemon cannot undrain');
+          log.info('undrain requested');
+          if (!(await backend.undrain())) throw new AdminHttpError(409, 'not_draining', 'no POST /drain to end (not draining, or stopping)');
+          sendJson(res, 200, { draining: false });
+        },
+      },
+    },
+    {
       path: '/debug/shards/:n/crash',
       debugOnly: true,
       methods: {

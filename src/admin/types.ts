@@ -109,6 +109,11 @@ export interface AdminBackend {
   config(): unknown;
   reload(): Promise<ReloadResult>;
   drain(): void;
+  /**
+   * Ends a `POST /drain`: listeners accept again. Resolves true once every shard accepts; false
+   * when not draining or when the daemon is stopping (a SIGTERM drain cannot be taken back).
+   */
+  undrain?(): Promise<boolean>;
   /** Actor lifecycle events (debug mode only). */
   actorEvents$: Observable<ActorEvent & { shard?: number }>;
   debug: boolean;

@@ -25,6 +25,8 @@ const runtime = z.strictObject({
   connectionActor: z.enum(['light', 'xstate']).default('light'),
   // A shard thread with no heartbeat for this long is hung: killed and restarted (0: off).
   watchdog: duration().default(5_000),
+  // Reload when the config file changes (debounced; the same path as SIGHUP).
+  watchConfig: z.boolean().default(false),
 });
 
 const log = z.strictObject({

@@ -29,6 +29,8 @@ export interface RuntimeConfig {
   connectionActor: 'light' | 'xstate';
   /** Milliseconds without a shard thread's heartbeat after which it is killed as hung; 0 turns it off. */
   watchdog: number;
+  /** Reload when the config file's content changes (debounced). */
+  watchConfig: boolean;
 }
 
 export interface ClusterConfig {

@@ -20,6 +20,7 @@ import { Shards } from './shards.ts';
 import { ServiceRegistry } from '../registry/registry.ts';
 import { registryRoutes } from '../registry/routes.ts';
 import { discoveryChanged, resolveDiscovery } from '../registry/discovery.ts';
+import { ConfigWatcher } from '../config/watch-config.ts';
 import { PresenceActor } from '../actors/presence.ts';
 import { HUB_FROM_SHARD_TYPES, type HubFromShard } from '../hub/messages.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
@@ -66,6 +67,8 @@ export class Gatehouse implements AdminBackend {
   /** Reloads and discovery changes apply one at a time. */
   #applying: Promise<unknown> = Promise.resolve();
   #discoveryQueued = false;
+  /** `runtime.watchConfig`: the config file's watcher, while it is on. */
+  #configWatcher: ConfigWatcher | undefined;
   readonly log: Logger;
   debug: boolean;
   readonly #debugFlag: boolean;
@@ -76,6 +79,8 @@ export class Gatehouse implements AdminBackend {
   readonly #shardEvents = new Subject<ActorEvent & { shard?: number }>();
   #eventListeners = 0;
   #draining = false;
+  /** `POST /undrain` is binding the listeners again: shards get `paused: false`. */
+  #undraining = false;
   #stopping: Promise<void> | undefined;
   #reloading: Promise<ReloadResult> | undefined;
   readonly events$: Observable<GatewayEvent>;
@@ -107,7 +112,7 @@ export class Gatehouse implements AdminBackend {
       workers: opts.config.runtime.workers,
       root: () => this.root,
       config: () => this.current,
-      runtime: () => ({ debug: this.debug, logLevel: this.#logLevel(this.current), actorEvents: this.#eventListeners > 0 }),
+      runtime: () => ({ debug: this.debug, logLevel: this.#logLevel(this.current), actorEvents: this.#eventListeners > 0, paused: this.#draining && !this.#undraining && !this.#stopping }),
       hubNodes: () => Object.fromEntries(this.#hubs.controls().map((c) => [c.name, c.readyNodes()])),
       onReady: (shard) => this.#hubs.shardReady((m) => shard.post(m)),
       onMessage: (shard, m) => this.#onShardMessage(shard, m),
@@ -175,6 +180,7 @@ export class Gatehouse implements AdminBackend {
       return gh;
     }
     gh.registry.changes$.subscribe(() => gh.#discoveryChanged());
+    gh.#watchConfig();
     gh.root.monitor((down) => {
       if (!gh.#stopping) gh.log.fatal({ reason: down.reason, err: down.error }, 'root supervisor gave up');
     });
@@ -331,9 +337,38 @@ export class Gatehouse implements AdminBackend {
     return this.#shards.crashActor(id);
   }
 
-  /** Stops accepting on every shard at once; open connections go on (`POST /drain`). */
+  /**
+   * `POST /drain`: every listener on every shard stops accepting, `/readyz` answers 503, open
+   * connections go on (HTTP keep-alive ones close after their current response). The shards
+   * stay up: `POST /undrain` takes it back, SIGTERM finishes it.
+   */
   drain(): void {
     if (this.#draining) return;
+    this.#draining = true;
+    this.log.info('draining: listeners paused, open connections go on');
+    void this.#serial(() => this.#shards.pushConfig()).catch((err: unknown) => this.log.error({ err }, 'pausing the listeners failed'));
+  }
+
+  /**
+   * `POST /undrain`: ends a `POST /drain`. Resolves once every shard accepts again (then
+   * `/readyz` is 200 again); false when there was no drain to end, or the daemon is stopping.
+   */
+  async undrain(): Promise<boolean> {
+    if (!this.#draining || this.#stopping) return false;
+    this.#undraining = true;
+    try {
+      await this.#serial(() => this.#shards.pushConfig());
+    } finally {
+      this.#undraining = false;
+    }
+    if (this.#stopping) return false;
+    this.#draining = false;
+    this.log.info('undrained: listeners accept again');
+    return true;
+  }
+
+  /** Every shard stops accepting and drains to its end (the daemon is stopping). */
+  #drainShards(): void {
     this.#draining = true;
     this.log.info({ timeoutMs: this.current.runtime.shutdownTimeout }, 'draining');
     for (const s of this.#shards.list()) s.post({ type: 'drain', timeoutMs: this.current.runtime.shutdownTimeout });
@@ -412,6 +447,7 @@ export class Gatehouse implements AdminBackend {
       await this.#rollback(prev, next).catch((e: unknown) => this.log.error({ err: e }, 'rollback failed'));
       return { ok: false, errors: [errorChain(err)] };
     }
+    this.#watchConfig();
     if (restartRequired.length > 0) this.log.warn({ keys: restartRequired }, 'these changes apply on restart only');
     this.log.info({ ...diff, restartRequired }, 'config reloaded');
     this.#gatewayEvents.next({ type: 'config.reloaded', ...diff });
@@ -438,6 +474,27 @@ export class Gatehouse implements AdminBackend {
     await this.#shards.pushConfig();
     this.#hubs.announce();
     commitActors();
+  }
+
+  /** Starts or stops the config file's watcher as `runtime.watchConfig` says. */
+  #watchConfig(): void {
+    const file = this.#configFile;
+    const on = this.current.runtime.watchConfig && file !== undefined && !this.#stopping;
+    if (!on) {
+      this.#configWatcher?.close();
+      this.#configWatcher = undefined;
+      return;
+    }
+    if (this.#configWatcher) return;
+    this.#configWatcher = new ConfigWatcher({
+      file,
+      onChange: () => {
+        this.log.info({ file }, 'config file changed: reloading');
+        void this.reload();
+      },
+      onError: (err) => this.log.warn({ file, code: err.code, err: err.message }, 'config file cannot be read: the running config stays'),
+    });
+    this.log.info({ file }, 'watching the config file');
   }
 
   /** `--debug` lowers an `info` level to `debug`, in the main thread and the shards alike. */
@@ -469,7 +526,9 @@ export class Gatehouse implements AdminBackend {
   /** Drains and stops everything, in reverse start order. Idempotent. */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {
-      this.drain();
+      this.#configWatcher?.close();
+      this.#configWatcher = undefined;
+      this.#drainShards();
       await this.root.shutdown('infinity');
       await this.#shards.close();
       this.#tls.close();

@@ -115,6 +115,11 @@ export interface ShardConfig {
    * thread as hung (`runtime.watchdog`); 0 turns the watchdog off. Absent: {@link DEFAULT_WATCHDOG_MS}.
    */
   watchdogMs?: number;
+  /**
+   * `POST /drain` is in effect: listeners do not accept (they are bound again by `POST /undrain`),
+   * open connections go on. Listeners started meanwhile (a restarted shard) start paused.
+   */
+  paused?: boolean;
   /** `telemetry.otlp`: each shard traces its HTTP requests and exports the spans itself. Absent: off. */
   telemetry?: OtlpConfig;
 }

@@ -141,6 +141,7 @@ export class Shard {
   async start(): Promise<void> {
     await this.#sup.start();
     this.#config = this.#withBoundPorts(this.#config);
+    await this.#applyPause();
     this.#post({ type: 'ready', listeners: this.#boundListeners() });
     this.#beat();
   }
@@ -192,6 +193,20 @@ export class Shard {
       this.#childIds.set(l.name, id);
     }
     this.#config = this.#withBoundPorts(next);
+    await this.#applyPause();
+  }
+
+  /** Pauses or resumes every listener in service as the config says (`POST /drain` and `/undrain`). */
+  async #applyPause(): Promise<void> {
+    const paused = this.#config.paused === true;
+    const resumes: Promise<void>[] = [];
+    for (const id of this.#childIds.values()) {
+      const a = this.#sup.child(id);
+      if (!isListener(a)) continue;
+      if (paused) a.pause();
+      else resumes.push(a.resume());
+    }
+    await Promise.all(resumes);
   }
 
   /**

@@ -69,7 +69,7 @@ describe('parseConfig: the full example', () => {
 
   test('top-level sections', () => {
     expect(cfg.admin).toEqual({ listen: { host: '127.0.0.1', port: 9901, address: '127.0.0.1:9901' }, token: 'optional-bearer-token' });
-    expect(cfg.runtime).toEqual({ workers: 2, debug: false, shutdownTimeout: 30_000, watchdog: 5_000, connectionActor: 'light' });
+    expect(cfg.runtime).toEqual({ workers: 2, debug: false, shutdownTimeout: 30_000, watchdog: 5_000, watchConfig: false, connectionActor: 'light' });
     expect(cfg.log).toEqual({ level: 'info' });
     expect(cfg.cluster).toEqual({ redis: 'redis://127.0.0.1:6379', instanceId: 'gw-1' });
   });
@@ -137,7 +137,7 @@ describe('parseConfig: defaults', () => {
     const cfg = parseConfig('', 'empty.yaml');
     expect(cfg).toEqual({
       admin: { listen: { host: '127.0.0.1', port: 9901, address: '127.0.0.1:9901' } },
-      runtime: { workers: os.availableParallelism(), debug: false, shutdownTimeout: 30_000, watchdog: 5_000, connectionActor: 'light' },
+      runtime: { workers: os.availableParallelism(), debug: false, shutdownTimeout: 30_000, watchdog: 5_000, watchConfig: false, connectionActor: 'light' },
       log: { level: 'info' },
       upstreams: [],
       listeners: [],
@@ -179,7 +179,7 @@ describe('parseConfig: defaults', () => {
 
   test('runtime knobs', () => {
     expect(parseConfig('runtime: { workers: 0, debug: true, connectionActor: xstate }', 'x.yaml').runtime)
-      .toEqual({ workers: 0, debug: true, shutdownTimeout: 30_000, watchdog: 5_000, connectionActor: 'xstate' });
+      .toEqual({ workers: 0, debug: true, shutdownTimeout: 30_000, watchdog: 5_000, watchConfig: false, connectionActor: 'xstate' });
   });
 });
 
