@@ -190,6 +190,18 @@ export function createMetrics(backend: AdminBackend, opts: CreateMetricsOptions 
     }),
   });
 
+  // Cluster mode only: a daemon without `cluster` exports no sample (nothing to be up or down).
+  new Gauge({
+    name: 'gatehouse_cluster_up',
+    help: '1 while this instance reaches the cluster Redis, 0 while it serves on local state.',
+    registers,
+    collect: guard<Gauge>('gatehouse_cluster_up', function () {
+      this.reset();
+      const c = backend.cluster?.();
+      if (c) this.set(c.redis === 'up' ? 1 : 0);
+    }),
+  });
+
   const restarts = new Counter({
     name: 'gatehouse_actor_restarts_total',
     help: 'Children restarted, by supervisor.',

@@ -228,6 +228,16 @@ export function builtinRoutes(): AdminRoute[] {
     { path: '/hub', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.hubView?.() ?? { listeners: [] }) } },
     { path: '/config', methods: { GET: ({ res, backend }) => sendJson(res, 200, backend.config()) } },
     {
+      path: '/cluster',
+      methods: {
+        GET: ({ res, backend }) => {
+          const view = backend.cluster?.();
+          if (!view) throw new AdminHttpError(404, 'not_found', 'cluster mode is off (no cluster key in the config)');
+          sendJson(res, 200, view);
+        },
+      },
+    },
+    {
       path: '/reload',
       methods: {
         POST: async ({ res, backend, log }) => {

@@ -3,6 +3,7 @@ import type { TreeNode, TreeOptions } from '../runtime/actor.ts';
 import type { ActorEvent } from '../runtime/events.ts';
 import type { StateView } from './state-view.ts';
 import type { HttpStatsSnapshot } from '../http/stats.ts';
+import type { ClusterView } from '../cluster/cluster.ts';
 
 /** Per shard, per listener counters summed from the shared state table. */
 export interface ListenerCounters {
@@ -105,6 +106,8 @@ export interface AdminBackend {
   hubView?(): HubView;
   /** The config file, shards and listeners for `GET /info`; absent in older backends. */
   info?(): DaemonInfo;
+  /** `GET /cluster`: Redis state and the live instances; undefined without cluster mode. */
+  cluster?(): ClusterView | undefined;
   /** The effective config with secrets redacted. */
   config(): unknown;
   reload(): Promise<ReloadResult>;

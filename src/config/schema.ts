@@ -36,6 +36,10 @@ const log = z.strictObject({
 const cluster = z.strictObject({
   redis: urlWith(['redis:', 'rediss:']),
   instanceId: name().default(() => os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64)),
+  keyPrefix: z.string().min(1).max(64).default('gatehouse:'),
+  // Instances heartbeat this often; one silent for deadAfter is dead (its users go offline).
+  heartbeat: positiveDuration().default(5_000),
+  deadAfter: positiveDuration().default(15_000),
 });
 
 const actor = z

@@ -38,6 +38,12 @@ export interface ClusterConfig {
   redis: string;
   /** Names this gateway instance (the hub's `gateId`); defaults to the host name. */
   instanceId: string;
+  /** Starts every key and channel (`gatehouse:`): instances with the same prefix share state. */
+  keyPrefix: string;
+  /** How often this instance heartbeats (ms). */
+  heartbeat: number;
+  /** An instance silent this long is dead (ms). */
+  deadAfter: number;
 }
 
 export interface BackendConfig extends HostPort {

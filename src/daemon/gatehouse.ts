@@ -21,6 +21,7 @@ import { ServiceRegistry } from '../registry/registry.ts';
 import { registryRoutes } from '../registry/routes.ts';
 import { discoveryChanged, resolveDiscovery } from '../registry/discovery.ts';
 import { ConfigWatcher } from '../config/watch-config.ts';
+import { ClusterActor, type ClusterView } from '../cluster/cluster.ts';
 import { PresenceActor } from '../actors/presence.ts';
 import { HUB_FROM_SHARD_TYPES, type HubFromShard } from '../hub/messages.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
@@ -67,6 +68,8 @@ export class Gatehouse implements AdminBackend {
   /** Reloads and discovery changes apply one at a time. */
   #applying: Promise<unknown> = Promise.resolve();
   #discoveryQueued = false;
+  /** Cluster mode's link to Redis (`cluster` in the config), in the tree before the registry. */
+  #cluster: ClusterActor | undefined;
   /** `runtime.watchConfig`: the config file's watcher, while it is on. */
   #configWatcher: ConfigWatcher | undefined;
   readonly log: Logger;
@@ -133,6 +136,7 @@ export class Gatehouse implements AdminBackend {
         children: [
           this.#adminChild(),
           this.#actors.child(customs),
+          ...(opts.config.cluster ? [this.#clusterChild(opts.config.cluster)] : []),
           this.registry.child(),
           this.#upstreams.child(this.current.upstreams),
           // Hub node streams, presence and pending requests: up before the shards, down after them.
@@ -197,6 +201,24 @@ export class Gatehouse implements AdminBackend {
       shutdown: 5_000,
       start: () => new AdminActor({ backend: this, log: this.log, config: () => this.current.admin, routes: registryRoutes(this.registry) }).start(),
     };
+  }
+
+  /** The `cluster` actor: restarted by root if it fails; a changed `cluster` key needs a restart. */
+  #clusterChild(config: NonNullable<GatehouseConfig['cluster']>): ChildSpec {
+    return {
+      id: 'cluster',
+      restart: 'permanent',
+      shutdown: 2_000,
+      start: ({ parent }) => {
+        this.#cluster = new ClusterActor({ config, log: this.log, parent });
+        return this.#cluster.start();
+      },
+    };
+  }
+
+  /** The cluster actor while cluster mode is on and it runs. */
+  get cluster$(): ClusterActor | undefined {
+    return this.#cluster?.status === 'running' ? this.#cluster : undefined;
   }
 
   #onShardMessage(shard: number, m: FromShard): void {
@@ -314,6 +336,11 @@ export class Gatehouse implements AdminBackend {
 
   hubView(): HubView {
     return { listeners: this.#hubs.view() };
+  }
+
+  cluster(): ClusterView | undefined {
+    if (!this.current.cluster) return undefined;
+    return this.#cluster?.view() ?? { redis: 'down', instanceId: this.current.cluster.instanceId, keyPrefix: this.current.cluster.keyPrefix, instances: [] };
   }
 
   /** The effective config, secrets redacted (`GET /config`). */
@@ -434,9 +461,10 @@ export class Gatehouse implements AdminBackend {
     const restartRequired = [
       ...(next.runtime.workers !== prev.runtime.workers ? ['runtime.workers'] : []),
       ...(next.admin.listen.address !== prev.admin.listen.address ? ['admin.listen'] : []),
+      ...(JSON.stringify(next.cluster) !== JSON.stringify(prev.cluster) ? ['cluster'] : []),
     ];
     // What cannot change without a restart keeps its running value: /config shows what is in effect.
-    next = { ...next, runtime: { ...next.runtime, workers: prev.runtime.workers }, admin: { ...next.admin, listen: prev.admin.listen } };
+    next = { ...next, runtime: { ...next.runtime, workers: prev.runtime.workers }, admin: { ...next.admin, listen: prev.admin.listen }, cluster: prev.cluster };
     this.#base = next;
     next = resolveDiscovery(next, (service) => this.registry.list(service));
     try {

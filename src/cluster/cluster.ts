@@ -1,0 +1,192 @@
+import { Redis, type RedisOptions } from 'ioredis';
+import { BehaviorSubject, type Observable } from 'rxjs';
+import type { Logger } from 'pino';
+import { Actor } from '../runtime/actor.ts';
+import type { ClusterConfig } from '../config/types.ts';
+
+/** Whether this instance reaches Redis now. */
+export type RedisState = 'up' | 'down';
+
+/** One gateway instance as `GET /cluster` shows it. */
+export interface ClusterInstance {
+  instanceId: string;
+  /** ISO time of its last heartbeat. */
+  lastHeartbeat: string;
+  self: boolean;
+}
+
+/** `GET /cluster`. */
+export interface ClusterView {
+  redis: RedisState;
+  instanceId: string;
+  keyPrefix: string;
+  instances: ClusterInstance[];
+}
+
+/** How long a command may take before it counts as failed (a slow Redis is a down Redis). */
+export const COMMAND_TIMEOUT_MS = 1_000;
+
+/**
+ * Cluster mode's link to Redis, on the main thread: the `cluster` actor. It owns two ioredis
+ * connections (commands, and one in subscriber mode for pub/sub), heartbeats this instance every
+ * `heartbeat` (a sorted set of instances by last heartbeat; an instance silent for `deadAfter` is
+ * dead), and publishes the Redis state: `up` after a heartbeat went through, `down` when the
+ * connection dropped or a heartbeat failed or took longer than {@link COMMAND_TIMEOUT_MS}. The
+ * state is logged once per change; everything that shares state through Redis watches
+ * {@link state$} and falls back to local state while it is `down`, resynchronising when it is
+ * `up` again. Commands never queue while Redis is away: they fail at once and the caller keeps
+ * its local decision.
+ *
+ * Keys and channels all start with `keyPrefix` ({@link key}).
+ *
+ * @example
+ * const c = new ClusterActor({ config, log }).start();
+ * c.state$.subscribe((s) => s === 'up' && resync());
+ * await c.redis.incr(c.key('x'));
+ */
+export class ClusterActor extends Actor {
+  readonly config: ClusterConfig;
+  /** Commands (rejected at once while disconnected). */
+  readonly redis: Redis;
+  /** Subscriber-mode connection (SUBSCRIBE / SSUBSCRIBE); subscriptions are restored on reconnect by ioredis. */
+  readonly sub: Redis;
+  readonly #log: Logger;
+  readonly #state = new BehaviorSubject<RedisState>('down');
+  /** `up` / `down` as it changes (starts `down` until the first heartbeat went through). */
+  readonly state$: Observable<RedisState> = this.#state.asObservable();
+  #timer: NodeJS.Timeout | undefined;
+  #instances: ClusterInstance[] = [];
+  #beating = false;
+  #lastLogged: RedisState | undefined;
+
+  constructor(opts: { config: ClusterConfig; log: Logger; parent?: Actor }) {
+    super('cluster', 'cluster', opts.parent);
+    this.config = opts.config;
+    this.#log = opts.log.child({ actorId: this.id, actorType: this.type });
+    const base: RedisOptions = {
+      // No queue while disconnected: a command fails at once, the caller decides locally.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: COMMAND_TIMEOUT_MS,
+      connectTimeout: 2_000,
+      // Reconnect for ever, backing off to 2 s.
+      retryStrategy: (times) => Math.min(2_000, 50 * 2 ** Math.min(times, 6)),
+      lazyConnect: true,
+    };
+    this.redis = new Redis(opts.config.redis, { ...base, connectionName: `gatehouse:${opts.config.instanceId}` });
+    this.sub = new Redis(opts.config.redis, { ...base, connectionName: `gatehouse:${opts.config.instanceId}:sub`, enableOfflineQueue: true });
+    for (const c of [this.redis, this.sub]) {
+      // ioredis emits 'error' on every failed (re)connect; the state change is logged once instead.
+      c.on('error', () => {});
+      c.on('close', () => this.#set('down', 'connection closed'));
+    }
+    this.redis.on('ready', () => void this.#heartbeat());
+  }
+
+  get state(): string {
+    return this.status === 'running' ? this.#state.value : this.status;
+  }
+
+  /** Redis reachable now. */
+  get up(): boolean {
+    return this.#state.value === 'up';
+  }
+
+  /** A key or channel name under the configured prefix. */
+  key(name: string): string {
+    return `${this.config.keyPrefix}${name}`;
+  }
+
+  override describe(): Record<string, unknown> {
+    return { redis: this.#state.value, instanceId: this.config.instanceId, instances: this.#instances.length };
+  }
+
+  /** Connects in the background: a Redis that is down at start leaves the instance serving on local state. */
+  start(): this {
+    this.markRunning();
+    void this.redis.connect().catch(() => this.#set('down', 'cannot connect'));
+    void this.sub.connect().catch(() => {});
+    this.#timer = setInterval(() => void this.#heartbeat(), this.config.heartbeat);
+    this.#timer.unref();
+    return this;
+  }
+
+  /** The live instances as last read (this one included while Redis is up). */
+  view(): ClusterView {
+    const { instanceId, keyPrefix } = this.config;
+    const instances = this.up ? this.#instances : [{ instanceId, lastHeartbeat: new Date().toISOString(), self: true }];
+    return { redis: this.#state.value, instanceId, keyPrefix, instances };
+  }
+
+  /** Ids of the instances alive at the last heartbeat (for cleaning up after dead ones). */
+  liveInstanceIds(): string[] {
+    return this.#instances.map((i) => i.instanceId);
+  }
+
+  async #heartbeat(): Promise<void> {
+    if (this.#beating || this.status !== 'running') return;
+    this.#beating = true;
+    const now = Date.now();
+    const set = this.key('instances');
+    try {
+      const res = await this.redis
+        .multi()
+        .zadd(set, now, this.config.instanceId)
+        .zremrangebyscore(set, '-inf', now - this.config.deadAfter)
+        .zrange(set, 0, -1, 'WITHSCORES')
+        .exec();
+      const flat = (res?.[2]?.[1] ?? []) as string[];
+      const out: ClusterInstance[] = [];
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        out.push({ instanceId: flat[i]!, lastHeartbeat: new Date(Number(flat[i + 1])).toISOString(), self: flat[i] === this.config.instanceId });
+      }
+      this.#instances = out;
+      this.#set('up');
+    } catch (err) {
+      this.#set('down', (err as Error).message);
+    } finally {
+      this.#beating = false;
+    }
+  }
+
+  #set(next: RedisState, reason?: string): void {
+    if (this.status === 'exited') return;
+    if (this.#state.value !== next) this.#state.next(next);
+    if (this.#lastLogged === next) return;
+    // The first `down` before any `up` is logged too: a Redis down at start is worth a line.
+    this.#lastLogged = next;
+    if (next === 'up') this.#log.info({ redis: redactUrl(this.config.redis), instanceId: this.config.instanceId }, 'cluster: redis up');
+    else this.#log.warn({ redis: redactUrl(this.config.redis), reason }, 'cluster: redis down, serving with local state');
+  }
+
+  protected requestStop(): boolean {
+    clearInterval(this.#timer);
+    void (async () => {
+      // Leave the instance set at once (others would wait deadAfter otherwise); best effort.
+      if (this.up) await this.redis.zrem(this.key('instances'), this.config.instanceId).catch(() => {});
+      this.redis.disconnect();
+      this.sub.disconnect();
+      this.#state.complete();
+      this.exit('shutdown');
+    })();
+    return true;
+  }
+
+  protected forceStop(): void {
+    clearInterval(this.#timer);
+    this.redis.disconnect();
+    this.sub.disconnect();
+    this.#state.complete();
+  }
+}
+
+/** A Redis URL without its password, for logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return 'redis://(unparsable)';
+  }
+}
