@@ -164,8 +164,11 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
         sendError(res, new AdminHttpError(500, 'internal', 'internal error'));
       }
     }
-    // The path only: the query may carry the UI's token.
-    log.debug({ req: { method: req.method, path: target?.path }, status: res.statusCode, ms: performance.now() - started }, 'admin request');
+    // The path only: the query may carry the UI's token. Reads (an open debug UI polls several a
+    // second) are at trace level, so that even `--debug` (level debug) logs none of them;
+    // changes and failures at debug.
+    const level = (req.method === 'GET' || req.method === 'HEAD') && res.statusCode < 400 ? 'trace' : 'debug';
+    log[level]({ req: { method: req.method, path: target?.path }, status: res.statusCode, ms: performance.now() - started }, 'admin request');
   }
 
   const server = createServer((req, res) => void handle(req, res));

@@ -124,3 +124,30 @@ listeners:
     expect(during.slice(0, during.findIndex((l) => l.msg === 'config reloaded')).map((l) => `${l.level} ${l.msg}`)).toEqual([]);
   });
 });
+
+describe('with --debug (log level debug)', () => {
+  test('an open UI tab polling its routes logs no admin request line', async () => {
+    await using backend = await startKillableEcho();
+    using dir = tempDir();
+    const file = dir.write(
+      'gatehouse.yaml',
+      `admin: { listen: "127.0.0.1:0" }
+runtime: { workers: 1, shutdownTimeout: 2s }
+upstreams: [ { name: app, backends: [ ${backend.address} ] } ]
+listeners: [ { name: tcp-in, protocol: tcp, listen: 127.0.0.1:0, upstream: app } ]
+`,
+    );
+    await using gh = await Daemon.start(file, { debug: true });
+    for (const r of ['/', '/actors?depth=8&limit=50', '/upstreams', '/hub', '/state', '/info', '/metrics']) {
+      const res = await gh.admin(r);
+      expect(res.status, r).toBe(200);
+      await res.arrayBuffer();
+    }
+    // A change is logged at debug: it comes after the reads, so they were processed before it.
+    const bad = await gh.admin('/nope');
+    expect(bad.status).toBe(404);
+    await bad.arrayBuffer();
+    await gh.waitForLog((l) => l.msg === 'admin request' && (l.req as { path?: string }).path === '/nope');
+    expect(gh.logs.filter((l) => l.msg === 'admin request').map((l) => (l.req as { path: string }).path)).toEqual(['/nope']);
+  });
+});
