@@ -18,10 +18,12 @@
  * With --tls (`npm run bench -- --suite tls`): the TLS suite. The rows (TLS_ROWS: haproxy, nginx,
  * gatehouse-w1) terminate TLS with one EC P-256 certificate made for the run; the backend stays
  * plain HTTP. Loads (TLS_LOADS): full and resumed handshakes (parallel `openssl s_time`, env
- * STIME_PROCS=8), wrk https `Connection: close`, wrk https keep-alive c50; no idle part.
- * Tables: bench/results/tls-latest.md; raw: bench/out/tls-<time>/.
+ * STIME_PROCS=8), wrk https `Connection: close`, wrk https keep-alive c50; no idle part here.
+ * Tables: bench/results/tls-latest.md; raw: bench/out/tls-<time>/. Then bench/tls-bulk.ts runs
+ * (same --reps): TLS bulk MB/s through a tcp listener and memory per idle TLS connection
+ * (bench/results/tls-bulk-latest.md).
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import http from 'node:http';
 import https from 'node:https';
 import net from 'node:net';
@@ -401,6 +403,12 @@ async function main(): Promise<number> {
   writeFileSync(path.join(HERE, 'results', `${suite}-latest.md`), md);
   writeFileSync(path.join(outDir, 'results.json'), `${JSON.stringify({ facts, options: { ...o, allRows: undefined }, skipped, samples, idle }, null, 2)}\n`);
   log(`wrote bench/results/${suite}-latest.md and ${path.relative(REPO, outDir)}/results.json (${fmt((Date.now() - t0) / 1000, 0)} s)`);
+  if (o.tls) {
+    // The TLS suite's second part: bulk MB/s through a tcp listener and memory per idle TLS
+    // connection (bench/tls-bulk.ts), once this part's processes are gone.
+    await procs.stopAll(5_000);
+    return spawnSync(process.execPath, [path.join(HERE, 'tls-bulk.ts'), '--reps', String(o.reps)], { stdio: 'inherit' }).status ?? 1;
+  }
   return 0;
 }
 
