@@ -28,7 +28,6 @@ export type AdminErrorCode =
   | 'registry_full'
   | 'unavailable'
   | 'payload_too_large'
-  | 'unsupported_media_type'
   | 'config_invalid'
   | 'internal';
 

@@ -123,9 +123,13 @@ listeners:
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { problems: { field: string }[] }).problems.map((p) => p.field).sort()).toEqual(['address', 'ttl']);
     expect((await gh.admin('/v1/services', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' })).status).toBe(400);
+    // Any content type (curl -d sends a form type): the body must be JSON.
+    const form = await gh.admin('/v1/services', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: JSON.stringify({ id: 'f', name: 'forms', address: '127.0.0.1:1' }) });
+    expect(form.status).toBe(201);
+    expect((await gh.admin('/v1/services/f', { method: 'DELETE' })).status).toBe(204);
 
-    await until(() => sse.events.some((e) => e.event === 'deregistered' && e.data.id === 'b'), 5_000, 'b deregistered event');
-    expect(sse.events.map((e) => `${e.event}${e.data.id ? `:${e.data.id}` : ''}`)).toEqual(['snapshot', 'registered:a', 'registered:b', 'registered:c', 'expired:c', 'deregistered:b']);
+    await until(() => sse.events.some((e) => e.event === 'deregistered' && e.data.id === 'f'), 5_000, 'f deregistered event');
+    expect(sse.events.map((e) => `${e.event}${e.data.id ? `:${e.data.id}` : ''}`)).toEqual(['snapshot', 'registered:a', 'registered:b', 'registered:c', 'expired:c', 'deregistered:b', 'registered:f', 'deregistered:f']);
     stop.abort();
     await sse.done;
     // The service actors are in the tree, one per instance.
