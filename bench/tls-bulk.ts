@@ -117,6 +117,16 @@ const ROWS: ProxyRow[] = [
     },
   },
   {
+    name: 'node-tls-worker',
+    available: () => true,
+    tlsOnly: true,
+    optional: true,
+    launch(port, upPort, tls) {
+      if (!tls) throw new Error('node-tls-worker is a TLS row only');
+      return { cmd: NODE, args: [path.join(HERE, 'peers/tls-pipe.ts'), String(port), '127.0.0.1', String(upPort), tls.cert, tls.key, 'worker:12'], ready: /"ready":true/, note: 'node-tls-pipe in a worker thread, young generation 12 MB (as a shard), diagnostic' };
+    },
+  },
+  {
     name: 'haproxy',
     available: () => onPath('haproxy'),
     launch(port, upPort, tls) {
