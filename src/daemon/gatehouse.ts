@@ -22,6 +22,7 @@ import { registryRoutes } from '../registry/routes.ts';
 import { discoveryChanged, resolveDiscovery } from '../registry/discovery.ts';
 import { ConfigWatcher } from '../config/watch-config.ts';
 import { ClusterActor, type ClusterView } from '../cluster/cluster.ts';
+import { ClusterRateLimits } from '../cluster/ratelimit.ts';
 import { PresenceActor } from '../actors/presence.ts';
 import { HUB_FROM_SHARD_TYPES, type HubFromShard } from '../hub/messages.ts';
 import { diffConfig, loadConfigFile, redactConfig } from '../config/load.ts';
@@ -70,6 +71,8 @@ export class Gatehouse implements AdminBackend {
   #discoveryQueued = false;
   /** Cluster mode's link to Redis (`cluster` in the config), in the tree before the registry. */
   #cluster: ClusterActor | undefined;
+  /** Cluster mode's shared rate limits (leases from Redis), with the cluster actor. */
+  #rateLimits: ClusterRateLimits | undefined;
   /** `runtime.watchConfig`: the config file's watcher, while it is on. */
   #configWatcher: ConfigWatcher | undefined;
   readonly log: Logger;
@@ -120,6 +123,7 @@ export class Gatehouse implements AdminBackend {
       onReady: (shard) => this.#hubs.shardReady((m) => shard.post(m)),
       onMessage: (shard, m) => this.#onShardMessage(shard, m),
       onDown: (shard) => this.#hubs.shardDown(shard),
+      rateAsks: (asks) => this.#rateLimits?.ask(asks),
     });
     this.actorEvents$ = merge(actorEvents$, this.#shardEvents);
     this.events$ = this.#makeEvents$();
@@ -211,6 +215,7 @@ export class Gatehouse implements AdminBackend {
       shutdown: 2_000,
       start: ({ parent }) => {
         this.#cluster = new ClusterActor({ config, log: this.log, parent });
+        this.#rateLimits = new ClusterRateLimits({ cluster: this.#cluster, table: this.table, log: this.log });
         return this.#cluster.start();
       },
     };

@@ -13,6 +13,7 @@ import type { ShardTls } from '../tls/listener-tls.ts';
 import type { ShardUpstreamTls } from '../tls/upstream-tls.ts';
 import { toShardConfig, type ShardConfig } from '../workers/shard-config.ts';
 import type { FromShard } from '../workers/protocol.ts';
+import type { RateAsk } from '../cluster/ratelimit-shard.ts';
 import type { HubShards } from '../hub/hub-control.ts';
 import type { HttpStatsSnapshot } from '../http/stats.ts';
 import { HttpStatsAggregator } from './http-stats.ts';
@@ -41,6 +42,8 @@ export interface ShardsOptions {
   onMessage: (shard: number, m: FromShard) => void;
   /** Shard `shard` went down: no message of that incarnation comes after this. */
   onDown: (shard: number) => void;
+  /** Cluster mode: a shard's rate-limit leases running low (`rl-ask`). */
+  rateAsks?: (asks: RateAsk[]) => void;
 }
 
 /**
@@ -140,7 +143,9 @@ export class Shards {
               this.#opts.onReady(shard);
             },
             onMessage: (m) => {
-              if (alive) this.#opts.onMessage(i, m);
+              if (!alive) return;
+              if (m.type === 'rl-ask') this.#opts.rateAsks?.(m.asks);
+              else this.#opts.onMessage(i, m);
             },
           });
           shard.monitor(() => {

@@ -15,6 +15,7 @@ import { CHUNKED, NO_BODY, serializeRequestHead } from './middleware/serialize.t
 import { PoolError, canRetryOnFresh, type PoolHandlers, type PooledConnection } from './pool.ts';
 import { LimitKey, RetryOn, headerValue, idempotent, upstreamFor, type CompiledRoute } from './routes.ts';
 import { injectTraceContext } from '../telemetry/request-span.ts';
+import { routeRateAdmit } from '../cluster/ratelimit-shard.ts';
 
 const CONTINUE = Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
 
@@ -91,7 +92,8 @@ export class Dispatcher {
       if (limit.kind === LimitKey.Ip) key = conn.mw.clientAddress;
       else if (limit.kind === LimitKey.Header) key = headerValue(ex.head.headers, limit.name) ?? '';
       else key = claimKey(claims?.[limit.name]);
-      const waitMs = this.#table.routeAdmit(this.#slot, route.index, key, limit.intervalNs, limit.burstNs);
+      // Local, or from the key's lease of the bucket the cluster shares (cluster mode, Redis up).
+      const waitMs = routeRateAdmit(this.#table, this.#slot, this.#name, route.index, route.name, key, limit.intervalNs, limit.burstNs);
       if (waitMs > 0) {
         this.#obs.rateLimited(this.#name, route.name);
         conn.answer(ex, 'rate_limited', { retryAfter: Math.ceil(waitMs / 1000) });

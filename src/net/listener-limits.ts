@@ -2,6 +2,7 @@ import type net from 'node:net';
 import type { Logger } from 'pino';
 import { IP, L, ipKey, type StateTable } from '../workers/state-table.ts';
 import type { ShardListener } from '../workers/shard-config.ts';
+import { listenerRateAdmit } from '../cluster/ratelimit-shard.ts';
 
 /** Why a listener refused a new connection: its `rateLimit`, `maxConnections` or `maxConnectionsPerIp`. */
 export type Refusal = 'rate_limited' | 'over_limit' | 'per_ip';
@@ -55,7 +56,8 @@ export class ListenerLimits {
   admit(socket: net.Socket): Admission {
     const table = this.#table;
     const { slot, maxConnections, maxConnectionsPerIp } = this.#listener;
-    if (this.#rateInterval !== undefined && !table.rateAdmit(slot, this.#rateInterval, this.#rateBurst)) {
+    // In cluster mode with Redis up, from the instance's lease of the shared bucket (./cluster/ratelimit-shard.ts).
+    if (this.#rateInterval !== undefined && !listenerRateAdmit(table, slot, this.#listener.name, this.#rateInterval, this.#rateBurst)) {
       table.listenerAdd(this.#shard, slot, L.RATE_LIMITED, 1);
       return { ok: false, reason: 'rate_limited' };
     }

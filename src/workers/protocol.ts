@@ -4,6 +4,7 @@ import type { StateTableBuffers } from './state-table.ts';
 import type { ShardConfig } from './shard-config.ts';
 import type { BreakerReport } from './balancer.ts';
 import type { HubFromShard, HubToShard } from '../hub/messages.ts';
+import type { RateAsk } from '../cluster/ratelimit-shard.ts';
 
 /** What the main thread hands a shard task. */
 export interface ShardInit {
@@ -41,6 +42,8 @@ export type FromShard =
   | { type: 'log'; level: string; msg: string }
   /** A breaker event about the backend in that state-table row (see `balancer.ts`). */
   | { type: 'backend'; slot: number; event: BreakerReport }
+  /** Cluster mode: rate-limit leases running low (one message per event-loop turn; see src/cluster/ratelimit.ts). */
+  | { type: 'rl-ask'; asks: RateAsk[] }
   | HubFromShard;
 
 /** The value a shard task resolves with (a crash rejects it instead). */

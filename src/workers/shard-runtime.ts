@@ -17,6 +17,7 @@ import { ShardHttp, isHttp } from './shard-http.ts';
 import { heartbeatIntervalMs, type ShardConfig, type ShardListener, type ShardUpstream } from './shard-config.ts';
 import type { FromShard, ShardInit, ShardResult, ToShard } from './protocol.ts';
 import { HUB_TO_SHARD_TYPES, type HubToShard } from '../hub/messages.ts';
+import { setRateAsks } from '../cluster/ratelimit-shard.ts';
 
 export interface RunShardOptions {
   log: Logger;
@@ -108,6 +109,7 @@ export class Shard {
   /** Runs the shard: starts it, then resolves when it drained (`ok`), was killed, or failed. */
   async run(): Promise<ShardResult> {
     this.#port.on('message', this.#onPortMessage);
+    setRateAsks((asks) => this.#post({ type: 'rl-ask', asks }));
     diagnostics.subscribe('gatehouse:supervisor:restart', this.#onRestart);
     if (this.#config.debug || this.#config.actorEvents) this.onMessage({ type: 'events', enabled: true });
     this.#opts.signal?.addEventListener('abort', this.#onAbort, { once: true });
@@ -130,6 +132,7 @@ export class Shard {
       clearInterval(this.#heartbeat);
       this.#opts.signal?.removeEventListener('abort', this.#onAbort);
       this.#port.off('message', this.#onPortMessage);
+      setRateAsks(undefined);
       this.#port.close();
       this.#eventsSub?.unsubscribe();
       diagnostics.unsubscribe('gatehouse:supervisor:restart', this.#onRestart);

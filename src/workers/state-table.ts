@@ -19,8 +19,10 @@
 import {
   B,
   BIG_LEN,
+  BIG_LEASE,
   BIG_RATE,
   B_FIELDS,
+  LEASE_MODE,
   I32_LEN,
   IP_H,
   L,
@@ -37,6 +39,8 @@ import {
   backendCell,
   ipRegion,
   listenerCell,
+  listenerLeaseCell,
+  routeLeaseCell,
   listenerGlobalCell,
   shardBackendCell,
   shardCell,
@@ -46,10 +50,12 @@ import type { Logger } from 'pino';
 import { gcraAdmit } from './state/gcra.ts';
 import { IpPlaces, type IpEntry } from './state/per-ip.ts';
 import { RouteLimits } from './state/route-limits.ts';
+import { leaseAvailable, leaseCancel, leaseGrant, leaseReset, leaseTake, leaseWaitMs } from './state/lease.ts';
 
 export { ADMIN, B, HUB_DROPS, IP_STRIPES, IP_STRIPE_ENTRIES, L, LB, LG, MAX_BACKENDS, MAX_LISTENERS, MAX_SHARDS, OUTCOMES, S, type Outcome, type StateTableBuffers } from './state/layout.ts';
 export { IP, ipKey, type IpEntry } from './state/per-ip.ts';
 export { RouteLimitError } from './state/route-limits.ts';
+export { ADMITTED, ASK } from './state/lease.ts';
 export { SlotAllocator } from './state/slots.ts';
 
 /**
@@ -163,6 +169,7 @@ export class StateTable {
     }
     for (let f = 0; f < LG_FIELDS; f++) Atomics.store(this.#i32, listenerGlobalCell(slot, f), 0);
     Atomics.store(this.#big, BIG_RATE + slot, 0n);
+    leaseReset(this.#big, listenerLeaseCell(slot));
     // Only non-zero cells are written: pages of the region no listener ever used stay unmapped.
     const ip = ipRegion(slot);
     for (let i = ip; i < ip + IP_LISTENER_LEN; i++) if (Atomics.load(this.#i32, i) !== 0) Atomics.store(this.#i32, i, 0);
@@ -236,6 +243,68 @@ export class StateTable {
    */
   routeLimitUntracked(listenerSlot: number): number {
     return this.#routes.untracked(listenerSlot);
+  }
+
+  /**
+   * The entry the last {@link routeAdmit} of this thread decided on (-1: it failed open, no entry).
+   *
+   * @example
+   * if (table.routeAdmit(slot, r, key, t, b) === 0) table.leaseTake(table.routeLease(table.routeLastEntry()), lease);
+   */
+  routeLastEntry(): number {
+    return this.#routes.lastEntry();
+  }
+
+  /** The key route-limit entry `e` holds now (an opaque string): a lease answer applies only while it is unchanged. */
+  routeEntryKey(e: number): string {
+    return this.#routes.entryKey(e);
+  }
+
+  // Cluster mode's rate-limit leases (./state/lease.ts): cells named by listenerLease / routeLease.
+
+  /** True while this instance spends leases of buckets shared through Redis (cluster mode, Redis up). */
+  leaseMode(): boolean {
+    return Atomics.load(this.#big, BIG_LEASE + LEASE_MODE) === 1n;
+  }
+
+  /** Main thread: leases on (Redis up) or off (every rate limit on its local bucket). */
+  setLeaseMode(on: boolean): void {
+    Atomics.store(this.#big, BIG_LEASE + LEASE_MODE, on ? 1n : 0n);
+  }
+
+  /** The lease cell of the listener at `slot`. */
+  listenerLease(slot: number): number {
+    return listenerLeaseCell(slot);
+  }
+
+  /** The lease cell of route-limit entry `e` (see {@link routeLastEntry}). */
+  routeLease(e: number): number {
+    return routeLeaseCell(e);
+  }
+
+  /** Spends one token of the lease at `cell`: `ADMITTED`, with `ASK` when the caller must ask the main thread for more. */
+  leaseTake(cell: number, lease: number): number {
+    return leaseTake(this.#big, cell, lease);
+  }
+
+  /** Main thread: Redis granted `granted` tokens (see ./state/lease.ts `leaseGrant`). */
+  leaseGrant(cell: number, granted: number, dryNs: bigint, ttlNs: bigint): void {
+    leaseGrant(this.#big, cell, granted, dryNs, ttlNs);
+  }
+
+  /** Main thread: the ask for `cell` will not be answered. */
+  leaseCancel(cell: number): void {
+    leaseCancel(this.#big, cell);
+  }
+
+  /** Usable tokens of the lease at `cell` now (negative: credit taken). */
+  leaseAvailable(cell: number): number {
+    return leaseAvailable(this.#big, cell);
+  }
+
+  /** Ms until a request refused by the lease at `cell` could pass (for `Retry-After`). */
+  leaseWaitMs(cell: number, intervalNs: bigint): number {
+    return leaseWaitMs(this.#big, cell, intervalNs);
   }
 
   /**

@@ -200,8 +200,27 @@ export const RL_ENTRIES = RL_UNTRACKED + MAX_LISTENERS;
 export const RL_LEN = RL_ENTRIES + RL_STRIPES * RL_STRIPE_ENTRIES * 2;
 /** Start of the route-limit region in the BigInt64 buffer. */
 export const BIG_ROUTE = BIG_RATE + MAX_LISTENERS;
+/**
+ * ...then cluster mode's rate-limit leases (see ./lease.ts and src/cluster/ratelimit.ts): a header
+ * with {@link LEASE_MODE}, then one lease of {@link LEASE_FIELDS} cells per listener, then one per
+ * route-limit entry (the same index as the entry, so a key's lease follows its entry). 2 MiB,
+ * backed by memory only where cluster mode touches it.
+ */
+export const BIG_LEASE = BIG_ROUTE + RL_LEN;
+/** Offset of the lease mode cell in the lease region: 1 while this instance spends leases from Redis, 0 for the local buckets. */
+export const LEASE_MODE = 0;
+/** Offset of the listeners' leases (8 header cells before them). */
+export const LEASE_LISTENERS = 8;
+/** BigInt64 cells of one lease (see `LEASE` in ./lease.ts). */
+export const LEASE_FIELDS = 4;
+/** Offset of the route entries' leases. */
+export const LEASE_ROUTES = LEASE_LISTENERS + MAX_LISTENERS * LEASE_FIELDS;
 /** BigInt64 cells in all. */
-export const BIG_LEN = BIG_ROUTE + RL_LEN;
+export const BIG_LEN = BIG_LEASE + LEASE_ROUTES + RL_STRIPES * RL_STRIPE_ENTRIES * LEASE_FIELDS;
+/** BigInt64 index of the lease of the listener at `slot`. */
+export const listenerLeaseCell = (slot: number): number => BIG_LEASE + LEASE_LISTENERS + slot * LEASE_FIELDS;
+/** BigInt64 index of the lease of route-limit entry `e` (0 .. stripes × entries). */
+export const routeLeaseCell = (e: number): number => BIG_LEASE + LEASE_ROUTES + e * LEASE_FIELDS;
 
 /** Index of a (shard, listener) Int32 field. */
 export const listenerCell = (shard: number, slot: number, field: number): number => I32_LISTENER + (shard * MAX_LISTENERS + slot) * L_FIELDS + field;

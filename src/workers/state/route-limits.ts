@@ -42,7 +42,8 @@
 import { randomInt } from 'node:crypto';
 import { isMainThread } from 'node:worker_threads';
 import { GatehouseError } from '../../errors.ts';
-import { BIG_ROUTE, MAX_LISTENERS, RL_ENTRIES, RL_LOCKS, RL_ROUTES, RL_SEED, RL_STRIPES, RL_STRIPE_ENTRIES, RL_UNTRACKED } from './layout.ts';
+import { BIG_ROUTE, MAX_LISTENERS, RL_ENTRIES, RL_LOCKS, RL_ROUTES, RL_SEED, RL_STRIPES, RL_STRIPE_ENTRIES, RL_UNTRACKED, routeLeaseCell } from './layout.ts';
+import { leaseReset } from './lease.ts';
 
 /** A route-limit call with arguments outside the table (a programming error, never a config one). */
 export class RouteLimitError extends GatehouseError {
@@ -74,6 +75,8 @@ const canSleep = !isMainThread;
 /** The two hash halves of the last {@link hashKey} call (one thread per isolate: no allocation per call). */
 let hashA = 0;
 let hashB = 0;
+/** The entry the last {@link RouteLimits.admit} of this thread decided on (-1: it failed open). */
+let lastEntry = -1;
 
 /** Murmur3's 32-bit finaliser: every input bit reaches every output bit. */
 function fmix(h: number): number {
@@ -153,7 +156,10 @@ export class RouteLimits {
       const e = first + ((home + n) & ENTRY_MASK);
       if (Atomics.load(this.#i32, 2 * this.#h(e)) !== h0 || Atomics.load(this.#i32, 2 * this.#h(e) + 1) !== h1) continue;
       const r = this.#step(e, h0, h1, nowNs, intervalNs, burstNs);
-      if (r !== BUSY) return r;
+      if (r !== BUSY) {
+        lastEntry = e;
+        return r;
+      }
       break;
     }
     return this.#claim(slot, first, home, h0, h1, nowNs, intervalNs, burstNs);
@@ -228,6 +234,29 @@ export class RouteLimits {
     return hashA & STRIPE_MASK;
   }
 
+  /**
+   * The entry (0 .. stripes × entries) the last {@link admit} of this thread decided on, or -1
+   * when it failed open: cluster mode spends the key's lease at the same index.
+   *
+   * @example
+   * if (limits.admit(slot, route, key, t, b) === 0 && limits.lastEntry() >= 0) spendLease(limits.lastEntry());
+   */
+  lastEntry(): number {
+    return lastEntry;
+  }
+
+  /**
+   * The key hash that entry `e` holds now, as two Int32 halves joined in a string: an answer to a
+   * lease ask is applied to the entry only while it still holds the key it was asked for.
+   *
+   * @example
+   * const owner = limits.entryKey(e);
+   */
+  entryKey(e: number): string {
+    const h = this.#h(e);
+    return `${Atomics.load(this.#i32, 2 * h)}:${Atomics.load(this.#i32, 2 * h + 1)}`;
+  }
+
   /** BigInt64 index of entry `e`'s hash cell (its TAT is the next one). */
   #h(e: number): number {
     return BIG_ROUTE + RL_ENTRIES + 2 * e;
@@ -288,6 +317,7 @@ export class RouteLimits {
         }
         if (mine >= 0 && free !== mine) {
           const r = this.#step(mine, h0, h1, now, interval, burst);
+          lastEntry = mine;
           return r === BUSY ? this.#failOpen(slot) : r;
         }
         if (free < 0) return this.#failOpen(slot);
@@ -295,10 +325,13 @@ export class RouteLimits {
         const old = Atomics.load(big, t);
         // A known key's update may have revived the entry since the scan: look again.
         if (old > now || Atomics.compareExchange(big, t, old, marker) !== old) continue;
+        // A new key starts with an empty lease (cluster mode), never the last key's.
+        leaseReset(big, routeLeaseCell(free));
         Atomics.store(a, 2 * this.#h(free), h0);
         Atomics.store(a, 2 * this.#h(free) + 1, h1);
         // A new bucket is full, and burst >= interval: the first request is always admitted.
         if (Atomics.compareExchange(big, t, marker, now + interval) !== marker) return this.#failOpen(slot);
+        lastEntry = free;
         return 0;
       }
       return this.#failOpen(slot);
@@ -308,6 +341,7 @@ export class RouteLimits {
   }
 
   #failOpen(slot: number): number {
+    lastEntry = -1;
     Atomics.add(this.#big, BIG_ROUTE + RL_UNTRACKED + slot, 1n);
     return 0;
   }
