@@ -115,7 +115,10 @@ export function leaseCancel(big: BigInt64Array, base: number): void {
 
 /** An empty lease (a route entry claimed for a new key). */
 export function leaseReset(big: BigInt64Array, base: number): void {
-  for (const f of [LEASE.TOKENS, LEASE.DRY, LEASE.WANT]) if (Atomics.load(big, base + f) !== 0n) Atomics.store(big, base + f, 0n);
+  // Only non-zero cells are written: leases no key ever used stay unmapped.
+  if (Atomics.load(big, base + LEASE.TOKENS) !== 0n) Atomics.store(big, base + LEASE.TOKENS, 0n);
+  if (Atomics.load(big, base + LEASE.DRY) !== 0n) Atomics.store(big, base + LEASE.DRY, 0n);
+  if (Atomics.load(big, base + LEASE.WANT) !== 0n) Atomics.store(big, base + LEASE.WANT, 0n);
 }
 
 /** The ms until a refused request of this lease could pass: to the end of the dry spell, else one interval. */
