@@ -17,6 +17,8 @@ const kHttp = Symbol('gatehouse.hubHttp');
 
 /** A WebSocket closing handshake gets this long before ws destroys the socket. */
 export const CLOSE_TIMEOUT_MS = 5_000;
+/** Cluster mode: how long an admission waits for the main thread's answer (Redis) before the local cap alone decides. */
+export const CLUSTER_ADMIT_WAIT_MS = 2_000;
 const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
 
 export interface HubListenerOptions {
@@ -64,6 +66,8 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   #pingTimer: NodeJS.Timeout | undefined;
   #pingEvery = 0;
   #userFullWarned = false;
+  /** Cluster mode: admissions waiting for `hub-admitted`, by client id. */
+  readonly #admissions = new Map<string, { done: (ok: boolean) => void; timer: NodeJS.Timeout }>();
 
   constructor(opts: HubListenerOptions) {
     super(opts, {
@@ -199,6 +203,9 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   protected override onClosed(): void {
     clearInterval(this.#pingTimer);
     this.#pingTimer = undefined;
+    // Their clients are closed with the listener.
+    for (const a of this.#admissions.values()) clearTimeout(a.timer);
+    this.#admissions.clear();
     this.#httpServer().closeAllConnections();
     for (const s of this.#fed) s.destroy();
     this.#fed.clear();
@@ -296,11 +303,7 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
     if (max > 0) {
       const key = hash32(userId);
       const r = table.ipAcquire(slot, shard, key, max);
-      if (r === IP.REJECTED) {
-        this.refused('per_user', 'maxClientsPerUser reached: hub client refused', client.remoteAddress, { userId, maxClientsPerUser: max }, 'info');
-        client.reject(429, { error: 'too_many_clients', message: `user has ${max} clients already` }, 'over_limit', { 'Retry-After': '1' });
-        return;
-      }
+      if (r === IP.REJECTED) return this.#tooMany(client, userId, max);
       if (r === IP.ADMITTED) client.userKey = key;
       else if (!this.#userFullWarned) {
         // The keyed table's stripe for this user is full (about 16,000 (user or IP, shard) pairs
@@ -308,8 +311,38 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
         this.#userFullWarned = true;
         this.log.warn({ maxClientsPerUser: max }, 'per-user table full: a client was admitted without a per-user count (logged once)');
       }
+      if (ctx.hub.cluster) return this.#askCluster(client, ctx, userId, max, () => wss.handleUpgrade(req, socket, head, (ws) => client.accept(ws, userId)));
     }
     wss.handleUpgrade(req, socket, head, (ws) => client.accept(ws, userId));
+  }
+
+  #tooMany(client: ClientProxyActor, userId: string, max: number): void {
+    this.refused('per_user', 'maxClientsPerUser reached: hub client refused', client.remoteAddress, { userId, maxClientsPerUser: max }, 'info');
+    client.reject(429, { error: 'too_many_clients', message: `user has ${max} clients already` }, 'over_limit', { 'Retry-After': '1' });
+  }
+
+  /**
+   * Cluster mode: the main thread checks `maxClientsPerUser` across instances (one Redis round
+   * trip). No answer within {@link CLUSTER_ADMIT_WAIT_MS}: the local cap, passed already, decides.
+   */
+  #askCluster(client: ClientProxyActor, ctx: HubContext, userId: string, max: number, upgrade: () => void): void {
+    const clientId = client.clientId;
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      if (this.#admissions.get(clientId)?.done !== done) return;
+      this.#admissions.delete(clientId);
+      if (!client.handshaking) return;
+      if (ok) upgrade();
+      else this.#tooMany(client, userId, max);
+    };
+    const timer = setTimeout(() => done(true), CLUSTER_ADMIT_WAIT_MS);
+    this.#admissions.set(clientId, { done, timer });
+    this.#opts.post({ type: 'hub-admit', listener: ctx.listener.name, clientId, userId });
+  }
+
+  /** Cluster mode: the main thread's answer to an admission. */
+  admitted(clientId: string, ok: boolean): void {
+    this.#admissions.get(clientId)?.done(ok);
   }
 
   // ---- routing (HubToShard) --------------------------------------------------------------------

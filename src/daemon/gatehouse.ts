@@ -129,7 +129,13 @@ export class Gatehouse implements AdminBackend {
     this.events$ = this.#makeEvents$();
     this.#actors = new CustomActors(() => this.root, this.events$, this.log);
     this.#upstreams = new Upstreams({ table: this.table, slotOf: (u, a) => this.#shards.backendSlot(u, a), log: this.log });
-    this.#hubs = new Hubs({ log: this.log, gateId: () => this.current.cluster?.instanceId ?? os.hostname(), shards: this.#shards.hubShards });
+    this.#hubs = new Hubs({
+      log: this.log,
+      gateId: () => this.current.cluster?.instanceId ?? os.hostname(),
+      shards: this.#shards.hubShards,
+      // Cluster mode: hub delivery, presence and the per-user cap across instances.
+      ...(opts.config.cluster && { cluster: () => this.cluster$ }),
+    });
     this.root = new Supervisor(
       {
         id: 'root',

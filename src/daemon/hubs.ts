@@ -4,6 +4,7 @@ import { clientErrorFrame } from '../actors/hub-requests.ts';
 import { HubControl, type HubListenerView, type HubShards, type NodeStreamTuning } from '../hub/hub-control.ts';
 import type { HubFromShard, HubToShard } from '../hub/messages.ts';
 import type { HubListenerConfig, ListenerConfig } from '../config/types.ts';
+import type { ClusterActor } from '../cluster/cluster.ts';
 
 export interface HubsOptions {
   shards: HubShards;
@@ -11,6 +12,11 @@ export interface HubsOptions {
   gateId: () => string;
   log: Logger;
   streamTuning?: NodeStreamTuning;
+  /**
+   * Cluster mode (`cluster` set): the cluster actor while it runs. Each hub listener then links
+   * the instances through Redis (delivery, presence, the per-user cap: see docs/cluster.md).
+   */
+  cluster?: () => ClusterActor | undefined;
 }
 
 function hubListeners(ls: readonly ListenerConfig[]): HubListenerConfig[] {
@@ -60,7 +66,7 @@ export class Hubs {
   }
 
   #control(l: HubListenerConfig): HubControl {
-    return new HubControl({ config: l, shards: this.#opts.shards, gateId: this.#opts.gateId, drop: (r) => this.drop(r), log: this.#opts.log, streamTuning: this.#opts.streamTuning });
+    return new HubControl({ config: l, shards: this.#opts.shards, gateId: this.#opts.gateId, drop: (r) => this.drop(r), log: this.#opts.log, streamTuning: this.#opts.streamTuning, cluster: this.#opts.cluster });
   }
 
   /** The control plane of hub listener `name`. */

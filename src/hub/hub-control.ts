@@ -7,6 +7,8 @@ import { NodeStreamActor, type NodeStreamOptions } from '../actors/node-stream.t
 import { PresenceActor } from '../actors/presence.ts';
 import { RequestTableActor } from '../actors/hub-requests.ts';
 import { HubRouter, type HubShards } from './hub-router.ts';
+import { HubClusterActor } from '../cluster/hub-cluster.ts';
+import type { ClusterActor } from '../cluster/cluster.ts';
 
 // The router's public names, importable with the control plane they belong to.
 export { DELIVER_BACKLOG_HIGH, DELIVER_BACKLOG_LOW, parseNodeFrame, type HubShards } from './hub-router.ts';
@@ -24,6 +26,8 @@ export interface HubControlOptions {
   drop: (reason: string) => void;
   log: Logger;
   streamTuning?: NodeStreamTuning;
+  /** Cluster mode: the cluster actor while it runs (then `hub-cluster:LISTENER` links the instances). */
+  cluster?: () => ClusterActor | undefined;
 }
 
 /** Child ids inside `hub:LISTENER`. */
@@ -31,6 +35,7 @@ export const hubChildIds = {
   supervisor: (listener: string) => `hub:${listener}`,
   presence: (listener: string) => `presence:${listener}`,
   requests: (listener: string) => `requests:${listener}`,
+  cluster: (listener: string) => `hub-cluster:${listener}`,
   node: (listener: string, node: string) => `node:${listener}/${node}`,
 };
 
@@ -60,6 +65,7 @@ export class HubControl {
   #presence: PresenceActor | undefined;
   #presenceStarts = 0;
   #requests: RequestTableActor | undefined;
+  #cluster: HubClusterActor | undefined;
   readonly #streams = new Map<string, NodeStreamActor>();
   readonly #router: HubRouter;
 
@@ -75,6 +81,7 @@ export class HubControl {
         requests: () => this.#requests,
         stream: (node) => this.#streams.get(node),
         nodes: () => (this.#cfg.nodes ?? []).map((n) => n.id),
+        cluster: () => this.#cluster,
       },
       shards: opts.shards,
       drop: opts.drop,
@@ -95,6 +102,11 @@ export class HubControl {
 
   get requests(): RequestTableActor | undefined {
     return this.#requests;
+  }
+
+  /** Cluster mode: the link to the other instances. */
+  get cluster(): HubClusterActor | undefined {
+    return this.#cluster;
   }
 
   /** The live node stream of `node`. */
@@ -126,7 +138,34 @@ export class HubControl {
   }
 
   #children(): ChildSpec[] {
-    return [this.#presenceChild(), this.#requestsChild(), ...(this.#cfg.nodes ?? []).map((n) => this.#nodeChild(n))];
+    return [this.#presenceChild(), ...(this.#opts.cluster ? [this.#clusterChild(this.#opts.cluster)] : []), this.#requestsChild(), ...(this.#cfg.nodes ?? []).map((n) => this.#nodeChild(n))];
+  }
+
+  /** Cluster mode: `hub-cluster:LISTENER`, after presence (it publishes presence's users) and before the node streams. */
+  #clusterChild(cluster: () => ClusterActor | undefined): ChildSpec {
+    return {
+      id: hubChildIds.cluster(this.name),
+      restart: 'permanent',
+      shutdown: 2_000,
+      start: ({ id, parent, log }) => {
+        const c = new HubClusterActor({
+          id,
+          listener: this.name,
+          parent,
+          log: log.child({ actorId: id, actorType: 'hub-cluster', listener: this.name }),
+          cluster,
+          localUsers: () => this.#presence?.onlineUsers() ?? [],
+          maxClientsPerUser: () => this.#cfg.maxClientsPerUser,
+          deliver: (to, frame) => this.#router.deliverRemote(to, frame),
+          presenceChanged: (userId) => this.#router.presenceChanged(userId),
+        });
+        this.#cluster = c;
+        c.monitor(() => {
+          if (this.#cluster === c) this.#cluster = undefined;
+        });
+        return c.start();
+      },
+    };
   }
 
   #presenceChild(): ChildSpec {
@@ -280,6 +319,7 @@ export class HubControl {
       ready: this.#router.readyCount,
       ...prefix('presence.', this.#presence?.sizes()),
       ...prefix('requests.', this.#requests?.sizes()),
+      ...prefix('cluster.', this.#cluster && { ...this.#cluster.remote.sizes(), ...this.#cluster.caps.sizes() }),
     };
   }
 }

@@ -8,6 +8,7 @@ import { shardOfClient, type HubFromShard, type HubTarget, type HubToShard } fro
 import type { NodeStreamActor } from '../actors/node-stream.ts';
 import type { PresenceActor } from '../actors/presence.ts';
 import { MAX_PENDING_PER_CLIENT, ackFrame, clientErrorFrame, type RequestTableActor } from '../actors/hub-requests.ts';
+import type { HubClusterActor } from '../cluster/hub-cluster.ts';
 
 /** How the hub control plane reaches the data-plane shards. */
 export interface HubShards {
@@ -42,6 +43,8 @@ export interface HubActors {
   stream(node: string): NodeStreamActor | undefined;
   /** The configured node ids, in config order. */
   nodes(): string[];
+  /** Cluster mode: the link to the other instances (absent without `cluster`, or while it restarts). */
+  cluster?(): HubClusterActor | undefined;
 }
 
 export interface HubRouterOptions {
@@ -107,16 +110,35 @@ export class HubRouter {
     return [...this.#announced];
   }
 
-  /** Presence: `userId` came online; the ready nodes hear it once. */
+  /** Presence: `userId` came online here; the ready nodes hear it once (per online stretch across instances). */
   online(userId: string): void {
-    if (this.#announced.has(userId)) return;
-    this.#announced.add(userId);
-    this.#toReadyNodes(JSON.stringify({ type: 'presence', userId, online: true }));
+    this.#opts.actors.cluster?.()?.localOnline(userId);
+    this.#announce(userId, true);
   }
 
-  /** Presence: `userId` went offline (its grace ran out); told only if its online was. */
+  /** Presence: `userId` went offline here (its grace ran out); told only if its online was, and no other instance holds it. */
   offline(userId: string): void {
-    if (this.#announced.delete(userId)) this.#toReadyNodes(JSON.stringify({ type: 'presence', userId, online: false }));
+    const cluster = this.#opts.actors.cluster?.();
+    cluster?.localOffline(userId);
+    if (!cluster?.remote.has(userId)) this.#announce(userId, false);
+  }
+
+  /**
+   * Cluster mode: another instance gained or lost `userId`. Online across instances is online
+   * here or on any other instance; the nodes hear only the changes of that.
+   */
+  presenceChanged(userId: string): void {
+    const p = this.#opts.actors.presence();
+    // Without presence (it restarts) local users are unknown: only an online is safe to tell.
+    const on = (p?.isOnline(userId) ?? false) || (this.#opts.actors.cluster?.()?.remote.has(userId) ?? false);
+    if (on || p) this.#announce(userId, on);
+  }
+
+  #announce(userId: string, on: boolean): void {
+    if (on === this.#announced.has(userId)) return;
+    if (on) this.#announced.add(userId);
+    else this.#announced.delete(userId);
+    this.#toReadyNodes(JSON.stringify({ type: 'presence', userId, online: on }));
   }
 
   /** Presence: a client ended; its pending requests go, and the ready nodes hear it. */
@@ -132,12 +154,22 @@ export class HubRouter {
     const { presence, requests: requestsOf } = this.#opts.actors;
     switch (m.type) {
       case 'hub-client-up':
+        this.#opts.actors.cluster?.()?.caps.up(m.clientId, m.userId);
         presence()?.clientUp(shard, m.clientId, m.userId);
         return;
       case 'hub-client-down':
+        this.#opts.actors.cluster?.()?.caps.gone(m.clientId);
         // Presence drops the client's pending requests with its client-gone; without presence, here.
         if (!presence()?.clientDown(m.clientId)) requestsOf()?.dropClient(m.clientId);
         return;
+      case 'hub-admit': {
+        // Cluster mode: the per-user cap across instances (one Redis round trip, batched).
+        const caps = this.#opts.actors.cluster?.()?.caps;
+        const answer = (ok: boolean): void => void this.#opts.shards.post(shard, { type: 'hub-admitted', listener: this.#opts.listener, clientId: m.clientId, ok });
+        if (!caps) answer(true);
+        else caps.admit(m.clientId, m.userId).then(answer, () => answer(true));
+        return;
+      }
       case 'hub-send':
         if (!this.toNode(m.node, m.frame)) {
           this.#opts.drop('node_unavailable');
@@ -167,6 +199,7 @@ export class HubRouter {
 
   /** A shard went down: its clients are gone at once, and acks stop waiting for it. */
   shardDown(shard: number): void {
+    this.#opts.actors.cluster?.()?.caps.shardDown(shard);
     this.#opts.actors.presence()?.shardDown(shard);
     this.#opts.actors.requests()?.shardDown(shard);
   }
@@ -213,10 +246,17 @@ export class HubRouter {
   nodeReady(node: string, s: NodeStreamActor): void {
     if (this.#opts.actors.stream(node) !== s) return;
     this.#ready.add(node);
-    // A new stream is a new session for the node: it learns who is online now.
-    const p = this.#opts.actors.presence();
-    if (p) for (const userId of p.onlineUsers()) s.sendFrame(JSON.stringify({ type: 'presence', userId, online: true }));
+    // A new stream is a new session for the node: it learns who is online now (on any instance).
+    for (const userId of this.#onlineNow()) s.sendFrame(JSON.stringify({ type: 'presence', userId, online: true }));
     this.announce();
+  }
+
+  /** Users online now: on this instance, and (cluster mode) on the others. */
+  #onlineNow(): Set<string> {
+    const out = new Set<string>(this.#opts.actors.presence()?.onlineUsers() ?? []);
+    const cluster = this.#opts.actors.cluster?.();
+    if (cluster) for (const u of cluster.remote.users()) out.add(u);
+    return out;
   }
 
   /** The node's stream left `ready`, or its actor is gone. Idempotent. */
@@ -256,7 +296,6 @@ export class HubRouter {
       return;
     }
     const requests = this.#opts.actors.requests();
-    const presence = this.#opts.actors.presence();
     if (f.type === 'response') {
       const answered = requests?.answer(node, f.id, (reqId) =>
         f.error !== undefined && f.error !== null ? clientErrorFrame('node_error', reqId, f.error) : JSON.stringify({ type: 'response', id: reqId, data: f.data ?? null }),
@@ -268,22 +307,12 @@ export class HubRouter {
       return;
     }
     const frame = JSON.stringify({ type: 'message', from: node, data: f.data });
-    let to: HubTarget;
-    let shards: Iterable<number>;
-    if (f.type === 'broadcast') {
-      to = { kind: 'all' };
-      shards = sh.running();
-    } else if (f.userId !== undefined) {
-      to = { kind: 'user', userId: f.userId };
-      shards = presence?.shardsOfUser(f.userId) ?? [];
-    } else {
-      const clientId = f.clientId!;
-      to = { kind: 'client', clientId };
-      const shard = shardOfClient(clientId);
-      shards = shard !== undefined && presence?.hasClient(clientId) ? [shard] : [];
-    }
-    const targets = [...shards];
-    if (f.type === 'push' && targets.length === 0) drop('no_client');
+    const to: HubTarget = f.type === 'broadcast' ? { kind: 'all' } : f.userId !== undefined ? { kind: 'user', userId: f.userId } : { kind: 'client', clientId: f.clientId! };
+    const targets = this.#localShards(to);
+    // Cluster mode: one publish for the other instances' clients (a client here needs none).
+    const cluster = this.#opts.actors.cluster?.();
+    const published = cluster !== undefined && !(to.kind === 'client' && targets.length > 0) && cluster.publish(to, frame);
+    if (f.type === 'push' && targets.length === 0 && !published) drop('no_client');
     const wantsAck = f.id !== undefined;
     let ack = 0;
     if (wantsAck) {
@@ -302,6 +331,21 @@ export class HubRouter {
       this.#opts.log.debug({ node }, 'hub shards behind: pausing the node stream');
       s.pauseUntil(() => sh.running().every((x) => backlog(x) < DELIVER_BACKLOG_LOW));
     }
+  }
+
+  /** The shards of this instance holding the target's clients. */
+  #localShards(to: HubTarget): number[] {
+    const presence = this.#opts.actors.presence();
+    if (to.kind === 'all') return this.#opts.shards.running();
+    if (to.kind === 'user') return [...(presence?.shardsOfUser(to.userId) ?? [])];
+    const shard = shardOfClient(to.clientId);
+    return shard !== undefined && presence?.hasClient(to.clientId) ? [shard] : [];
+  }
+
+  /** Cluster mode: a push or broadcast another instance published, to this instance's clients (no ack). */
+  deliverRemote(to: HubTarget, frame: string): void {
+    const m: HubToShard = { type: 'hub-deliver', listener: this.#opts.listener, to, frame };
+    for (const shard of this.#localShards(to)) this.#opts.shards.post(shard, m);
   }
 
   #badFrame(node: string, why: string, text: string): void {

@@ -31,7 +31,9 @@ export type HubFromShard =
    */
   | { type: 'hub-request'; listener: string; node: string; clientId: string; reqId: string; gid: string; frame: string }
   /** Answer to a `hub-deliver` carrying `ack`: how many live clients on this shard the frame was queued to. */
-  | { type: 'hub-delivered'; listener: string; ack: number; delivered: number };
+  | { type: 'hub-delivered'; listener: string; ack: number; delivered: number }
+  /** Cluster mode: may this client of `userId` be admitted (`maxClientsPerUser` across instances)? Answered by `hub-admitted`. */
+  | { type: 'hub-admit'; listener: string; clientId: string; userId: string };
 
 /** Where a node's frame goes. */
 export type HubTarget = { kind: 'user'; userId: string } | { kind: 'client'; clientId: string } | { kind: 'all' };
@@ -50,10 +52,12 @@ export type HubToShard =
   /** A frame for one client: a `response`, or an `error` for its request or send. */
   | { type: 'hub-reply'; listener: string; clientId: string; frame: string }
   /** The main thread's presence restarted empty: post `hub-client-up` again for every registered client. */
-  | { type: 'hub-resync'; listener: string };
+  | { type: 'hub-resync'; listener: string }
+  /** Cluster mode: the answer to `hub-admit` (false: the user has `maxClientsPerUser` clients across instances). */
+  | { type: 'hub-admitted'; listener: string; clientId: string; ok: boolean };
 
-export const HUB_FROM_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-client-up', 'hub-client-down', 'hub-send', 'hub-request', 'hub-delivered']);
-export const HUB_TO_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-nodes', 'hub-deliver', 'hub-node-down', 'hub-reply', 'hub-resync']);
+export const HUB_FROM_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-client-up', 'hub-client-down', 'hub-send', 'hub-request', 'hub-delivered', 'hub-admit']);
+export const HUB_TO_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-nodes', 'hub-deliver', 'hub-node-down', 'hub-reply', 'hub-resync', 'hub-admitted']);
 
 /**
  * The shard a client lives on, from its id. Client ids are `S.RANDOM` (shard index, a dot, then

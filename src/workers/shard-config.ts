@@ -99,6 +99,8 @@ export interface ShardHubSettings {
   pingIntervalMs: number;
   /** Inbound frames per client (token bucket). */
   clientRateLimit: { perSecond: number; burst: number };
+  /** Cluster mode: `maxClientsPerUser` also holds across instances (the main thread asks Redis at each admission). */
+  cluster?: boolean;
 }
 
 export interface ShardConfig {
@@ -187,6 +189,7 @@ export function toShardConfig(cfg: GatehouseConfig, slots: SlotLookup): ShardCon
             sendQueue: { ...l.sendQueue },
             pingIntervalMs: l.pingInterval,
             clientRateLimit: { perSecond: l.clientRateLimit.perSecond, burst: l.clientRateLimit.burst },
+            ...(cfg.cluster && { cluster: true }),
           },
         }),
       })),

@@ -83,6 +83,9 @@ export class ShardHubRoutes {
       case 'hub-reply':
         for (const l of this.#listeners(m.listener)) if (l.reply(m.clientId, m.frame)) break;
         break;
+      case 'hub-admitted':
+        for (const l of this.#listeners(m.listener)) l.admitted(m.clientId, m.ok);
+        break;
     }
   }
 

@@ -1,0 +1,88 @@
+/**
+ * The Lua scripts of the hub's cluster mode (EVALSHA through ioredis' `defineCommand`): each is one
+ * atomic step, so a presence set and the sequence number that orders its changes never disagree,
+ * and the per-user cap's check and count are one step across instances.
+ */
+import type { ChainableCommander, Redis } from 'ioredis';
+
+/** ARGV: op (on/off), user, ttl ms, publish command, channel, instance. */
+const PRESENCE_OP = `
+if ARGV[1] == 'on' then redis.call('SADD', KEYS[1], ARGV[2]) else redis.call('SREM', KEYS[1], ARGV[2]) end
+local s = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call(ARGV[4], ARGV[5], 'p\\n' .. ARGV[6] .. '\\n' .. s .. '\\n' .. ARGV[1] .. '\\n' .. ARGV[2])
+return s`;
+
+/** ARGV: ttl ms, publish command, channel, instance, users... (the whole set, written again). */
+const PRESENCE_RESET = `
+redis.call('DEL', KEYS[1])
+for i = 5, #ARGV, 1000 do redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+local s = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+redis.call(ARGV[2], ARGV[3], 'p\\n' .. ARGV[4] .. '\\n' .. s .. '\\nreset\\n')
+return s`;
+
+/** ARGV: publish command, channel, instance. The instance leaves (a graceful stop). */
+const PRESENCE_GONE = `
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call(ARGV[1], ARGV[2], 'p\\n' .. ARGV[3] .. '\\n0\\ngone\\n')
+return 1`;
+
+/** KEYS[1]: this instance's caps hash, the rest: the other live instances'. ARGV: user, max, ttl ms. */
+const CAPS_ADMIT = `
+local total = 0
+for i = 1, #KEYS do
+  local v = redis.call('HGET', KEYS[i], ARGV[1])
+  if v then total = total + tonumber(v) end
+end
+if total >= tonumber(ARGV[2]) then return 0 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1`;
+
+/** ARGV: user, delta, ttl ms. A count that reaches 0 leaves the hash. */
+const CAPS_ADD = `
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return n`;
+
+/** ARGV: ttl ms, then user, count pairs (this instance's whole share, written again). */
+const CAPS_RESET = `
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 1000 do redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1`;
+
+/** The scripts as commands of a pipeline (numbers are sent as strings). */
+export interface HubScripts {
+  hubPresenceOp(set: string, seq: string, op: 'on' | 'off', userId: string, ttl: number, publish: string, channel: string, instance: string): HubPipeline;
+  hubPresenceReset(set: string, seq: string, ttl: number, publish: string, channel: string, instance: string, users: string[]): HubPipeline;
+  hubPresenceGone(set: string, seq: string, publish: string, channel: string, instance: string): HubPipeline;
+  /** Arrays are flattened by ioredis; the callback gets this command's own reply. */
+  hubCapsAdmit(numKeys: number, keysAndArgs: (string | number)[], cb: (err: Error | null | undefined, admitted: unknown) => void): HubPipeline;
+  hubCapsAdd(hash: string, userId: string, delta: number, ttl: number): HubPipeline;
+  hubCapsReset(hash: string, ttl: number, pairs: (string | number)[]): HubPipeline;
+}
+
+/** A pipeline with the hub's scripts. */
+export type HubPipeline = ChainableCommander & HubScripts;
+
+const kDefined = Symbol('gatehouse.hubScripts');
+
+/** Defines the scripts on a connection (once per connection) and returns a pipeline that has them. */
+export function hubPipeline(redis: Redis): HubPipeline {
+  const r = redis as Redis & { [kDefined]?: boolean };
+  if (!r[kDefined]) {
+    r[kDefined] = true;
+    redis.defineCommand('hubPresenceOp', { numberOfKeys: 2, lua: PRESENCE_OP });
+    redis.defineCommand('hubPresenceReset', { numberOfKeys: 2, lua: PRESENCE_RESET });
+    redis.defineCommand('hubPresenceGone', { numberOfKeys: 2, lua: PRESENCE_GONE });
+    redis.defineCommand('hubCapsAdmit', { lua: CAPS_ADMIT });
+    redis.defineCommand('hubCapsAdd', { numberOfKeys: 1, lua: CAPS_ADD });
+    redis.defineCommand('hubCapsReset', { numberOfKeys: 1, lua: CAPS_RESET });
+  }
+  return redis.pipeline() as HubPipeline;
+}
