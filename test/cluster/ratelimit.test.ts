@@ -66,7 +66,7 @@ const SHARED = 'cluster: rate limits shared through redis';
 const LOCAL = 'cluster: rate limits on local buckets until redis is back (each instance applies the whole limit)';
 
 describe('cluster mode: rate limits shared through Redis leases', () => {
-  test('3 instances share a listener and a per-key route limit; Redis stopped: each its own local budget; restarted: shared again', async () => {
+  test('3 instances share a listener and a per-key route limit; Redis stopped or paused: each its own local budget; back: shared again', async () => {
     await using backend = await startHttpBackend('app');
     await using redis = await RedisServer.start();
     using dir = tempDir();
@@ -107,5 +107,15 @@ describe('cluster mode: rate limits shared through Redis leases', () => {
     expect(again.total).toBeGreaterThanOrEqual(BURST - 2 * LEASE * INSTANCES);
     const carol = await burst(gws, 'api', { 'x-user': 'carol' });
     expect(carol.total).toBeLessThanOrEqual(sharedBound(carol.seconds));
+
+    // A Redis that answers nothing (paused) is a Redis away: local buckets, then shared again.
+    redis.pause(true);
+    await until(() => gws.every((d) => switched(d, LOCAL) === 2), 15_000, 'local buckets while Redis is paused');
+    const dave = await burst(gws, 'api', { 'x-user': 'dave' });
+    for (const n of dave.ok) expect(n).toBeGreaterThanOrEqual(BURST);
+    redis.pause(false);
+    await until(() => gws.every((d) => switched(d, SHARED) === 3), 15_000, 'leases on again after the pause');
+    const erin = await burst(gws, 'api', { 'x-user': 'erin' });
+    expect(erin.total).toBeLessThanOrEqual(sharedBound(erin.seconds));
   });
 });
