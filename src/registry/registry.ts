@@ -38,9 +38,47 @@ export interface ServiceRegistryOptions {
   maxInstances?: number;
 }
 
-/** What an instance's actor is registered under: its current registration. */
+/** What an instance's actor is registered under: its current registration and when it was made (epoch ms). */
 interface Held {
   registration: Registration;
+  stamp: number;
+}
+
+/** An instance as the cluster sync reads and writes it: epoch ms, `expiresAt` 0 for never. */
+export interface RegistryEntry {
+  registration: Registration;
+  expiresAt: number;
+  /** When this registration was made (the merge after a Redis outage keeps the later one). */
+  stamp: number;
+}
+
+/** A change made on this instance alone (cluster mode while Redis is away), to push later. */
+export type LocalChange = { kind: 'put' | 'heartbeat'; id: string } | { kind: 'delete'; id: string; at: number } | { kind: 'expired'; id: string };
+
+/**
+ * What shares the registry between instances (src/cluster/registry.ts). While {@link active},
+ * register, heartbeat and deregister go through it (it applies them here as well, through
+ * {@link ServiceRegistry.applyPut} and {@link ServiceRegistry.applyRemove}); its operations throw
+ * {@link SharedUnavailableError} when they could not be shared, and the registry then does them
+ * locally and reports them with {@link local}.
+ */
+export interface SharedRegistry {
+  readonly active: boolean;
+  register(registration: Registration): Promise<{ created: boolean; service: ServiceInstance }>;
+  heartbeat(id: string): Promise<ServiceInstance | undefined>;
+  deregister(id: string): Promise<boolean>;
+  local(change: LocalChange): void;
+  /** The registry's supervisor (re)started, empty. */
+  resume(): void;
+}
+
+/** A shared operation did not go through (Redis away or slow): do it locally. */
+export class SharedUnavailableError extends GatehouseError {
+  readonly code = 'GH_ERR_REGISTRY_UNSHARED';
+  constructor(cause: unknown) {
+    super(`the shared registry is unavailable: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    this.name = 'SharedUnavailableError';
+  }
 }
 
 const actorId = (id: string): string => `service:${id}`;
@@ -68,6 +106,9 @@ export class ServiceRegistry {
   readonly #events = new Subject<RegistryEvent>();
   readonly #changes = new Subject<void>();
   #supervisor: Supervisor | undefined;
+  #shared: SharedRegistry | undefined;
+  /** How late the actors' own TTL timers fire (cluster mode while Redis is up: Redis expires first). */
+  #slack = 0;
   #queue: Promise<unknown> = Promise.resolve();
   readonly events$: Observable<RegistryEvent> = this.#events.asObservable();
   /** Fires after any change (also a loss: the registry's supervisor restarted). */
@@ -86,6 +127,7 @@ export class ServiceRegistry {
       start: async (ctx) => {
         const sup = (await spec.start(ctx)) as Supervisor;
         this.#supervisor = sup;
+        this.#shared?.resume();
         sup.monitor(() => {
           if (this.#supervisor === sup) this.#supervisor = undefined;
         });
@@ -110,6 +152,11 @@ export class ServiceRegistry {
     return e && this.#view(e.actor as MachineActor);
   }
 
+  /** Most instances held at once. */
+  get maxInstances(): number {
+    return this.#opts.maxInstances ?? 10_000;
+  }
+
   get size(): number {
     return this.#index.size;
   }
@@ -118,52 +165,136 @@ export class ServiceRegistry {
    * Registers an instance, or replaces the one with its id (`created: false`; its TTL restarts).
    * Rejects with {@link RegistryFullError} or {@link RegistryDownError}.
    */
-  register(registration: Registration): Promise<{ created: boolean; service: ServiceInstance }> {
-    return this.#serial(async () => {
-      const sup = this.#running();
-      const held = this.#index.get(actorId(registration.id));
-      if (held) {
-        (held.value as Held).registration = registration;
-        (held.actor as MachineActor).send({ type: 'update', registration } satisfies ServiceEvent);
-        const service = this.#view(held.actor as MachineActor);
-        this.#publish('updated', service);
-        return { created: false, service };
-      }
-      const max = this.#opts.maxInstances ?? 10_000;
-      if (this.#index.size >= max) throw new RegistryFullError(max);
-      // The spec of an earlier incarnation that expired a moment ago may still be there.
-      await sup.removeChild(actorId(registration.id));
-      const actor = (await sup.startChild(this.#spec({ registration }))) as MachineActor;
-      const service = this.#view(actor);
-      this.#log.info({ service: service.name, id: service.id, address: service.address, ttl: service.ttl }, 'service registered');
-      this.#publish('registered', service);
-      return { created: true, service };
-    });
+  async register(registration: Registration): Promise<{ created: boolean; service: ServiceInstance }> {
+    const shared = await this.#tryShared((s) => s.register(registration));
+    if (shared) return shared.value;
+    const res = await this.#serial(() => this.#put({ registration, expiresAt: undefined, stamp: Date.now() }));
+    this.#shared?.local({ kind: 'put', id: registration.id });
+    return { created: res.created, service: res.service };
   }
 
-  /** Restarts an instance's TTL. False when no such instance. */
-  heartbeat(id: string): Promise<ServiceInstance | undefined> {
-    return this.#serial(async () => {
+  /** Restarts an instance's TTL. Undefined when no such instance. */
+  async heartbeat(id: string): Promise<ServiceInstance | undefined> {
+    const shared = await this.#tryShared((s) => s.heartbeat(id));
+    if (shared) return shared.value;
+    const res = await this.#serial(async () => {
       const e = this.#index.get(actorId(id));
       if (!e) return undefined;
       (e.actor as MachineActor).send({ type: 'heartbeat' } satisfies ServiceEvent);
       return this.#view(e.actor as MachineActor);
     });
+    if (res) this.#shared?.local({ kind: 'heartbeat', id });
+    return res;
   }
 
   /** Removes an instance. False when no such instance. */
-  deregister(id: string): Promise<boolean> {
+  async deregister(id: string): Promise<boolean> {
+    const shared = await this.#tryShared((s) => s.deregister(id));
+    if (shared) return shared.value;
+    const removed = await this.#serial(() => this.#remove(id, 'deregistered'));
+    if (removed) this.#shared?.local({ kind: 'delete', id, at: Date.now() });
+    return removed;
+  }
+
+  /**
+   * Cluster mode: `shared` takes the operations while it is active (undefined: all local again).
+   * @example registry.share(new ClusterRegistry({ cluster, registry, log }));
+   */
+  share(shared: SharedRegistry | undefined): void {
+    this.#shared = shared;
+  }
+
+  /** Sets how late the actors' own TTL timers fire after their `expiresAt` (0: on time). */
+  setExpirySlack(ms: number): void {
+    if (ms === this.#slack) return;
+    this.#slack = ms;
+    this.#index.forEach((_v, actor) => (actor as MachineActor).send({ type: 'slack', ms } satisfies ServiceEvent));
+  }
+
+  /** Every instance with its expiry and stamp (for the cluster sync). */
+  entries(): RegistryEntry[] {
+    const out: RegistryEntry[] = [];
+    this.#index.forEach((held, actor) => void out.push({ registration: held.registration, expiresAt: this.#context(actor as MachineActor).expiresAt, stamp: held.stamp }));
+    return out;
+  }
+
+  /**
+   * Applies an instance as the shared store holds it: registers it (`registered`), replaces it
+   * (`updated`, unless `quiet` and only its expiry changed) or moves its expiry (a heartbeat:
+   * no event).
+   */
+  applyPut(entry: RegistryEntry, opts: { heartbeat?: boolean; quiet?: boolean } = {}): Promise<void> {
     return this.#serial(async () => {
-      const e = this.#index.get(actorId(id));
-      if (!e) return false;
-      const service = this.#view(e.actor as MachineActor);
-      (e.actor as MachineActor).send({ type: 'deregister' } satisfies ServiceEvent);
-      await e.actor.exited();
-      await this.#supervisor?.removeChild(e.actor.id);
-      this.#log.info({ service: service.name, id: service.id }, 'service deregistered');
-      this.#publish('deregistered', service);
-      return true;
+      const held = this.#index.get(actorId(entry.registration.id));
+      const same = held !== undefined && JSON.stringify((held.value as Held).registration) === JSON.stringify(entry.registration);
+      if (held && (opts.heartbeat || (opts.quiet && same))) {
+        (held.value as Held).stamp = Math.max((held.value as Held).stamp, entry.stamp);
+        (held.actor as MachineActor).send({ type: 'heartbeat', expiresAt: entry.expiresAt } satisfies ServiceEvent);
+        return;
+      }
+      if (!held && opts.heartbeat) return;
+      await this.#put(entry);
     });
+  }
+
+  /** Removes an instance as the shared store did (`deregistered` or `expired`); false when it was not here. */
+  applyRemove(id: string, type: 'deregistered' | 'expired'): Promise<boolean> {
+    return this.#serial(() => this.#remove(id, type));
+  }
+
+  /** Runs `op` on the shared registry while it is active; undefined: do it locally. */
+  async #tryShared<T>(op: (s: SharedRegistry) => Promise<T>): Promise<{ value: T } | undefined> {
+    const shared = this.#shared;
+    if (!shared?.active) return undefined;
+    try {
+      return { value: await op(shared) };
+    } catch (err) {
+      if (!(err instanceof SharedUnavailableError)) throw err;
+      this.#log.warn({ err: err.message }, 'service registry: Redis unavailable, change made on this instance only (pushed when Redis is back)');
+      return undefined;
+    }
+  }
+
+  /** Registers or replaces (in the queue). `expiresAt` undefined: now + ttl. */
+  async #put(entry: { registration: Registration; expiresAt: number | undefined; stamp: number }): Promise<{ created: boolean; service: ServiceInstance }> {
+    const sup = this.#running();
+    const { registration, expiresAt, stamp } = entry;
+    const held = this.#index.get(actorId(registration.id));
+    if (held) {
+      Object.assign(held.value as Held, { registration, stamp });
+      (held.actor as MachineActor).send({ type: 'update', registration, expiresAt } satisfies ServiceEvent);
+      const service = this.#view(held.actor as MachineActor);
+      this.#publish('updated', service);
+      return { created: false, service };
+    }
+    const max = this.maxInstances;
+    if (this.#index.size >= max) throw new RegistryFullError(max);
+    // The spec of an earlier incarnation that expired a moment ago may still be there.
+    await sup.removeChild(actorId(registration.id));
+    const actor = (await sup.startChild(this.#spec({ registration, stamp }, expiresAt))) as MachineActor;
+    const service = this.#view(actor);
+    this.#log.info({ service: service.name, id: service.id, address: service.address, ttl: service.ttl }, 'service registered');
+    this.#publish('registered', service);
+    return { created: true, service };
+  }
+
+  /** Ends an instance as deregistered or expired (in the queue); false when no such instance. */
+  async #remove(id: string, type: 'deregistered' | 'expired'): Promise<boolean> {
+    const e = this.#index.get(actorId(id));
+    if (!e) return false;
+    if (type === 'expired') {
+      // Its DOWN publishes `expired` and removes the spec, as for its own timer.
+      (e.actor as MachineActor).send({ type: 'expire' } satisfies ServiceEvent);
+      await e.actor.exited();
+      return true;
+    }
+    const service = this.#view(e.actor as MachineActor);
+    (e.actor as MachineActor).send({ type: 'deregister' } satisfies ServiceEvent);
+    await e.actor.exited();
+    await this.#supervisor?.removeChild(e.actor.id);
+    this.#log.info({ service: service.name, id: service.id }, 'service deregistered');
+    this.#publish('deregistered', service);
+    return true;
   }
 
   #running(): Supervisor {
@@ -184,7 +315,7 @@ export class ServiceRegistry {
   }
 
   /** An instance's child spec: transient, so a crash restarts it with its latest registration and a fresh TTL. */
-  #spec(held: Held): ChildSpec {
+  #spec(held: Held, expiresAt?: number): ChildSpec {
     const id = actorId(held.registration.id);
     return {
       id,
@@ -192,7 +323,10 @@ export class ServiceRegistry {
       restart: 'transient',
       shutdown: 1_000,
       start: ({ parent, log }) => {
-        const a = new MachineActor({ id, type: 'service', logic: serviceMachine, parent, log, input: { registration: held.registration } });
+        // The first start takes the given expiry; a restart after a crash a fresh TTL.
+        const input = { registration: held.registration, expiresAt, slack: this.#slack };
+        expiresAt = undefined;
+        const a = new MachineActor({ id, type: 'service', logic: serviceMachine, parent, log, input });
         this.#index.register(a, held);
         a.monitor((down) => this.#onDown(a, held, down));
         return a.start();
@@ -211,6 +345,7 @@ export class ServiceRegistry {
     if (a.state !== 'expired') return; // deregistered: deregister() publishes and removes the spec
     const service = { ...this.#view(a), expiresAt: new Date().toISOString() };
     this.#log.warn({ service: service.name, id: service.id, address: service.address, ttl: service.ttl }, 'service expired: no heartbeat within its ttl');
+    this.#shared?.local({ kind: 'expired', id: service.id });
     void this.#serial(async () => {
       // Only the spec of this incarnation: a re-registration queued before ran already and replaced it.
       if (sup && sup.status === 'running' && !this.#index.has(a.id)) await sup.removeChild(a.id);
@@ -218,8 +353,12 @@ export class ServiceRegistry {
     this.#publish('expired', service);
   }
 
+  #context(a: MachineActor): { registration: Registration; expiresAt: number } {
+    return (a.ref.getSnapshot() as { context: { registration: Registration; expiresAt: number } }).context;
+  }
+
   #view(a: MachineActor): ServiceInstance {
-    const ctx = (a.ref.getSnapshot() as { context: { registration: Registration; expiresAt: number } }).context;
+    const ctx = this.#context(a);
     const r = ctx.registration;
     return { id: r.id, name: r.name, address: r.address, host: r.host, port: r.port, tags: [...r.tags], metadata: { ...r.metadata }, ttl: r.ttl, expiresAt: ctx.expiresAt > 0 ? new Date(ctx.expiresAt).toISOString() : null };
   }
