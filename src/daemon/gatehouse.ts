@@ -22,6 +22,7 @@ import { registryRoutes } from '../registry/routes.ts';
 import { discoveryChanged, resolveDiscovery } from '../registry/discovery.ts';
 import { ConfigWatcher } from '../config/watch-config.ts';
 import { ClusterActor, type ClusterView } from '../cluster/cluster.ts';
+import { ClusterRegistry } from '../cluster/registry.ts';
 import { ClusterRateLimits } from '../cluster/ratelimit.ts';
 import { PresenceActor } from '../actors/presence.ts';
 import { HUB_FROM_SHARD_TYPES, type HubFromShard } from '../hub/messages.ts';
@@ -222,7 +223,10 @@ export class Gatehouse implements AdminBackend {
       start: ({ parent }) => {
         this.#cluster = new ClusterActor({ config, log: this.log, parent });
         this.#rateLimits = new ClusterRateLimits({ cluster: this.#cluster, table: this.table, log: this.log });
-        return this.#cluster.start();
+        this.#cluster.start();
+        // The service registry shared through Redis while this cluster actor runs (src/cluster/registry.ts).
+        new ClusterRegistry({ cluster: this.#cluster, registry: this.registry, log: this.log }).start();
+        return this.#cluster;
       },
     };
   }
