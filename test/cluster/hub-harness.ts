@@ -3,6 +3,7 @@
  * with a hub listener against one private Redis, and WebSocket clients that record their frames.
  */
 import { once } from 'node:events';
+import { onTestFinished } from 'vitest';
 import { WebSocket } from 'ws';
 import { Daemon, until, type tempDir } from '../helpers/daemon.ts';
 import { SECRET, tokenFor } from '../hub/harness.ts';
@@ -80,13 +81,22 @@ listeners:
 `;
 }
 
-/** Starts instances gw-a, gw-b, ... (the first dials `node`) and waits until each is linked to the others. */
-export async function startInstances(dir: ReturnType<typeof tempDir>, redis: string, n: number, opts: { node?: string; maxClientsPerUser?: number; grace?: string } = {}): Promise<Daemon[]> {
+/** Starts instances gw-a, gw-b, ... (the first dials `node`, or all with `nodeOnAll`) and waits until each is linked to the others. */
+export async function startInstances(
+  dir: ReturnType<typeof tempDir>,
+  redis: string,
+  n: number,
+  opts: { node?: string; nodeOnAll?: boolean; maxClientsPerUser?: number; grace?: string } = {},
+): Promise<Daemon[]> {
   const prefix = `t${process.pid}-${Date.now()}:`;
   const ids = Array.from({ length: n }, (_, i) => `gw-${String.fromCharCode(97 + i)}`);
   const out = await Promise.all(
-    ids.map((id, i) => Daemon.start(dir.write(`${id}.yaml`, instanceYaml({ redis, id, prefix, ...opts, node: i === 0 ? opts.node : undefined })))),
+    ids.map((id, i) => Daemon.start(dir.write(`${id}.yaml`, instanceYaml({ redis, id, prefix, ...opts, node: i === 0 || opts.nodeOnAll ? opts.node : undefined })))),
   );
+  // Killed if the test fails before stopping them (a stopped one is left as it is).
+  onTestFinished(async () => {
+    for (const d of out) await d[Symbol.asyncDispose]();
+  });
   for (const d of out) await linked(d, n);
   return out;
 }
