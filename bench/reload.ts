@@ -21,7 +21,7 @@
  *    constructors that grew most (bench/tools/heapsnapshot-diff.ts).
  *
  *   npm run bench -- --suite reload [--reps 3] [--dur 10] [--reloads 1000] [--snapshot] [--only latency|memory] [--settle 3]
- *   env: PIN=split|none  QUIET_WAIT=5  FOREIGN_MAX=15
+ *   env: PIN=split|none  QUIET_WAIT=5  FOREIGN_MAX=15  EXTRA_NODE_OPTIONS (the memory daemon's, e.g. --max-semi-space-size=4)
  *
  * Tables: stdout and bench/results/reload-latest.md; raw: bench/out/reload-<time>/.
  */
@@ -188,7 +188,7 @@ async function actorCounts(d: Daemon): Promise<Record<string, number>> {
 async function memoryRun(b1: number, b2: number): Promise<{ points: Checkpoint[]; top: { key: string; count: number; size: number }[] | undefined; elapsedS: number }> {
   const probeDir = path.join(outDir, 'mem-probe');
   mkdirSync(probeDir, { recursive: true });
-  const d = await startDaemon('memory', b1, b2, { NODE_OPTIONS: `--expose-gc --import=${path.join(HERE, 'tools/mem-probe.ts')}`, MEM_PROBE_DIR: probeDir });
+  const d = await startDaemon('memory', b1, b2, { NODE_OPTIONS: `--expose-gc --import=${path.join(HERE, 'tools/mem-probe.ts')} ${process.env.EXTRA_NODE_OPTIONS ?? ''}`.trim(), MEM_PROBE_DIR: probeDir });
   // Traffic first, so that the pools, the JIT and the heap are where a serving daemon has them.
   await wrk('memory-warm', d.ports.listen, 50, 2);
   const marks = [1, 2, 10, 100, 250, Math.round(o.reloads / 2), 750, o.reloads].filter((n, i, a) => n <= o.reloads && a.indexOf(n) === i).sort((x, y) => x - y);
