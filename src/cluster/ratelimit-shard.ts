@@ -43,6 +43,30 @@ export function leaseSize(intervalNs: bigint, burst: number): number {
   return Math.max(1, Math.min(burst, Math.ceil(perSecond * LEASE_SHARE)));
 }
 
+/** A limit's GCRA parameters and its lease, computed once per config (not per decision). */
+export interface RateParams {
+  intervalNs: bigint;
+  burstNs: bigint;
+  /** Tokens of the burst. */
+  burst: number;
+  /** Tokens per lease ({@link leaseSize}). */
+  lease: number;
+}
+
+/**
+ * The {@link RateParams} of a limit given as GCRA parameters (ns).
+ *
+ * @example
+ * const p = rateParams(50_000_000n, 1_000_000_000n); // 20 per second, burst 20: lease 1
+ */
+export function rateParams(intervalNs: bigint, burstNs: bigint): RateParams {
+  const burst = Number(burstNs / intervalNs);
+  return { intervalNs, burstNs, burst, lease: leaseSize(intervalNs, burst) };
+}
+
+/** Route limits' parameters, by the compiled limit (a route's limit object lives as long as its config snapshot). */
+const routeParams = new WeakMap<object, RateParams>();
+
 /** Bucket names past this length are hashed (a header value can be long). */
 const MAX_NAME = 200;
 
@@ -85,15 +109,13 @@ function bucketName(name: string): string {
  * from its local GCRA cell. True when the connection is admitted.
  *
  * @example
- * if (!listenerRateAdmit(table, slot, 'web', t, t * 20n)) refuse();
+ * if (!listenerRateAdmit(table, slot, 'web', rateParams(t, t * 20n))) refuse();
  */
-export function listenerRateAdmit(table: StateTable, slot: number, listener: string, intervalNs: bigint, burstNs: bigint): boolean {
-  if (!table.leaseMode()) return table.rateAdmit(slot, intervalNs, burstNs);
+export function listenerRateAdmit(table: StateTable, slot: number, listener: string, p: RateParams): boolean {
+  if (!table.leaseMode()) return table.rateAdmit(slot, p.intervalNs, p.burstNs);
   const cell = table.listenerLease(slot);
-  const burst = Number(burstNs / intervalNs);
-  const lease = leaseSize(intervalNs, burst);
-  const r = table.leaseTake(cell, lease);
-  if (r & ASK) ask({ cell, bucket: bucketName(`l:${listener}`), intervalNs: Number(intervalNs), burst, lease });
+  const r = table.leaseTake(cell, p.lease);
+  if (r & ASK) ask({ cell, bucket: bucketName(`l:${listener}`), intervalNs: Number(p.intervalNs), burst: p.burst, lease: p.lease });
   return (r & ADMITTED) !== 0;
 }
 
@@ -104,18 +126,18 @@ export function listenerRateAdmit(table: StateTable, slot: number, listener: str
  * admitted, else the ms until the key could pass (for `Retry-After`).
  *
  * @example
- * const waitMs = routeRateAdmit(table, slot, 'web', route.index, route.name, key, t, b);
+ * const waitMs = routeRateAdmit(table, slot, 'web', route.index, route.name, key, route.limit);
  */
-export function routeRateAdmit(table: StateTable, slot: number, listener: string, route: number, routeName: string, key: string, intervalNs: bigint, burstNs: bigint): number {
-  const local = table.routeAdmit(slot, route, key, intervalNs, burstNs);
+export function routeRateAdmit(table: StateTable, slot: number, listener: string, route: number, routeName: string, key: string, limit: { intervalNs: bigint; burstNs: bigint }): number {
+  const local = table.routeAdmit(slot, route, key, limit.intervalNs, limit.burstNs);
   if (local > 0 || !table.leaseMode()) return local;
   const e = table.routeLastEntry();
   // Failed open locally (a crowded stripe): no entry to hold a lease either.
   if (e < 0) return 0;
+  let p = routeParams.get(limit);
+  if (p === undefined) routeParams.set(limit, (p = rateParams(limit.intervalNs, limit.burstNs)));
   const cell = table.routeLease(e);
-  const burst = Number(burstNs / intervalNs);
-  const lease = leaseSize(intervalNs, burst);
-  const r = table.leaseTake(cell, lease);
-  if (r & ASK) ask({ cell, bucket: bucketName(`r:${listener}:${routeName}:${key}`), intervalNs: Number(intervalNs), burst, lease, entry: { index: e, key: table.routeEntryKey(e) } });
-  return r & ADMITTED ? 0 : table.leaseWaitMs(cell, intervalNs);
+  const r = table.leaseTake(cell, p.lease);
+  if (r & ASK) ask({ cell, bucket: bucketName(`r:${listener}:${routeName}:${key}`), intervalNs: Number(p.intervalNs), burst: p.burst, lease: p.lease, entry: { index: e, key: table.routeEntryKey(e) } });
+  return r & ADMITTED ? 0 : table.leaseWaitMs(cell, p.intervalNs);
 }

@@ -13,8 +13,10 @@ import type { RateAsk } from './ratelimit-shard.ts';
 /**
  * GCRA in Redis (as redis-cell does it), granting up to `want` tokens at once. KEYS[1]: the
  * bucket, holding its theoretical arrival time (µs, Redis's clock). ARGV: interval (µs, may be
- * fractional), burst × interval (µs), want. Returns { granted, µs until the next token when
- * fewer than `want` were granted, else 0 }. The key expires once the bucket is full again.
+ * fractional), burst × interval (µs), want, lease. Returns { granted, µs until a whole lease is
+ * due again when fewer than `want` were granted, else 0 }: an instance that met an empty bucket
+ * asks again only then, so that a drained bucket costs Redis about one ask per lease, not one per
+ * token. The key expires once the bucket is full again.
  */
 const LEASE_LUA = `
 local t = redis.call('TIME')
@@ -22,6 +24,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
+local lease = tonumber(ARGV[4])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if tat < now then tat = now end
 local g = math.floor((now + burst - tat) / interval)
@@ -33,7 +36,7 @@ if g > 0 then
 end
 local wait = 0
 if g < want then
-  wait = math.ceil(tat + interval - burst - now)
+  wait = math.ceil(tat + lease * interval - burst - now)
   if wait < 1 then wait = 1 end
 end
 return { g, wait }
@@ -43,11 +46,11 @@ return { g, wait }
 const COMMAND = 'gatehouseRateLease';
 
 /** Leased tokens left unspent this long (at least) expire: a quiet instance cannot hoard the bucket. */
-export const MIN_LEASE_TTL_NS = 100_000_000n;
+export const MIN_LEASE_TTL_MS = 100;
 /** After a failed batch, leases are tried again this often while the cluster says Redis is up. */
 const RETRY_MS = 1_000;
 
-type LeaseRedis = { [COMMAND]: (key: string, intervalUs: string, burstUs: string, want: number) => unknown };
+type LeaseRedis = { [COMMAND]: (key: string, intervalUs: string, burstUs: string, want: number, lease: number) => unknown };
 
 /**
  * The main thread's half of cluster rate limits, one per cluster actor. It turns the table's
@@ -119,7 +122,7 @@ export class ClusterRateLimits {
     for (const a of batch) {
       // Enough to pay back any credit taken and hold a whole lease again.
       const want = Math.max(1, a.lease - this.#table.leaseAvailable(a.cell));
-      p[COMMAND](this.#cluster.key(`rl:${a.bucket}`), String(a.intervalNs / 1000), String((a.intervalNs * a.burst) / 1000), want);
+      p[COMMAND](this.#cluster.key(`rl:${a.bucket}`), String(a.intervalNs / 1000), String((a.intervalNs * a.burst) / 1000), want, a.lease);
     }
     let res: [Error | null, unknown][] | null;
     try {
@@ -135,9 +138,8 @@ export class ClusterRateLimits {
   #grant(a: RateAsk, [granted, waitUs]: [number, number]): void {
     // A route key's entry taken over by another key meanwhile: its lease is that key's now.
     if (a.entry !== undefined && this.#table.routeEntryKey(a.entry.index) !== a.entry.key) return;
-    const interval = BigInt(Math.round(a.intervalNs));
-    const ttl = interval * BigInt(a.lease);
-    this.#table.leaseGrant(a.cell, granted, BigInt(waitUs) * 1000n, ttl > MIN_LEASE_TTL_NS ? ttl : MIN_LEASE_TTL_NS);
+    const ttlMs = Math.max(MIN_LEASE_TTL_MS, Math.ceil((a.intervalNs * a.lease) / 1e6));
+    this.#table.leaseGrant(a.cell, granted, waitUs > 0 ? Math.ceil(waitUs / 1000) : 0, ttlMs);
   }
 
   #cancel(batch: RateAsk[]): void {

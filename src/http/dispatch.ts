@@ -93,7 +93,7 @@ export class Dispatcher {
       else if (limit.kind === LimitKey.Header) key = headerValue(ex.head.headers, limit.name) ?? '';
       else key = claimKey(claims?.[limit.name]);
       // Local, or from the key's lease of the bucket the cluster shares (cluster mode, Redis up).
-      const waitMs = routeRateAdmit(this.#table, this.#slot, this.#name, route.index, route.name, key, limit.intervalNs, limit.burstNs);
+      const waitMs = routeRateAdmit(this.#table, this.#slot, this.#name, route.index, route.name, key, limit);
       if (waitMs > 0) {
         this.#obs.rateLimited(this.#name, route.name);
         conn.answer(ex, 'rate_limited', { retryAfter: Math.ceil(waitMs / 1000) });

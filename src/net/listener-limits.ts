@@ -2,7 +2,7 @@ import type net from 'node:net';
 import type { Logger } from 'pino';
 import { IP, L, ipKey, type StateTable } from '../workers/state-table.ts';
 import type { ShardListener } from '../workers/shard-config.ts';
-import { listenerRateAdmit } from '../cluster/ratelimit-shard.ts';
+import { listenerRateAdmit, rateParams, type RateParams } from '../cluster/ratelimit-shard.ts';
 
 /** Why a listener refused a new connection: its `rateLimit`, `maxConnections` or `maxConnectionsPerIp`. */
 export type Refusal = 'rate_limited' | 'over_limit' | 'per_ip';
@@ -28,9 +28,8 @@ export class ListenerLimits {
   readonly #shard: number;
   readonly #log: Logger;
   #listener!: ShardListener;
-  /** GCRA parameters (ns), or undefined when the listener has no rate limit. */
-  #rateInterval: bigint | undefined;
-  #rateBurst = 0n;
+  /** GCRA parameters (ns) and lease size, or undefined when the listener has no rate limit. */
+  #rate: RateParams | undefined;
   #ipFullWarned = false;
 
   constructor(table: StateTable, shard: number, listener: ShardListener, log: Logger) {
@@ -44,20 +43,19 @@ export class ListenerLimits {
   configure(l: ShardListener): void {
     this.#listener = l;
     if (!l.rateLimit) {
-      this.#rateInterval = undefined;
+      this.#rate = undefined;
       return;
     }
     // GCRA: emission interval T = 1e9 / perSecond ns, and a burst of burst × T.
     const t = BigInt(Math.max(1, Math.round(1e9 / l.rateLimit.perSecond)));
-    this.#rateInterval = t;
-    this.#rateBurst = t * BigInt(l.rateLimit.burst);
+    this.#rate = rateParams(t, t * BigInt(l.rateLimit.burst));
   }
 
   admit(socket: net.Socket): Admission {
     const table = this.#table;
     const { slot, maxConnections, maxConnectionsPerIp } = this.#listener;
     // In cluster mode with Redis up, from the instance's lease of the shared bucket (./cluster/ratelimit-shard.ts).
-    if (this.#rateInterval !== undefined && !listenerRateAdmit(table, slot, this.#listener.name, this.#rateInterval, this.#rateBurst)) {
+    if (this.#rate !== undefined && !listenerRateAdmit(table, slot, this.#listener.name, this.#rate)) {
       table.listenerAdd(this.#shard, slot, L.RATE_LIMITED, 1);
       return { ok: false, reason: 'rate_limited' };
     }

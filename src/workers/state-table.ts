@@ -96,6 +96,8 @@ export class StateTable {
   readonly buffers: StateTableBuffers;
   readonly #i32: Int32Array;
   readonly #big: BigInt64Array;
+  /** The BigInt64 buffer as Int32: the leases' cells. */
+  readonly #bigI32: Int32Array;
   readonly #ip: IpPlaces;
   readonly #routes: RouteLimits;
 
@@ -103,6 +105,7 @@ export class StateTable {
     this.buffers = buffers;
     this.#i32 = new Int32Array(buffers.i32);
     this.#big = new BigInt64Array(buffers.big);
+    this.#bigI32 = new Int32Array(buffers.big);
     this.#ip = new IpPlaces(this.#i32);
     this.#routes = new RouteLimits(this.#big);
   }
@@ -169,7 +172,7 @@ export class StateTable {
     }
     for (let f = 0; f < LG_FIELDS; f++) Atomics.store(this.#i32, listenerGlobalCell(slot, f), 0);
     Atomics.store(this.#big, BIG_RATE + slot, 0n);
-    leaseReset(this.#big, listenerLeaseCell(slot));
+    leaseReset(this.#bigI32, listenerLeaseCell(slot));
     // Only non-zero cells are written: pages of the region no listener ever used stay unmapped.
     const ip = ipRegion(slot);
     for (let i = ip; i < ip + IP_LISTENER_LEN; i++) if (Atomics.load(this.#i32, i) !== 0) Atomics.store(this.#i32, i, 0);
@@ -264,12 +267,12 @@ export class StateTable {
 
   /** True while this instance spends leases of buckets shared through Redis (cluster mode, Redis up). */
   leaseMode(): boolean {
-    return Atomics.load(this.#big, BIG_LEASE + LEASE_MODE) === 1n;
+    return Atomics.load(this.#bigI32, 2 * (BIG_LEASE + LEASE_MODE)) === 1;
   }
 
   /** Main thread: leases on (Redis up) or off (every rate limit on its local bucket). */
   setLeaseMode(on: boolean): void {
-    Atomics.store(this.#big, BIG_LEASE + LEASE_MODE, on ? 1n : 0n);
+    Atomics.store(this.#bigI32, 2 * (BIG_LEASE + LEASE_MODE), on ? 1 : 0);
   }
 
   /** The lease cell of the listener at `slot`. */
@@ -284,27 +287,27 @@ export class StateTable {
 
   /** Spends one token of the lease at `cell`: `ADMITTED`, with `ASK` when the caller must ask the main thread for more. */
   leaseTake(cell: number, lease: number): number {
-    return leaseTake(this.#big, cell, lease);
+    return leaseTake(this.#bigI32, cell, lease);
   }
 
-  /** Main thread: Redis granted `granted` tokens (see ./state/lease.ts `leaseGrant`). */
-  leaseGrant(cell: number, granted: number, dryNs: bigint, ttlNs: bigint): void {
-    leaseGrant(this.#big, cell, granted, dryNs, ttlNs);
+  /** Main thread: Redis granted `granted` tokens, expiring in `ttlMs`; `dryMs` > 0: none left for that long (see ./state/lease.ts `leaseGrant`). */
+  leaseGrant(cell: number, granted: number, dryMs: number, ttlMs: number): void {
+    leaseGrant(this.#bigI32, cell, granted, dryMs, ttlMs);
   }
 
   /** Main thread: the ask for `cell` will not be answered. */
   leaseCancel(cell: number): void {
-    leaseCancel(this.#big, cell);
+    leaseCancel(this.#bigI32, cell);
   }
 
   /** Usable tokens of the lease at `cell` now (negative: credit taken). */
   leaseAvailable(cell: number): number {
-    return leaseAvailable(this.#big, cell);
+    return leaseAvailable(this.#bigI32, cell);
   }
 
   /** Ms until a request refused by the lease at `cell` could pass (for `Retry-After`). */
   leaseWaitMs(cell: number, intervalNs: bigint): number {
-    return leaseWaitMs(this.#big, cell, intervalNs);
+    return leaseWaitMs(this.#bigI32, cell, intervalNs);
   }
 
   /**

@@ -3,25 +3,29 @@
  * shared through Redis (src/cluster/ratelimit.ts), spent by every shard with a compare-and-swap,
  * without a lock and without waiting for Redis.
  *
- * A lease is `LEASE_FIELDS` BigInt64 cells (see ./layout.ts: one per listener, one per
- * route-limit entry), named by {@link LEASE}:
- * - `TOKENS`: the tokens left, signed (a 24-bit two's complement in the low bits), and the
- *   monotonic ms at which positive tokens expire (the high bits), in ONE cell, so that a take
- *   reads both and moves the count with a single compare-and-swap. Zeroed memory is an empty
- *   lease. Tokens below zero are credit: a lease that is neither dry nor already `credit` tokens
- *   in debt admits at once and the next grant pays it back, so the first request of a bucket (a
- *   new key, a quiet listener whose lease expired) never waits for Redis. Debt never expires.
- * - `DRY`: until this monotonic ns the shared bucket is known to be empty (Redis granted less
- *   than asked): no credit and no new ask before then.
- * - `WANT`: the monotonic ns of the ask in flight (0: none). A shard takes it by CAS, so one ask
- *   per bucket is outstanding however many shards run low at once. An ask older than
- *   {@link WANT_STALE_NS} is taken over (its answer was lost: Redis went away, a shard died).
+ * A lease takes `LEASE_FIELDS` BigInt64 cells of the layout (see ./layout.ts: one per listener,
+ * one per route-limit entry), used as Int32 cells (no BigInt on the hot path), named by
+ * {@link LEASE}:
+ * - `TOKENS`: the tokens left, signed. Zeroed memory is an empty lease. Tokens below zero are
+ *   credit: a lease that is neither dry nor already a whole lease in debt admits at once and the
+ *   next grant pays it back, so the first request of a bucket (a new key, a quiet listener whose
+ *   lease expired) never waits for Redis. Debt never expires.
+ * - `EXPIRY`: the clock (ms) at which positive tokens expire. The main thread writes it before it
+ *   adds granted tokens, so a take never sees new tokens with an old expiry (it may see old tokens
+ *   with the new one: they were granted all the same, only late).
+ * - `DRY`: until this clock the shared bucket is known to be empty (Redis granted less than
+ *   asked): no credit and no new ask before then.
+ * - `WANT`: the clock of the ask in flight (0: none). A shard takes it by CAS, so one ask per
+ *   bucket is outstanding however many shards run low at once. An ask older than
+ *   {@link WANT_STALE_MS} is taken over (its answer was lost: Redis went away, a shard died).
  *
- * The clock is `process.hrtime.bigint()`, the same in every thread of the process.
+ * The clock ({@link leaseClock}) is `process.hrtime.bigint()` in ms, the same in every thread of
+ * the process, kept in 31 bits and compared by difference (it wraps after 24 days: a lease
+ * lasts seconds). 0 is never a clock value, so 0 means "none".
  */
 
-/** Offsets of a lease's cells. */
-export const LEASE = { TOKENS: 0, DRY: 1, WANT: 2 } as const;
+/** Int32 offsets of a lease's cells (from twice its BigInt64 index). */
+export const LEASE = { TOKENS: 0, EXPIRY: 1, DRY: 2, WANT: 3 } as const;
 
 /** {@link leaseTake} bits: the request is admitted... */
 export const ADMITTED = 1;
@@ -29,101 +33,101 @@ export const ADMITTED = 1;
 export const ASK = 2;
 
 /** An ask unanswered this long is lost: the next take may ask again. */
-export const WANT_STALE_NS = 2_000_000_000n;
+export const WANT_STALE_MS = 2_000;
 
-const MASK = 0xffffffn;
-const SIGN = 0x800000;
-const NS_PER_MS = 1_000_000n;
-
-/** The signed token count of a `TOKENS` cell. */
-export function leaseTokens(v: bigint): number {
-  const t = Number(v & MASK);
-  return t >= SIGN ? t - 0x1000000 : t;
+/** The lease clock: monotonic ms, process-wide, in 31 bits, never 0. */
+export function leaseClock(): number {
+  // A float division (exact: ns since boot fit in 53 bits); `&` truncates and wraps it.
+  return (Number(process.hrtime.bigint()) / 1e6) & 0x7fffffff || 1;
 }
 
-function pack(tokens: number, expiryMs: bigint): bigint {
-  return (expiryMs << 24n) | (BigInt(tokens) & MASK);
-}
+/** `a` is after `b` on the wrapping clock. */
+const after = (a: number, b: number): boolean => ((a - b) | 0) > 0;
 
-/** Tokens usable at `nowMs`: positive ones past their expiry count as none. */
-function usable(v: bigint, nowMs: bigint): number {
-  const t = leaseTokens(v);
-  return t > 0 && v >> 24n <= nowMs ? 0 : t;
+/** Tokens usable at `now`: positive ones past their expiry count as none. */
+function usable(a: Int32Array, i: number, now: number): number {
+  const t = Atomics.load(a, i + LEASE.TOKENS);
+  return t > 0 && !after(Atomics.load(a, i + LEASE.EXPIRY), now) ? 0 : t;
 }
 
 /** The lease's usable tokens now (negative: debt), for the main thread's next ask and for views. */
-export function leaseAvailable(big: BigInt64Array, base: number, now: bigint = process.hrtime.bigint()): number {
-  return usable(Atomics.load(big, base + LEASE.TOKENS), now / NS_PER_MS);
+export function leaseAvailable(a: Int32Array, cell: number, now: number = leaseClock()): number {
+  return usable(a, 2 * cell, now);
 }
 
 /**
- * Spends one token of the lease at `base` (any thread). Returns {@link ADMITTED} or 0, with
- * {@link ASK} set when this call took the bucket's `WANT` and must ask for more: when the tokens
- * left are `lease / 2` or fewer after an admit, or on a refusal outside a dry spell.
+ * Spends one token of the lease at BigInt64 index `cell` (any thread; `a` is the BigInt64 buffer
+ * seen as Int32). Returns {@link ADMITTED} or 0, with {@link ASK} set when this call took the
+ * bucket's `WANT` and must ask for more: when `lease / 2` tokens or fewer are left after an
+ * admit, or on a refusal outside a dry spell.
  *
  * @example
- * const r = leaseTake(big, listenerLeaseCell(slot), lease);
+ * const r = leaseTake(i32, listenerLeaseCell(slot), lease);
  * if (r & ASK) askMore(slot);
  * if (!(r & ADMITTED)) refuse();
  */
-export function leaseTake(big: BigInt64Array, base: number, lease: number, now: bigint = process.hrtime.bigint()): number {
-  const nowMs = now / NS_PER_MS;
-  const cell = base + LEASE.TOKENS;
-  const dry = Atomics.load(big, base + LEASE.DRY) > now;
+export function leaseTake(a: Int32Array, cell: number, lease: number, now: number = leaseClock()): number {
+  const i = 2 * cell;
+  const dryUntil = Atomics.load(a, i + LEASE.DRY);
+  const dry = dryUntil !== 0 && after(dryUntil, now);
   const floor = dry ? 0 : -lease;
   for (;;) {
-    const v = Atomics.load(big, cell);
-    const t = usable(v, nowMs);
-    if (t <= floor) return dry ? 0 : want(big, base, now);
-    if (Atomics.compareExchange(big, cell, v, pack(t - 1, v >> 24n)) !== v) continue;
-    return t - 1 <= lease >> 1 && !dry ? ADMITTED | want(big, base, now) : ADMITTED;
+    const raw = Atomics.load(a, i + LEASE.TOKENS);
+    const t = raw > 0 && !after(Atomics.load(a, i + LEASE.EXPIRY), now) ? 0 : raw;
+    if (t <= floor) return dry ? 0 : want(a, i, now);
+    if (Atomics.compareExchange(a, i + LEASE.TOKENS, raw, t - 1) !== raw) continue;
+    return t - 1 <= lease >> 1 && !dry ? ADMITTED | want(a, i, now) : ADMITTED;
   }
 }
 
 /** Takes the bucket's `WANT` (none in flight, or a lost one): {@link ASK}, else 0. */
-function want(big: BigInt64Array, base: number, now: bigint): number {
-  const w = Atomics.load(big, base + LEASE.WANT);
-  if (w !== 0n && now - w < WANT_STALE_NS) return 0;
-  return Atomics.compareExchange(big, base + LEASE.WANT, w, now) === w ? ASK : 0;
+function want(a: Int32Array, i: number, now: number): number {
+  const w = Atomics.load(a, i + LEASE.WANT);
+  if (w !== 0 && ((now - w) | 0) < WANT_STALE_MS) return 0;
+  return Atomics.compareExchange(a, i + LEASE.WANT, w, now) === w ? ASK : 0;
 }
 
 /**
- * Main thread: Redis granted `granted` tokens for the lease at `base`. They are added to what is
- * left (paying any debt first) and, with what is left of the old ones, expire `ttlNs` from now.
- * `dryNs` > 0: the bucket gave less than asked and has no token for that long. Ends the ask.
+ * Main thread: Redis granted `granted` tokens for the lease at `cell`. They are added to what is
+ * left (paying any debt first) and, with what is left of the old ones, expire `ttlMs` from now.
+ * `dryMs` > 0: the bucket gave less than asked and has no token for that long. Ends the ask.
  *
  * @example
- * leaseGrant(big, base, 3, 0n, 150_000_000n);
+ * leaseGrant(i32, cell, 3, 0, 150);
  */
-export function leaseGrant(big: BigInt64Array, base: number, granted: number, dryNs: bigint, ttlNs: bigint, now: bigint = process.hrtime.bigint()): void {
-  const nowMs = now / NS_PER_MS;
-  const cell = base + LEASE.TOKENS;
-  for (;;) {
-    const v = Atomics.load(big, cell);
-    const t = usable(v, nowMs);
-    const next = granted > 0 ? pack(t + granted, (now + ttlNs) / NS_PER_MS) : pack(t, v >> 24n);
-    if (Atomics.compareExchange(big, cell, v, next) === v) break;
+export function leaseGrant(a: Int32Array, cell: number, granted: number, dryMs: number, ttlMs: number, now: number = leaseClock()): void {
+  const i = 2 * cell;
+  if (granted > 0) {
+    const oldExpiry = Atomics.load(a, i + LEASE.EXPIRY);
+    // The new expiry first: a take may then see old tokens with it, never new ones without it.
+    Atomics.store(a, i + LEASE.EXPIRY, (now + ttlMs) & 0x7fffffff || 1);
+    for (;;) {
+      const raw = Atomics.load(a, i + LEASE.TOKENS);
+      const t = raw > 0 && !after(oldExpiry, now) ? 0 : raw;
+      if (Atomics.compareExchange(a, i + LEASE.TOKENS, raw, t + granted) === raw) break;
+    }
   }
-  Atomics.store(big, base + LEASE.DRY, dryNs > 0n ? now + dryNs : 0n);
-  Atomics.store(big, base + LEASE.WANT, 0n);
+  Atomics.store(a, i + LEASE.DRY, dryMs > 0 ? (now + dryMs) & 0x7fffffff || 1 : 0);
+  Atomics.store(a, i + LEASE.WANT, 0);
 }
 
-/** Main thread: the ask at `base` will not be answered (Redis away): the next take may ask again. */
-export function leaseCancel(big: BigInt64Array, base: number): void {
-  Atomics.store(big, base + LEASE.WANT, 0n);
+/** Main thread: the ask at `cell` will not be answered (Redis away): the next take may ask again. */
+export function leaseCancel(a: Int32Array, cell: number): void {
+  Atomics.store(a, 2 * cell + LEASE.WANT, 0);
 }
 
-/** An empty lease (a route entry claimed for a new key). */
-export function leaseReset(big: BigInt64Array, base: number): void {
-  // Only non-zero cells are written: leases no key ever used stay unmapped.
-  if (Atomics.load(big, base + LEASE.TOKENS) !== 0n) Atomics.store(big, base + LEASE.TOKENS, 0n);
-  if (Atomics.load(big, base + LEASE.DRY) !== 0n) Atomics.store(big, base + LEASE.DRY, 0n);
-  if (Atomics.load(big, base + LEASE.WANT) !== 0n) Atomics.store(big, base + LEASE.WANT, 0n);
+/** An empty lease (a route entry claimed for a new key). Only non-zero cells are written: leases no key ever used stay unmapped. */
+export function leaseReset(a: Int32Array, cell: number): void {
+  const i = 2 * cell;
+  if (Atomics.load(a, i + LEASE.TOKENS) !== 0) Atomics.store(a, i + LEASE.TOKENS, 0);
+  if (Atomics.load(a, i + LEASE.EXPIRY) !== 0) Atomics.store(a, i + LEASE.EXPIRY, 0);
+  if (Atomics.load(a, i + LEASE.DRY) !== 0) Atomics.store(a, i + LEASE.DRY, 0);
+  if (Atomics.load(a, i + LEASE.WANT) !== 0) Atomics.store(a, i + LEASE.WANT, 0);
 }
 
 /** The ms until a refused request of this lease could pass: to the end of the dry spell, else one interval. */
-export function leaseWaitMs(big: BigInt64Array, base: number, intervalNs: bigint, now: bigint = process.hrtime.bigint()): number {
-  const dry = Atomics.load(big, base + LEASE.DRY);
-  const ns = dry > now ? dry - now : intervalNs;
-  return Math.max(1, Number((ns + NS_PER_MS - 1n) / NS_PER_MS));
+export function leaseWaitMs(a: Int32Array, cell: number, intervalNs: bigint, now: number = leaseClock()): number {
+  const dry = Atomics.load(a, 2 * cell + LEASE.DRY);
+  if (dry !== 0 && after(dry, now)) return (dry - now) | 0;
+  return Math.max(1, Math.ceil(Number(intervalNs) / 1e6));
 }

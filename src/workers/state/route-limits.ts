@@ -326,7 +326,7 @@ export class RouteLimits {
         // A known key's update may have revived the entry since the scan: look again.
         if (old > now || Atomics.compareExchange(big, t, old, marker) !== old) continue;
         // A new key starts with an empty lease (cluster mode), never the last key's.
-        leaseReset(big, routeLeaseCell(free));
+        leaseReset(a, routeLeaseCell(free));
         Atomics.store(a, 2 * this.#h(free), h0);
         Atomics.store(a, 2 * this.#h(free) + 1, h1);
         // A new bucket is full, and burst >= interval: the first request is always admitted.
