@@ -128,6 +128,11 @@ export abstract class ClientFrames extends Actor {
       return;
     }
     const f = r.frame;
+    if (f.type === 'resume') {
+      // Answered by the main thread (Redis): the missed messages then `resumed`, or `resume-failed`.
+      ctx.post({ type: 'hub-resume', listener: ctx.listener.name, clientId: this.clientId, userId: this.userId!, epoch: f.epoch, offset: f.offset });
+      return;
+    }
     const ready = ctx.readyNodes();
     const node = f.node !== undefined ? (ready.includes(f.node) ? f.node : undefined) : pickNode(this.userId!, ready);
     if (node === undefined) {

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Subscription } from 'rxjs';
 import { Actor, type ExitReason } from '../runtime/actor.ts';
@@ -116,6 +117,37 @@ export class HubClusterActor extends Actor {
   /** A user is offline on this instance (its last client here left and the grace passed). */
   localOffline(userId: string): void {
     this.#presenceOp('off', userId);
+  }
+
+  /**
+   * Message recovery: appends a push to `userId`'s stream (bounded to `size`, kept `ttl`) and
+   * resolves with the client frame carrying its `epoch` and `offset`; undefined while Redis is away.
+   * `framePrefix` is the client frame without its closing brace.
+   */
+  append(userId: string, framePrefix: string, history: { size: number; ttl: number }): Promise<string | undefined> {
+    const c = this.#bound;
+    const k = this.#keys;
+    const p = c && k && c.up ? this.#pipeline(c) : undefined;
+    if (!p || !k) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      p.hubHistoryAppend(k.history(userId), k.historyMeta(userId), framePrefix, history.size, history.ttl, randomBytes(6).toString('base64url'), (err, f) =>
+        resolve(err || typeof f !== 'string' ? undefined : f),
+      );
+    });
+  }
+
+  /** Message recovery: the frames pushed to `userId` after `offset` of `epoch`, in order; undefined when they cannot all be given. */
+  recover(userId: string, epoch: string, offset: number): Promise<string[] | undefined> {
+    const c = this.#bound;
+    const k = this.#keys;
+    const p = c && k && c.up ? this.#pipeline(c) : undefined;
+    if (!p || !k) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      p.hubHistoryRead(k.history(userId), k.historyMeta(userId), epoch, offset, (err, res) => {
+        const r = res as string[] | undefined;
+        resolve(err || !Array.isArray(r) || r[0] !== 'ok' ? undefined : r.slice(1));
+      });
+    });
   }
 
   // --- Redis ------------------------------------------------------------------------------

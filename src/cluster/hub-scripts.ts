@@ -56,6 +56,42 @@ for i = 2, #ARGV, 1000 do redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1`;
 
+/**
+ * KEYS: the user's stream, its meta hash (epoch `e`, last offset `o`). ARGV: the client frame
+ * without its closing brace, size, ttl ms, a new epoch (used when the stream starts). Returns the
+ * whole frame, `epoch` and `offset` in it, as stored.
+ */
+const HISTORY_APPEND = `
+local e = redis.call('HGET', KEYS[2], 'e')
+if not e then
+  e = ARGV[4]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', e, 'o', 0)
+end
+local o = redis.call('HINCRBY', KEYS[2], 'o', 1)
+local f = ARGV[1] .. ',"epoch":"' .. e .. '","offset":' .. o .. '}'
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], '0-' .. o, 'f', f)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return f`;
+
+/**
+ * KEYS: as {@link HISTORY_APPEND}. ARGV: epoch, offset. Returns `{'ok', frames...}` (the frames
+ * after offset, in order) or `{'failed'}` (another epoch, or entries after offset were trimmed).
+ */
+const HISTORY_READ = `
+local e = redis.call('HGET', KEYS[2], 'e')
+if not e or e ~= ARGV[1] then return {'failed'} end
+local last = tonumber(redis.call('HGET', KEYS[2], 'o'))
+local from = tonumber(ARGV[2])
+if from > last then return {'failed'} end
+local out = {'ok'}
+if from == last then return out end
+local entries = redis.call('XRANGE', KEYS[1], '0-' .. (from + 1), '+')
+if #entries == 0 or entries[1][1] ~= ('0-' .. (from + 1)) then return {'failed'} end
+for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
+return out`;
+
 /** The scripts as commands of a pipeline (numbers are sent as strings). */
 export interface HubScripts {
   hubPresenceOp(set: string, seq: string, op: 'on' | 'off', userId: string, ttl: number, publish: string, channel: string, instance: string): HubPipeline;
@@ -65,6 +101,8 @@ export interface HubScripts {
   hubCapsAdmit(numKeys: number, keysAndArgs: (string | number)[], cb: (err: Error | null | undefined, admitted: unknown) => void): HubPipeline;
   hubCapsAdd(hash: string, userId: string, delta: number, ttl: number): HubPipeline;
   hubCapsReset(hash: string, ttl: number, pairs: (string | number)[]): HubPipeline;
+  hubHistoryAppend(stream: string, meta: string, framePrefix: string, size: number, ttl: number, epoch: string, cb: (err: Error | null | undefined, frame: unknown) => void): HubPipeline;
+  hubHistoryRead(stream: string, meta: string, epoch: string, offset: number, cb: (err: Error | null | undefined, res: unknown) => void): HubPipeline;
 }
 
 /** A pipeline with the hub's scripts. */
@@ -83,6 +121,8 @@ export function hubPipeline(redis: Redis): HubPipeline {
     redis.defineCommand('hubCapsAdmit', { lua: CAPS_ADMIT });
     redis.defineCommand('hubCapsAdd', { numberOfKeys: 1, lua: CAPS_ADD });
     redis.defineCommand('hubCapsReset', { numberOfKeys: 1, lua: CAPS_RESET });
+    redis.defineCommand('hubHistoryAppend', { numberOfKeys: 2, lua: HISTORY_APPEND });
+    redis.defineCommand('hubHistoryRead', { numberOfKeys: 2, lua: HISTORY_READ });
   }
   return redis.pipeline() as HubPipeline;
 }

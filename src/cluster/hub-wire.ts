@@ -23,6 +23,10 @@ export interface HubKeys {
   seq(instance: string): string;
   /** `instance`'s clients per user, for `maxClientsPerUser` (a hash, TTL `deadAfter`). */
   caps(instance: string): string;
+  /** The pushes to `userId` (a stream, entry ids `0-OFFSET`), for `resume`. */
+  history(userId: string): string;
+  /** Its epoch and last offset (a hash). */
+  historyMeta(userId: string): string;
 }
 
 export function hubKeys(keyPrefix: string, listener: string): HubKeys {
@@ -32,6 +36,8 @@ export function hubKeys(keyPrefix: string, listener: string): HubKeys {
     presence: (i) => `${base}:p:${i}`,
     seq: (i) => `${base}:s:${i}`,
     caps: (i) => `${base}:c:${i}`,
+    history: (u) => `${base}:h:${u}`,
+    historyMeta: (u) => `${base}:hm:${u}`,
   };
 }
 

@@ -54,6 +54,8 @@ const hub = z.strictObject({
   presenceGrace: duration().default(100),
   requestTimeout: positiveDuration().default(10_000),
   pingInterval: positiveDuration().default(20_000),
+  // Cluster mode: the last `size` pushes to each user, kept `ttl`, for clients that `resume` (docs/hub-protocol.md).
+  history: z.strictObject({ size: int(1).max(10_000).default(100), ttl: positiveDuration().default(300_000) }).optional(),
   /** Inbound frames per client (a token bucket; a client that keeps flooding is closed with 1008). */
   clientRateLimit: rateLimit().default({ perSecond: 100, burst: 200 }),
 });

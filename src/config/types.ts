@@ -239,6 +239,8 @@ export interface HubListenerConfig extends ListenerBase {
   presenceGrace: number;
   requestTimeout: number;
   pingInterval: number;
+  /** Cluster mode: pushes to a user are kept in a Redis stream per user (`size` entries, `ttl` ms) for `resume`. */
+  history?: { size: number; ttl: number };
   /** Inbound frames per client. */
   clientRateLimit: RateLimitConfig;
 }

@@ -9,7 +9,9 @@
 /** A client frame that passed validation. */
 export type ClientFrame =
   | { type: 'send'; node: string | undefined; data: unknown; id: string | number | undefined }
-  | { type: 'request'; id: string; node: string | undefined; data: unknown };
+  | { type: 'request'; id: string; node: string | undefined; data: unknown }
+  /** Message recovery: what was pushed to the user after `offset` of `epoch` (cluster mode with `history`). */
+  | { type: 'resume'; epoch: string; offset: number; node?: undefined; id?: undefined };
 
 /** Error codes the gateway sends clients (`{"type":"error","code":…}`). */
 export type ClientErrorCode = 'bad_request' | 'node_unavailable' | 'rate_limited' | 'timeout';
@@ -58,6 +60,10 @@ export function parseClientFrame(text: string): ParseResult {
       if (typeof o.id !== 'string' || o.id.length === 0 || o.id.length > MAX_REQUEST_ID_LENGTH) return fail(`id must be a string of 1 to ${MAX_REQUEST_ID_LENGTH} characters`);
       return { ok: true, frame: { type: 'request', id: o.id, node: node as string | undefined, data: o.data } };
     }
+    case 'resume':
+      if (typeof o.epoch !== 'string' || o.epoch.length === 0 || o.epoch.length > 64) return fail('epoch must be a non-empty string');
+      if (typeof o.offset !== 'number' || !Number.isSafeInteger(o.offset) || o.offset < 0) return fail('offset must be an integer >= 0');
+      return { ok: true, frame: { type: 'resume', epoch: o.epoch, offset: o.offset } };
     default:
       return fail('unknown type');
   }

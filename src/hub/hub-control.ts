@@ -86,6 +86,7 @@ export class HubControl {
       shards: opts.shards,
       drop: opts.drop,
       log: this.#log,
+      history: () => this.#cfg.history,
     });
     if (!opts.config.nodes?.length && opts.config.discovery) {
       this.#log.info({ service: opts.config.discovery.service }, 'hub listener: no node of its service is registered yet');

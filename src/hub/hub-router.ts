@@ -54,6 +54,8 @@ export interface HubRouterOptions {
   /** Counts a main-side drop (`gatehouse_hub_dropped_total{reason}`). */
   drop: (reason: string) => void;
   log: Logger;
+  /** Cluster mode: the listener's `history` (message recovery), read at each push. */
+  history?: () => { size: number; ttl: number } | undefined;
 }
 
 /**
@@ -81,6 +83,9 @@ export class HubRouter {
   readonly #announced = new Set<string>();
   #lastBadLog = 0;
   #badSuppressed = 0;
+  /** Message recovery: node frames wait here, in order, behind a push being stored in its user's stream. */
+  #chain: Promise<void> = Promise.resolve();
+  #chained = 0;
 
   constructor(opts: HubRouterOptions) {
     this.#opts = opts;
@@ -161,6 +166,9 @@ export class HubRouter {
         this.#opts.actors.cluster?.()?.caps.gone(m.clientId);
         // Presence drops the client's pending requests with its client-gone; without presence, here.
         if (!presence()?.clientDown(m.clientId)) requestsOf()?.dropClient(m.clientId);
+        return;
+      case 'hub-resume':
+        this.#resume(shard, m.clientId, m.userId, m.epoch, m.offset);
         return;
       case 'hub-admit': {
         // Cluster mode: the per-user cap across instances (one Redis round trip, batched).
@@ -289,7 +297,7 @@ export class HubRouter {
   }
 
   #routeNodeFrame(node: string, s: NodeStreamActor, text: string, binary: boolean): void {
-    const { listener, shards: sh, drop } = this.#opts;
+    const { drop } = this.#opts;
     const f = binary ? 'binary frame' : parseNodeFrame(text);
     if (typeof f === 'string') {
       this.#badFrame(node, f, text);
@@ -307,6 +315,26 @@ export class HubRouter {
       return;
     }
     const frame = JSON.stringify({ type: 'message', from: node, data: f.data });
+    const userId = f.type === 'push' ? f.userId : undefined;
+    const history = userId !== undefined ? this.#opts.history?.() : undefined;
+    const cluster = this.#opts.actors.cluster?.();
+    if ((history && cluster?.linked) || this.#chained > 0) {
+      // Stored first (its frame gets `epoch` and `offset`); what the node sent after it waits.
+      this.#chained++;
+      this.#chain = this.#chain
+        .then(async () => this.#deliver(node, s, f, (history && userId !== undefined && (await cluster?.append(userId, frame.slice(0, -1), history))) || frame))
+        .catch((err: unknown) => this.#opts.log.error({ err, node }, 'hub: delivering a stored push failed'))
+        .finally(() => this.#chained--);
+      if (this.#chained > DELIVER_BACKLOG_HIGH) s.pauseUntil(() => this.#chained < DELIVER_BACKLOG_LOW);
+      return;
+    }
+    this.#deliver(node, s, f, frame);
+  }
+
+  /** A push or broadcast to this instance's clients (and, cluster mode, published for the others'). */
+  #deliver(node: string, s: NodeStreamActor, f: Exclude<NodeFrame, { type: 'response' }>, frame: string): void {
+    const { listener, shards: sh, drop } = this.#opts;
+    const requests = this.#opts.actors.requests();
     const to: HubTarget = f.type === 'broadcast' ? { kind: 'all' } : f.userId !== undefined ? { kind: 'user', userId: f.userId } : { kind: 'client', clientId: f.clientId! };
     const targets = this.#localShards(to);
     // Cluster mode: one publish for the other instances' clients (a client here needs none).
@@ -331,6 +359,18 @@ export class HubRouter {
       this.#opts.log.debug({ node }, 'hub shards behind: pausing the node stream');
       s.pauseUntil(() => sh.running().every((x) => backlog(x) < DELIVER_BACKLOG_LOW));
     }
+  }
+
+  /** Message recovery: the client gets the pushes to its user after `offset`, then `resumed`; or `resume-failed`. */
+  #resume(shard: number, clientId: string, userId: string, epoch: string, offset: number): void {
+    const cluster = this.#opts.history?.() ? this.#opts.actors.cluster?.() : undefined;
+    const answer = (frames: string[] | undefined): void => {
+      if (!frames) return this.reply(shard, clientId, JSON.stringify({ type: 'resume-failed', epoch, offset }));
+      for (const f of frames) this.reply(shard, clientId, f);
+      this.reply(shard, clientId, JSON.stringify({ type: 'resumed', epoch, offset: offset + frames.length }));
+    };
+    if (!cluster) answer(undefined);
+    else cluster.recover(userId, epoch, offset).then(answer, () => answer(undefined));
   }
 
   /** The shards of this instance holding the target's clients. */

@@ -33,7 +33,9 @@ export type HubFromShard =
   /** Answer to a `hub-deliver` carrying `ack`: how many live clients on this shard the frame was queued to. */
   | { type: 'hub-delivered'; listener: string; ack: number; delivered: number }
   /** Cluster mode: may this client of `userId` be admitted (`maxClientsPerUser` across instances)? Answered by `hub-admitted`. */
-  | { type: 'hub-admit'; listener: string; clientId: string; userId: string };
+  | { type: 'hub-admit'; listener: string; clientId: string; userId: string }
+  /** A client's `resume`: the pushes to its user after `offset` of `epoch` (answered with `hub-reply` frames). */
+  | { type: 'hub-resume'; listener: string; clientId: string; userId: string; epoch: string; offset: number };
 
 /** Where a node's frame goes. */
 export type HubTarget = { kind: 'user'; userId: string } | { kind: 'client'; clientId: string } | { kind: 'all' };
@@ -56,7 +58,7 @@ export type HubToShard =
   /** Cluster mode: the answer to `hub-admit` (false: the user has `maxClientsPerUser` clients across instances). */
   | { type: 'hub-admitted'; listener: string; clientId: string; ok: boolean };
 
-export const HUB_FROM_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-client-up', 'hub-client-down', 'hub-send', 'hub-request', 'hub-delivered', 'hub-admit']);
+export const HUB_FROM_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-client-up', 'hub-client-down', 'hub-send', 'hub-request', 'hub-delivered', 'hub-admit', 'hub-resume']);
 export const HUB_TO_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-nodes', 'hub-deliver', 'hub-node-down', 'hub-reply', 'hub-resync', 'hub-admitted']);
 
 /**

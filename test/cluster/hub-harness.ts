@@ -33,7 +33,7 @@ export class Client {
   static async connect(port: number, user: string): Promise<Client> {
     const c = new Client(new WebSocket(`ws://127.0.0.1:${port}/connect`, { headers: { authorization: `Bearer ${await tokenFor(user)}` } }));
     await Promise.race([once(c.ws, 'open'), c.closed.then((code) => Promise.reject(new Error(`closed ${code} before open`)))]);
-    c.clientId = (await until(() => c.frames.find((f) => f.type === 'welcome'), 5_000, 'welcome')).clientId!;
+    c.clientId = (await until(() => c.frames.find((f) => f.type === 'welcome'), 5_000, 'welcome'))!.clientId!;
     return c;
   }
 
@@ -55,8 +55,8 @@ export class Client {
   }
 
   /** Resolves once a `message` frame with `data` arrived. */
-  got(data: unknown, ms = 5_000): Promise<Frame> {
-    return until(() => this.frames.find((f) => f.type === 'message' && JSON.stringify(f.data) === JSON.stringify(data)), ms, `message ${JSON.stringify(data)} at ${this.clientId}`);
+  async got(data: unknown, ms = 5_000): Promise<Frame> {
+    return (await until(() => this.frames.find((f) => f.type === 'message' && JSON.stringify(f.data) === JSON.stringify(data)), ms, `message ${JSON.stringify(data)} at ${this.clientId}`))!;
   }
 
   async close(): Promise<void> {
@@ -66,7 +66,7 @@ export class Client {
 }
 
 /** One instance's config: a hub listener; `node` set: it dials that node. */
-export function instanceYaml(o: { redis: string; id: string; prefix: string; node?: string; maxClientsPerUser?: number; grace?: string }): string {
+export function instanceYaml(o: { redis: string; id: string; prefix: string; node?: string; maxClientsPerUser?: number; grace?: string; history?: string }): string {
   return `admin: { listen: "127.0.0.1:0" }
 runtime: { workers: 1, shutdownTimeout: 2s }
 cluster: { redis: "${o.redis}", instanceId: ${o.id}, keyPrefix: "${o.prefix}", heartbeat: 200ms, deadAfter: 1s }
@@ -78,7 +78,7 @@ listeners:
     ${o.node ? `nodes: [ { id: n1, url: "${o.node}" } ]` : 'discovery: { service: none }'}
     presenceGrace: ${o.grace ?? '300ms'}
     maxClientsPerUser: ${o.maxClientsPerUser ?? 16}
-`;
+${o.history ? `    history: ${o.history}\n` : ''}`;
 }
 
 /** Starts instances gw-a, gw-b, ... (the first dials `node`, or all with `nodeOnAll`) and waits until each is linked to the others. */
@@ -86,7 +86,7 @@ export async function startInstances(
   dir: ReturnType<typeof tempDir>,
   redis: string,
   n: number,
-  opts: { node?: string; nodeOnAll?: boolean; maxClientsPerUser?: number; grace?: string } = {},
+  opts: { node?: string; nodeOnAll?: boolean; maxClientsPerUser?: number; grace?: string; history?: string } = {},
 ): Promise<Daemon[]> {
   const prefix = `t${process.pid}-${Date.now()}:`;
   const ids = Array.from({ length: n }, (_, i) => `gw-${String.fromCharCode(97 + i)}`);
