@@ -7,7 +7,7 @@ import { describe, expect, test } from 'vitest';
 import { tempDir, until } from '../helpers/daemon.ts';
 import { HubNode } from '../helpers/hub-node.ts';
 import { RedisServer } from '../helpers/redis.ts';
-import { Client, startInstances } from './hub-harness.ts';
+import { Client, linked, startInstances } from './hub-harness.ts';
 
 describe('hub cluster: delivery across instances', () => {
   test('push to a user with clients on two other instances reaches both; push to a client elsewhere; broadcast reaches every client; acks count this instance', async () => {
@@ -78,6 +78,53 @@ describe('hub cluster: delivery across instances', () => {
       expect(d!.logs.filter((l) => String(l.msg).startsWith('hub: redis up')).length).toBe(2);
     }
     for (const cl of [onA, onB, lateB]) await cl.close();
+    for (const d of [a, b]) expect(await d!.stop()).toBe(0);
+  }, 30_000);
+});
+
+describe('hub cluster: Redis down at start, then paused', () => {
+  test('down at start: each instance serves alone (local delivery, local cap); Redis comes: linked; a paused Redis: local clients served, admissions not held up; resumed: across instances again', async () => {
+    await using redis = await RedisServer.start();
+    await redis.stop();
+    await using node = await HubNode.start();
+    using dir = tempDir();
+    const [a, b] = await startInstances(dir, redis.url, 2, { node: node.url, maxClientsPerUser: 1, redisDown: true });
+    await node.waitFor((f) => f.type === 'hello');
+    // The local cap only: u1 is admitted on each instance.
+    const onA = await Client.connect(a!.port('hub'), 'u1');
+    const onB = await Client.connect(b!.port('hub'), 'u1');
+    node.push({ userId: 'u1', data: 'alone' });
+    await onA.got('alone');
+
+    await redis.restart();
+    await linked(a!, 2);
+    await linked(b!, 2);
+    await until(async () => {
+      node.push({ userId: 'u1', data: 'linked' });
+      return onB.frames.some((f) => f.data === 'linked');
+    }, 10_000, 'delivery across instances once Redis came');
+    // The counts were written when Redis came: u1 has 2 clients, one more is refused anywhere.
+    expect(await Client.status(b!.port('hub'), 'u1')).toBe(429);
+
+    // Paused (answers nothing): the local client still gets pushes at once, and an admission
+    // waits at most about a second for Redis before the local cap decides.
+    redis.pause(true);
+    node.push({ userId: 'u1', data: 'paused' });
+    await onA.got('paused', 1_000);
+    const t0 = Date.now();
+    const u2 = await Client.connect(a!.port('hub'), 'u2');
+    expect(Date.now() - t0).toBeLessThan(2_500);
+    await a!.waitForLog((l) => String(l.msg).startsWith('hub: redis down'), 5_000);
+
+    redis.pause(false);
+    await linked(a!, 2);
+    await linked(b!, 2);
+    await until(async () => {
+      node.push({ userId: 'u1', data: 'resumed' });
+      return onB.frames.some((f) => f.data === 'resumed');
+    }, 10_000, 'delivery across instances after the pause');
+    expect(a!.logs.filter((l) => String(l.msg).startsWith('hub: redis down')).length).toBe(1);
+    for (const c of [onA, onB, u2]) await c.close();
     for (const d of [a, b]) expect(await d!.stop()).toBe(0);
   }, 30_000);
 });
