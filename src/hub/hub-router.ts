@@ -9,6 +9,9 @@ import type { NodeStreamActor } from '../actors/node-stream.ts';
 import type { PresenceActor } from '../actors/presence.ts';
 import { MAX_PENDING_PER_CLIENT, ackFrame, clientErrorFrame, type RequestTableActor } from '../actors/hub-requests.ts';
 import type { HubClusterActor } from '../cluster/hub-cluster.ts';
+import { parseNodeFrame, type NodeFrame } from './node-frames.ts';
+
+export { parseNodeFrame } from './node-frames.ts';
 
 /** How the hub control plane reaches the data-plane shards. */
 export interface HubShards {
@@ -27,12 +30,6 @@ export interface HubShards {
  */
 export const DELIVER_BACKLOG_HIGH = 4_096;
 export const DELIVER_BACKLOG_LOW = 1_024;
-
-/** Node frames, as validated. */
-type NodeFrame =
-  | { type: 'response'; id: string; data?: unknown; error?: unknown }
-  | { type: 'push'; userId?: string; clientId?: string; data: unknown; id?: unknown }
-  | { type: 'broadcast'; data: unknown; id?: unknown };
 
 const BAD_FRAME_LOG_INTERVAL_MS = 1_000;
 
@@ -398,43 +395,5 @@ export class HubRouter {
     this.#opts.log.warn({ node, why, sample: text.slice(0, 200), suppressed: this.#badSuppressed }, 'hub node sent a bad frame: dropped, the stream stays');
     this.#lastBadLog = now;
     this.#badSuppressed = 0;
-  }
-}
-
-function isNonEmptyString(v: unknown): v is string {
-  return typeof v === 'string' && v.length > 0;
-}
-
-/** Parses and checks a node frame; a string says what is wrong with it. */
-export function parseNodeFrame(text: string): NodeFrame | string {
-  let f: unknown;
-  try {
-    f = JSON.parse(text);
-  } catch {
-    return 'malformed JSON';
-  }
-  if (!f || typeof f !== 'object' || Array.isArray(f)) return 'not a JSON object';
-  const o = f as Record<string, unknown>;
-  const hasId = o.id !== undefined;
-  if (hasId && typeof o.id !== 'string' && typeof o.id !== 'number') return 'id must be a string or a number';
-  switch (o.type) {
-    case 'response':
-      if (!isNonEmptyString(o.id)) return 'response without id';
-      if (!('data' in o) && !('error' in o)) return 'response without data or error';
-      return o as NodeFrame;
-    case 'push': {
-      const user = o.userId !== undefined;
-      const client = o.clientId !== undefined;
-      if (user === client) return 'push needs exactly one of userId and clientId';
-      if (user && !isNonEmptyString(o.userId)) return 'push userId must be a non-empty string';
-      if (client && !isNonEmptyString(o.clientId)) return 'push clientId must be a non-empty string';
-      if (!('data' in o)) return 'push without data';
-      return o as NodeFrame;
-    }
-    case 'broadcast':
-      if (!('data' in o)) return 'broadcast without data';
-      return o as NodeFrame;
-    default:
-      return typeof o.type === 'string' ? `unknown type ${JSON.stringify(o.type.slice(0, 40))}` : 'no type';
   }
 }
