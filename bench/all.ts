@@ -7,6 +7,7 @@
  *   npm run bench -- --suite http ...      only the HTTP suite, with bench/http.ts's options
  *   npm run bench -- --suite tls ...       only the TLS suite (bench/http.ts --tls; not part of `all`)
  *   npm run bench -- --suite reload ...    only the reload suite, with bench/reload.ts's options (not part of `all`)
+ *   npm run bench -- --suite cluster-rl ... only the cluster rate-limit suite, with bench/cluster-ratelimit.ts's options (not part of `all`)
  *   npm run bench -- --suite tcp,churn ... only those TCP suites, with bench/run.ts's options
  *   npm run bench:hub -- [hub options]     the hub suite with its own options (see bench/hub.ts)
  *
@@ -22,7 +23,7 @@ const args = process.argv.slice(2);
 const at = args.findIndex((a) => a === '--suite' || a.startsWith('--suite='));
 const suiteArg = at < 0 ? 'all' : args[at]!.includes('=') ? args[at]!.split('=')[1]! : (args[at + 1] ?? '');
 const suites = suiteArg === 'all' ? ['tcp', 'churn', 'idle', 'http', 'hub'] : suiteArg.split(',').map((s) => s.trim());
-const tcp = suites.filter((s) => s !== 'hub' && s !== 'http' && s !== 'tls' && s !== 'reload');
+const tcp = suites.filter((s) => s !== 'hub' && s !== 'http' && s !== 'tls' && s !== 'reload' && s !== 'cluster-rl');
 const run = (script: string, argv: string[]): number => spawnSync(process.execPath, [path.join(HERE, script), ...argv], { stdio: 'inherit' }).status ?? 1;
 const rest = at < 0 ? args : [...args.slice(0, at), ...args.slice(at + (args[at]!.includes('=') ? 1 : 2))];
 
@@ -44,5 +45,6 @@ const alone = (s: string): boolean => suites.filter((x) => x !== 'hub').length =
 if (suites.includes('http')) code = run('http.ts', alone('http') ? rest : only(['--reps', '--dur'])) || code;
 if (suites.includes('tls')) code = run('http.ts', ['--tls', ...(alone('tls') ? rest : only(['--reps', '--dur']))]) || code;
 if (suites.includes('reload')) code = run('reload.ts', alone('reload') ? rest : only(['--reps', '--dur'])) || code;
+if (suites.includes('cluster-rl')) code = run('cluster-ratelimit.ts', alone('cluster-rl') ? rest : only(['--reps', '--dur'])) || code;
 if (suites.includes('hub')) code = run('hub.ts', []) || code;
 process.exit(code);
