@@ -17,8 +17,8 @@ export interface HubClusterOptions {
   log: Logger;
   /** The cluster actor while it runs (a restarted one is bound again). */
   cluster: () => ClusterActor | undefined;
-  /** The users online on this instance now (local presence: clients, or in their grace). */
-  localUsers: () => Iterable<string>;
+  /** The users online on this instance now (local presence: clients, or in their grace); undefined while presence restarts. */
+  localUsers: () => Iterable<string> | undefined;
   /** `maxClientsPerUser`, read at each admission. */
   maxClientsPerUser: () => number;
   /** A push or broadcast published by another instance: to this instance's clients. */
@@ -65,6 +65,8 @@ export class HubClusterActor extends Actor {
   #synced = false;
   #syncing = false;
   #linkUp = false;
+  /** When Redis was last seen coming up: instances are not declared dead for `deadAfter` after (their heartbeats may lag the outage). */
+  #upAt = 0;
   #timer: NodeJS.Timeout | undefined;
   #pipe: HubPipeline | undefined;
   readonly #onMessage = (channel: string, message: string): void => this.#message(channel, message);
@@ -168,7 +170,8 @@ export class HubClusterActor extends Actor {
     p.pexpire(k.presence(this.#instance), ttl).pexpire(k.seq(this.#instance), ttl).pexpire(k.caps(this.#instance), ttl);
     // Instances that left the list (dead for deadAfter) are dropped; new ones are read.
     const live = new Set(c.liveInstanceIds());
-    for (const id of this.remote.prune(live, c.config.deadAfter)) this.#log.info({ instance: id }, 'hub: instance gone: its users are offline unless online elsewhere');
+    const settled = performance.now() - this.#upAt >= c.config.deadAfter;
+    for (const id of settled ? this.remote.prune(live, c.config.deadAfter) : []) this.#log.info({ instance: id }, 'hub: instance gone: its users are offline unless online elsewhere');
     for (const id of live) if (id !== this.#instance && !this.remote.knows(id)) void this.remote.resync(id);
   }
 
@@ -222,6 +225,7 @@ export class HubClusterActor extends Actor {
     if (up === this.#linkUp) return;
     this.#linkUp = up;
     if (up) {
+      this.#upAt = performance.now();
       this.#log.info('hub: redis up: delivery and presence across instances again (re-announcing this instance\'s users)');
       this.#tick();
     } else {
@@ -232,7 +236,9 @@ export class HubClusterActor extends Actor {
 
   /** Writes this instance's presence set and cap share again, then reads every other instance's set. */
   async #sync(c: ClusterActor): Promise<void> {
-    if (this.#syncing) return;
+    const users = this.#opts.localUsers();
+    // Presence is restarting: its users are re-announced first (an empty set would take them offline elsewhere).
+    if (this.#syncing || !users) return;
     this.#syncing = true;
     try {
       const k = this.#keys!;
@@ -240,7 +246,7 @@ export class HubClusterActor extends Actor {
       const pairs: (string | number)[] = [];
       for (const [u, n] of this.caps.counts()) pairs.push(u, n);
       const res = await hubPipeline(c.redis)
-        .hubPresenceReset(k.presence(this.#instance), k.seq(this.#instance), ttl, this.#publishCmd, k.channel, this.#instance, [...this.#opts.localUsers()])
+        .hubPresenceReset(k.presence(this.#instance), k.seq(this.#instance), ttl, this.#publishCmd, k.channel, this.#instance, [...users])
         .hubCapsReset(k.caps(this.#instance), ttl, pairs)
         .exec();
       const failed = res ? res.find(([err]) => err) : [new Error('no reply')];

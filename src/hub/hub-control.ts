@@ -155,7 +155,7 @@ export class HubControl {
           parent,
           log: log.child({ actorId: id, actorType: 'hub-cluster', listener: this.name }),
           cluster,
-          localUsers: () => this.#presence?.onlineUsers() ?? [],
+          localUsers: () => this.#presence?.onlineUsers(),
           maxClientsPerUser: () => this.#cfg.maxClientsPerUser,
           deliver: (to, frame) => this.#router.deliverRemote(to, frame),
           presenceChanged: (userId) => this.#router.presenceChanged(userId),
