@@ -22,7 +22,7 @@ import { L, OUTCOMES, type StateTable } from '../workers/state-table.ts';
 import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
 import { newClientId, type HubFromShard } from '../hub/messages.ts';
 import { rejectUpgrade } from '../net/reject-upgrade.ts';
-import { welcomeFrame } from '../hub/frames.ts';
+import { welcomeFrame, type HistoryPosition } from '../hub/frames.ts';
 import { ClientFrames } from './client-frames.ts';
 
 export { CLIENT_FLOOD_BURSTS, SOCKET_HIGH_WATER } from './client-frames.ts';
@@ -208,10 +208,10 @@ export class ClientProxyActor extends ClientFrames {
   }
 
   /**
-   * The upgrade went through: takes the WebSocket, registers under its user, sends `welcome`,
-   * then posts `hub-client-up`.
+   * The upgrade went through: takes the WebSocket, registers under its user, sends `welcome`
+   * (with the user's history position, message recovery), then posts `hub-client-up`.
    */
-  accept(ws: WebSocket, userId: string): void {
+  accept(ws: WebSocket, userId: string, history?: HistoryPosition): void {
     if (this.#state !== 'handshaking') {
       ws.terminate();
       return;
@@ -233,7 +233,7 @@ export class ClientProxyActor extends ClientFrames {
     this.#step('welcome');
     // In the user index before anyone hears of it: a push reacting to hub-client-up finds it.
     this.#ctx.registry.register(this, this);
-    this.enqueue({ f: welcomeFrame(this.clientId, userId) });
+    this.enqueue({ f: welcomeFrame(this.clientId, userId, history) });
     this.#up = true;
     this.#ctx.post({ type: 'hub-client-up', listener: this.#ctx.listener.name, clientId: this.clientId, userId });
   }

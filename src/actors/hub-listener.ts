@@ -6,6 +6,7 @@ import { IP, type StateTable } from '../workers/state-table.ts';
 import type { ShardHubSettings, ShardListener } from '../workers/shard-config.ts';
 import { bearerChallenge, createJwtVerifier, bearerToken, TokenError, type JwtVerifier } from '../auth/jwt.ts';
 import { hash32, type HubFromShard, type HubTarget } from '../hub/messages.ts';
+import type { HistoryPosition } from '../hub/frames.ts';
 import type { Refusal } from '../net/listener-limits.ts';
 import { ListenerBase } from './listener-base.ts';
 import { rejectUpgrade } from '../net/reject-upgrade.ts';
@@ -67,7 +68,7 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   #pingEvery = 0;
   #userFullWarned = false;
   /** Cluster mode: admissions waiting for `hub-admitted`, by client id. */
-  readonly #admissions = new Map<string, { done: (ok: boolean) => void; timer: NodeJS.Timeout }>();
+  readonly #admissions = new Map<string, { done: (ok: boolean, history?: HistoryPosition) => void; timer: NodeJS.Timeout }>();
 
   constructor(opts: HubListenerOptions) {
     super(opts, {
@@ -311,7 +312,7 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
         this.#userFullWarned = true;
         this.log.warn({ maxClientsPerUser: max }, 'per-user table full: a client was admitted without a per-user count (logged once)');
       }
-      if (ctx.hub.cluster) return this.#askCluster(client, ctx, userId, max, () => wss.handleUpgrade(req, socket, head, (ws) => client.accept(ws, userId)));
+      if (ctx.hub.cluster) return this.#askCluster(client, ctx, userId, max, (history) => wss.handleUpgrade(req, socket, head, (ws) => client.accept(ws, userId, history)));
     }
     wss.handleUpgrade(req, socket, head, (ws) => client.accept(ws, userId));
   }
@@ -325,14 +326,14 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
    * Cluster mode: the main thread checks `maxClientsPerUser` across instances (one Redis round
    * trip). No answer within {@link CLUSTER_ADMIT_WAIT_MS}: the local cap, passed already, decides.
    */
-  #askCluster(client: ClientProxyActor, ctx: HubContext, userId: string, max: number, upgrade: () => void): void {
+  #askCluster(client: ClientProxyActor, ctx: HubContext, userId: string, max: number, upgrade: (history?: HistoryPosition) => void): void {
     const clientId = client.clientId;
-    const done = (ok: boolean): void => {
+    const done = (ok: boolean, history?: HistoryPosition): void => {
       clearTimeout(timer);
       if (this.#admissions.get(clientId)?.done !== done) return;
       this.#admissions.delete(clientId);
       if (!client.handshaking) return;
-      if (ok) upgrade();
+      if (ok) upgrade(history);
       else this.#tooMany(client, userId, max);
     };
     const timer = setTimeout(() => done(true), CLUSTER_ADMIT_WAIT_MS);
@@ -340,9 +341,9 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
     this.#opts.post({ type: 'hub-admit', listener: ctx.listener.name, clientId, userId });
   }
 
-  /** Cluster mode: the main thread's answer to an admission. */
-  admitted(clientId: string, ok: boolean): void {
-    this.#admissions.get(clientId)?.done(ok);
+  /** Cluster mode: the main thread's answer to an admission (with the user's history position, for its welcome). */
+  admitted(clientId: string, ok: boolean, history?: HistoryPosition): void {
+    this.#admissions.get(clientId)?.done(ok, history);
   }
 
   // ---- routing (HubToShard) --------------------------------------------------------------------

@@ -3,11 +3,17 @@ import type { Logger } from 'pino';
 import type { Subscription } from 'rxjs';
 import { Actor, type ExitReason } from '../runtime/actor.ts';
 import type { HubTarget } from '../hub/messages.ts';
+import type { HistoryPosition } from '../hub/frames.ts';
 import type { ClusterActor, RedisState } from './cluster.ts';
 import { decodeHubWire, encodeDeliver, hubKeys, type HubKeys } from './hub-wire.ts';
 import { hubPipeline, type HubPipeline } from './hub-scripts.ts';
 import { RemotePresence } from './hub-presence.ts';
 import { HubCaps } from './hub-caps.ts';
+
+/** `{"type":"resume-failed"}`: the client cannot get what it missed, and starts afresh. */
+export function resumeFailedFrame(epoch: string, offset: number): string {
+  return JSON.stringify({ type: 'resume-failed', epoch, offset });
+}
 
 export interface HubClusterOptions {
   /** `hub-cluster:LISTENER`. */
@@ -138,8 +144,29 @@ export class HubClusterActor extends Actor {
     });
   }
 
-  /** Message recovery: the frames pushed to `userId` after `offset` of `epoch`, in order; undefined when they cannot all be given. */
-  recover(userId: string, epoch: string, offset: number): Promise<string[] | undefined> {
+  /** Message recovery: where `userId`'s history stands (started now when it has none); undefined while Redis is away. */
+  position(userId: string, ttl: number): Promise<HistoryPosition | undefined> {
+    const c = this.#bound;
+    const k = this.#keys;
+    const p = c && k && c.up ? this.#pipeline(c) : undefined;
+    if (!p || !k) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      p.hubHistoryPosition(k.history(userId), k.historyMeta(userId), ttl, randomBytes(6).toString('base64url'), (err, res) => {
+        const r = res as [string, number] | undefined;
+        resolve(err || !Array.isArray(r) ? undefined : { epoch: r[0], offset: Number(r[1]) });
+      });
+    });
+  }
+
+  /** Message recovery: what a client's `resume` gets: the pushes after `offset`, then `resumed`; or `resume-failed`. */
+  async resume(userId: string, epoch: string, offset: number): Promise<string[]> {
+    const frames = await this.#recover(userId, epoch, offset);
+    if (!frames) return [resumeFailedFrame(epoch, offset)];
+    return [...frames, JSON.stringify({ type: 'resumed', epoch, offset: offset + frames.length })];
+  }
+
+  /** The frames pushed to `userId` after `offset` of `epoch`, in order; undefined when they cannot all be given. */
+  #recover(userId: string, epoch: string, offset: number): Promise<string[] | undefined> {
     const c = this.#bound;
     const k = this.#keys;
     const p = c && k && c.up ? this.#pipeline(c) : undefined;

@@ -92,6 +92,20 @@ if #entries == 0 or entries[1][1] ~= ('0-' .. (from + 1)) then return {'failed'}
 for i = 1, #entries do out[#out + 1] = entries[i][2][2] end
 return out`;
 
+/**
+ * KEYS: as {@link HISTORY_APPEND}. ARGV: ttl ms, a new epoch (used when the user has no history
+ * yet: it starts here, at offset 0). Returns `{epoch, offset}`: where a new client starts.
+ */
+const HISTORY_POSITION = `
+local e = redis.call('HGET', KEYS[2], 'e')
+if not e then
+  e = ARGV[2]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'e', e, 'o', 0)
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
+return {e, tonumber(redis.call('HGET', KEYS[2], 'o'))}`;
+
 /** The scripts as commands of a pipeline (numbers are sent as strings). */
 export interface HubScripts {
   hubPresenceOp(set: string, seq: string, op: 'on' | 'off', userId: string, ttl: number, publish: string, channel: string, instance: string): HubPipeline;
@@ -102,6 +116,7 @@ export interface HubScripts {
   hubCapsAdd(hash: string, userId: string, delta: number, ttl: number): HubPipeline;
   hubCapsReset(hash: string, ttl: number, pairs: (string | number)[]): HubPipeline;
   hubHistoryAppend(stream: string, meta: string, framePrefix: string, size: number, ttl: number, epoch: string, cb: (err: Error | null | undefined, frame: unknown) => void): HubPipeline;
+  hubHistoryPosition(stream: string, meta: string, ttl: number, epoch: string, cb: (err: Error | null | undefined, res: unknown) => void): HubPipeline;
   hubHistoryRead(stream: string, meta: string, epoch: string, offset: number, cb: (err: Error | null | undefined, res: unknown) => void): HubPipeline;
 }
 
@@ -123,6 +138,7 @@ export function hubPipeline(redis: Redis): HubPipeline {
     redis.defineCommand('hubCapsReset', { numberOfKeys: 1, lua: CAPS_RESET });
     redis.defineCommand('hubHistoryAppend', { numberOfKeys: 2, lua: HISTORY_APPEND });
     redis.defineCommand('hubHistoryRead', { numberOfKeys: 2, lua: HISTORY_READ });
+    redis.defineCommand('hubHistoryPosition', { numberOfKeys: 2, lua: HISTORY_POSITION });
   }
   return redis.pipeline() as HubPipeline;
 }

@@ -81,8 +81,14 @@ export function frameId(text: string): string | number | undefined {
 }
 
 /** `{"type":"welcome","clientId","userId"}`: the first frame a client gets. */
-export function welcomeFrame(clientId: string, userId: string): string {
-  return JSON.stringify({ type: 'welcome', clientId, userId });
+export function welcomeFrame(clientId: string, userId: string, history?: HistoryPosition): string {
+  return JSON.stringify(history ? { type: 'welcome', clientId, userId, epoch: history.epoch, offset: history.offset } : { type: 'welcome', clientId, userId });
+}
+
+/** Message recovery: where a user's history stands (a client resumes from there). */
+export interface HistoryPosition {
+  epoch: string;
+  offset: number;
 }
 
 /** `{"type":"error","code"}`, with the `id` of the frame it answers when it had one. */

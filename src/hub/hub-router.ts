@@ -8,8 +8,9 @@ import { shardOfClient, type HubFromShard, type HubTarget, type HubToShard } fro
 import type { NodeStreamActor } from '../actors/node-stream.ts';
 import type { PresenceActor } from '../actors/presence.ts';
 import { MAX_PENDING_PER_CLIENT, ackFrame, clientErrorFrame, type RequestTableActor } from '../actors/hub-requests.ts';
-import type { HubClusterActor } from '../cluster/hub-cluster.ts';
+import { resumeFailedFrame, type HubClusterActor } from '../cluster/hub-cluster.ts';
 import { parseNodeFrame, type NodeFrame } from './node-frames.ts';
+import type { HistoryPosition } from './frames.ts';
 
 export { parseNodeFrame } from './node-frames.ts';
 
@@ -164,15 +165,26 @@ export class HubRouter {
         // Presence drops the client's pending requests with its client-gone; without presence, here.
         if (!presence()?.clientDown(m.clientId)) requestsOf()?.dropClient(m.clientId);
         return;
-      case 'hub-resume':
-        this.#resume(shard, m.clientId, m.userId, m.epoch, m.offset);
+      case 'hub-resume': {
+        // Message recovery: the missed pushes then `resumed`, or `resume-failed` (no history, Redis away).
+        const cluster = this.#opts.history?.() ? this.#opts.actors.cluster?.() : undefined;
+        const frames = cluster ? cluster.resume(m.userId, m.epoch, m.offset) : Promise.resolve([resumeFailedFrame(m.epoch, m.offset)]);
+        void frames.then((fs) => fs.forEach((f) => this.reply(shard, m.clientId, f)));
         return;
+      }
       case 'hub-admit': {
         // Cluster mode: the per-user cap across instances (one Redis round trip, batched).
-        const caps = this.#opts.actors.cluster?.()?.caps;
-        const answer = (ok: boolean): void => void this.#opts.shards.post(shard, { type: 'hub-admitted', listener: this.#opts.listener, clientId: m.clientId, ok });
-        if (!caps) answer(true);
-        else caps.admit(m.clientId, m.userId).then(answer, () => answer(true));
+        // With `history`, the user's history position for the welcome, in the same round trip.
+        const cluster = this.#opts.actors.cluster?.();
+        const history = this.#opts.history?.();
+        const answer = (ok: boolean, pos?: HistoryPosition): void =>
+          void this.#opts.shards.post(shard, { type: 'hub-admitted', listener: this.#opts.listener, clientId: m.clientId, ok, ...(ok && pos && { history: pos }) });
+        if (!cluster) answer(true);
+        else
+          Promise.all([cluster.caps.admit(m.clientId, m.userId), history && cluster.position(m.userId, history.ttl)]).then(
+            ([ok, pos]) => answer(ok, pos),
+            () => answer(true),
+          );
         return;
       }
       case 'hub-send':
@@ -356,18 +368,6 @@ export class HubRouter {
       this.#opts.log.debug({ node }, 'hub shards behind: pausing the node stream');
       s.pauseUntil(() => sh.running().every((x) => backlog(x) < DELIVER_BACKLOG_LOW));
     }
-  }
-
-  /** Message recovery: the client gets the pushes to its user after `offset`, then `resumed`; or `resume-failed`. */
-  #resume(shard: number, clientId: string, userId: string, epoch: string, offset: number): void {
-    const cluster = this.#opts.history?.() ? this.#opts.actors.cluster?.() : undefined;
-    const answer = (frames: string[] | undefined): void => {
-      if (!frames) return this.reply(shard, clientId, JSON.stringify({ type: 'resume-failed', epoch, offset }));
-      for (const f of frames) this.reply(shard, clientId, f);
-      this.reply(shard, clientId, JSON.stringify({ type: 'resumed', epoch, offset: offset + frames.length }));
-    };
-    if (!cluster) answer(undefined);
-    else cluster.recover(userId, epoch, offset).then(answer, () => answer(undefined));
   }
 
   /** The shards of this instance holding the target's clients. */

@@ -16,6 +16,7 @@
  * `request`), the main thread builds client frames (`message`, `response`, `error`, `node-down`).
  */
 import { randomBytes } from 'node:crypto';
+import type { HistoryPosition } from './frames.ts';
 
 /** Shard to main thread. Every message names its hub listener. */
 export type HubFromShard =
@@ -56,7 +57,7 @@ export type HubToShard =
   /** The main thread's presence restarted empty: post `hub-client-up` again for every registered client. */
   | { type: 'hub-resync'; listener: string }
   /** Cluster mode: the answer to `hub-admit` (false: the user has `maxClientsPerUser` clients across instances). */
-  | { type: 'hub-admitted'; listener: string; clientId: string; ok: boolean };
+  | { type: 'hub-admitted'; listener: string; clientId: string; ok: boolean; history?: HistoryPosition };
 
 export const HUB_FROM_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-client-up', 'hub-client-down', 'hub-send', 'hub-request', 'hub-delivered', 'hub-admit', 'hub-resume']);
 export const HUB_TO_SHARD_TYPES: ReadonlySet<string> = new Set(['hub-nodes', 'hub-deliver', 'hub-node-down', 'hub-reply', 'hub-resync', 'hub-admitted']);

@@ -84,7 +84,7 @@ export class ShardHubRoutes {
         for (const l of this.#listeners(m.listener)) if (l.reply(m.clientId, m.frame)) break;
         break;
       case 'hub-admitted':
-        for (const l of this.#listeners(m.listener)) l.admitted(m.clientId, m.ok);
+        for (const l of this.#listeners(m.listener)) l.admitted(m.clientId, m.ok, m.history);
         break;
     }
   }

@@ -27,6 +27,9 @@ describe('hub cluster: message recovery', () => {
     await node.waitFor((f) => f.type === 'hello');
 
     const first = await Client.connect(b!.port('hub'), 'u1');
+    // The welcome says where the user's history starts: nothing yet, a new epoch.
+    const welcome = first.frames[0]!;
+    expect(welcome).toMatchObject({ type: 'welcome', offset: 0 });
     for (const d of ['m1', 'm2', 'm3']) node.push({ userId: 'u1', data: d });
     await first.got('m3');
     const got = messages(first);
@@ -36,7 +39,7 @@ describe('hub cluster: message recovery', () => {
       ['m3', 3],
     ]);
     const epoch = got[0]!.epoch;
-    expect(typeof epoch).toBe('string');
+    expect(epoch).toBe(welcome.epoch);
     expect(got.every((f) => f.epoch === epoch && f.from === 'n1')).toBe(true);
     // A broadcast is not kept: no offset.
     node.broadcast('all');
@@ -73,6 +76,22 @@ describe('hub cluster: message recovery', () => {
     node.push({ userId: 'u1', data: 'still' });
     expect((await back.got('still')).offset).toBe(13);
 
+    // A client that got nothing but its welcome resumes from there.
+    const quiet = await Client.connect(b!.port('hub'), 'u2');
+    const from = quiet.frames[0]!;
+    expect(from).toMatchObject({ type: 'welcome', offset: 0 });
+    await quiet.close();
+    node.push({ userId: 'u2', data: 'q1' });
+    node.push({ userId: 'u2', data: 'q2' });
+    const again = await Client.connect(a!.port('hub'), 'u2');
+    expect(again.frames[0]).toMatchObject({ type: 'welcome', epoch: from.epoch });
+    const missed = await until(async () => {
+      const r = await resume(again, from.epoch, 0);
+      return r.filter((f) => f.type === 'message').length === 2 ? r : undefined;
+    }, 5_000, 'q1 and q2 recovered');
+    expect(missed!.map((f) => f.data ?? f.type)).toEqual(['q1', 'q2', 'resumed']);
+
+    await again.close();
     await back.close();
     for (const d of [a, b]) expect(await d!.stop()).toBe(0);
   }, 30_000);
