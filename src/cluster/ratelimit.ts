@@ -49,6 +49,8 @@ const COMMAND = 'gatehouseRateLease';
 export const MIN_LEASE_TTL_MS = 100;
 /** After a failed batch, leases are tried again this often while the cluster says Redis is up. */
 const RETRY_MS = 1_000;
+/** The table's lease clock is ticked this often while leases are on (its resolution). */
+export const CLOCK_TICK_MS = 5;
 
 type LeaseRedis = { [COMMAND]: (key: string, intervalUs: string, burstUs: string, want: number, lease: number) => unknown };
 
@@ -73,6 +75,7 @@ export class ClusterRateLimits {
   #on = false;
   #wasOn = false;
   #retry: NodeJS.Timeout | undefined;
+  #clock: NodeJS.Timeout | undefined;
 
   constructor(opts: { cluster: ClusterActor; table: StateTable; log: Logger }) {
     this.#cluster = opts.cluster;
@@ -106,6 +109,7 @@ export class ClusterRateLimits {
   close(): void {
     this.#sub?.unsubscribe();
     clearTimeout(this.#retry);
+    clearInterval(this.#clock);
     this.#on = false;
     this.#table.setLeaseMode(false);
     for (const a of this.#queued.values()) this.#table.leaseCancel(a.cell);
@@ -157,6 +161,12 @@ export class ClusterRateLimits {
   #set(on: boolean, reason: string): void {
     if (on === this.#on) return;
     this.#on = on;
+    clearInterval(this.#clock);
+    if (on) {
+      // The clock runs before the shards spend anything.
+      this.#table.tickLeaseClock();
+      this.#clock = setInterval(() => this.#table.tickLeaseClock(), CLOCK_TICK_MS).unref();
+    }
     this.#table.setLeaseMode(on);
     if (on) {
       this.#wasOn = true;

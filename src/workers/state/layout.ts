@@ -209,6 +209,8 @@ export const BIG_ROUTE = BIG_RATE + MAX_LISTENERS;
 export const BIG_LEASE = BIG_ROUTE + RL_LEN;
 /** Offset of the lease mode cell in the lease region: 1 while this instance spends leases from Redis, 0 for the local buckets. */
 export const LEASE_MODE = 0;
+/** Offset of the lease clock cell: the main thread's `leaseClock()` (ms), stored every few ms while leases are on, so shards read the time without a clock call. */
+export const LEASE_CLOCK = 1;
 /** Offset of the listeners' leases (8 header cells before them). */
 export const LEASE_LISTENERS = 8;
 /** BigInt64 cells of one lease (see `LEASE` in ./lease.ts). */

@@ -21,7 +21,9 @@
  *
  * The clock ({@link leaseClock}) is `process.hrtime.bigint()` in ms, the same in every thread of
  * the process, kept in 31 bits and compared by difference (it wraps after 24 days: a lease
- * lasts seconds). 0 is never a clock value, so 0 means "none".
+ * lasts seconds). 0 is never a clock value, so 0 means "none". The state table passes the value
+ * the main thread last stored in it (`StateTable.tickLeaseClock`, every few ms while leases are
+ * on): a decision reads one cell instead of calling a clock.
  */
 
 /** Int32 offsets of a lease's cells (from twice its BigInt64 index). */
