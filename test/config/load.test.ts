@@ -71,7 +71,7 @@ describe('parseConfig: the full example', () => {
     expect(cfg.admin).toEqual({ listen: { host: '127.0.0.1', port: 9901, address: '127.0.0.1:9901' }, token: 'optional-bearer-token' });
     expect(cfg.runtime).toEqual({ workers: 2, debug: false, shutdownTimeout: 30_000, watchdog: 5_000, watchConfig: false, connectionActor: 'light' });
     expect(cfg.log).toEqual({ level: 'info' });
-    expect(cfg.cluster).toEqual({ redis: 'redis://127.0.0.1:6379', instanceId: 'gw-1' });
+    expect(cfg.cluster).toEqual({ redis: 'redis://127.0.0.1:6379', instanceId: 'gw-1', keyPrefix: 'gatehouse:', heartbeat: 5_000, deadAfter: 15_000 });
   });
 
   test('upstream', () => {

@@ -223,7 +223,7 @@ describe('redactConfig and diffConfig with references', () => {
   test('every substituted value is redacted whole, embedded or not; key-name secrets still are', () => {
     const r = redactConfig(cfg);
     expect(r.admin.token).toBe('[redacted]');
-    expect(r.cluster).toEqual({ redis: '[redacted]', instanceId: '[redacted]' });
+    expect(r.cluster).toEqual({ redis: '[redacted]', instanceId: '[redacted]', keyPrefix: 'gatehouse:', heartbeat: 5_000, deadAfter: 15_000 });
     expect(r.actors[0]!.options).toEqual({ apiKey: '[redacted]', plain: 'kept', password: '[redacted]' });
     expect(JSON.stringify(r)).not.toMatch(/hunter2|svc/);
     expect(cfg.cluster?.instanceId).toBe('gw-svc');

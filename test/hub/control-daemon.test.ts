@@ -95,7 +95,7 @@ describe('hub through the daemon (workers: 0)', () => {
 
         const tree = await gh.tree({});
         const hubs = find(tree, (n) => n.id === 'hubs')[0]!;
-        expect(tree.children.map((c) => c.id)).toEqual(['admin', 'actors', 'upstreams', 'hubs', 'shards']);
+        expect(tree.children.map((c) => c.id)).toEqual(['admin', 'actors', 'cluster', 'registry', 'upstreams', 'hubs', 'shards']);
         expect(find(hubs, (n) => n.type === 'node-stream').map((n) => [n.id, n.state])).toEqual([['node:hub/n1', 'ready']]);
         expect(find(hubs, (n) => n.type === 'presence')[0]).toMatchObject({ clients: 2, users: 1 });
 
