@@ -101,6 +101,10 @@ export class HttpListenerActor extends ListenerBase<HttpConnectionActor> {
     for (const { actor } of this.connections.values()) (actor as HttpConnectionActor).drainNow();
   }
 
+  protected override onResumed(): void {
+    this.#ctx.draining = false;
+  }
+
   protected override onClosed(): void {
     this.#opts.accessLog?.close();
   }

@@ -166,6 +166,8 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   protected onListening(): void {}
   /** Called when the listener stops accepting (the drain's first step). */
   protected onDraining(): void {}
+  /** Called when a paused listener accepts again (`POST /undrain`): undo what {@link onDraining} set. */
+  protected onResumed(): void {}
   /** Called once when the listener closes: release what {@link onListening} armed. */
   protected onClosed(): void {}
 
@@ -427,6 +429,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
     if (this.#state !== 'listening') return;
     this.#step('pause');
     this.#server.close();
+    this.onDraining();
     this.log.info({ connections: this.connections.size }, 'paused: not accepting');
   }
 
@@ -441,6 +444,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
       return;
     }
     this.#step('resume');
+    this.onResumed();
     this.log.info({ address: `${a.host}:${a.port}` }, 'accepting again');
   }
 

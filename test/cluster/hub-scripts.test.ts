@@ -5,7 +5,7 @@
  * history keeps the last `size` pushes of an epoch.
  */
 import { Redis } from 'ioredis';
-import { describe, expect, onTestFinished, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { until } from '../helpers/daemon.ts';
 import { RedisServer } from '../helpers/redis.ts';
 import { hubPipeline } from '../../src/cluster/hub-scripts.ts';
@@ -23,12 +23,10 @@ async function exec(r: Redis, build: (p: ReturnType<typeof hubPipeline>) => unkn
 describe('hub cluster scripts', () => {
   test('presence: ordered changes mirrored, a missed message read again whole, reset and gone', async () => {
     await using redis = await RedisServer.start();
-    const r = new Redis(redis.url);
-    const sub = new Redis(redis.url);
-    onTestFinished(() => {
-      r.disconnect();
-      sub.disconnect();
-    });
+    // No reconnect, and closed before the server stops (disposed in reverse order): no timer left.
+    const r = new Redis(redis.url, { retryStrategy: () => null });
+    const sub = new Redis(redis.url, { retryStrategy: () => null });
+    using _clients = { [Symbol.dispose]: () => (r.disconnect(), sub.disconnect()) };
     const k = hubKeys('t:', 'hub');
     const changed: string[] = [];
     const mirror = new RemotePresence({
@@ -75,8 +73,8 @@ describe('hub cluster scripts', () => {
 
   test('caps: the sum over every instance\'s hash, a count given back, an expired hash forgotten; history: last `size` of an epoch', async () => {
     await using redis = await RedisServer.start();
-    const r = new Redis(redis.url);
-    onTestFinished(() => r.disconnect());
+    const r = new Redis(redis.url, { retryStrategy: () => null });
+    using _client = { [Symbol.dispose]: () => r.disconnect() };
     const k = hubKeys('t:', 'hub');
     const admit = async (self: string, other: string, ttl = 60_000) =>
       (await new Promise<unknown>((resolve, reject) => {

@@ -199,7 +199,7 @@ actors:
 
     type Node = { id: string; status: string; state: string; restarts: number; children: Node[] };
     const tree = await gh.json<Node>('/actors');
-    expect(tree.children.map((c) => c.id)).toEqual(['admin', 'actors', 'upstreams', 'hubs', 'shards']);
+    expect(tree.children.map((c) => c.id)).toEqual(['admin', 'actors', 'registry', 'upstreams', 'hubs', 'shards']);
     const actors = tree.children.find((c) => c.id === 'actors')!;
     expect(actors.status).toBe('running');
     expect(actors.children.map((c) => [c.id, c.status, c.state, c.restarts])).toEqual([
@@ -248,7 +248,7 @@ actors: [ { name: a, module: ${mod}, options: { flag: ${flag}, how: timer } } ]
     const up = () => gh.logs.filter((l) => l.msg === 'flaky up' && l.actorId === 'actor:a').length;
     await until(async () => (await gh.json<{ children: { id: string; children: { status: string }[] }[] }>('/actors')).children[1]!.children[0]!.status === 'running', 10_000, 'a running');
     const tree = await gh.json<{ children: { id: string }[] }>('/actors');
-    expect(tree.children.map((c) => c.id)).toEqual(['admin', 'actors', 'upstreams', 'hubs', 'shards']);
+    expect(tree.children.map((c) => c.id)).toEqual(['admin', 'actors', 'registry', 'upstreams', 'hubs', 'shards']);
     const open = await connect(gh.port('tcp-in'));
     expect(await open.send('x')).toBe('x');
     expect(up()).toBe(5);
