@@ -193,12 +193,85 @@ export function createMetrics(backend: AdminBackend, opts: CreateMetricsOptions 
   // Cluster mode only: a daemon without `cluster` exports no sample (nothing to be up or down).
   new Gauge({
     name: 'gatehouse_cluster_up',
-    help: '1 while this instance reaches the cluster Redis, 0 while it serves on local state.',
+    help: '1 while this instance reaches the cluster Redis (full or not), 0 while Redis is unreachable and it serves on local state.',
     registers,
     collect: guard<Gauge>('gatehouse_cluster_up', function () {
       this.reset();
       const c = backend.cluster?.();
-      if (c) this.set(c.redis === 'up' ? 1 : 0);
+      if (c) this.set(c.redis === 'down' ? 0 : 1);
+    }),
+  });
+
+  new Gauge({
+    name: 'gatehouse_cluster_redis_full',
+    help: '1 while the cluster Redis refuses writes (maxmemory reached) and this instance serves on local state, else 0.',
+    registers,
+    collect: guard<Gauge>('gatehouse_cluster_redis_full', function () {
+      this.reset();
+      const c = backend.cluster?.();
+      if (c) this.set(c.redis === 'full' ? 1 : 0);
+    }),
+  });
+
+  // The rate-limit lease path (src/cluster/ratelimit.ts), counted on the main thread.
+  const leases = () => backend.cluster?.()?.leases;
+
+  new Gauge({
+    name: 'gatehouse_cluster_leases_shared',
+    help: '1 while rate limits are shared through Redis leases, 0 while each limit is decided on its local bucket.',
+    registers,
+    collect: guard<Gauge>('gatehouse_cluster_leases_shared', function () {
+      this.reset();
+      const l = leases();
+      if (l) this.set(l.shared ? 1 : 0);
+    }),
+  });
+
+  new Counter({
+    name: 'gatehouse_cluster_lease_requests_total',
+    help: 'Rate-limit lease asks sent to Redis, by answer: granted (at least one token), denied (the shared bucket is empty), error (no answer).',
+    labelNames: ['result'],
+    registers,
+    collect: guard<Counter>('gatehouse_cluster_lease_requests_total', function () {
+      this.reset();
+      const l = leases();
+      if (!l) return;
+      this.inc({ result: 'granted' }, count(l.granted));
+      this.inc({ result: 'denied' }, count(l.denied));
+      this.inc({ result: 'error' }, count(l.error));
+    }),
+  });
+
+  new Counter({
+    name: 'gatehouse_cluster_lease_tokens_total',
+    help: 'Rate-limit tokens granted to this instance by Redis leases.',
+    registers,
+    collect: guard<Counter>('gatehouse_cluster_lease_tokens_total', function () {
+      this.reset();
+      const l = leases();
+      if (l) this.inc(count(l.tokens));
+    }),
+  });
+
+  new Counter({
+    name: 'gatehouse_cluster_lease_roundtrips_total',
+    help: 'Redis round trips of the rate-limit lease path (one pipeline carries the asks of one event-loop turn).',
+    registers,
+    collect: guard<Counter>('gatehouse_cluster_lease_roundtrips_total', function () {
+      this.reset();
+      const l = leases();
+      if (l) this.inc(count(l.roundTrips));
+    }),
+  });
+
+  new Counter({
+    name: 'gatehouse_cluster_lease_roundtrip_seconds_total',
+    help: 'Time spent in the round trips of gatehouse_cluster_lease_roundtrips_total, summed (seconds).',
+    registers,
+    collect: guard<Counter>('gatehouse_cluster_lease_roundtrip_seconds_total', function () {
+      this.reset();
+      const l = leases();
+      if (l) this.inc(count(l.roundTripSeconds));
     }),
   });
 

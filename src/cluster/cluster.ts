@@ -3,9 +3,14 @@ import { BehaviorSubject, type Observable } from 'rxjs';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
 import type { ClusterConfig } from '../config/types.ts';
+import { parseRedisUrl, redactRedisUrl } from '../config/redis-url.ts';
 
-/** Whether this instance reaches Redis now. */
-export type RedisState = 'up' | 'down';
+/**
+ * Whether this instance shares state through Redis now: `up`; `down` (unreachable, or slower than
+ * {@link COMMAND_TIMEOUT_MS}); `full` (reachable, but refusing writes: `maxmemory` reached with
+ * `noeviction`). Everything shared works on local state unless `up`.
+ */
+export type RedisState = 'up' | 'down' | 'full';
 
 /** One gateway instance as `GET /cluster` shows it. */
 export interface ClusterInstance {
@@ -15,26 +20,100 @@ export interface ClusterInstance {
   self: boolean;
 }
 
+/**
+ * The rate-limit leases of this instance (src/cluster/ratelimit.ts), counted since the daemon
+ * started (a restart of the `cluster` actor keeps them).
+ */
+export interface LeaseStats {
+  /** Limits are decided from leases now (false: every limit on its local bucket). */
+  shared: boolean;
+  /** Asks for a lease that Redis answered with at least one token. */
+  granted: number;
+  /** Asks that Redis answered with none (the shared bucket is empty). */
+  denied: number;
+  /** Asks sent that got no answer (Redis away, slow or refusing: each limit then local). */
+  error: number;
+  /** Tokens granted. */
+  tokens: number;
+  /** Pipelines sent to Redis (the asks of one event-loop turn go in one). */
+  roundTrips: number;
+  /** Their time summed, answered or failed (s). */
+  roundTripSeconds: number;
+}
+
 /** `GET /cluster`. */
 export interface ClusterView {
   redis: RedisState;
   instanceId: string;
   keyPrefix: string;
   instances: ClusterInstance[];
+  /** Present once the rate-limit lease path is attached. */
+  leases?: LeaseStats;
 }
 
 /** How long a command may take before it counts as failed (a slow Redis is a down Redis). */
 export const COMMAND_TIMEOUT_MS = 1_000;
 
 /**
+ * Redis refused a write because it is out of memory (`OOM command not allowed when used memory >
+ * 'maxmemory'`): as a reply, a script's error, or a transaction aborted for it (EXECABORT).
+ *
+ * @example
+ * try { await redis.set(k, v); } catch (err) { if (isRedisFull(err)) cluster.noteError(err); }
+ */
+export function isRedisFull(err: unknown): boolean {
+  const e = err as { message?: unknown; previousErrors?: unknown } | null;
+  if (!e || typeof e !== 'object') return false;
+  if (typeof e.message === 'string' && e.message.startsWith('OOM ')) return true;
+  return Array.isArray(e.previousErrors) && e.previousErrors.some((p) => isRedisFull(p));
+}
+
+/**
+ * ioredis options for a `cluster.redis` URL: one server (the URL), or a master through Redis
+ * Sentinel (`sentinels` and `name`: ioredis asks the sentinels for the master on every connect,
+ * checks the role, and reconnects when the sentinels announce a failover).
+ */
+export function redisConnection(url: string, base: RedisOptions): { url?: string; options: RedisOptions } {
+  const t = parseRedisUrl(url);
+  if (t.kind === 'server') return { url: t.url, options: base };
+  return {
+    options: {
+      ...base,
+      sentinels: t.sentinels,
+      name: t.name,
+      db: t.db,
+      ...(t.username !== undefined && { username: t.username }),
+      ...(t.password !== undefined && { password: t.password }),
+      ...(t.sentinelUsername !== undefined && { sentinelUsername: t.sentinelUsername }),
+      ...(t.sentinelPassword !== undefined && { sentinelPassword: t.sentinelPassword }),
+      // All sentinels unreachable: ask them again, backing off as the connection does.
+      sentinelRetryStrategy: base.retryStrategy ?? undefined,
+      sentinelCommandTimeout: COMMAND_TIMEOUT_MS,
+      // Subscribes to +switch-master on the sentinels: a failover drops the connections at once.
+      failoverDetector: true,
+      // A master demoted under us answers writes with READONLY: reconnect (and ask the sentinels).
+      reconnectOnError: (err) => (err.message.startsWith('READONLY') ? 1 : false),
+    },
+  };
+}
+
+function newRedis(url: string, options: RedisOptions): Redis {
+  const c = redisConnection(url, options);
+  return c.url === undefined ? new Redis(c.options) : new Redis(c.url, c.options);
+}
+
+/**
  * Cluster mode's link to Redis, on the main thread: the `cluster` actor. It owns two ioredis
- * connections (commands, and one in subscriber mode for pub/sub), heartbeats this instance every
- * `heartbeat` (a sorted set of instances by last heartbeat; an instance silent for `deadAfter` is
- * dead), and publishes the Redis state: `up` after a heartbeat went through, `down` when the
- * connection dropped or a heartbeat failed or took longer than {@link COMMAND_TIMEOUT_MS}. The
+ * connections (commands, and one in subscriber mode for pub/sub and sharded pub/sub), both to
+ * one server or both to the master that Redis Sentinel names ({@link redisConnection}),
+ * heartbeats this instance every `heartbeat` (a sorted set of instances by last heartbeat; an
+ * instance silent for `deadAfter` is dead), and publishes the Redis state: `up` after a heartbeat went through, `down` when the
+ * connection dropped or a heartbeat failed or took longer than {@link COMMAND_TIMEOUT_MS}, `full`
+ * when Redis refused the heartbeat's write for memory (or another part {@link noteError}s such a
+ * refusal). The heartbeat is a write, so it is also what sees Redis take writes again. The
  * state is logged once per change; everything that shares state through Redis watches
- * {@link state$} and falls back to local state while it is `down`, resynchronising when it is
- * `up` again. Commands never queue while Redis is away: they fail at once and the caller keeps
+ * {@link state$} and falls back to local state unless it is `up` (`down` or `full`),
+ * resynchronising when it is `up` again. Commands never queue while Redis is away: they fail at once and the caller keeps
  * its local decision.
  *
  * Keys and channels all start with `keyPrefix` ({@link key}).
@@ -52,7 +131,7 @@ export class ClusterActor extends Actor {
   readonly sub: Redis;
   readonly #log: Logger;
   readonly #state = new BehaviorSubject<RedisState>('down');
-  /** `up` / `down` as it changes (starts `down` until the first heartbeat went through). */
+  /** `up` / `down` / `full` as it changes (starts `down` until the first heartbeat went through). */
   readonly state$: Observable<RedisState> = this.#state.asObservable();
   #timer: NodeJS.Timeout | undefined;
   #instances: ClusterInstance[] = [];
@@ -73,8 +152,8 @@ export class ClusterActor extends Actor {
       retryStrategy: (times) => Math.min(2_000, 50 * 2 ** Math.min(times, 6)),
       lazyConnect: true,
     };
-    this.redis = new Redis(opts.config.redis, { ...base, connectionName: `gatehouse:${opts.config.instanceId}` });
-    this.sub = new Redis(opts.config.redis, { ...base, connectionName: `gatehouse:${opts.config.instanceId}:sub`, enableOfflineQueue: true });
+    this.redis = newRedis(opts.config.redis, { ...base, connectionName: `gatehouse:${opts.config.instanceId}` });
+    this.sub = newRedis(opts.config.redis, { ...base, connectionName: `gatehouse:${opts.config.instanceId}:sub`, enableOfflineQueue: true });
     for (const c of [this.redis, this.sub]) {
       // ioredis emits 'error' on every failed (re)connect; the state change is logged once instead.
       c.on('error', () => {});
@@ -87,10 +166,22 @@ export class ClusterActor extends Actor {
     return this.status === 'running' ? this.#state.value : this.status;
   }
 
-  /** Redis reachable now. */
+  /** Redis reachable and taking writes now: state is shared. */
   get up(): boolean {
     return this.#state.value === 'up';
   }
+
+  /**
+   * A command of another part failed: when Redis refused it for memory, the instance goes `full`
+   * at once (every shared part on local state) rather than at the next heartbeat. Other errors are
+   * left to the heartbeat to judge.
+   */
+  noteError(err: unknown): void {
+    if (this.status === 'running' && this.#state.value === 'up' && isRedisFull(err)) this.#set('full', (err as Error).message);
+  }
+
+  /** The rate-limit lease counters, shown in {@link view} (set by src/cluster/ratelimit.ts). */
+  leaseStats: LeaseStats | undefined;
 
   /** A key or channel name under the configured prefix. */
   key(name: string): string {
@@ -115,7 +206,8 @@ export class ClusterActor extends Actor {
   view(): ClusterView {
     const { instanceId, keyPrefix } = this.config;
     const instances = this.up ? this.#instances : [{ instanceId, lastHeartbeat: new Date().toISOString(), self: true }];
-    return { redis: this.#state.value, instanceId, keyPrefix, instances };
+    const leases = this.leaseStats && { ...this.leaseStats };
+    return { redis: this.#state.value, instanceId, keyPrefix, instances, ...(leases && { leases }) };
   }
 
   /** Ids of the instances alive at the last heartbeat (for cleaning up after dead ones). */
@@ -143,7 +235,8 @@ export class ClusterActor extends Actor {
       this.#instances = out;
       this.#set('up');
     } catch (err) {
-      this.#set('down', (err as Error).message);
+      // A Redis out of memory refuses the ZADD (and so the whole MULTI) but is there: `full`.
+      this.#set(isRedisFull(err) ? 'full' : 'down', (err as Error).message);
     } finally {
       this.#beating = false;
     }
@@ -156,6 +249,7 @@ export class ClusterActor extends Actor {
     // The first `down` before any `up` is logged too: a Redis down at start is worth a line.
     this.#lastLogged = next;
     if (next === 'up') this.#log.info({ redis: redactUrl(this.config.redis), instanceId: this.config.instanceId }, 'cluster: redis up');
+    else if (next === 'full') this.#log.warn({ redis: redactUrl(this.config.redis), reason }, 'cluster: redis full (writes refused), serving with local state');
     else this.#log.warn({ redis: redactUrl(this.config.redis), reason }, 'cluster: redis down, serving with local state');
   }
 
@@ -163,7 +257,7 @@ export class ClusterActor extends Actor {
     clearInterval(this.#timer);
     void (async () => {
       // Leave the instance set at once (others would wait deadAfter otherwise); best effort.
-      if (this.up) await this.redis.zrem(this.key('instances'), this.config.instanceId).catch(() => {});
+      if (this.#state.value !== 'down') await this.redis.zrem(this.key('instances'), this.config.instanceId).catch(() => {});
       this.redis.disconnect();
       this.sub.disconnect();
       this.#state.complete();
@@ -180,13 +274,7 @@ export class ClusterActor extends Actor {
   }
 }
 
-/** A Redis URL without its password, for logs. */
+/** A Redis URL (`redis://`, `rediss://`, `redis+sentinel://`) without its passwords, for logs. */
 export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return 'redis://(unparsable)';
-  }
+  return redactRedisUrl(url);
 }

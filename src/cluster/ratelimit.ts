@@ -2,12 +2,14 @@
  * Cluster mode's rate limits, main-thread side: takes leases of tokens from the buckets that the
  * instances share in Redis and writes them into the state table, where the shards spend them
  * (src/cluster/ratelimit-shard.ts, src/workers/state/lease.ts). See docs/cluster.md, "Rate
- * limits", for the design and its bound.
+ * limits", for the design and its bound. Its asks, grants, denials, failures and round trips are
+ * counted ({@link LeaseStats}, per state table so that they outlive a restart of the cluster
+ * actor) and exported as `gatehouse_cluster_lease_*` (src/admin/metrics.ts).
  */
 import type { Logger } from 'pino';
 import type { Subscription } from 'rxjs';
 import type { StateTable } from '../workers/state-table.ts';
-import type { ClusterActor } from './cluster.ts';
+import type { ClusterActor, LeaseStats } from './cluster.ts';
 import type { RateAsk } from './ratelimit-shard.ts';
 
 /**
@@ -52,6 +54,15 @@ const RETRY_MS = 1_000;
 /** The table's lease clock is ticked this often while leases are on (its resolution). */
 export const CLOCK_TICK_MS = 5;
 
+/** The lease counters of a daemon, by its state table: they outlive a restart of the `cluster` actor. */
+const statsByTable = new WeakMap<StateTable, LeaseStats>();
+
+function statsFor(table: StateTable): LeaseStats {
+  let s = statsByTable.get(table);
+  if (!s) statsByTable.set(table, (s = { shared: false, granted: 0, denied: 0, error: 0, tokens: 0, roundTrips: 0, roundTripSeconds: 0 }));
+  return s;
+}
+
 type LeaseRedis = { [COMMAND]: (key: string, intervalUs: string, burstUs: string, want: number, lease: number) => unknown };
 
 /**
@@ -69,6 +80,7 @@ export class ClusterRateLimits {
   readonly #table: StateTable;
   readonly #log: Logger;
   readonly #sub: Subscription;
+  readonly #stats: LeaseStats;
   /** Asks of this turn by lease cell (one ask per bucket is in flight: its WANT). */
   #queued = new Map<number, RateAsk>();
   #scheduled = false;
@@ -82,8 +94,11 @@ export class ClusterRateLimits {
     this.#table = opts.table;
     this.#log = opts.log.child({ actorId: opts.cluster.id, actorType: opts.cluster.type, part: 'ratelimit' });
     this.#cluster.redis.defineCommand(COMMAND, { numberOfKeys: 1, lua: LEASE_LUA });
+    this.#stats = statsFor(opts.table);
+    this.#stats.shared = false;
+    this.#cluster.leaseStats = this.#stats;
     this.#sub = this.#cluster.state$.subscribe({
-      next: (s) => this.#set(s === 'up', 'redis down'),
+      next: (s) => this.#set(s === 'up', `redis ${s}`),
       complete: () => this.close(),
     });
   }
@@ -108,6 +123,7 @@ export class ClusterRateLimits {
   /** Leases off for good (the cluster actor stopped): every limit on its local bucket. */
   close(): void {
     this.#sub?.unsubscribe();
+    this.#stats.shared = false;
     clearTimeout(this.#retry);
     clearInterval(this.#clock);
     this.#on = false;
@@ -129,10 +145,14 @@ export class ClusterRateLimits {
       p[COMMAND](this.#cluster.key(`rl:${a.bucket}`), String(a.intervalNs / 1000), String((a.intervalNs * a.burst) / 1000), want, a.lease);
     }
     let res: [Error | null, unknown][] | null;
+    const t0 = performance.now();
+    this.#stats.roundTrips++;
     try {
       res = await p.exec();
     } catch (err) {
       return this.#failed(batch, err as Error);
+    } finally {
+      this.#stats.roundTripSeconds += (performance.now() - t0) / 1000;
     }
     const firstErr = res?.find(([e]) => e !== null)?.[0];
     if (!res || firstErr) return this.#failed(batch, firstErr ?? new Error('no reply'));
@@ -140,6 +160,10 @@ export class ClusterRateLimits {
   }
 
   #grant(a: RateAsk, [granted, waitUs]: [number, number]): void {
+    if (granted > 0) {
+      this.#stats.granted++;
+      this.#stats.tokens += granted;
+    } else this.#stats.denied++;
     // A route key's entry taken over by another key meanwhile: its lease is that key's now.
     if (a.entry !== undefined && this.#table.routeEntryKey(a.entry.index) !== a.entry.key) return;
     const ttlMs = Math.max(MIN_LEASE_TTL_MS, Math.ceil((a.intervalNs * a.lease) / 1e6));
@@ -151,8 +175,11 @@ export class ClusterRateLimits {
   }
 
   #failed(batch: RateAsk[], err: Error): void {
+    this.#stats.error += batch.length;
     this.#cancel(batch);
     this.#set(false, err.message);
+    // Redis out of memory: the cluster goes `full` now (every shared part local), not at the next heartbeat.
+    this.#cluster.noteError(err);
     // The cluster may still say up (a slow Redis, a failed script): try leases again later.
     clearTimeout(this.#retry);
     this.#retry = setTimeout(() => this.#set(this.#cluster.up, 'redis down'), RETRY_MS).unref();
@@ -161,6 +188,7 @@ export class ClusterRateLimits {
   #set(on: boolean, reason: string): void {
     if (on === this.#on) return;
     this.#on = on;
+    this.#stats.shared = on;
     clearInterval(this.#clock);
     if (on) {
       // The clock runs before the shards spend anything.

@@ -168,6 +168,8 @@ export class ClusterRegistry implements SharedRegistry {
     try {
       return await op();
     } catch (err) {
+      // Refused for memory: the cluster goes `full` at once, so the next calls are local without trying.
+      this.#cluster.noteError(err);
       throw new SharedUnavailableError(err);
     }
   }
@@ -248,6 +250,7 @@ export class ClusterRegistry implements SharedRegistry {
         await this.#doResync();
       } catch (err) {
         this.#synced = false;
+        this.#cluster.noteError(err);
         this.#log.warn({ err: (err as Error).message }, 'service registry: resync with Redis failed; retrying at the next heartbeat');
       } finally {
         this.#resyncing = false;

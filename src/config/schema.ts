@@ -5,8 +5,9 @@
  */
 import os from 'node:os';
 import { z } from 'zod';
-import { describeValue, duration, int, listenAddress, name, positiveDuration, urlWith } from './schema-common.ts';
+import { describeValue, duration, int, listenAddress, name, positiveDuration } from './schema-common.ts';
 import { listenerSchema } from './schema-listeners.ts';
+import { RedisUrlError, parseRedisUrl } from './redis-url.ts';
 import { upstreamSchema } from './schema-upstreams.ts';
 import type { GatehouseConfig } from './types.ts';
 
@@ -33,8 +34,19 @@ const log = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
+// One Redis server (redis://, rediss://) or a master through Redis Sentinel (redis+sentinel://): ./redis-url.ts.
+const redisUrl = () =>
+  z.string().superRefine((v, ctx) => {
+    try {
+      parseRedisUrl(v);
+    } catch (err) {
+      if (!(err instanceof RedisUrlError)) throw err;
+      ctx.addIssue({ code: 'custom', input: v, message: err.message });
+    }
+  });
+
 const cluster = z.strictObject({
-  redis: urlWith(['redis:', 'rediss:']),
+  redis: redisUrl(),
   instanceId: name().default(() => os.hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64)),
   keyPrefix: z.string().min(1).max(64).default('gatehouse:'),
   // Instances heartbeat this often; one silent for deadAfter is dead (its users go offline).

@@ -34,7 +34,7 @@ export interface RuntimeConfig {
 }
 
 export interface ClusterConfig {
-  /** `redis://` or `rediss://` URL. */
+  /** `redis://`, `rediss://` or `redis+sentinel://` URL (src/config/redis-url.ts). */
   redis: string;
   /** Names this gateway instance (the hub's `gateId`); defaults to the host name. */
   instanceId: string;

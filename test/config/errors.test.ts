@@ -142,7 +142,7 @@ describe('schema errors point at the offending value', () => {
 
   test('URLs are checked', () => {
     expect(check('cluster: { redis: "http://x:6379" }')).toEqual([
-      'gh.yaml:1:19 cluster.redis: expected a redis:// or rediss:// URL, got a string ("http://x:6379")',
+      'gh.yaml:1:19 cluster.redis: expected a redis://, rediss:// or redis+sentinel:// URL, got a string ("http://x:6379")',
     ]);
   });
 });
