@@ -12,8 +12,8 @@ import { InjectedFaultError } from '../errors.ts';
 import { L, OUTCOMES, type Outcome, type StateTable } from '../workers/state-table.ts';
 import type { ShardBackend, ShardListener } from '../workers/shard-config.ts';
 import type { Balancer } from '../workers/balancer.ts';
-import { abandonRead, forwardRead, readHot, releaseHot } from '../net/read-buffers.ts';
-import { adoptSocket, readsThroughOnread, type ReadCallback } from '../net/adopt-socket.ts';
+import { abandonRead, forwardRead, readHot, releaseHot, TLS_READ } from '../net/read-buffers.ts';
+import { adoptSocket, readsThroughOnread, readTlsThroughOnread, type ReadCallback } from '../net/adopt-socket.ts';
 
 export type ConnectionState = 'connecting' | 'open' | 'half_closed_client' | 'half_closed_backend' | 'closing' | 'closed';
 export type ConnectionEventType = 'backend.connected' | 'client.end' | 'backend.end' | 'abort' | 'sockets.closed' | 'kill' | 'crash';
@@ -228,6 +228,13 @@ export class ConnectionActor extends Actor {
     a.#clientHot = readHot;
     return ok;
   }, false);
+  /** The same for a TLS client socket switched to `onread` ({@link readTlsThroughOnread}): a read holds one TLS record at most. */
+  static #onClientTlsRead = ConnectionActor.#guard(function (this: OwnedSocket, n: number, buf: Buffer): boolean {
+    const a = this[kConn];
+    const ok = forwardRead(a.#backendSocket!, n, buf, TLS_READ);
+    a.#clientHot = readHot;
+    return ok;
+  }, false);
   static #onClientDrain = ConnectionActor.#guard(function (this: OwnedSocket) {
     this[kConn].#backendSocket!.resume();
   }, undefined);
@@ -362,7 +369,14 @@ export class ConnectionActor extends Actor {
       return;
     }
     this.#outcome = 'ok';
-    if (!readsThroughOnread(c)) c.on('data', ConnectionActor.#onClientData);
+    let flowing = true;
+    if (isTls(c)) {
+      // Decrypted records go to the backend from the thread's reused buffers, not a Buffer each.
+      const switched = readTlsThroughOnread(c, ConnectionActor.#onClientTlsRead as ReadCallback, (b) => {
+        if (!s.write(b)) flowing = false;
+      });
+      if (!switched) c.on('data', ConnectionActor.#onClientData);
+    } else if (!readsThroughOnread(c)) c.on('data', ConnectionActor.#onClientData);
     c.on('drain', ConnectionActor.#onClientDrain);
     c.on('end', ConnectionActor.#onClientEnd);
     s.on('drain', ConnectionActor.#onBackendDrain);
@@ -370,7 +384,8 @@ export class ConnectionActor extends Actor {
     if (this.#ctx.listener.idleTimeoutMs > 0) c.setTimeout(this.#ctx.listener.idleTimeoutMs);
     this.#step('backend.connected');
     // The client was accepted paused (pauseOnConnect): a 'data' listener does not start it.
-    c.resume();
+    // (A backend that could not take the bytes read with a TLS handshake resumes it on drain.)
+    if (flowing) c.resume();
   }
 
   /** A socket closed. An unclean close resets the other side; both closed ends the connection. */

@@ -18,6 +18,7 @@ import type { PooledConnection } from '../http/pool.ts';
 import type { HttpConnectionContext } from '../http/context.ts';
 import { HttpTunnel } from '../http/tunnel.ts';
 import { endRequestSpan } from '../telemetry/request-span.ts';
+import { readsThroughOnread, readTlsThroughOnread, type ReadCallback } from '../net/adopt-socket.ts';
 
 type Conn = PooledConnection<unknown>;
 
@@ -137,7 +138,8 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
   start(): this {
     const c = this.client as OwnedSocket;
     c[kConn] = this;
-    c.on('data', onClientData);
+    const tlsReads = isTls(c);
+    if (!tlsReads && !readsThroughOnread(c)) c.on('data', onClientData);
     c.on('end', onClientEnd);
     c.on('error', onClientError);
     c.on('close', onClientClose);
@@ -145,6 +147,9 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     c.on('drain', onClientDrain);
     c.setTimeout(this.#ctx.routes.settings.headersTimeoutMs);
     this.markRunning();
+    // A TLS client's records are read into the thread's reused buffers too (what the handshake
+    // already decrypted is handled first); where that cannot be done, through 'data'.
+    if (tlsReads && !readTlsThroughOnread(c, onHttpClientRead as ReadCallback, (b) => this.guard(this.onData, b))) c.on('data', onClientData);
     c.resume();
     return this;
   }
@@ -217,7 +222,11 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
       if (ex !== undefined) {
         // One exchange at a time: a pipelined request waits, parsed, for the response before it.
         if (ex.requestDone || ex.phase === Phase.Dispatching || ex.upstreamFull) {
-          if (p.buffered > PIPELINE_BUFFER || ex.phase === Phase.Dispatching || ex.upstreamFull) this.client.pause();
+          // A body waits for its upstream socket (and one that cannot take more). A whole request
+          // keeps its client read, up to PIPELINE_BUFFER pipelined bytes: a paused socket that
+          // reads through `onread` does not read at all, so a client's reset would go unseen.
+          if (p.buffered > PIPELINE_BUFFER || ex.upstreamFull || (ex.phase === Phase.Dispatching && !ex.requestDone)) this.client.pause();
+          else this.client.resume();
           return;
         }
       }
@@ -701,6 +710,16 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
 function onClientData(this: OwnedSocket, chunk: Buffer): void {
   const a = this[kConn];
   a.guard(a.onData, chunk);
+}
+/**
+ * The `onread` callback of an adopted client socket (see {@link adoptSocket}): the bytes are
+ * copied out of the thread's shared read buffer (the parser keeps pipelined bytes and body
+ * slices), then handled as a 'data' chunk. Flow control is the actor's own pause()/resume().
+ */
+export function onHttpClientRead(this: OwnedSocket, n: number, buf: Buffer): boolean {
+  const a = this[kConn];
+  a.guard(a.onData, Buffer.from(buf.subarray(0, n)));
+  return true;
 }
 function onClientEnd(this: OwnedSocket): void {
   const a = this[kConn];

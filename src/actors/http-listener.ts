@@ -10,7 +10,8 @@ import { gatewayAnswer } from '../http/middleware/answers.ts';
 import { RequestIdGenerator } from '../http/middleware/request-id.ts';
 import type { ShardTracing } from '../telemetry/shard-tracing.ts';
 import { ListenerBase } from './listener-base.ts';
-import { HttpConnectionActor, type HttpAccessEntry, type HttpConnectionContext, type HttpObservers } from './http-connection.ts';
+import { adoptSocket, type ReadCallback } from '../net/adopt-socket.ts';
+import { HttpConnectionActor, onHttpClientRead, type HttpAccessEntry, type HttpConnectionContext, type HttpObservers } from './http-connection.ts';
 
 /** What the shard gives each http listener: its upstreams, counters and access log. */
 export interface HttpListenerOptions {
@@ -85,7 +86,10 @@ export class HttpListenerActor extends ListenerBase<HttpConnectionActor> {
   }
 
   protected override onAdmitted(socket: net.Socket, ipKey: number): void {
-    const conn = this.adopt(new HttpConnectionActor(this.#ctx, socket));
+    // Reads go through `onread` into the thread's reused buffer (copied to the request's size):
+    // no 64 KiB allocation and no stream 'data' machinery per request (a TLS or PROXY-protocol
+    // socket stays as it is and reads through 'data').
+    const conn = this.adopt(new HttpConnectionActor(this.#ctx, adoptSocket(socket, onHttpClientRead as ReadCallback)));
     conn.ipKey = ipKey;
     conn.start();
   }

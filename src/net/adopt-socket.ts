@@ -51,3 +51,55 @@ export function adoptSocket(accepted: net.Socket, onRead: ReadCallback): net.Soc
 export function readsThroughOnread(s: net.Socket): boolean {
   return (s as net.Socket & { [kUserReads]?: true })[kUserReads] === true;
 }
+
+/** Node's own symbols of an `onread` socket (lib/net.js: `kBuffer`, `kBufferCb`, `kBufferGen`), looked up once by description. */
+let onreadSymbols: { buffer: symbol; callback: symbol; gen: symbol } | null | undefined;
+
+function findOnreadSymbols(s: net.Socket): { buffer: symbol; callback: symbol; gen: symbol } | null {
+  if (onreadSymbols !== undefined) return onreadSymbols;
+  const by = new Map(Object.getOwnPropertySymbols(s).map((k) => [k.description, k]));
+  const buffer = by.get('kBuffer');
+  const callback = by.get('kBufferCb');
+  const gen = by.get('kBufferGen');
+  onreadSymbols = buffer && callback && gen ? { buffer, callback, gen } : null;
+  return onreadSymbols;
+}
+
+/**
+ * Makes a TLS socket (handshake done, paused) deliver its decrypted bytes to `onRead` in the
+ * thread's reused buffers ({@link nextReadBuffer}) instead of a fresh Buffer per TLS record: the
+ * allocation that, at bulk rates, makes V8 run a full GC of the shard's heap every few hundred
+ * MB (docs/benchmarks.md, "TLS bulk"). Node takes `onread` only when it creates a socket itself
+ * (not for a server-side TLSSocket), so this sets what `net.Socket`'s constructor sets for an
+ * `onread` socket, on the TLS layer's stream handle, which reads into a user buffer as a TCP
+ * handle does. `pending` receives the bytes decrypted before the switch (in order, before any
+ * `onRead`). Returns false, changing nothing, when the socket cannot switch (Node's internals
+ * differ, bytes are buffered in a way it cannot take): it then reads through 'data' events.
+ *
+ * @example
+ * if (!readTlsThroughOnread(tlsSocket, onRead, (b) => backend.write(b))) tlsSocket.on('data', onData);
+ */
+export function readTlsThroughOnread(s: net.Socket, onRead: ReadCallback, pending: (chunk: Buffer) => void): boolean {
+  const handle = (s as net.Socket & { _handle?: { useUserBuffer?: (b: Uint8Array) => void } | null })._handle;
+  // The TLS layer keeps reading while the stream is paused (until its buffer is full): from the
+  // switch on, its next read lands in `first` and reaches `onRead`, after `pending` below.
+  if (!handle || typeof handle.useUserBuffer !== 'function') return false;
+  const k = findOnreadSymbols(s);
+  if (k === null) return false;
+  const o = s as unknown as Record<symbol, unknown>;
+  // What lib/net.js sets for `onread: { buffer: fn, callback }` and then for its first read.
+  const first = nextReadBuffer();
+  o[k.gen] = nextReadBuffer;
+  o[k.callback] = onRead;
+  o[k.buffer] = first;
+  handle.useUserBuffer(first);
+  // Records decrypted with the handshake (a TLS 1.3 client's first bytes come with its Finished)
+  // wait in the stream's buffer: handed over first; from here on the handle reads into `first`.
+  while (s.readableLength > 0) {
+    const b = s.read() as Buffer | null;
+    if (b === null) break;
+    pending(b);
+  }
+  (s as net.Socket & { [kUserReads]?: true })[kUserReads] = true;
+  return true;
+}

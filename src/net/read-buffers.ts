@@ -30,28 +30,33 @@ export function releaseHot(b: Buffer): void {
 /** The reading socket's HOT buffer after {@link forwardRead} (an out-parameter: no object per read). */
 export let readHot: Buffer | undefined;
 
+/** What a TLS socket's read holds at most: one decrypted record (Node's TLSWrap reads 16 KiB at a time). */
+export const TLS_READ = 16 * 1024;
+
 /**
  * Writes the `n` bytes a socket read into `buf` (SHARED or its HOT buffer) to `to`, and decides
  * the buffer it reads into next and its HOT buffer ({@link readHot}). Returns what the write
- * returned: false asks the reading socket to stop until `to` drains.
+ * returned: false asks the reading socket to stop until `to` drains. `full` is the size of a read
+ * that means data is streaming: a whole buffer for a plain socket, a whole TLS record
+ * ({@link TLS_READ}) for a TLS socket reading through `onread` ({@link readTlsThroughOnread}).
  *
  * @example
  * // an onread callback: (n, buf) => { const ok = forwardRead(other, n, buf); mine.hot = readHot; return ok; }
  */
-export function forwardRead(to: net.Socket, n: number, buf: Buffer): boolean {
+export function forwardRead(to: net.Socket, n: number, buf: Buffer, full: number = READ_BUF): boolean {
   if (buf === SHARED) {
     // Copied: the next read by any socket of the thread overwrites SHARED.
     const ok = to.write(Buffer.from(buf.subarray(0, n)));
-    readHot = n === READ_BUF ? (handoff = takeHot()) : undefined;
+    readHot = n >= full ? (handoff = takeHot()) : undefined;
     return ok;
   }
   const queued = to.writableLength;
   const ok = to.write(n === READ_BUF ? buf : buf.subarray(0, n));
   if (to.writableLength > queued) {
     // Not flushed at once: the pending write holds buf, which is the write's now.
-    readHot = n === READ_BUF ? takeHot() : undefined;
+    readHot = n >= full ? takeHot() : undefined;
     handoff = readHot ?? SHARED;
-  } else if (n < READ_BUF) {
+  } else if (n < full) {
     releaseHot(buf);
     readHot = undefined;
     handoff = SHARED;

@@ -3,6 +3,7 @@ import https from 'node:https';
 import net from 'node:net';
 import tls from 'node:tls';
 import { once } from 'node:events';
+import { createHash, randomBytes } from 'node:crypto';
 import { renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
@@ -257,6 +258,30 @@ listeners:
     await once(s, 'end');
     expect(got).toBe('ping over tls');
     s.destroy();
+  });
+
+  test('tcp over TLS: 24 MiB written from the first moment (with the handshake) come back byte for byte, from several connections at once', async () => {
+    // The listener reads decrypted records into reused buffers: what a record brought must be
+    // forwarded before the next one overwrites it, and the bytes decrypted with the handshake first.
+    const one = async (seed: number): Promise<void> => {
+      const data = randomBytes(8 * 1024 * 1024 + seed);
+      const s = tls.connect({ host: '127.0.0.1', port: gh.port('tcps'), servername: 'a.example.test', ca: ca.certPem, allowHalfOpen: true } as tls.ConnectionOptions);
+      const got: Buffer[] = [];
+      s.on('data', (d: Buffer) => got.push(d));
+      // Written before the handshake completes, in uneven pieces, then half-closed.
+      for (let off = 0, k = 1; off < data.length; k++) {
+        const n = Math.min(data.length - off, ((k * 7919) % 70_000) + 1);
+        s.write(data.subarray(off, off + n));
+        off += n;
+      }
+      s.end();
+      await once(s, 'end');
+      s.destroy();
+      const back = Buffer.concat(got);
+      expect(back.length).toBe(data.length);
+      expect(createHash('sha256').update(back).digest('hex')).toBe(createHash('sha256').update(data).digest('hex'));
+    };
+    await Promise.all([one(1), one(2), one(3)]);
   });
 
   test('a client that does not speak TLS is closed, counted, and its listener place given back', async () => {
