@@ -67,6 +67,8 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
   #pingTimer: NodeJS.Timeout | undefined;
   #pingEvery = 0;
   #userFullWarned = false;
+  /** Each client's socket (the one its WebSocket writes to), corked around a batch of broadcasts. */
+  readonly #sockets = new WeakMap<ClientProxyActor, net.Socket>();
   /** Cluster mode: admissions waiting for `hub-admitted`, by client id. */
   readonly #admissions = new Map<string, { done: (ok: boolean, history?: HistoryPosition) => void; timer: NodeJS.Timeout }>();
 
@@ -255,6 +257,7 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
     if (ipKey === undefined) return;
     socket.off('error', noop);
     const client = this.adopt(new ClientProxyActor(ctx, socket));
+    this.#sockets.set(client, socket);
     client.holdsPlace = true;
     client.ipKey = ipKey;
     // From here the client owns the socket and its places: a throw ends the client.
@@ -374,6 +377,23 @@ export class HubListenerActor extends ListenerBase<ClientProxyActor> {
         break;
       }
     }
+    return n;
+  }
+
+  /**
+   * Several broadcasts, in order, to every client here; returns how many live clients took each.
+   * Each client's socket is corked meanwhile, so that all of them leave in one write per client
+   * rather than one per frame (the write is most of a delivery's cost).
+   */
+  broadcast(frames: readonly string[]): number[] {
+    const bytes = frames.map((f) => Buffer.from(f));
+    const n = frames.map(() => 0);
+    this.connections.forEach((c) => {
+      const socket = this.#sockets.get(c);
+      socket?.cork();
+      for (let j = 0; j < bytes.length; j++) if (c.deliver(bytes[j]!)) n[j]!++;
+      socket?.uncork();
+    });
     return n;
   }
 
