@@ -76,6 +76,12 @@ export class HubClusterActor extends Actor {
   #timer: NodeJS.Timeout | undefined;
   #pipe: HubPipeline | undefined;
   readonly #onMessage = (channel: string, message: string): void => this.#message(channel, message);
+  /** The subscriber connection is (again) ready: subscribe on it (see {@link #subscribe}). */
+  readonly #onSubReady = (): void => {
+    const c = this.#bound;
+    this.#subscribed = false;
+    if (c && c.up && this.#keys) this.#subscribe(c);
+  };
 
   constructor(opts: HubClusterOptions) {
     super(opts.id, 'hub-cluster', opts.parent);
@@ -210,6 +216,7 @@ export class HubClusterActor extends Actor {
     this.#keys = hubKeys(c.config.keyPrefix, this.listener);
     c.sub.on('smessage', this.#onMessage);
     c.sub.on('message', this.#onMessage);
+    c.sub.on('ready', this.#onSubReady);
     this.#stateSub = c.state$.subscribe((s) => this.#onState(s));
   }
 
@@ -223,6 +230,7 @@ export class HubClusterActor extends Actor {
     if (!c) return;
     c.sub.off('smessage', this.#onMessage);
     c.sub.off('message', this.#onMessage);
+    c.sub.off('ready', this.#onSubReady);
     if (this.#subscribed && this.#keys) {
       const ch = this.#keys.channel;
       (this.#sharded ? c.sub.sunsubscribe(ch) : c.sub.unsubscribe(ch)).catch(() => {});
@@ -230,7 +238,16 @@ export class HubClusterActor extends Actor {
     this.#subscribed = false;
   }
 
+  /**
+   * Subscribes to the listener's channel, only on a ready subscriber connection. ioredis writes a
+   * (S)SUBSCRIBE at once while the connection is still in its handshake (it is allowed while Redis
+   * loads); the connection then enters subscriber mode, ioredis's own ready check (INFO) is
+   * refused, the connection is dropped, and a subscription made before `ready` is not restored:
+   * the instance would stay linked without hearing the others. So the subscription waits for
+   * `ready`, and is made again at each `ready` (a reconnect), whatever ioredis restores itself.
+   */
   #subscribe(c: ClusterActor): void {
+    if (c.sub.status !== 'ready') return;
     const ch = this.#keys!.channel;
     this.#subscribed = true;
     c.sub.ssubscribe(ch).then(
