@@ -8,6 +8,7 @@
  *   npm run bench -- --suite tls ...       only the TLS suite (bench/http.ts --tls; not part of `all`)
  *   npm run bench -- --suite reload ...    only the reload suite, with bench/reload.ts's options (not part of `all`)
  *   npm run bench -- --suite cluster-rl ... only the cluster rate-limit suite, with bench/cluster-ratelimit.ts's options (not part of `all`)
+ *   npm run bench -- --suite cluster-broadcast ... only the cross-instance broadcast suite, with bench/cluster-broadcast.ts's options (not part of `all`)
  *   npm run bench -- --suite tcp,churn ... only those TCP suites, with bench/run.ts's options
  *   npm run bench:hub -- [hub options]     the hub suite with its own options (see bench/hub.ts)
  *
@@ -23,7 +24,7 @@ const args = process.argv.slice(2);
 const at = args.findIndex((a) => a === '--suite' || a.startsWith('--suite='));
 const suiteArg = at < 0 ? 'all' : args[at]!.includes('=') ? args[at]!.split('=')[1]! : (args[at + 1] ?? '');
 const suites = suiteArg === 'all' ? ['tcp', 'churn', 'idle', 'http', 'hub'] : suiteArg.split(',').map((s) => s.trim());
-const tcp = suites.filter((s) => s !== 'hub' && s !== 'http' && s !== 'tls' && s !== 'reload' && s !== 'cluster-rl');
+const tcp = suites.filter((s) => s !== 'hub' && s !== 'http' && s !== 'tls' && s !== 'reload' && s !== 'cluster-rl' && s !== 'cluster-broadcast');
 const run = (script: string, argv: string[]): number => spawnSync(process.execPath, [path.join(HERE, script), ...argv], { stdio: 'inherit' }).status ?? 1;
 const rest = at < 0 ? args : [...args.slice(0, at), ...args.slice(at + (args[at]!.includes('=') ? 1 : 2))];
 
@@ -46,5 +47,6 @@ if (suites.includes('http')) code = run('http.ts', alone('http') ? rest : only([
 if (suites.includes('tls')) code = run('http.ts', ['--tls', ...(alone('tls') ? rest : only(['--reps', '--dur']))]) || code;
 if (suites.includes('reload')) code = run('reload.ts', alone('reload') ? rest : only(['--reps', '--dur'])) || code;
 if (suites.includes('cluster-rl')) code = run('cluster-ratelimit.ts', alone('cluster-rl') ? rest : only(['--reps', '--dur'])) || code;
+if (suites.includes('cluster-broadcast')) code = run('cluster-broadcast.ts', alone('cluster-broadcast') ? rest : only(['--reps', '--dur'])) || code;
 if (suites.includes('hub')) code = run('hub.ts', []) || code;
 process.exit(code);
