@@ -1,6 +1,10 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 // The CLI entry. Gatehouse runs its TypeScript sources directly on Node.js 24 (type stripping),
 // so there is no build step; this shim refuses older Node versions with a clear message.
+//
+// The shebang's flags are DAEMON_NODE_FLAGS (src/daemon/node-flags.ts: why, and where else they
+// go): they cap the main thread's young generation, which V8 reads only at process start. Run
+// through `node bin/gatehouse.mjs`, pass them yourself: `node --max-semi-space-size=4 bin/gatehouse.mjs start`.
 //
 // `gatehouse start` handles SIGTERM, SIGINT and SIGHUP from this first line on: loading the
 // daemon's modules takes a while, and until the daemon takes the signals over they are queued
