@@ -1,9 +1,10 @@
 /**
  * The reload suite (`npm run bench -- --suite reload`): what hot reloads cost the traffic that
  * runs through them, and whether reloads leak. Gatehouse runs at `workers: 1`, pinned as the
- * HTTP suite pins it (PIN=split: wrk and the backends on CPU 0, Gatehouse on CPU 1). Two configs
- * alternate: B adds a second backend to the upstream, a second route and another value of the
- * route's request-header middleware; A takes them away again.
+ * HTTP suite pins it (PIN=split: wrk and the backends on CPU 0, Gatehouse on CPU 1), started as
+ * `gatehouse start` ships: `node DAEMON_NODE_FLAGS bin/gatehouse.mjs start` (src/daemon/node-flags.ts).
+ * Two configs alternate: B adds a second backend to the upstream, a second route and another value
+ * of the route's request-header middleware; A takes them away again.
  *
  * 1. Latency: wrk -t1 -c50 --latency keep-alive for --dur s, once with one reload per second
  *    (POST /reload, each answer awaited, A and B alternating) and once without, interleaved, the
@@ -12,16 +13,19 @@
  *    (target: p99 <= 1.5×). Every run also counts non-2xx answers and
  *    socket errors: a reload may not drop a request.
  * 2. Memory: a fresh daemon, with bench/tools/mem-probe.ts preloaded in each thread; --reloads
- *    reloads back to back (POST /reload, each answer awaited), no traffic. At checkpoints (after
- *    1, 10, 100, ... reloads), once the daemon idled --settle s, a full GC runs in each thread,
- *    then the RSS, each thread's JS heap and the actor counts are read. Target: RSS after the
+ *    reloads back to back (POST /reload, each answer awaited, timed), no traffic. At checkpoints
+ *    (after 1, 10, 100, ... reloads) the RSS is read, then once the daemon idled --settle s, a full
+ *    GC runs in each thread, then the RSS, each thread's JS heap and the actor counts are read
+ *    (and /proc/PID/smaps is kept, to tell V8's pages from malloc's). Target: RSS after the
  *    last <= 1.05 × RSS after the first. The growth over the second half of the reloads tells a
  *    leak (it grows with every reload) from warm-up (JIT code, allocator pools: it levels off).
- *    --snapshot also writes heap snapshots at the first and last checkpoint and lists the
- *    constructors that grew most (bench/tools/heapsnapshot-diff.ts).
+ *    --snapshot also writes heap snapshots at the first, half and last checkpoint and lists the
+ *    constructors that grew most between the half and the last (bench/tools/heapsnapshot-diff.ts).
  *
  *   npm run bench -- --suite reload [--reps 3] [--dur 10] [--reloads 1000] [--snapshot] [--only latency|memory] [--settle 3]
- *   env: PIN=split|none  QUIET_WAIT=5  FOREIGN_MAX=15  EXTRA_NODE_OPTIONS (the memory daemon's, e.g. --max-semi-space-size=4)
+ *   env: PIN=split|none  QUIET_WAIT=5  FOREIGN_MAX=15
+ *        DAEMON_FLAGS (the daemons' Node flags instead of DAEMON_NODE_FLAGS; "" for none, to compare)
+ *        EXTRA_NODE_OPTIONS (added to the memory daemon's NODE_OPTIONS, e.g. --import of a tracer)
  *
  * Tables: stdout and bench/results/reload-latest.md; raw: bench/out/reload-<time>/.
  */
@@ -37,6 +41,7 @@ import { ForeignCpu, treeCpuSeconds, treeRssKiB, waitQuiet } from './lib/cpu.ts'
 import { fmt, max, mdTable, median, ratio } from './lib/stats.ts';
 import { onPath } from './rows.ts';
 import { aggregate, diff } from './tools/heapsnapshot-diff.ts';
+import { DAEMON_NODE_FLAGS } from '../src/daemon/node-flags.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
@@ -46,6 +51,11 @@ const RSS_TARGET = 1.05;
 /** A run during which other processes took more than this % of a core does not judge the p99 target (env FOREIGN_MAX). */
 const FOREIGN_MAX = Number(process.env.FOREIGN_MAX ?? 15);
 const log = (msg: string): void => void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+/** The q-quantile of xs (nearest rank); NaN when empty. */
+const quantile = (xs: readonly number[], q: number): number => (xs.length === 0 ? Number.NaN : [...xs].sort((x, y) => x - y)[Math.min(xs.length - 1, Math.ceil(q * xs.length) - 1)]!);
+/** The Node flags both daemons run with: those `gatehouse start` ships with, or env DAEMON_FLAGS ('' for none, to compare). */
+const DAEMON_FLAGS = process.env.DAEMON_FLAGS !== undefined ? process.env.DAEMON_FLAGS.split(/\s+/).filter(Boolean) : [...DAEMON_NODE_FLAGS];
+const flagsNote = DAEMON_FLAGS.length > 0 ? `\`node ${DAEMON_FLAGS.join(' ')}\`` : 'no Node flags (DAEMON_FLAGS="")';
 
 const { values: argv } = parseArgs({
   options: { reps: { type: 'string', default: '3' }, dur: { type: 'string', default: '10' }, reloads: { type: 'string', default: '1000' }, snapshot: { type: 'boolean', default: false }, only: { type: 'string' }, settle: { type: 'string', default: '3' } },
@@ -98,7 +108,7 @@ async function startDaemon(tag: string, b1: number, b2: number, env: Record<stri
   const ports = { admin: await freePort(), listen: await freePort(), b1, b2 };
   const file = path.join(outDir, `${tag}.yaml`);
   writeFileSync(file, configYaml('A', ports));
-  const child = procs.spawn(`gatehouse-${tag}`, NODE, [path.join(REPO, 'bin/gatehouse.mjs'), 'start', '--config', file], { cpus: plan.proxy, env: { GATEHOUSE_LOG_PRETTY: '0', ...env } });
+  const child = procs.spawn(`gatehouse-${tag}`, NODE, [...DAEMON_FLAGS, path.join(REPO, 'bin/gatehouse.mjs'), 'start', '--config', file], { cpus: plan.proxy, env: { GATEHOUSE_LOG_PRETTY: '0', ...env } });
   await child.waitLine(/"msg":"gatehouse started"/, 30_000);
   await waitPort(ports.listen, 10_000, child);
   return { child, file, ports, version: 'A', reloads: 0 };
@@ -162,7 +172,7 @@ async function latencyRun(d: Daemon, rep: number, reloading: boolean): Promise<L
   return s;
 }
 
-interface Checkpoint { reloads: number; rssKiB: number; heapUsedKiB: number[]; actors: Record<string, number>; secs: number }
+interface Checkpoint { reloads: number; rssKiB: number; burstRssKiB: number; heapUsedKiB: number[]; actors: Record<string, number>; secs: number }
 
 let probeSeq = 0;
 /** A full GC in every thread of the daemon (mem-probe), then its numbers: one answer per thread. */
@@ -185,7 +195,7 @@ async function actorCounts(d: Daemon): Promise<Record<string, number>> {
 }
 
 /** Reloads back to back up to `o.reloads`, with a checkpoint at each of CHECKPOINTS (and the last); bounded to 15 min. */
-async function memoryRun(b1: number, b2: number): Promise<{ points: Checkpoint[]; top: { key: string; count: number; size: number }[] | undefined; elapsedS: number }> {
+async function memoryRun(b1: number, b2: number): Promise<{ points: Checkpoint[]; top: { key: string; count: number; size: number }[] | undefined; topFrom: number; reloadMs: number[]; elapsedS: number }> {
   const probeDir = path.join(outDir, 'mem-probe');
   mkdirSync(probeDir, { recursive: true });
   const d = await startDaemon('memory', b1, b2, { NODE_OPTIONS: `--expose-gc --import=${path.join(HERE, 'tools/mem-probe.ts')} ${process.env.EXTRA_NODE_OPTIONS ?? ''}`.trim(), MEM_PROBE_DIR: probeDir });
@@ -193,30 +203,41 @@ async function memoryRun(b1: number, b2: number): Promise<{ points: Checkpoint[]
   await wrk('memory-warm', d.ports.listen, 50, 2);
   const marks = [1, 2, 10, 100, 250, Math.round(o.reloads / 2), 750, o.reloads].filter((n, i, a) => n <= o.reloads && a.indexOf(n) === i).sort((x, y) => x - y);
   const points: Checkpoint[] = [];
+  const reloadMs: number[] = [];
   const t0 = performance.now();
   const deadline = t0 + 15 * 60_000;
   for (const mark of marks) {
-    while (d.reloads < mark && performance.now() < deadline) await reload(d);
-    const snap = o.snapshot && (mark === marks[0] || mark === marks.at(-1));
-    // Idle first: V8 shrinks a young generation grown by the burst of reloads only once the allocation rate fell.
+    while (d.reloads < mark && performance.now() < deadline) reloadMs.push(await reload(d));
+    const snap = o.snapshot && (mark === marks[0] || mark === Math.round(o.reloads / 2) || mark === marks.at(-1));
+    // Idle first, so that the collections the burst started have finished.
+    const burstRssKiB = treeRssKiB(d.child.pid);
     await sleep(o.settleS * 1000);
     const threads = await probe(probeDir, `at-${d.reloads}`);
-    const p: Checkpoint = { reloads: d.reloads, rssKiB: treeRssKiB(d.child.pid), heapUsedKiB: threads.map((t) => t.mu.heapUsed / 1024), actors: await actorCounts(d), secs: (performance.now() - t0) / 1000 };
+    const p: Checkpoint = { reloads: d.reloads, rssKiB: treeRssKiB(d.child.pid), heapUsedKiB: threads.map((t) => t.mu.heapUsed / 1024), actors: await actorCounts(d), secs: (performance.now() - t0) / 1000, burstRssKiB };
+    // The mappings behind the RSS, for growth outside the V8 heaps (raw, to compare checkpoints).
+    try {
+      writeFileSync(path.join(outDir, `smaps-${d.reloads}.txt`), readFileSync(`/proc/${d.child.pid}/smaps`, 'utf8'));
+    } catch {
+      // not Linux
+    }
     // A snapshot costs memory of its own: taken after the readings.
     if (snap) await probe(probeDir, `snap-${d.reloads}`, true);
     points.push(p);
-    log(`memory after ${p.reloads} reloads: RSS ${fmt(p.rssKiB / 1024, 1)} MiB, heap used ${p.heapUsedKiB.map((h) => `${fmt(h / 1024, 2)}`).join(' + ')} MiB (${fmt(p.secs, 0)} s)`);
+    log(`memory after ${p.reloads} reloads: RSS ${fmt(p.rssKiB / 1024, 1)} MiB (${fmt(p.burstRssKiB / 1024, 1)} right after the reloads), heap used ${p.heapUsedKiB.map((h) => `${fmt(h / 1024, 2)}`).join(' + ')} MiB (${fmt(p.secs, 0)} s)`);
     if (d.reloads < mark) break;
   }
   await d.child.stop(10_000);
   let top: { key: string; count: number; size: number }[] | undefined;
+  let topFrom = 0;
   if (o.snapshot) {
     const snaps = readdirSync(probeDir).filter((f) => f.endsWith('.heapsnapshot'));
     const byThread = (reloads: number): string[] => snaps.filter((f) => f.startsWith(`snap-${reloads}-t`)).sort();
-    const [first, last] = [byThread(points[0]!.reloads), byThread(points.at(-1)!.reloads)];
-    top = first.flatMap((f, i) => (last[i] ? diff(aggregate(path.join(probeDir, last[i])), aggregate(path.join(probeDir, f))).slice(0, 8).map((r) => ({ ...r, key: `t${i} ${r.key}` })) : []));
+    // Between the half and the last: warm-up (JIT code, pools) is over by then, a leak is not.
+    topFrom = byThread(Math.round(o.reloads / 2)).length > 0 && Math.round(o.reloads / 2) < points.at(-1)!.reloads ? Math.round(o.reloads / 2) : points[0]!.reloads;
+    const [from, last] = [byThread(topFrom), byThread(points.at(-1)!.reloads)];
+    top = from.flatMap((f, i) => (last[i] ? diff(aggregate(path.join(probeDir, last[i])), aggregate(path.join(probeDir, f))).slice(0, 8).map((r) => ({ ...r, key: `t${i} ${r.key}` })) : []));
   }
-  return { points, top, elapsedS: (performance.now() - t0) / 1000 };
+  return { points, top, topFrom, reloadMs, elapsedS: (performance.now() - t0) / 1000 };
 }
 
 /** Whether the actor counts by type are the same at every checkpoint of the same config (odd reload counts: B, even: A). */
@@ -249,13 +270,13 @@ function report(lat: LatencySample[], mem: Awaited<ReturnType<typeof memoryRun>>
   const halfRatio = o.snapshot || !half || !last ? Number.NaN : last.rssKiB / half.rssKiB;
   const verdict = (ok: boolean): string => (ok ? 'met' : '**NOT met**');
   const rows = lat.map((s) => [String(s.rep), s.reloading ? 'with reloads' : 'no reloads', fmt(s.rps), fmt(s.p50Ms, 2), fmt(s.p99Ms, 2), String(s.errors), String(s.reloads), fmt(median(s.reloadMs), 1), fmt(max(s.reloadMs), 1), fmt(s.proxyCpuPct), fmt(s.foreignPct)]);
-  const memRows = mem.points.map((p) => [fmt(p.reloads), fmt(p.rssKiB / 1024, 1), fmt(first ? (100 * (p.rssKiB - first.rssKiB)) / first.rssKiB : Number.NaN, 1), p.heapUsedKiB.map((h) => fmt(h / 1024, 2)).join(' / '), fmt(Object.values(p.actors).reduce((a, b) => a + b, 0)), fmt(p.secs, 0)]);
+  const memRows = mem.points.map((p) => [fmt(p.reloads), fmt(p.rssKiB / 1024, 1), fmt(first ? (100 * (p.rssKiB - first.rssKiB)) / first.rssKiB : Number.NaN, 1), fmt(p.burstRssKiB / 1024, 1), p.heapUsedKiB.map((h) => fmt(h / 1024, 2)).join(' / '), fmt(Object.values(p.actors).reduce((a, b) => a + b, 0)), fmt(p.secs, 0)]);
   return [
     `## Gatehouse reload bench ${String(facts.date)}`,
     '',
     `\`npm run bench -- --suite reload --reps ${o.reps} --dur ${o.dur} --reloads ${o.reloads}${o.snapshot ? ' --snapshot' : ''}\`, ${fmt(Number(facts.elapsedS) / 60, 0)} min.`,
     '',
-    `Machine: ${String(facts.nproc)} CPUs, Node ${String(facts.node)}, ${String(facts.wrk)}; pinning ${plan.note}; git ${String(facts.git)}${Number(facts.gitDirtySrc) > 0 ? ` (+${String(facts.gitDirtySrc)} uncommitted files in src/)` : ''}. Gatehouse \`workers: 1\`; configs A (one backend, one route) and B (two backends, a second route, another header value) alternate.`,
+    `Machine: ${String(facts.nproc)} CPUs, Node ${String(facts.node)}, ${String(facts.wrk)}; pinning ${plan.note}; git ${String(facts.git)}${Number(facts.gitDirtySrc) > 0 ? ` (+${String(facts.gitDirtySrc)} uncommitted files in src/)` : ''}. Gatehouse \`workers: 1\`, started with ${flagsNote}; configs A (one backend, one route) and B (two backends, a second route, another header value) alternate.`,
     '',
     '### Summary',
     '',
@@ -266,6 +287,7 @@ function report(lat: LatencySample[], mem: Awaited<ReturnType<typeof memoryRun>>
       [`RSS after ${fmt(last?.reloads ?? Number.NaN)} reloads ÷ after ${fmt(first?.reloads ?? Number.NaN)}`, fmt(rssRatio, 3), `<= ${RSS_TARGET}`, verdict(rssRatio <= RSS_TARGET)],
       [`RSS after ${fmt(last?.reloads ?? Number.NaN)} reloads ÷ after ${fmt(half?.reloads ?? Number.NaN)} (second half: a leak grows here as in the first)`, fmt(halfRatio, 3), '-', '-'],
       ['reload answer time (POST /reload under c50 load), median / max ms', `${fmt(median(allReloadMs), 1)} / ${fmt(max(allReloadMs), 1)}`, '-', '-'],
+      ['reload answer time back to back without traffic (memory run), median / p99 ms', `${fmt(median(mem.reloadMs), 1)} / ${fmt(quantile(mem.reloadMs, 0.99), 1)}`, '-', '-'],
     ]),
     '',
     `### Latency: wrk -t1 -c50 keep-alive, ${o.dur} s per run, with and without one reload per second`,
@@ -274,10 +296,10 @@ function report(lat: LatencySample[], mem: Awaited<ReturnType<typeof memoryRun>>
     '',
     `### Memory: ${fmt(last?.reloads ?? 0)} reloads back to back (no traffic after a 2 s warm-up), read after ${o.settleS} s idle and a full GC in each thread${o.snapshot ? ' (with --snapshot: the RSS after the first snapshot includes the snapshot\'s own memory, so no RSS verdict)' : ''}`,
     '',
-    mdTable(['after reloads', ' RSS MiB', ' RSS growth %', ' heap used MiB (main / shard)', ' actors', ' elapsed s'], memRows),
+    mdTable(['after reloads', ' RSS MiB', ' RSS growth %', ' RSS MiB right after the reloads', ' heap used MiB (main / shard)', ' actors', ' elapsed s'], memRows),
     '',
     actorsLine(mem.points),
-    ...(mem.top ? ['', 'Largest heap growth between the first and last snapshot (per thread):', '', mdTable(['constructor', ' count Δ', ' bytes Δ'], mem.top.map((r) => [r.key, fmt(r.count), fmt(r.size)]))] : []),
+    ...(mem.top ? ['', `Largest heap growth between the snapshots after ${fmt(mem.topFrom)} and after ${fmt(last?.reloads ?? Number.NaN)} reloads (per thread; t0 is the main thread):`, '', mdTable(['constructor', ' count Δ', ' bytes Δ'], mem.top.map((r) => [r.key, fmt(r.count), fmt(r.size)]))] : []),
     '',
   ].join('\n');
 }
@@ -299,7 +321,7 @@ async function main(): Promise<number> {
     }
     await d.child.stop(10_000);
   }
-  const mem = o.only === 'latency' ? { points: [], top: undefined, elapsedS: 0 } : await memoryRun(b1!, b2!);
+  const mem = o.only === 'latency' ? { points: [], top: undefined, topFrom: 0, reloadMs: [], elapsedS: 0 } : await memoryRun(b1!, b2!);
   await Promise.all(backends.map((b) => b.stop(5_000)));
 
   const sh = (cmd: string): string => execFileSync('sh', ['-c', `${cmd}; true`], { encoding: 'utf8', cwd: REPO, stdio: ['ignore', 'pipe', 'ignore'] }).trim();
