@@ -19,6 +19,7 @@ import { parseArgs } from 'node:util';
 import { Procs, freePort, type Child } from './lib/procs.ts';
 import { treeCpuSeconds } from './lib/cpu.ts';
 import { fmt, mdTable, median, ratio } from './lib/stats.ts';
+import { DAEMON_NODE_FLAGS } from '../src/daemon/node-flags.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
@@ -91,7 +92,7 @@ function proxyArgs(row: string, port: number, nodePort: number): string[] {
       '',
     ].join('\n'),
   );
-  return [path.join(REPO, 'bin/gatehouse.mjs'), 'start', '--config', file];
+  return [...DAEMON_NODE_FLAGS, path.join(REPO, 'bin/gatehouse.mjs'), 'start', '--config', file];
 }
 
 async function runOnce(row: string, rep: number): Promise<Result> {

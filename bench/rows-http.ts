@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { onPath, type Row, type RowContext } from './rows.ts';
 import { haproxyCfg, nginxConf, tlsFiles } from './peers/http-configs.ts';
 import { fmt, max, mdTable, median, min, ratio } from './lib/stats.ts';
+import { DAEMON_NODE_FLAGS } from '../src/daemon/node-flags.ts';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -93,7 +94,7 @@ function gatehouse(name: string, workers: number, mw: boolean, tls = false): Row
       writeFileSync(file, gatehouseYaml(ctx, workers, mw, tls ? ctx.dir : undefined));
       return {
         cmd: ctx.node,
-        args: [path.join(ctx.repo, 'bin/gatehouse.mjs'), 'start', '--config', file],
+        args: [...DAEMON_NODE_FLAGS, path.join(ctx.repo, 'bin/gatehouse.mjs'), 'start', '--config', file],
         readyLine: /"msg":"gatehouse started"/,
         note: `workers=${workers}${mw ? ' rateLimit+cors+accessLog 1%' : ''}`,
       };

@@ -7,6 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { DAEMON_NODE_FLAGS } from '../src/daemon/node-flags.ts';
 
 export interface RowContext {
   listenPort: number;
@@ -84,7 +85,7 @@ function gatehouse(name: string, workers: number, connectionActor: 'light' | 'xs
       );
       return {
         cmd: ctx.node,
-        args: [path.join(repo, 'bin/gatehouse.mjs'), 'start', '--config', file],
+        args: [...DAEMON_NODE_FLAGS, path.join(repo, 'bin/gatehouse.mjs'), 'start', '--config', file],
         readyLine: /"msg":"gatehouse started"/,
         note: `workers=${workers} connectionActor=${connectionActor}${alt ? ` from ${repo}` : ''}`,
       };

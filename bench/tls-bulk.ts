@@ -32,6 +32,7 @@ import { fmt, max, mdTable, median, min, ratio } from './lib/stats.ts';
 import { makeBenchCert } from './lib/tls.ts';
 import { tlsFiles, type TlsFiles } from './peers/http-configs.ts';
 import { onPath, versionOf } from './rows.ts';
+import { DAEMON_NODE_FLAGS } from '../src/daemon/node-flags.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..');
@@ -94,7 +95,7 @@ const ROWS: ProxyRow[] = [
       const file = path.join(outDir, `gatehouse-${port}.yaml`);
       const t = tls ? `, tls: { certificates: [ { cert: "${tls.cert}", key: "${tls.key}" } ] }` : '';
       writeFileSync(file, ['admin: { listen: "127.0.0.1:0" }', 'runtime: { workers: 1, shutdownTimeout: 5s }', 'log: { level: info }', `upstreams: [ { name: up, backends: [ "127.0.0.1:${upPort}" ], healthCheck: { enabled: false } } ]`, `listeners: [ { name: bench, protocol: tcp, listen: "127.0.0.1:${port}", upstream: up, maxConnections: 100000${t} } ]`, ''].join('\n'));
-      return { cmd: NODE, args: [path.join(REPO, 'bin/gatehouse.mjs'), 'start', '--config', file], ready: /"msg":"gatehouse started"/, note: 'workers=1' };
+      return { cmd: NODE, args: [...DAEMON_NODE_FLAGS, path.join(REPO, 'bin/gatehouse.mjs'), 'start', '--config', file], ready: /"msg":"gatehouse started"/, note: 'workers=1' };
     },
   },
   {

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { onTestFinished } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import type { StateView } from '../../src/admin/state-view.ts';
+import { DAEMON_NODE_FLAGS } from '../../src/daemon/node-flags.ts';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = path.join(ROOT, 'bin/gatehouse.mjs');
@@ -47,7 +48,7 @@ export function tempDir(): { dir: string; write(name: string, text: string): str
 
 /** Runs the CLI to completion; returns exit code and output. */
 export async function runCli(args: string[], opts: { cwd?: string } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GATEHOUSE_LOG_PRETTY: '0' } });
+  const child = spawn(process.execPath, [...DAEMON_NODE_FLAGS, CLI, ...args], { cwd: opts.cwd ?? ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GATEHOUSE_LOG_PRETTY: '0' } });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -120,7 +121,7 @@ export class Daemon {
   }
 
   static async start(configFile: string, opts: { debug?: boolean; timeoutMs?: number } = {}): Promise<Daemon> {
-    const args = [CLI, 'start', '--config', configFile, ...(opts.debug ? ['--debug'] : [])];
+    const args = [...DAEMON_NODE_FLAGS, CLI, 'start', '--config', configFile, ...(opts.debug ? ['--debug'] : [])];
     const child = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, GATEHOUSE_LOG_PRETTY: '0' } });
     const d = new Daemon(child, configFile);
     const started = d.waitForLog((l) => l.msg === 'gatehouse started', opts.timeoutMs ?? 20_000);

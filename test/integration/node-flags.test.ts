@@ -13,6 +13,11 @@ import { DAEMON_NODE_FLAGS } from '../../src/daemon/node-flags.ts';
 import { CLI, ROOT, tempDir } from '../helpers/daemon.ts';
 
 describe('the daemon\'s Node flags', () => {
+  test('npm start runs the daemon with DAEMON_NODE_FLAGS', () => {
+    const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { scripts: { start: string } };
+    expect(pkg.scripts.start.startsWith(`node ${DAEMON_NODE_FLAGS.join(' ')} bin/gatehouse.mjs start `)).toBe(true);
+  });
+
   test('the shebang names exactly DAEMON_NODE_FLAGS', () => {
     const shebang = readFileSync(CLI, 'utf8').split('\n')[0]!;
     expect(shebang).toBe(`#!/usr/bin/env -S node ${DAEMON_NODE_FLAGS.join(' ')}`);
