@@ -335,7 +335,7 @@ if (rows.includes('gatehouse') && rows.includes('socketio')) {
     const load = med(row, 'sat', 'loadCpuPct');
     const srv = med(row, 'sat', 'serverCpuPct');
     if (load >= 90) targets.push(`- ${row} at saturation: the load process was busy ${fmt(load)} % of its core: it, not the servers (${fmt(srv)} %), was the limit; the servers' capacity is at least the figure shown.`);
-    else if (srv < 90) targets.push(`- ${row} at saturation: neither the servers (${fmt(srv)} %) nor the load (${fmt(load)} %) used a whole core: the window of ${window} broadcasts in flight was the limit (its delivery path is long).`);
+    else if (pin && srv < 90) targets.push(`- ${row} at saturation: neither the servers (${fmt(srv)} %) nor the load (${fmt(load)} %) used a whole core: the window of ${window} broadcasts in flight was the limit (its delivery path is long).`);
   }
   if (!complete) targets.push('- a row has no successful run: every target fails.');
 }
