@@ -70,6 +70,9 @@ export class ClusterRegistry implements SharedRegistry {
   readonly #onMessage = (channel: string, text: string): void => {
     if (channel === this.#channel) this.#received(text);
   };
+  readonly #onSubReady = (): void => this.#subscribe();
+  /** Redis's version at the last tick while this copy was behind it (see {@link #checkVersion}). */
+  #behind: number | undefined;
 
   constructor(opts: { cluster: ClusterActor; registry: ServiceRegistry; log: Logger }) {
     this.#cluster = opts.cluster;
@@ -91,7 +94,8 @@ export class ClusterRegistry implements SharedRegistry {
   start(): this {
     this.#registry.share(this);
     this.#cluster.sub.on('message', this.#onMessage);
-    void this.#cluster.sub.subscribe(this.#channel).catch(() => {});
+    this.#cluster.sub.on('ready', this.#onSubReady);
+    this.#subscribe();
     this.#state = this.#cluster.state$.subscribe((s) => {
       if (s === 'up') this.#resync();
       else {
@@ -114,6 +118,7 @@ export class ClusterRegistry implements SharedRegistry {
     this.#registry.setExpirySlack(0);
     this.#state?.unsubscribe();
     this.#cluster.sub.off('message', this.#onMessage);
+    this.#cluster.sub.off('ready', this.#onSubReady);
     clearInterval(this.#tick);
     clearTimeout(this.#sweepTimer);
     for (const w of this.#waiters) w.done();
@@ -340,9 +345,57 @@ export class ClusterRegistry implements SharedRegistry {
     if (next < Infinity) this.#scheduleSweep(next);
   }
 
+  /**
+   * Subscribes to the change channel, only on a ready subscriber connection and again at every
+   * `ready` (a reconnect). A SUBSCRIBE that ioredis writes while the connection is still in its
+   * handshake puts it in subscriber mode before ioredis's ready check, which Redis then refuses:
+   * the connection is dropped and that subscription is not restored (the hub's cluster link
+   * subscribes the same way). Changes published while unsubscribed are caught by the resync that
+   * follows, and by {@link #checkVersion} if a subscription is ever lost without a reconnect.
+   */
+  #subscribe(): void {
+    const sub = this.#cluster.sub;
+    if (sub.status !== 'ready' || this.#stopped) return;
+    sub.subscribe(this.#channel).then(
+      () => {
+        if (this.#cluster.up && !this.#stopped) void this.#resync();
+      },
+      () => {}, // the connection went away: the next `ready` subscribes again
+    );
+  }
+
   #onTick(): void {
     if (!this.#cluster.up || this.#stopped) return;
     if (!this.#synced || this.#dirty.size > 0) void this.#resync();
-    else void this.#sweep();
+    else {
+      void this.#sweep();
+      void this.#checkVersion();
+    }
+  }
+
+  /**
+   * The safety net under pub/sub (at most once): Redis's change counter against this copy's. A
+   * copy still behind a version that Redis had one heartbeat earlier has lost changes (a change
+   * on its way is applied well within a heartbeat), and resyncs.
+   */
+  async #checkVersion(): Promise<void> {
+    let v: number;
+    try {
+      v = Number((await this.#cluster.redis.get(this.#keys[2]!)) ?? 0);
+    } catch {
+      return; // Redis away: the next up resyncs
+    }
+    const have = this.#version ?? -1;
+    if (have >= v) {
+      this.#behind = undefined;
+      return;
+    }
+    if (this.#behind !== undefined && have < this.#behind) {
+      this.#behind = undefined;
+      this.#log.warn({ have, redis: v }, 'service registry: shared changes did not arrive; resyncing');
+      void this.#resync();
+      return;
+    }
+    this.#behind = v;
   }
 }
