@@ -140,6 +140,11 @@ export class ConnectionActor extends Actor {
     return adoptSocket(accepted, ConnectionActor.#onClientRead as ReadCallback);
   }
 
+  /** The `onread` callback of a client socket: a listener creates plain sockets with it at accept. */
+  static get clientRead(): ReadCallback {
+    return ConnectionActor.#onClientRead as ReadCallback;
+  }
+
   /** Starts the connection: the client socket is paused until the backend answers. */
   start(): this {
     const c = this.#client as OwnedSocket;

@@ -85,6 +85,10 @@ export class HttpListenerActor extends ListenerBase<HttpConnectionActor> {
     };
   }
 
+  protected override acceptReads(): ReadCallback {
+    return onHttpClientRead as ReadCallback;
+  }
+
   protected override onAdmitted(socket: net.Socket, ipKey: number): void {
     // Reads go through `onread` into the thread's reused buffer (copied to the request's size):
     // no 64 KiB allocation and no stream 'data' machinery per request (a TLS or PROXY-protocol

@@ -6,6 +6,7 @@ import { Actor } from '../runtime/actor.ts';
 import { compile, stepMachine } from '../runtime/compiled-machine.ts';
 import { Registry, type IndexFn } from '../runtime/registry.ts';
 import { bindServer } from '../net/bind.ts';
+import { acceptThroughOnread, type ReadCallback } from '../net/adopt-socket.ts';
 import { ListenerLimits, type Refusal } from '../net/listener-limits.ts';
 import { L, type StateTable } from '../workers/state-table.ts';
 import type { ShardListener } from '../workers/shard-config.ts';
@@ -162,6 +163,13 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   }
   /** Answers a socket refused by the listener's limits (TCP: closed at once; hub: an HTTP status). */
   protected abstract refuse(socket: net.Socket, reason: Refusal): void;
+  /**
+   * The `onread` callback that plain accepted sockets are created with (see
+   * `acceptThroughOnread`), or undefined to accept them as Node does ('data' events).
+   */
+  protected acceptReads(): ReadCallback | undefined {
+    return undefined;
+  }
   /** Called once bound, before the listener reports running (timers and the like). */
   protected onListening(): void {}
   /** Called when the listener stops accepting (the drain's first step). */
@@ -232,6 +240,10 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
       throw err;
     }
     this.#step('bound');
+    const onRead = this.acceptReads();
+    // Plain sockets read through `onread` from their accept; a PROXY header or a TLS handshake
+    // is read the usual way first (the decision is made per accept: a reload may add either).
+    if (onRead) acceptThroughOnread(this.#server, onRead, () => this.#tls === undefined && this.#config.proxyProtocol === undefined);
     this.onListening();
     this.markRunning();
     this.log.info({ address: `${this.#address.host}:${this.#address.port}` }, 'listening');

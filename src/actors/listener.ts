@@ -5,6 +5,7 @@ import type { StateTable } from '../workers/state-table.ts';
 import type { Balancer } from '../workers/balancer.ts';
 import { ListenerBase } from './listener-base.ts';
 import { ConnectionActor, type ConnectionContext } from './connection.ts';
+import type { ReadCallback } from '../net/adopt-socket.ts';
 
 export { listenerMachine } from './listener-base.ts';
 
@@ -60,6 +61,10 @@ export class ListenerActor extends ListenerBase<ConnectionActor> {
   /** A tcp listener may carry a protocol where the server speaks first: untrusted peers are not read ahead. */
   protected override get peeksForProxyHeaders(): boolean {
     return false;
+  }
+
+  protected override acceptReads(): ReadCallback {
+    return ConnectionActor.clientRead;
   }
 
   protected override onAdmitted(socket: net.Socket, ipKey: number): void {

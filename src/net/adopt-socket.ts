@@ -25,6 +25,8 @@ export type ReadCallback = (this: net.Socket, n: number, buf: Buffer) => boolean
  * if (!readsThroughOnread(s)) s.on('data', onData);
  */
 export function adoptSocket(accepted: net.Socket, onRead: ReadCallback): net.Socket {
+  // Accepted through `onread` already ({@link acceptThroughOnread}).
+  if (readsThroughOnread(accepted)) return accepted;
   const old = accepted as net.Socket & { _handle?: { useUserBuffer?: unknown } | null };
   const handle = old._handle;
   // A TLS socket's handle is its TLS layer, which cannot move to a plain socket: kept as it is.
@@ -45,6 +47,69 @@ export function adoptSocket(accepted: net.Socket, onRead: ReadCallback): net.Soc
   } as unknown as net.SocketConstructorOpts) as net.Socket & { [kUserReads]?: true };
   s[kUserReads] = true;
   return s;
+}
+
+/** What {@link acceptThroughOnread} reads of a `net.Server` (lib/net.js fields). */
+interface ServerFields {
+  _handle?: { onconnection?: (err: number, clientHandle: ClientHandle | undefined) => void } | null;
+  _connections: number;
+  allowHalfOpen?: boolean;
+  pauseOnConnect?: boolean;
+  noDelay?: boolean;
+  keepAlive?: boolean;
+  blockList?: unknown;
+  maxConnections?: number | null;
+}
+interface ClientHandle {
+  useUserBuffer?: unknown;
+  setNoDelay?: (on: boolean) => void;
+}
+
+/**
+ * Makes a bound server create each accepted socket reading through `onread` ({@link adoptSocket}
+ * without its cost): Node's own `onconnection` builds a `net.Socket` for the accepted handle, and
+ * {@link adoptSocket} then builds a second one around the same handle and destroys the first; in a
+ * load of one request per connection that second socket and the first one's teardown are a few
+ * percent of the CPU per connection. This replaces the listening handle's `onconnection` with
+ * one that does what lib/net.js's does (count the connection, set `server`, emit 'connection')
+ * for a socket made with `onread` from the start, whenever `use()` says so at that accept (a
+ * listener that must read a PROXY header or wrap TLS first says no: Node's own path then runs).
+ * Node's path also runs for what this does not mirror (`maxConnections`, `keepAlive`,
+ * `blockList` set on the server). Returns false, changing nothing, when the server's internals
+ * are not the expected ones.
+ *
+ * @example
+ * await bind(server); // listening
+ * acceptThroughOnread(server, onRead, () => !listener.tls);
+ * server.on('connection', (s) => { if (readsThroughOnread(s)) ... s.resume(); });
+ */
+export function acceptThroughOnread(server: net.Server, onRead: ReadCallback, use: () => boolean): boolean {
+  const srv = server as net.Server & ServerFields;
+  const handle = srv._handle;
+  const original = handle?.onconnection;
+  if (!handle || typeof original !== 'function' || typeof srv._connections !== 'number') return false;
+  const callback = onRead as unknown as (n: number, buf: Uint8Array) => boolean;
+  handle.onconnection = function onconnection(this: unknown, err: number, clientHandle: ClientHandle | undefined): void {
+    if (err || !clientHandle || typeof clientHandle.useUserBuffer !== 'function' || srv.maxConnections != null || srv.keepAlive || srv.blockList || !use()) {
+      original.call(this, err, clientHandle);
+      return;
+    }
+    const s = new net.Socket({
+      handle: clientHandle,
+      allowHalfOpen: srv.allowHalfOpen === true,
+      pauseOnCreate: srv.pauseOnConnect === true,
+      readable: true,
+      writable: true,
+      onread: { buffer: nextReadBuffer, callback },
+    } as unknown as net.SocketConstructorOpts) as net.Socket & { [kUserReads]?: true; server?: net.Server; _server?: net.Server };
+    if (srv.noDelay) s.setNoDelay(true);
+    s[kUserReads] = true;
+    srv._connections++;
+    s.server = srv;
+    s._server = srv;
+    srv.emit('connection', s);
+  };
+  return true;
 }
 
 /** True for a socket made by {@link adoptSocket}: its reads go to its `onread` callback, not to 'data' events. */
