@@ -240,14 +240,20 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
       throw err;
     }
     this.#step('bound');
-    const onRead = this.acceptReads();
-    // Plain sockets read through `onread` from their accept; a PROXY header or a TLS handshake
-    // is read the usual way first (the decision is made per accept: a reload may add either).
-    if (onRead) acceptThroughOnread(this.#server, onRead, () => this.#tls === undefined && this.#config.proxyProtocol === undefined);
+    this.#acceptThroughOnread();
     this.onListening();
     this.markRunning();
     this.log.info({ address: `${this.#address.host}:${this.#address.port}` }, 'listening');
     return this;
+  }
+
+  /**
+   * Plain sockets read through `onread` from their accept, on the listening handle bound now; a
+   * PROXY header or a TLS handshake is read the usual way first (decided per accept).
+   */
+  #acceptThroughOnread(): void {
+    const onRead = this.acceptReads();
+    if (onRead) acceptThroughOnread(this.#server, onRead, () => this.#tls === undefined && this.#config.proxyProtocol === undefined);
   }
 
   /** New settings from a reload: the limits apply to new connections (the rate limit keeps its bucket). */
@@ -455,6 +461,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
       this.#server.close();
       return;
     }
+    this.#acceptThroughOnread(); // a new listening handle
     this.#step('resume');
     this.onResumed();
     this.log.info({ address: `${a.host}:${a.port}` }, 'accepting again');
