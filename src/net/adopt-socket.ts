@@ -37,10 +37,15 @@ export function adoptSocket(accepted: net.Socket, onRead: ReadCallback): net.Soc
   if (!handle || typeof handle.useUserBuffer !== 'function') return accepted;
   old._handle = null;
   old.destroy();
+  return onreadSocket(handle, true, true, onRead);
+}
+
+/** A socket around an accepted TCP `handle` that reads into the thread's reused buffers, calling `onRead`. */
+function onreadSocket(handle: unknown, allowHalfOpen: boolean, pauseOnCreate: boolean, onRead: ReadCallback): net.Socket {
   const s = new net.Socket({
     handle,
-    allowHalfOpen: true,
-    pauseOnCreate: true,
+    allowHalfOpen,
+    pauseOnCreate,
     readable: true,
     writable: true,
     onread: { buffer: nextReadBuffer, callback: onRead as unknown as (n: number, buf: Uint8Array) => boolean },
@@ -62,7 +67,6 @@ interface ServerFields {
 }
 interface ClientHandle {
   useUserBuffer?: unknown;
-  setNoDelay?: (on: boolean) => void;
 }
 
 /**
@@ -88,22 +92,13 @@ export function acceptThroughOnread(server: net.Server, onRead: ReadCallback, us
   const handle = srv._handle;
   const original = handle?.onconnection;
   if (!handle || typeof original !== 'function' || typeof srv._connections !== 'number') return false;
-  const callback = onRead as unknown as (n: number, buf: Uint8Array) => boolean;
   handle.onconnection = function onconnection(this: unknown, err: number, clientHandle: ClientHandle | undefined): void {
     if (err || !clientHandle || typeof clientHandle.useUserBuffer !== 'function' || srv.maxConnections != null || srv.keepAlive || srv.blockList || !use()) {
       original.call(this, err, clientHandle);
       return;
     }
-    const s = new net.Socket({
-      handle: clientHandle,
-      allowHalfOpen: srv.allowHalfOpen === true,
-      pauseOnCreate: srv.pauseOnConnect === true,
-      readable: true,
-      writable: true,
-      onread: { buffer: nextReadBuffer, callback },
-    } as unknown as net.SocketConstructorOpts) as net.Socket & { [kUserReads]?: true; server?: net.Server; _server?: net.Server };
+    const s = onreadSocket(clientHandle, srv.allowHalfOpen === true, srv.pauseOnConnect === true, onRead) as net.Socket & { server?: net.Server; _server?: net.Server };
     if (srv.noDelay) s.setNoDelay(true);
-    s[kUserReads] = true;
     srv._connections++;
     s.server = srv;
     s._server = srv;
