@@ -89,6 +89,11 @@ export class HttpListenerActor extends ListenerBase<HttpConnectionActor> {
     return onHttpClientRead as ReadCallback;
   }
 
+  /** Plain connections are RawSockets: the HTTP connection uses only what one offers. */
+  protected override acceptsRawSockets(): boolean {
+    return true;
+  }
+
   protected override onAdmitted(socket: net.Socket, ipKey: number): void {
     // Reads go through `onread` into the thread's reused buffer (copied to the request's size):
     // no 64 KiB allocation and no stream 'data' machinery per request (a TLS or PROXY-protocol

@@ -7,6 +7,7 @@ import { compile, stepMachine } from '../runtime/compiled-machine.ts';
 import { Registry, type IndexFn } from '../runtime/registry.ts';
 import { bindServer } from '../net/bind.ts';
 import { acceptThroughOnread, type ReadCallback } from '../net/adopt-socket.ts';
+import type { RawSocket } from '../net/raw-socket.ts';
 import { ListenerLimits, type Refusal } from '../net/listener-limits.ts';
 import { L, type StateTable } from '../workers/state-table.ts';
 import type { ShardListener } from '../workers/shard-config.ts';
@@ -170,6 +171,13 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   protected acceptReads(): ReadCallback | undefined {
     return undefined;
   }
+  /**
+   * Whether plain accepted sockets may be {@link RawSocket}s (no `net.Socket`; see
+   * net/raw-socket.ts): the protocol handles one wherever it handles a socket.
+   */
+  protected acceptsRawSockets(): boolean {
+    return false;
+  }
   /** Called once bound, before the listener reports running (timers and the like). */
   protected onListening(): void {}
   /** Called when the listener stops accepting (the drain's first step). */
@@ -253,7 +261,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
    */
   #acceptThroughOnread(): void {
     const onRead = this.acceptReads();
-    if (onRead) acceptThroughOnread(this.#server, onRead, () => this.#tls === undefined && this.#config.proxyProtocol === undefined);
+    if (onRead) acceptThroughOnread(this.#server, onRead, () => this.#tls === undefined && this.#config.proxyProtocol === undefined, this.acceptsRawSockets());
   }
 
   /** New settings from a reload: the limits apply to new connections (the rate limit keeps its bucket). */

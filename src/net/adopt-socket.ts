@@ -5,6 +5,7 @@
  */
 import net from 'node:net';
 import { nextReadBuffer } from './read-buffers.ts';
+import { RawSocket, isRawCapable, rawSocketsAvailable, type RawReadCallback } from './raw-socket.ts';
 
 /** Set on a socket that reads through `onread` (no 'data' events). */
 const kUserReads = Symbol('gatehouse.userReads');
@@ -79,22 +80,33 @@ interface ClientHandle {
  * for a socket made with `onread` from the start, whenever `use()` says so at that accept (a
  * listener that must read a PROXY header or wrap TLS first says no: Node's own path then runs).
  * Node's path also runs for what this does not mirror (`maxConnections`, `keepAlive`,
- * `blockList` set on the server). Returns false, changing nothing, when the server's internals
- * are not the expected ones.
+ * `blockList` set on the server). With `raw`, each such accept makes a {@link RawSocket} on the
+ * handle instead of a `net.Socket` (where this Node allows it): the 'connection' listener must
+ * then take one. Returns false, changing nothing, when the server's internals are not the
+ * expected ones.
  *
  * @example
  * await bind(server); // listening
  * acceptThroughOnread(server, onRead, () => !listener.tls);
  * server.on('connection', (s) => { if (readsThroughOnread(s)) ... s.resume(); });
  */
-export function acceptThroughOnread(server: net.Server, onRead: ReadCallback, use: () => boolean): boolean {
+export function acceptThroughOnread(server: net.Server, onRead: ReadCallback, use: () => boolean, raw = false): boolean {
   const srv = server as net.Server & ServerFields;
   const handle = srv._handle;
   const original = handle?.onconnection;
   if (!handle || typeof original !== 'function' || typeof srv._connections !== 'number') return false;
+  const rawOk = raw && rawSocketsAvailable();
   handle.onconnection = function onconnection(this: unknown, err: number, clientHandle: ClientHandle | undefined): void {
     if (err || !clientHandle || typeof clientHandle.useUserBuffer !== 'function' || srv.maxConnections != null || srv.keepAlive || srv.blockList || !use()) {
       original.call(this, err, clientHandle);
+      return;
+    }
+    if (rawOk && isRawCapable(clientHandle)) {
+      // No net.Socket at all (raw-socket.ts): the caller declared it handles a RawSocket.
+      const r = new RawSocket(clientHandle, srv, onRead as unknown as RawReadCallback, srv.allowHalfOpen === true);
+      if (srv.noDelay) r.setNoDelay(true);
+      if (srv.pauseOnConnect !== true) r.resume();
+      srv.emit('connection', r);
       return;
     }
     const s = onreadSocket(clientHandle, srv.allowHalfOpen === true, srv.pauseOnConnect === true, onRead) as net.Socket & { server?: net.Server; _server?: net.Server };
@@ -107,9 +119,9 @@ export function acceptThroughOnread(server: net.Server, onRead: ReadCallback, us
   return true;
 }
 
-/** True for a socket made by {@link adoptSocket}: its reads go to its `onread` callback, not to 'data' events. */
+/** True for a socket made by {@link adoptSocket} (or a RawSocket): its reads go to its `onread` callback, not to 'data' events. */
 export function readsThroughOnread(s: net.Socket): boolean {
-  return (s as net.Socket & { [kUserReads]?: true })[kUserReads] === true;
+  return (s as net.Socket & { [kUserReads]?: true })[kUserReads] === true || s instanceof (RawSocket as unknown as typeof net.Socket);
 }
 
 /** Node's own symbols of an `onread` socket (lib/net.js: `kBuffer`, `kBufferCb`, `kBufferGen`), looked up once by description. */

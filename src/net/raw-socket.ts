@@ -1,0 +1,552 @@
+/**
+ * A client connection on the accepted libuv TCP handle itself, without a `net.Socket`: the data
+ * plane of plain `protocol: http` listeners. `net.Socket` is a Duplex stream; for a connection
+ * that carries one request (the churn load) its construction, its stream state machines and its
+ * teardown (ticks, 'finish', 'end', 'close' through the streams layer) cost more CPU than the
+ * proxying itself: measured here, a minimal proxy on `net.Socket` spends 105–150 µs of CPU per
+ * connection, the same proxy on the bare handle 70 µs, HAProxy 57 (docs/architecture.md,
+ * "Accepting a connection"). A RawSocket does what the HTTP connection needs of a socket and no
+ * more, on the handle's own methods (`readStart`, `writeBuffer`, `writev`, `shutdown`, `close`,
+ * `reset`), with the same meaning as `net.Socket`'s members of the same names:
+ *
+ * - reads go to the `onread` callback given at creation, in the thread's reused buffers
+ *   (read-buffers.ts), as a `net.Socket` made with `onread`; returning false pauses;
+ * - `write()` returns false past {@link HIGH_WATER} queued bytes, and 'drain' follows once the
+ *   queue is empty; `cork()`/`uncork()` gather writes into one `writev`;
+ * - `end()` sends the FIN after the queued writes; the socket closes itself once both sides are
+ *   done (half-open otherwise, as `allowHalfOpen`); 'end', 'timeout', 'drain', 'error', 'close'
+ *   are emitted as `net.Socket` emits them.
+ *
+ * The handle methods come from Node's `tcp_wrap` / `stream_wrap` bindings, reached through
+ * `process.binding` (deprecated in the documentation only, and allowed for these two modules in
+ * Node 24). {@link rawSocketsAvailable} checks them once; where they are missing, or
+ * `GATEHOUSE_RAW_SOCKETS=0` is set, listeners accept `net.Socket`s as before.
+ *
+ * @example
+ * const s = new RawSocket(clientHandle, server, onRead); // paused
+ * s.on('end', onEnd); s.on('close', onClose);
+ * s.resume();
+ * s.write(answer); s.end();
+ */
+import { EventEmitter } from 'node:events';
+import type net from 'node:net';
+import { nextReadBuffer } from './read-buffers.ts';
+
+/** Queued bytes past which `write()` returns false (Node 24's default stream highWaterMark). */
+export const HIGH_WATER = 64 * 1024;
+/** libuv's end-of-file read status. */
+const UV_EOF = -4095;
+
+/** What a RawSocket uses of a libuv stream handle (`TCPWrap` through `StreamBase`). */
+interface StreamHandle {
+  onread: (this: StreamHandle) => Uint8Array | undefined;
+  readStart(): number;
+  readStop(): number;
+  useUserBuffer(buf: Uint8Array): void;
+  writeBuffer(req: WriteReq, buf: Uint8Array): number;
+  writeLatin1String(req: WriteReq, s: string): number;
+  writeUtf8String(req: WriteReq, s: string): number;
+  writev(req: WriteReq, chunks: Uint8Array[], allBuffers: true): number;
+  shutdown(req: ShutdownReq): number;
+  close(cb?: () => void): void;
+  reset?(cb?: () => void): number;
+  getpeername(out: Record<string, unknown>): number;
+  getsockname(out: Record<string, unknown>): number;
+  setNoDelay(on: boolean): number;
+  readonly writeQueueSize: number;
+  [kOwner]?: RawSocket;
+}
+interface WriteReq {
+  handle: StreamHandle;
+  oncomplete: (this: WriteReq, status: number) => void;
+  /** The bytes, kept alive while the write is queued. */
+  buffer: unknown;
+  callback: ((err?: Error | null) => void) | undefined;
+}
+interface ShutdownReq {
+  handle: StreamHandle;
+  oncomplete: (this: ShutdownReq, status: number) => void;
+}
+interface Bindings {
+  WriteWrap: new () => WriteReq;
+  ShutdownWrap: new () => ShutdownReq;
+  state: Int32Array;
+  kReadBytesOrError: number;
+  kLastWriteWasAsync: number;
+}
+
+const kOwner = Symbol('gatehouse.rawSocket');
+
+let bindings: Bindings | null | undefined;
+
+/**
+ * Node's stream bindings, looked up once: null where they cannot be had (a Node without
+ * `process.binding('stream_wrap')`, other shapes) or `GATEHOUSE_RAW_SOCKETS=0` asks not to.
+ */
+function load(): Bindings | null {
+  if (bindings !== undefined) return bindings;
+  bindings = null;
+  if (process.env.GATEHOUSE_RAW_SOCKETS === '0') return null;
+  try {
+    const binding = (process as unknown as { binding?: (name: string) => Record<string, unknown> }).binding;
+    const sw = binding?.('stream_wrap');
+    if (sw === undefined) return null;
+    const { WriteWrap, ShutdownWrap, streamBaseState, kReadBytesOrError, kLastWriteWasAsync } = sw;
+    if (typeof WriteWrap !== 'function' || typeof ShutdownWrap !== 'function' || !(streamBaseState instanceof Int32Array)) return null;
+    if (typeof kReadBytesOrError !== 'number' || typeof kLastWriteWasAsync !== 'number') return null;
+    bindings = { WriteWrap: WriteWrap as Bindings['WriteWrap'], ShutdownWrap: ShutdownWrap as Bindings['ShutdownWrap'], state: streamBaseState, kReadBytesOrError, kLastWriteWasAsync };
+  } catch {
+    bindings = null;
+  }
+  return bindings;
+}
+
+/** Whether this Node offers what a RawSocket needs (checked once), and it is not turned off. */
+export function rawSocketsAvailable(): boolean {
+  return load() !== null;
+}
+
+/** Whether `handle` (an accepted client handle) has the stream methods a RawSocket calls. */
+export function isRawCapable(handle: unknown): boolean {
+  const h = handle as Partial<StreamHandle> | undefined;
+  return typeof h?.useUserBuffer === 'function' && typeof h.writev === 'function' && typeof h.shutdown === 'function' && typeof h.readStart === 'function';
+}
+
+/** The `net.Server` fields a RawSocket keeps up to date (lib/net.js counts its connections). */
+interface ServerFields {
+  _connections: number;
+  _emitCloseIfDrained?: () => void;
+}
+
+/** What getpeername / getsockname fill in. */
+interface PeerName {
+  address?: string;
+  port?: number;
+  family?: string;
+}
+
+/** A read callback: `n` bytes in `buf` (the thread's reused buffer); false pauses reading. */
+export type RawReadCallback = (this: RawSocket, n: number, buf: Buffer) => boolean;
+
+function errno(status: number, syscall: string): NodeJS.ErrnoException {
+  const err = new Error(`${syscall} failed: ${status}`) as NodeJS.ErrnoException;
+  err.errno = status;
+  err.syscall = syscall;
+  err.code = status === -104 ? 'ECONNRESET' : status === -32 ? 'EPIPE' : status === -110 ? 'ETIMEDOUT' : `E${-status}`;
+  return err;
+}
+
+export class RawSocket extends EventEmitter {
+  #h: StreamHandle | null;
+  readonly #onRead: RawReadCallback;
+  #server: ServerFields | undefined;
+  #buf: Buffer;
+  /** The handle reads (resume() after a pause()). */
+  #reading = false;
+  /** The peer's FIN was read. */
+  #eof = false;
+  /** end() was called. */
+  #ended = false;
+  /** The FIN went out (the shutdown completed). */
+  #finished = false;
+  #destroyOnFinish = false;
+  #destroyed = false;
+  #needDrain = false;
+  #corked = 0;
+  #corkBufs: Buffer[] | null = null;
+  #corkBytes = 0;
+  #timeoutMs = 0;
+  #timer: NodeJS.Timeout | undefined;
+  #timerDue = 0;
+  #lastActive = 0;
+  #peer: PeerName | undefined;
+  #local: PeerName | undefined;
+  bytesRead = 0;
+  bytesWritten = 0;
+  readonly allowHalfOpen: boolean;
+
+  /** `handle`: an accepted TCP handle, not reading yet. Starts paused: resume() to read. */
+  constructor(handle: unknown, server: net.Server | undefined, onRead: RawReadCallback, allowHalfOpen = true) {
+    super();
+    if (load() === null) throw new Error('raw sockets are not available on this Node');
+    const h = handle as StreamHandle;
+    this.#h = h;
+    this.#onRead = onRead;
+    this.allowHalfOpen = allowHalfOpen;
+    h[kOwner] = this;
+    h.onread = onHandleRead;
+    this.#buf = nextReadBuffer();
+    h.useUserBuffer(this.#buf);
+    if (server !== undefined) {
+      const srv = server as unknown as ServerFields;
+      srv._connections++;
+      this.#server = srv;
+    }
+  }
+
+  // ---- net.Socket's read-only state -----------------------------------------------------------
+
+  get destroyed(): boolean {
+    return this.#destroyed;
+  }
+  get writableEnded(): boolean {
+    return this.#ended;
+  }
+  get readableEnded(): boolean {
+    return this.#eof;
+  }
+  get writableNeedDrain(): boolean {
+    return this.#needDrain;
+  }
+  /** Bytes queued and not yet written to the kernel (corked ones included). */
+  get writableLength(): number {
+    return (this.#h?.writeQueueSize ?? 0) + this.#corkBytes;
+  }
+  get remoteAddress(): string | undefined {
+    return this.#peerName().address;
+  }
+  get remotePort(): number | undefined {
+    return this.#peerName().port;
+  }
+  get remoteFamily(): string | undefined {
+    return this.#peerName().family;
+  }
+  get localAddress(): string | undefined {
+    return this.#sockName().address;
+  }
+  get localPort(): number | undefined {
+    return this.#sockName().port;
+  }
+
+  #peerName(): PeerName {
+    if (this.#peer === undefined) {
+      const out: Record<string, unknown> = {};
+      if (this.#h !== null && this.#h.getpeername(out) === 0) this.#peer = out as PeerName;
+      else return {};
+    }
+    return this.#peer!;
+  }
+
+  #sockName(): PeerName {
+    if (this.#local === undefined) {
+      const out: Record<string, unknown> = {};
+      if (this.#h !== null && this.#h.getsockname(out) === 0) this.#local = out as PeerName;
+      else return {};
+    }
+    return this.#local!;
+  }
+
+  setNoDelay(on = true): this {
+    this.#h?.setNoDelay(on);
+    return this;
+  }
+
+  // ---- reading -----------------------------------------------------------------------------------
+
+  pause(): this {
+    if (this.#reading && this.#h !== null) {
+      this.#reading = false;
+      const err = this.#h.readStop();
+      if (err) this.destroy(errno(err, 'read'));
+    }
+    return this;
+  }
+
+  resume(): this {
+    if (!this.#reading && !this.#eof && !this.#destroyed && this.#h !== null) {
+      this.#reading = true;
+      const err = this.#h.readStart();
+      if (err) this.destroy(errno(err, 'read'));
+    }
+    return this;
+  }
+
+  /** @internal The handle read `n` bytes (or an error / EOF when negative). */
+  read(n: number): Uint8Array | undefined {
+    if (this.#destroyed) return undefined;
+    if (n > 0) {
+      this.bytesRead += n;
+      if (this.#timeoutMs > 0) this.#lastActive = performance.now();
+      const buf = this.#buf;
+      const more = this.#onRead.call(this, n, buf);
+      if (!more && !this.#destroyed) this.pause();
+      // The next read lands in the buffer the thread hands out now (the same shared one unless
+      // the callback kept this one, see read-buffers.ts).
+      const next = nextReadBuffer();
+      if (next !== buf && !this.#destroyed) {
+        this.#buf = next;
+        return next;
+      }
+      return undefined;
+    }
+    if (n === 0) return undefined;
+    if (n !== UV_EOF) {
+      this.destroy(errno(n, 'read'));
+      return undefined;
+    }
+    this.#eof = true;
+    this.#reading = false;
+    this.#h?.readStop();
+    this.emit('end');
+    if (this.#destroyed) return undefined;
+    if (!this.allowHalfOpen) this.end();
+    else if (this.#finished) this.destroy();
+    return undefined;
+  }
+
+  // ---- writing -----------------------------------------------------------------------------------
+
+  /** Writes `data` (a string in `encoding`, latin1 unless said); false past {@link HIGH_WATER} queued. */
+  write(data: Uint8Array | string, encoding?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void): boolean {
+    if (typeof encoding === 'function') {
+      cb = encoding;
+      encoding = undefined;
+    }
+    const h = this.#h;
+    if (this.#ended || this.#destroyed || h === null) {
+      if (cb) process.nextTick(cb, new Error(this.#ended ? 'write after end' : 'write to a destroyed socket'));
+      return false;
+    }
+    const len = typeof data === 'string' ? Buffer.byteLength(data, encoding ?? 'utf8') : data.byteLength;
+    if (len === 0 && cb === undefined) return !this.#needDrain;
+    this.bytesWritten += len;
+    if (this.#timeoutMs > 0) this.#lastActive = performance.now();
+    if (this.#corked > 0) {
+      const b = typeof data === 'string' ? Buffer.from(data, encoding ?? 'utf8') : Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+      (this.#corkBufs ??= []).push(b);
+      this.#corkBytes += len;
+      if (cb) process.nextTick(cb, null);
+      return this.#afterWrite();
+    }
+    const B = bindings!;
+    const req = new B.WriteWrap();
+    req.handle = h;
+    req.oncomplete = onWriteComplete;
+    req.callback = cb;
+    let err: number;
+    if (typeof data !== 'string') err = h.writeBuffer(req, data);
+    else if (encoding === 'latin1' || encoding === 'binary') err = h.writeLatin1String(req, data);
+    else if (encoding === undefined || encoding === 'utf8' || encoding === 'utf-8') err = h.writeUtf8String(req, data);
+    else err = h.writeBuffer(req, Buffer.from(data, encoding));
+    return this.#dispatched(req, data, err);
+  }
+
+  #dispatched(req: WriteReq, data: unknown, err: number): boolean {
+    if (err !== 0) {
+      this.destroy(errno(err, 'write'));
+      return false;
+    }
+    if (bindings!.state[bindings!.kLastWriteWasAsync]) req.buffer = data;
+    else {
+      if (req.callback) process.nextTick(req.callback, null);
+      // Corked writes past the mark that then went out at once: no completion will come to
+      // emit 'drain', so it follows here (after the caller saw the false it returned).
+      if (this.#needDrain && this.writableLength === 0) process.nextTick(emitDrain, this);
+    }
+    return this.#afterWrite();
+  }
+
+  /** @internal 'drain', if still due (nothing queued, a write said false). */
+  drainIfEmpty(): void {
+    if (!this.#needDrain || this.#destroyed || this.writableLength !== 0) return;
+    this.#needDrain = false;
+    this.emit('drain');
+  }
+
+  #afterWrite(): boolean {
+    if (this.writableLength < HIGH_WATER) return true;
+    this.#needDrain = true;
+    return false;
+  }
+
+  /** @internal A queued write completed. */
+  writeDone(req: WriteReq, status: number): void {
+    const cb = req.callback;
+    if (this.#destroyed) {
+      cb?.(null);
+      return;
+    }
+    if (status < 0) {
+      const err = errno(status, 'write');
+      this.destroy(err);
+      cb?.(err);
+      return;
+    }
+    if (this.#timeoutMs > 0) this.#lastActive = performance.now();
+    cb?.(null);
+    this.drainIfEmpty();
+  }
+
+  cork(): void {
+    this.#corked++;
+  }
+
+  uncork(): void {
+    if (this.#corked === 0 || --this.#corked > 0) return;
+    const bufs = this.#corkBufs;
+    if (bufs === null || bufs.length === 0) return;
+    this.#corkBufs = null;
+    this.#corkBytes = 0;
+    const h = this.#h;
+    if (h === null || this.#destroyed) return;
+    const B = bindings!;
+    const req = new B.WriteWrap();
+    req.handle = h;
+    req.oncomplete = onWriteComplete;
+    req.callback = undefined;
+    const err = bufs.length === 1 ? h.writeBuffer(req, bufs[0]!) : h.writev(req, bufs, true);
+    this.#dispatched(req, bufs.length === 1 ? bufs[0] : bufs, err);
+  }
+
+  /** Sends the FIN once the queued writes are out (`data` written first). */
+  end(data?: Uint8Array | string | (() => void), cb?: () => void): this {
+    if (typeof data === 'function') {
+      cb = data;
+      data = undefined;
+    }
+    if (data !== undefined) this.write(data);
+    if (cb) this.once('finish', cb);
+    if (this.#ended || this.#destroyed) return this;
+    this.#corked = 1;
+    this.uncork();
+    this.#ended = true;
+    const h = this.#h;
+    if (h === null || this.#destroyed) return this;
+    const req = new bindings!.ShutdownWrap();
+    req.handle = h;
+    req.oncomplete = onShutdownComplete;
+    const err = h.shutdown(req);
+    if (err) this.destroy(errno(err, 'shutdown'));
+    return this;
+  }
+
+  /** @internal The FIN went out (after every queued write). */
+  shutdownDone(status: number): void {
+    if (this.#destroyed) return;
+    if (status < 0 && status !== -107 /* ENOTCONN: the peer reset first */) {
+      this.destroy(errno(status, 'shutdown'));
+      return;
+    }
+    this.#finished = true;
+    this.emit('finish');
+    if (this.#destroyOnFinish || this.#eof || status < 0) this.destroy();
+  }
+
+  /** Ends the writable side and closes once it is done (net.Socket's `destroySoon`). */
+  destroySoon(): void {
+    if (this.#finished) return void this.destroy();
+    this.#destroyOnFinish = true;
+    if (!this.#ended) this.end();
+  }
+
+  /** Closes the handle now (queued writes are dropped); 'error' (with `err`) then 'close' follow. */
+  destroy(err?: Error): this {
+    return this.#close(err, false);
+  }
+
+  /** Closes with a TCP RST (the peer sees ECONNRESET), as `net.Socket.resetAndDestroy()`. */
+  resetAndDestroy(): this {
+    return this.#close(undefined, true);
+  }
+
+  #close(err: Error | undefined, reset: boolean): this {
+    if (this.#destroyed) return this;
+    this.#destroyed = true;
+    this.#reading = false;
+    this.#corkBufs = null;
+    this.#corkBytes = 0;
+    this.#clearTimer();
+    const srv = this.#server;
+    if (srv !== undefined) {
+      this.#server = undefined;
+      srv._connections--;
+      srv._emitCloseIfDrained?.();
+    }
+    const h = this.#h;
+    if (h === null) return this;
+    const done = (): void => {
+      this.#h = null;
+      h[kOwner] = undefined;
+      if (err !== undefined && this.listenerCount('error') > 0) this.emit('error', err);
+      this.emit('close', err !== undefined);
+    };
+    h.readStop();
+    if (reset && typeof h.reset === 'function') {
+      if (h.reset(done) === 0) return this;
+    }
+    h.close(done);
+    return this;
+  }
+
+  // ---- inactivity --------------------------------------------------------------------------------
+
+  /**
+   * Emits 'timeout' after `ms` without a read or a write (0: off), as `net.Socket.setTimeout`.
+   * One timer per socket, re-armed only when it fires early: activity stamps a time, it does not
+   * touch the timer list.
+   */
+  setTimeout(ms: number, cb?: () => void): this {
+    if (cb) this.once('timeout', cb);
+    if (this.#destroyed) return this;
+    this.#timeoutMs = ms;
+    if (ms <= 0) {
+      this.#clearTimer();
+      return this;
+    }
+    const now = performance.now();
+    this.#lastActive = now;
+    // A timer due later than this new deadline is replaced; an earlier one re-arms when it fires.
+    if (this.#timer !== undefined && this.#timerDue <= now + ms) return this;
+    this.#arm(ms, now);
+    return this;
+  }
+
+  #arm(ms: number, now: number): void {
+    this.#clearTimer();
+    this.#timerDue = now + ms;
+    this.#timer = setTimeout(onTimer, ms, this);
+    this.#timer.unref();
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** @internal The inactivity timer fired: 'timeout' if the socket was quiet for the whole time. */
+  timerFired(): void {
+    this.#timer = undefined;
+    if (this.#destroyed || this.#timeoutMs <= 0) return;
+    const now = performance.now();
+    const left = this.#lastActive + this.#timeoutMs - now;
+    if (left >= 1) return this.#arm(Math.ceil(left), now);
+    this.emit('timeout');
+  }
+
+  /** True: read through the `onread` callback (no 'data' events), as an adopted socket. */
+  get readsThroughOnread(): true {
+    return true;
+  }
+}
+
+// Handlers shared by every RawSocket (no closure per connection).
+function onHandleRead(this: StreamHandle): Uint8Array | undefined {
+  const s = this[kOwner];
+  if (s === undefined) return undefined;
+  return s.read(bindings!.state[bindings!.kReadBytesOrError]!);
+}
+function onWriteComplete(this: WriteReq, status: number): void {
+  const s = this.handle[kOwner];
+  const cb = this.callback;
+  if (s === undefined) return void cb?.(null);
+  s.writeDone(this, status);
+}
+function onShutdownComplete(this: ShutdownReq, status: number): void {
+  this.handle[kOwner]?.shutdownDone(status);
+}
+function emitDrain(s: RawSocket): void {
+  s.drainIfEmpty();
+}
+function onTimer(s: RawSocket): void {
+  s.timerFired();
+}
