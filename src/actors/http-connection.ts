@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import type net from 'node:net';
 import { setup } from 'xstate';
 import { clientSubject, isTls, tlsInfo } from '../tls/listener-tls.ts';

@@ -7,7 +7,7 @@ import { compile, stepMachine } from '../runtime/compiled-machine.ts';
 import { Registry, type IndexFn } from '../runtime/registry.ts';
 import { bindServer } from '../net/bind.ts';
 import { acceptThroughOnread, type ReadCallback } from '../net/adopt-socket.ts';
-import type { RawSocket } from '../net/raw-socket.ts';
+import { rawSocketsAvailable, type RawSocket } from '../net/raw-socket.ts';
 import { ListenerLimits, type Refusal } from '../net/listener-limits.ts';
 import { L, type StateTable } from '../workers/state-table.ts';
 import type { ShardListener } from '../workers/shard-config.ts';
@@ -251,7 +251,9 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
     this.#acceptThroughOnread();
     this.onListening();
     this.markRunning();
-    this.log.info({ address: `${this.#address.host}:${this.#address.port}` }, 'listening');
+    // Which sockets plain connections get: `raw` (net/raw-socket.ts) or Node's `net.Socket`.
+    const sockets = this.acceptsRawSockets() ? (rawSocketsAvailable() ? 'raw' : 'net') : undefined;
+    this.log.info({ address: `${this.#address.host}:${this.#address.port}`, ...(sockets && { sockets }) }, 'listening');
     return this;
   }
 

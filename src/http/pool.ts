@@ -3,6 +3,7 @@
  * the HTTP connection actor to send requests on raw `net` sockets. See docs/http.md,
  * "Upstream connection pool".
  */
+import { performance } from 'node:perf_hooks';
 import net from 'node:net';
 import { connectUpstream, type ShardUpstreamTls, type UpstreamRead } from '../tls/upstream-tls.ts';
 import {
@@ -209,7 +210,7 @@ export class UpstreamPool<O> {
     this.busy++;
     this.created++;
     // HTTP/1.1 only: say so in ALPN, so that a backend offering h2 does not pick it.
-    const { socket, event } = connectUpstream(this.host, this.port, { tls: this.#o.tls, noDelay: this.#o.noDelay, alpn: ['http/1.1'], onRead: onRead as UpstreamRead });
+    const { socket, event } = connectUpstream(this.host, this.port, { tls: this.#o.tls, noDelay: this.#o.noDelay, alpn: ['http/1.1'], onRead: onRead as UpstreamRead, raw: true });
     const s = socket as Sock;
     const c = new PooledConnection<O>(s, this);
     s[kConn] = c;

@@ -28,7 +28,9 @@
  * s.resume();
  * s.write(answer); s.end();
  */
+import { performance } from 'node:perf_hooks';
 import { EventEmitter } from 'node:events';
+import { getSystemErrorName } from 'node:util';
 import type net from 'node:net';
 import { nextReadBuffer } from './read-buffers.ts';
 
@@ -53,6 +55,8 @@ interface StreamHandle {
   getpeername(out: Record<string, unknown>): number;
   getsockname(out: Record<string, unknown>): number;
   setNoDelay(on: boolean): number;
+  connect?(req: ConnectReq, address: string, port: number): number;
+  connect6?(req: ConnectReq, address: string, port: number): number;
   readonly writeQueueSize: number;
   [kOwner]?: RawSocket;
 }
@@ -67,12 +71,19 @@ interface ShutdownReq {
   handle: StreamHandle;
   oncomplete: (this: ShutdownReq, status: number) => void;
 }
+interface ConnectReq {
+  oncomplete: (status: number, handle: StreamHandle) => void;
+  address: string;
+  port: number;
+}
 interface Bindings {
   WriteWrap: new () => WriteReq;
   ShutdownWrap: new () => ShutdownReq;
   state: Int32Array;
   kReadBytesOrError: number;
   kLastWriteWasAsync: number;
+  /** For outgoing connections (`tcp_wrap`); undefined where that binding differs. */
+  tcp?: { TCP: new (type: number) => StreamHandle; ConnectWrap: new () => ConnectReq; socketType: number };
 }
 
 const kOwner = Symbol('gatehouse.rawSocket');
@@ -95,6 +106,10 @@ function load(): Bindings | null {
     if (typeof WriteWrap !== 'function' || typeof ShutdownWrap !== 'function' || !(streamBaseState instanceof Int32Array)) return null;
     if (typeof kReadBytesOrError !== 'number' || typeof kLastWriteWasAsync !== 'number') return null;
     bindings = { WriteWrap: WriteWrap as Bindings['WriteWrap'], ShutdownWrap: ShutdownWrap as Bindings['ShutdownWrap'], state: streamBaseState, kReadBytesOrError, kLastWriteWasAsync };
+    const tw = binding?.('tcp_wrap') as { TCP?: unknown; TCPConnectWrap?: unknown; constants?: { SOCKET?: unknown } } | undefined;
+    if (typeof tw?.TCP === 'function' && typeof tw.TCPConnectWrap === 'function' && typeof tw.constants?.SOCKET === 'number') {
+      bindings.tcp = { TCP: tw.TCP as new (type: number) => StreamHandle, ConnectWrap: tw.TCPConnectWrap as new () => ConnectReq, socketType: tw.constants.SOCKET };
+    }
   } catch {
     bindings = null;
   }
@@ -128,11 +143,18 @@ interface PeerName {
 /** A read callback: `n` bytes in `buf` (the thread's reused buffer); false pauses reading. */
 export type RawReadCallback = (this: RawSocket, n: number, buf: Buffer) => boolean;
 
+/** A libuv status as the error `net.Socket` would give (`code` ECONNRESET, `syscall` read, ...). */
 function errno(status: number, syscall: string): NodeJS.ErrnoException {
-  const err = new Error(`${syscall} failed: ${status}`) as NodeJS.ErrnoException;
+  let code: string;
+  try {
+    code = getSystemErrorName(status);
+  } catch {
+    code = `E${-status}`;
+  }
+  const err = new Error(`${syscall} ${code}`) as NodeJS.ErrnoException;
   err.errno = status;
+  err.code = code;
   err.syscall = syscall;
-  err.code = status === -104 ? 'ECONNRESET' : status === -32 ? 'EPIPE' : status === -110 ? 'ETIMEDOUT' : `E${-status}`;
   return err;
 }
 
@@ -143,6 +165,10 @@ export class RawSocket extends EventEmitter {
   #buf: Buffer;
   /** The handle reads (resume() after a pause()). */
   #reading = false;
+  /** resume() was called (or never paused, for an outgoing connection): read once connected. */
+  #wantRead = false;
+  /** An outgoing connection not connected yet: writes wait, corked. */
+  #connecting = false;
   /** The peer's FIN was read. */
   #eof = false;
   /** end() was called. */
@@ -188,6 +214,16 @@ export class RawSocket extends EventEmitter {
 
   get destroyed(): boolean {
     return this.#destroyed;
+  }
+  /** As `net.Socket.readyState`: 'opening' until connected, then which sides are still open. */
+  get readyState(): 'opening' | 'open' | 'readOnly' | 'writeOnly' | 'closed' {
+    if (this.#connecting) return 'opening';
+    if (this.#destroyed) return 'closed';
+    if (!this.#eof) return this.#ended ? 'readOnly' : 'open';
+    return this.#ended ? 'closed' : 'writeOnly';
+  }
+  get connecting(): boolean {
+    return this.#connecting;
   }
   get writableEnded(): boolean {
     return this.#ended;
@@ -244,6 +280,7 @@ export class RawSocket extends EventEmitter {
   // ---- reading -----------------------------------------------------------------------------------
 
   pause(): this {
+    this.#wantRead = false;
     if (this.#reading && this.#h !== null) {
       this.#reading = false;
       const err = this.#h.readStop();
@@ -253,7 +290,8 @@ export class RawSocket extends EventEmitter {
   }
 
   resume(): this {
-    if (!this.#reading && !this.#eof && !this.#destroyed && this.#h !== null) {
+    this.#wantRead = true;
+    if (!this.#reading && !this.#eof && !this.#destroyed && !this.#connecting && this.#h !== null) {
       this.#reading = true;
       const err = this.#h.readStart();
       if (err) this.destroy(errno(err, 'read'));
@@ -289,8 +327,9 @@ export class RawSocket extends EventEmitter {
     this.#h?.readStop();
     this.emit('end');
     if (this.#destroyed) return undefined;
-    if (!this.allowHalfOpen) this.end();
-    else if (this.#finished) this.destroy();
+    // Both sides done: closed. Else, not half-open: our FIN follows (and closes once out).
+    if (this.#finished) this.destroy();
+    else if (!this.allowHalfOpen) this.end();
     return undefined;
   }
 
@@ -407,17 +446,23 @@ export class RawSocket extends EventEmitter {
     if (data !== undefined) this.write(data);
     if (cb) this.once('finish', cb);
     if (this.#ended || this.#destroyed) return this;
+    this.#ended = true;
+    // Connecting: the writes and the FIN go out once connected (connected()).
+    if (this.#connecting) return this;
+    this.#shutdown();
+    return this;
+  }
+
+  #shutdown(): void {
     this.#corked = 1;
     this.uncork();
-    this.#ended = true;
     const h = this.#h;
-    if (h === null || this.#destroyed) return this;
+    if (h === null || this.#destroyed) return;
     const req = new bindings!.ShutdownWrap();
     req.handle = h;
     req.oncomplete = onShutdownComplete;
     const err = h.shutdown(req);
     if (err) this.destroy(errno(err, 'shutdown'));
-    return this;
   }
 
   /** @internal The FIN went out (after every queued write). */
@@ -476,6 +521,52 @@ export class RawSocket extends EventEmitter {
     }
     h.close(done);
     return this;
+  }
+
+  // ---- outgoing connections ---------------------------------------------------------------------
+
+  /**
+   * Connects to `host` (an IP address) and `port` on a new handle, as `net.connect` does: what
+   * is written before the connect completes waits and leaves with it, reading starts once
+   * connected (pause() before that keeps it off), 'connect' is emitted, a failure destroys the
+   * socket with the error ('error', 'close'). Undefined where an outgoing RawSocket cannot be
+   * made (the bindings, a host name that needs a lookup): use `net.connect`.
+   */
+  static connect(host: string, port: number, family: 4 | 6, onRead: RawReadCallback, allowHalfOpen = false): RawSocket | undefined {
+    const t = load()?.tcp;
+    if (t === undefined) return undefined;
+    const h = new t.TCP(t.socketType);
+    if (typeof h.connect !== 'function' || typeof h.connect6 !== 'function') return undefined;
+    const s = new RawSocket(h, undefined, onRead, allowHalfOpen);
+    s.#connecting = true;
+    s.#wantRead = true;
+    s.#corked = 1;
+    const req = new t.ConnectWrap();
+    req.oncomplete = onConnectComplete;
+    req.address = host;
+    req.port = port;
+    const err = family === 6 ? h.connect6(req, host, port) : h.connect(req, host, port);
+    if (err) process.nextTick(() => s.destroy(errno(err, 'connect')));
+    return s;
+  }
+
+  /** @internal The connect completed (`status` 0) or failed. */
+  connected(status: number): void {
+    if (this.#destroyed) return;
+    this.#connecting = false;
+    if (status < 0) {
+      this.destroy(errno(status, 'connect'));
+      return;
+    }
+    if (this.#timeoutMs > 0) this.#lastActive = performance.now();
+    this.emit('connect');
+    if (this.#destroyed) return;
+    if (this.#ended) this.#shutdown();
+    else {
+      this.#corked = 1;
+      this.uncork();
+    }
+    if (this.#wantRead) this.resume();
   }
 
   // ---- inactivity --------------------------------------------------------------------------------
@@ -540,6 +631,9 @@ function onWriteComplete(this: WriteReq, status: number): void {
   const cb = this.callback;
   if (s === undefined) return void cb?.(null);
   s.writeDone(this, status);
+}
+function onConnectComplete(this: ConnectReq, status: number, handle: StreamHandle): void {
+  handle[kOwner]?.connected(status);
 }
 function onShutdownComplete(this: ShutdownReq, status: number): void {
   this.handle[kOwner]?.shutdownDone(status);

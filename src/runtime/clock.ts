@@ -6,6 +6,8 @@
  * const clock = new ManualClock();
  * clock.advance(5_000);
  */
+import { performance } from 'node:perf_hooks';
+
 export interface Clock {
   now(): number;
 }

@@ -17,6 +17,7 @@ import type tls from 'node:tls';
  */
 const tlsModule = (): typeof tls => process.getBuiltinModule('node:tls');
 import { nextReadBuffer } from '../net/read-buffers.ts';
+import { RawSocket, type RawReadCallback } from '../net/raw-socket.ts';
 
 /** An upstream's TLS settings with the files' contents, as the shards get them. */
 export interface ShardUpstreamTls {
@@ -57,9 +58,19 @@ function contextFor(t: ShardUpstreamTls): tls.SecureContext {
 export function connectUpstream(
   host: string,
   port: number,
-  o: { tls?: ShardUpstreamTls; noDelay: boolean; allowHalfOpen?: boolean; alpn?: string[]; onRead: UpstreamRead; proxyHeader?: Buffer },
+  o: { tls?: ShardUpstreamTls; noDelay: boolean; allowHalfOpen?: boolean; alpn?: string[]; onRead: UpstreamRead; proxyHeader?: Buffer; raw?: boolean },
 ): { socket: net.Socket; event: 'connect' | 'secureConnect' } {
   const t = o.tls;
+  const family = net.isIP(host);
+  if (t === undefined && o.raw === true && family !== 0) {
+    // No net.Socket (net/raw-socket.ts): the caller uses only what a RawSocket offers.
+    const raw = RawSocket.connect(host, port, family as 4 | 6, o.onRead as unknown as RawReadCallback, o.allowHalfOpen ?? false);
+    if (raw !== undefined) {
+      if (o.noDelay) raw.setNoDelay(true);
+      if (o.proxyHeader) raw.write(o.proxyHeader);
+      return { socket: raw as unknown as net.Socket, event: 'connect' };
+    }
+  }
   if (t === undefined) {
     const socket = net.connect({
       host,

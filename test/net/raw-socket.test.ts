@@ -282,4 +282,84 @@ describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
     await until(() => closed, 5_000, 'server closed');
     for (const c of clients) c.destroy();
   });
+
+  describe('outgoing (RawSocket.connect)', () => {
+    async function peerServer(): Promise<{ server: net.Server; port: number; peers: net.Socket[]; got: Map<net.Socket, string> }> {
+      const peers: net.Socket[] = [];
+      const got = new Map<net.Socket, string>();
+      const server = net.createServer({ allowHalfOpen: true }, (p) => {
+        peers.push(p);
+        got.set(p, '');
+        p.on('data', (d: Buffer) => got.set(p, got.get(p)! + d.toString()));
+        p.on('error', () => {});
+      });
+      server.listen(0, '127.0.0.1');
+      await once(server, 'listening');
+      return { server, port: (server.address() as net.AddressInfo).port, peers, got };
+    }
+
+    test("writes made while connecting leave once connected; 'connect', readyState, bytes both ways", async () => {
+      const x = await peerServer();
+      const read: string[] = [];
+      const s = RawSocket.connect('127.0.0.1', x.port, 4, (n, buf) => (read.push(buf.toString('latin1', 0, n)), true))!;
+      expect(s).toBeInstanceOf(RawSocket);
+      expect(s.readyState).toBe('opening');
+      s.write('early ');
+      s.write('bytes');
+      await once(s, 'connect');
+      expect(s.readyState).toBe('open');
+      await until(() => x.peers.length === 1 && x.got.get(x.peers[0]!) === 'early bytes', 5_000, 'the early bytes at the peer');
+      x.peers[0]!.write('answer');
+      await until(() => read.join('') === 'answer', 5_000, 'the answer read');
+      expect(s.remotePort).toBe(x.port);
+      s.destroy();
+      await once(s, 'close');
+      expect(s.readyState).toBe('closed');
+      x.peers[0]!.destroy();
+      x.server.close();
+      await once(x.server, 'close');
+    });
+
+    test("not half-open: our FIN first, then the peer's, and it closes; the peer's FIN first, ours follows", async () => {
+      const x = await peerServer();
+      const a = RawSocket.connect('127.0.0.1', x.port, 4, () => true)!;
+      await once(a, 'connect');
+      await until(() => x.peers.length === 1, 5_000, 'accept');
+      const pa = x.peers[0]!;
+      const peerEnd = once(pa, 'end');
+      a.end('bye');
+      await peerEnd;
+      expect(a.readyState).toBe('readOnly');
+      const closed = once(a, 'close');
+      pa.end();
+      await closed;
+      // The peer ends first: this side's FIN goes out at once (allowHalfOpen false), then closes.
+      const b = RawSocket.connect('127.0.0.1', x.port, 4, () => true)!;
+      await once(b, 'connect');
+      await until(() => x.peers.length === 2, 5_000, 'accept');
+      const pb = x.peers[1]!;
+      const pbEnd = once(pb, 'end');
+      const bClosed = once(b, 'close');
+      pb.end();
+      await pbEnd;
+      await bClosed;
+      x.server.close();
+      await once(x.server, 'close');
+    });
+
+    test("a refused connect: 'error' (ECONNREFUSED), then 'close'", async () => {
+      const x = await peerServer();
+      const port = x.port;
+      x.server.close();
+      await once(x.server, 'close');
+      const s = RawSocket.connect('127.0.0.1', port, 4, () => true)!;
+      const events: string[] = [];
+      s.on('connect', () => events.push('connect'));
+      const err = new Promise<NodeJS.ErrnoException>((r) => s.once('error', r));
+      s.on('close', () => events.push('close'));
+      expect((await err).code).toBe('ECONNREFUSED');
+      await until(() => events.includes('close'), 5_000, 'close');
+      expect(events).toEqual(['close']);
+    });
+  });
 });
