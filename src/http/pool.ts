@@ -1,6 +1,6 @@
 /**
  * The upstream keep-alive pool: one per backend per shard (no sharing across threads), used by
- * the HTTP connection actor to send requests on raw `net` sockets. See docs/http.md,
+ * the HTTP connection actor to send requests on its sockets (RawSockets for IP backends). See docs/http.md,
  * "Upstream connection pool".
  */
 import { performance } from 'node:perf_hooks';
