@@ -317,6 +317,7 @@ export class ConnectionActor extends Actor {
       noDelay: true,
       allowHalfOpen: true,
       onRead: ConnectionActor.#onBackendRead as UpstreamRead,
+      raw: true,
       ...(ctx.balancer!.upstream.sendProxyProtocol && { proxyHeader: proxyHeaderFor(this.#client, ctx.balancer!.upstream.sendProxyProtocol) }),
     });
     const s = socket as OwnedSocket;

@@ -67,6 +67,11 @@ export class ListenerActor extends ListenerBase<ConnectionActor> {
     return ConnectionActor.clientRead;
   }
 
+  /** Plain connections are RawSockets (net/raw-socket.ts): the connection uses only what one offers. */
+  protected override acceptsRawSockets(): boolean {
+    return true;
+  }
+
   protected override onAdmitted(socket: net.Socket, ipKey: number): void {
     const conn = this.adopt(new ConnectionActor(this.#ctx, ConnectionActor.adopt(socket)));
     conn.ipKey = ipKey;
