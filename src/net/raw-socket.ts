@@ -255,21 +255,19 @@ export class RawSocket extends EventEmitter {
   }
 
   #peerName(): PeerName {
-    if (this.#peer === undefined) {
-      const out: Record<string, unknown> = {};
-      if (this.#h !== null && this.#h.getpeername(out) === 0) this.#peer = out as PeerName;
-      else return {};
-    }
-    return this.#peer!;
+    return (this.#peer ??= this.#askName(true)) ?? {};
   }
 
   #sockName(): PeerName {
-    if (this.#local === undefined) {
-      const out: Record<string, unknown> = {};
-      if (this.#h !== null && this.#h.getsockname(out) === 0) this.#local = out as PeerName;
-      else return {};
-    }
-    return this.#local!;
+    return (this.#local ??= this.#askName(false)) ?? {};
+  }
+
+  /** The handle's getpeername (`peer`) or getsockname; undefined when it fails (closed, not connected). */
+  #askName(peer: boolean): PeerName | undefined {
+    const h = this.#h;
+    if (h === null) return undefined;
+    const out: PeerName = {};
+    return (peer ? h.getpeername(out as Record<string, unknown>) : h.getsockname(out as Record<string, unknown>)) === 0 ? out : undefined;
   }
 
   setNoDelay(on = true): this {

@@ -67,16 +67,28 @@ async function connect(port: number): Promise<net.Socket> {
   return c;
 }
 
+/** A server (see {@link serve}) with one client connected and its RawSocket accepted. */
+async function pair(): Promise<{ x: Setup; c: net.Socket; s: RawSocket }> {
+  const x = await serve();
+  const c = await connect(x.port);
+  await until(() => x.accepted.length === 1, 5_000, 'accept');
+  return { x, c, s: x.accepted[0]! };
+}
+
+/** The bytes `c` receives, as they arrive. */
+function collect(c: net.Socket): Buffer[] {
+  const got: Buffer[] = [];
+  c.on('data', (d: Buffer) => got.push(d));
+  return got;
+}
+
 function text(x: Setup, s: RawSocket): string {
   return Buffer.concat(x.read.get(s)!).toString('latin1');
 }
 
 describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
   test('an accepted connection is a RawSocket: bytes both ways in order, its addresses, the counts', async () => {
-    const x = await serve();
-    const c = await connect(x.port);
-    await until(() => x.accepted.length === 1, 5_000, 'accept');
-    const s = x.accepted[0]!;
+    const { x, c, s } = await pair();
     expect(s).toBeInstanceOf(RawSocket);
     expect(readsThroughOnread(s as unknown as net.Socket)).toBe(true);
     expect(s.remoteAddress).toBe('127.0.0.1');
@@ -85,8 +97,7 @@ describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
     for (let i = 0; i < 50; i++) c.write(`${i},`);
     const want = Array.from({ length: 50 }, (_, i) => `${i},`).join('');
     await until(() => text(x, s) === want, 5_000, 'the client bytes, in order');
-    const got: Buffer[] = [];
-    c.on('data', (d: Buffer) => got.push(d));
+    const got = collect(c);
     expect(s.write('latin1 \xe9', 'latin1')).toBe(true);
     expect(s.write(Buffer.from(' buffer'))).toBe(true);
     s.write(' utf8 é');
@@ -106,10 +117,7 @@ describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
   });
 
   test('a write past the mark returns false; "drain" comes once the client reads, corked writes included', async () => {
-    const x = await serve();
-    const c = await connect(x.port);
-    await until(() => x.accepted.length === 1, 5_000, 'accept');
-    const s = x.accepted[0]!;
+    const { x, c, s } = await pair();
     c.pause();
     const chunk = Buffer.alloc(256 * 1024, 0x61);
     let writes = 0;
@@ -140,17 +148,13 @@ describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
   });
 
   test("the client's FIN: 'end', the socket stays writable (half-open) and closes after its own end()", async () => {
-    const x = await serve();
-    const c = await connect(x.port);
-    await until(() => x.accepted.length === 1, 5_000, 'accept');
-    const s = x.accepted[0]!;
+    const { x, c, s } = await pair();
     c.end('last words');
     await until(() => x.events.get(s)!.includes('end'), 5_000, "'end'");
     expect(text(x, s)).toBe('last words');
     expect(s.readableEnded).toBe(true);
     expect(s.destroyed).toBe(false);
-    const got: Buffer[] = [];
-    c.on('data', (d: Buffer) => got.push(d));
+    const got = collect(c);
     const clientEnd = once(c, 'end');
     s.write('still ');
     s.end('answering');
@@ -164,12 +168,8 @@ describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
   });
 
   test("the server's FIN first: the client reads to its end; the socket closes when the client's FIN arrives", async () => {
-    const x = await serve();
-    const c = await connect(x.port);
-    await until(() => x.accepted.length === 1, 5_000, 'accept');
-    const s = x.accepted[0]!;
-    const got: Buffer[] = [];
-    c.on('data', (d: Buffer) => got.push(d));
+    const { x, c, s } = await pair();
+    const got = collect(c);
     const clientEnd = once(c, 'end');
     s.end(Buffer.from('bye'));
     await clientEnd;
@@ -185,12 +185,8 @@ describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
   });
 
   test('destroySoon() closes after the queued bytes are out, without waiting for the client', async () => {
-    const x = await serve();
-    const c = await connect(x.port);
-    await until(() => x.accepted.length === 1, 5_000, 'accept');
-    const s = x.accepted[0]!;
-    const got: Buffer[] = [];
-    c.on('data', (d: Buffer) => got.push(d));
+    const { x, c, s } = await pair();
+    const got = collect(c);
     s.write('a'.repeat(100_000));
     s.destroySoon();
     await until(() => x.events.get(s)!.includes('close'), 5_000, 'close');
@@ -201,10 +197,7 @@ describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
   });
 
   test('resetAndDestroy() resets the connection: the client sees ECONNRESET', async () => {
-    const x = await serve();
-    const c = await connect(x.port);
-    await until(() => x.accepted.length === 1, 5_000, 'accept');
-    const s = x.accepted[0]!;
+    const { x, c, s } = await pair();
     const err = new Promise<NodeJS.ErrnoException>((resolve) => c.once('error', resolve));
     s.resetAndDestroy();
     expect((await err).code).toBe('ECONNRESET');
@@ -240,10 +233,7 @@ describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
   });
 
   test("setTimeout: 'timeout' after the quiet time, postponed by activity, off with 0", async () => {
-    const x = await serve();
-    const c = await connect(x.port);
-    await until(() => x.accepted.length === 1, 5_000, 'accept');
-    const s = x.accepted[0]!;
+    const { x, c, s } = await pair();
     const t0 = performance.now();
     s.setTimeout(150);
     // Activity at ~100 ms pushes the deadline to ~250 ms.
