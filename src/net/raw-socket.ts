@@ -333,7 +333,7 @@ export class RawSocket extends EventEmitter {
 
   // ---- writing -----------------------------------------------------------------------------------
 
-  /** Writes `data` (a string in `encoding`, latin1 unless said); false past {@link HIGH_WATER} queued. */
+  /** Writes `data` (a string in `encoding`, utf8 unless said); false past {@link HIGH_WATER} queued. */
   write(data: Uint8Array | string, encoding?: BufferEncoding | ((err?: Error | null) => void), cb?: (err?: Error | null) => void): boolean {
     if (typeof encoding === 'function') {
       cb = encoding;
@@ -495,6 +495,7 @@ export class RawSocket extends EventEmitter {
   #close(err: Error | undefined, reset: boolean): this {
     if (this.#destroyed) return this;
     this.#destroyed = true;
+    this.#connecting = false;
     this.#reading = false;
     this.#corkBufs = null;
     this.#corkBytes = 0;
