@@ -350,6 +350,25 @@ describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
       expect((await err).code).toBe('ECONNREFUSED');
       await until(() => events.includes('close'), 5_000, 'close');
       expect(events).toEqual(['close']);
+      expect(s.readyState).toBe('closed');
+    });
+
+    test("destroyed while connecting: no 'connect', the queued bytes never leave, 'close'", async () => {
+      const x = await peerServer();
+      const s = RawSocket.connect('127.0.0.1', x.port, 4, () => true)!;
+      const events: string[] = [];
+      s.on('connect', () => events.push('connect'));
+      s.on('close', () => events.push('close'));
+      s.write('never sent');
+      s.destroy();
+      expect(s.readyState).toBe('closed');
+      await until(() => events.includes('close'), 5_000, 'close');
+      expect(events).toEqual(['close']);
+      // The kernel may have completed the handshake: whatever was accepted got no byte.
+      for (const p of x.peers) expect(x.got.get(p)).toBe('');
+      for (const p of x.peers) p.destroy();
+      x.server.close();
+      await once(x.server, 'close');
     });
   });
 });
