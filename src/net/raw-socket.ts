@@ -30,103 +30,17 @@
  */
 import { performance } from 'node:perf_hooks';
 import { EventEmitter } from 'node:events';
-import { getSystemErrorName } from 'node:util';
 import type net from 'node:net';
 import { nextReadBuffer } from './read-buffers.ts';
+import { UV_EOF, errno, kOwner, load, type Bindings, type ConnectReq, type ShutdownReq, type StreamHandle, type WriteReq } from './stream-bindings.ts';
+
+export { isRawCapable, rawSocketsAvailable } from './stream-bindings.ts';
+
+/** The bindings, once a RawSocket exists (its constructor checks them). */
+let sb: Bindings;
 
 /** Queued bytes past which `write()` returns false (Node 24's default stream highWaterMark). */
 export const HIGH_WATER = 64 * 1024;
-/** libuv's end-of-file read status. */
-const UV_EOF = -4095;
-
-/** What a RawSocket uses of a libuv stream handle (`TCPWrap` through `StreamBase`). */
-interface StreamHandle {
-  onread: (this: StreamHandle) => Uint8Array | undefined;
-  readStart(): number;
-  readStop(): number;
-  useUserBuffer(buf: Uint8Array): void;
-  writeBuffer(req: WriteReq, buf: Uint8Array): number;
-  writeLatin1String(req: WriteReq, s: string): number;
-  writeUtf8String(req: WriteReq, s: string): number;
-  writev(req: WriteReq, chunks: Uint8Array[], allBuffers: true): number;
-  shutdown(req: ShutdownReq): number;
-  close(cb?: () => void): void;
-  reset?(cb?: () => void): number;
-  getpeername(out: Record<string, unknown>): number;
-  getsockname(out: Record<string, unknown>): number;
-  setNoDelay(on: boolean): number;
-  connect?(req: ConnectReq, address: string, port: number): number;
-  connect6?(req: ConnectReq, address: string, port: number): number;
-  readonly writeQueueSize: number;
-  [kOwner]?: RawSocket;
-}
-interface WriteReq {
-  handle: StreamHandle;
-  oncomplete: (this: WriteReq, status: number) => void;
-  /** The bytes, kept alive while the write is queued. */
-  buffer: unknown;
-  callback: ((err?: Error | null) => void) | undefined;
-}
-interface ShutdownReq {
-  handle: StreamHandle;
-  oncomplete: (this: ShutdownReq, status: number) => void;
-}
-interface ConnectReq {
-  oncomplete: (status: number, handle: StreamHandle) => void;
-  address: string;
-  port: number;
-}
-interface Bindings {
-  WriteWrap: new () => WriteReq;
-  ShutdownWrap: new () => ShutdownReq;
-  state: Int32Array;
-  kReadBytesOrError: number;
-  kLastWriteWasAsync: number;
-  /** For outgoing connections (`tcp_wrap`); undefined where that binding differs. */
-  tcp?: { TCP: new (type: number) => StreamHandle; ConnectWrap: new () => ConnectReq; socketType: number };
-}
-
-const kOwner = Symbol('gatehouse.rawSocket');
-
-let bindings: Bindings | null | undefined;
-
-/**
- * Node's stream bindings, looked up once: null where they cannot be had (a Node without
- * `process.binding('stream_wrap')`, other shapes) or `GATEHOUSE_RAW_SOCKETS=0` asks not to.
- */
-function load(): Bindings | null {
-  if (bindings !== undefined) return bindings;
-  bindings = null;
-  if (process.env.GATEHOUSE_RAW_SOCKETS === '0') return null;
-  try {
-    const binding = (process as unknown as { binding?: (name: string) => Record<string, unknown> }).binding;
-    const sw = binding?.('stream_wrap');
-    if (sw === undefined) return null;
-    const { WriteWrap, ShutdownWrap, streamBaseState, kReadBytesOrError, kLastWriteWasAsync } = sw;
-    if (typeof WriteWrap !== 'function' || typeof ShutdownWrap !== 'function' || !(streamBaseState instanceof Int32Array)) return null;
-    if (typeof kReadBytesOrError !== 'number' || typeof kLastWriteWasAsync !== 'number') return null;
-    bindings = { WriteWrap: WriteWrap as Bindings['WriteWrap'], ShutdownWrap: ShutdownWrap as Bindings['ShutdownWrap'], state: streamBaseState, kReadBytesOrError, kLastWriteWasAsync };
-    const tw = binding?.('tcp_wrap') as { TCP?: unknown; TCPConnectWrap?: unknown; constants?: { SOCKET?: unknown } } | undefined;
-    if (typeof tw?.TCP === 'function' && typeof tw.TCPConnectWrap === 'function' && typeof tw.constants?.SOCKET === 'number') {
-      bindings.tcp = { TCP: tw.TCP as new (type: number) => StreamHandle, ConnectWrap: tw.TCPConnectWrap as new () => ConnectReq, socketType: tw.constants.SOCKET };
-    }
-  } catch {
-    bindings = null;
-  }
-  return bindings;
-}
-
-/** Whether this Node offers what a RawSocket needs (checked once), and it is not turned off. */
-export function rawSocketsAvailable(): boolean {
-  return load() !== null;
-}
-
-/** Whether `handle` (an accepted client handle) has the stream methods a RawSocket calls. */
-export function isRawCapable(handle: unknown): boolean {
-  const h = handle as Partial<StreamHandle> | undefined;
-  return typeof h?.useUserBuffer === 'function' && typeof h.writev === 'function' && typeof h.shutdown === 'function' && typeof h.readStart === 'function';
-}
-
 /** The `net.Server` fields a RawSocket keeps up to date (lib/net.js counts its connections). */
 interface ServerFields {
   _connections: number;
@@ -142,21 +56,6 @@ interface PeerName {
 
 /** A read callback: `n` bytes in `buf` (the thread's reused buffer); false pauses reading. */
 export type RawReadCallback = (this: RawSocket, n: number, buf: Buffer) => boolean;
-
-/** A libuv status as the error `net.Socket` would give (`code` ECONNRESET, `syscall` read, ...). */
-function errno(status: number, syscall: string): NodeJS.ErrnoException {
-  let code: string;
-  try {
-    code = getSystemErrorName(status);
-  } catch {
-    code = `E${-status}`;
-  }
-  const err = new Error(`${syscall} ${code}`) as NodeJS.ErrnoException;
-  err.errno = status;
-  err.code = code;
-  err.syscall = syscall;
-  return err;
-}
 
 export class RawSocket extends EventEmitter {
   #h: StreamHandle | null;
@@ -185,6 +84,8 @@ export class RawSocket extends EventEmitter {
   #timer: NodeJS.Timeout | undefined;
   #timerDue = 0;
   #lastActive = 0;
+  /** What destroy() was given, for the 'error' after the handle closes. */
+  #closeErr: Error | undefined;
   #peer: PeerName | undefined;
   #local: PeerName | undefined;
   bytesRead = 0;
@@ -194,7 +95,9 @@ export class RawSocket extends EventEmitter {
   /** `handle`: an accepted TCP handle, not reading yet. Starts paused: resume() to read. */
   constructor(handle: unknown, server: net.Server | undefined, onRead: RawReadCallback, allowHalfOpen = true) {
     super();
-    if (load() === null) throw new Error('raw sockets are not available on this Node');
+    const b = load();
+    if (b === null) throw new Error('raw sockets are not available on this Node');
+    sb = b;
     const h = handle as StreamHandle;
     this.#h = h;
     this.#onRead = onRead;
@@ -355,8 +258,7 @@ export class RawSocket extends EventEmitter {
       if (cb) process.nextTick(cb, null);
       return this.#afterWrite();
     }
-    const B = bindings!;
-    const req = new B.WriteWrap();
+    const req = new sb.WriteWrap();
     req.handle = h;
     req.oncomplete = onWriteComplete;
     req.callback = cb;
@@ -373,7 +275,7 @@ export class RawSocket extends EventEmitter {
       this.destroy(errno(err, 'write'));
       return false;
     }
-    if (bindings!.state[bindings!.kLastWriteWasAsync]) req.buffer = data;
+    if (sb.state[sb.kLastWriteWasAsync]) req.buffer = data;
     else {
       if (req.callback) process.nextTick(req.callback, null);
       // Corked writes past the mark that then went out at once: no completion will come to
@@ -426,8 +328,7 @@ export class RawSocket extends EventEmitter {
     this.#corkBytes = 0;
     const h = this.#h;
     if (h === null || this.#destroyed) return;
-    const B = bindings!;
-    const req = new B.WriteWrap();
+    const req = new sb.WriteWrap();
     req.handle = h;
     req.oncomplete = onWriteComplete;
     req.callback = undefined;
@@ -456,7 +357,7 @@ export class RawSocket extends EventEmitter {
     this.uncork();
     const h = this.#h;
     if (h === null || this.#destroyed) return;
-    const req = new bindings!.ShutdownWrap();
+    const req = new sb.ShutdownWrap();
     req.handle = h;
     req.oncomplete = onShutdownComplete;
     const err = h.shutdown(req);
@@ -508,18 +409,23 @@ export class RawSocket extends EventEmitter {
     }
     const h = this.#h;
     if (h === null) return this;
-    const done = (): void => {
-      this.#h = null;
-      h[kOwner] = undefined;
-      if (err !== undefined && this.listenerCount('error') > 0) this.emit('error', err);
-      this.emit('close', err !== undefined);
-    };
+    this.#closeErr = err;
     h.readStop();
     if (reset && typeof h.reset === 'function') {
-      if (h.reset(done) === 0) return this;
+      if (h.reset(onHandleClose) === 0) return this;
     }
-    h.close(done);
+    h.close(onHandleClose);
     return this;
+  }
+
+  /** @internal The handle is closed: 'error' (if destroyed with one), then 'close'. */
+  handleClosed(): void {
+    const h = this.#h;
+    this.#h = null;
+    if (h !== null) h[kOwner] = undefined;
+    const err = this.#closeErr;
+    if (err !== undefined && this.listenerCount('error') > 0) this.emit('error', err);
+    this.emit('close', err !== undefined);
   }
 
   // ---- outgoing connections ---------------------------------------------------------------------
@@ -612,18 +518,13 @@ export class RawSocket extends EventEmitter {
     if (left >= 1) return this.#arm(Math.ceil(left), now);
     this.emit('timeout');
   }
-
-  /** True: read through the `onread` callback (no 'data' events), as an adopted socket. */
-  get readsThroughOnread(): true {
-    return true;
-  }
 }
 
 // Handlers shared by every RawSocket (no closure per connection).
 function onHandleRead(this: StreamHandle): Uint8Array | undefined {
   const s = this[kOwner];
   if (s === undefined) return undefined;
-  return s.read(bindings!.state[bindings!.kReadBytesOrError]!);
+  return s.read(sb.state[sb.kReadBytesOrError]!);
 }
 function onWriteComplete(this: WriteReq, status: number): void {
   const s = this.handle[kOwner];
@@ -633,6 +534,9 @@ function onWriteComplete(this: WriteReq, status: number): void {
 }
 function onConnectComplete(this: ConnectReq, status: number, handle: StreamHandle): void {
   handle[kOwner]?.connected(status);
+}
+function onHandleClose(this: StreamHandle): void {
+  this[kOwner]?.handleClosed();
 }
 function onShutdownComplete(this: ShutdownReq, status: number): void {
   this.handle[kOwner]?.shutdownDone(status);
