@@ -508,7 +508,9 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     this.#ex = undefined;
     this.#step('exchange.end');
     if (this.#closeAfter || this.#clientEnded) {
-      this.#close(false);
+      // The request was read whole and nothing follows it: closed once the FIN is out, without
+      // waiting for the client's (as HAProxy and nginx do). Else the close lingers (#close).
+      this.#close(false, !ex.requestDone || this.#parser.buffered !== 0);
       return;
     }
     if (!this.#keepAliveArmed) {
@@ -551,8 +553,14 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     if (this.#ctx.log.isLevelEnabled('debug')) this.#log().debug(obj, msg);
   }
 
-  /** Ends the client connection: at once (`now`) or after the pending writes (FIN). */
-  #close(now: boolean): void {
+  /**
+   * Ends the client connection: at once (`now`) or after the pending writes (FIN). A lingering
+   * close (`linger`) then reads and drops what the client still sends until its FIN: closing
+   * with unread bytes would send a reset, which can destroy the answer before the client reads
+   * it (a refused upload, pipelined requests after the last one served). Without `linger`, the
+   * socket closes as soon as its FIN is out. Either way the timeout below bounds the wait.
+   */
+  #close(now: boolean, linger = true): void {
     if (this.#state === 'closed') return;
     this.#clearHeadTimer();
     if (this.#state !== 'closing') this.#step('close');
@@ -561,10 +569,12 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     // an ERR_STREAM_ALREADY_FINISHED, a stack trace per connection. The socket destroys itself
     // once both sides are done.
     if (this.client.writableEnded) return;
-    // A client paused for backpressure (an upload cut short by a 502) must be read again, or
-    // its FIN never arrives and the socket waits out the timeout below.
-    this.client.resume();
-    this.client.end();
+    if (linger) {
+      // A client paused for backpressure (an upload cut short by a 502) must be read again, or
+      // its FIN never arrives and the socket waits out the timeout below.
+      this.client.resume();
+      this.client.end();
+    } else this.client.destroySoon();
     this.client.setTimeout(this.#ctx.routes.settings.keepAliveTimeoutMs || 5_000);
   }
 

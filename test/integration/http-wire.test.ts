@@ -360,6 +360,24 @@ describe('keep-alive and connection limits', () => {
     expect(backend.requests.slice(first).map((q) => q.target)).toEqual(['/app/bye']);
   });
 
+  test('Connection: close with nothing after it: the gateway closes once its answer is out, without waiting for the client', async () => {
+    await using c = await RawClient.open(gh.port('web'));
+    c.send(GET('/app/last', 'Connection: close\r\n'));
+    const [r] = await c.read(1);
+    expect(r!.body).toBe('GET /app/last');
+    await c.ends();
+    // The client keeps its side open: the connection is gone from the gateway all the same
+    // (a lingering close would keep it, reading, until the client's FIN or keepAliveTimeout).
+    const peer = `127.0.0.1:${c.socket.localPort}`;
+    const deadline = Date.now() + 3_000;
+    let left: unknown[] = [];
+    do {
+      left = findNodes(await gh.json<ActorNode>('/actors?type=http-connection'), (n) => n.type === 'http-connection' && n.peer === peer);
+    } while (left.length > 0 && Date.now() < deadline);
+    expect(left).toEqual([]);
+    expect(c.error).toBeUndefined();
+  });
+
   test('maxRequestsPerConnection: the last answer says connection: close, then the gateway closes', async () => {
     await using c = await RawClient.open(gh.port('strict'));
     for (let i = 1; i <= 3; i++) {
