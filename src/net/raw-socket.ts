@@ -323,17 +323,20 @@ export class RawSocket extends EventEmitter {
   uncork(): void {
     if (this.#corked === 0 || --this.#corked > 0) return;
     const bufs = this.#corkBufs;
-    if (bufs === null || bufs.length === 0) return;
-    this.#corkBufs = null;
-    this.#corkBytes = 0;
-    const h = this.#h;
-    if (h === null || this.#destroyed) return;
-    const req = new sb.WriteWrap();
-    req.handle = h;
-    req.oncomplete = onWriteComplete;
-    req.callback = undefined;
-    const err = bufs.length === 1 ? h.writeBuffer(req, bufs[0]!) : h.writev(req, bufs, true);
-    this.#dispatched(req, bufs.length === 1 ? bufs[0] : bufs, err);
+    if (bufs !== null && bufs.length > 0) {
+      this.#corkBufs = null;
+      this.#corkBytes = 0;
+      const h = this.#h;
+      if (h === null || this.#destroyed) return;
+      const req = new sb.WriteWrap();
+      req.handle = h;
+      req.oncomplete = onWriteComplete;
+      req.callback = undefined;
+      const err = bufs.length === 1 ? h.writeBuffer(req, bufs[0]!) : h.writev(req, bufs, true);
+      this.#dispatched(req, bufs.length === 1 ? bufs[0] : bufs, err);
+    }
+    // destroySoon() called while corked: decided now that the corked bytes went out.
+    if (this.#destroyOnFinish && !this.#ended && !this.#destroyed) this.#closeSoon();
   }
 
   /** Sends the FIN once the queued writes are out (`data` written first). */
@@ -380,7 +383,17 @@ export class RawSocket extends EventEmitter {
   destroySoon(): void {
     if (this.#finished) return void this.destroy();
     this.#destroyOnFinish = true;
-    if (!this.#ended) this.end();
+    // Corked: uncork() decides, once the corked bytes went out.
+    if (this.#ended || (this.#corked > 0 && !this.#connecting)) return;
+    this.#closeSoon();
+  }
+
+  #closeSoon(): void {
+    // Nothing queued here: close() alone has the kernel send what it holds, then the FIN (a
+    // shutdown first would add a syscall and a callback, and close the same way). Else the
+    // FIN follows the queued writes, and the close follows the FIN (shutdownDone).
+    if (!this.#connecting && this.writableLength === 0) this.destroy();
+    else this.end();
   }
 
   /** Closes the handle now (queued writes are dropped); 'error' (with `err`) then 'close' follow. */

@@ -185,13 +185,40 @@ describe.skipIf(!rawSocketsAvailable())('RawSocket', () => {
   });
 
   test('destroySoon() closes after the queued bytes are out, without waiting for the client', async () => {
+    // 100 kB: all in the kernel at once, closed at once. 16 MiB to a paused client: queued here,
+    // closed after the FIN went out. Either way the client reads every byte, then a clean end.
+    for (const size of [100_000, 16 * 1024 * 1024]) {
+      const { x, c, s } = await pair();
+      if (size > 100_000) c.pause();
+      const got = collect(c);
+      s.write(Buffer.alloc(size, 'a'));
+      const queued = s.writableLength > 0;
+      expect(queued).toBe(size > 100_000);
+      s.destroySoon();
+      if (queued) {
+        expect(x.events.get(s)).not.toContain('close');
+        c.resume();
+      }
+      await until(() => x.events.get(s)!.includes('close'), 5_000, 'close');
+      await once(c, 'end');
+      expect(Buffer.concat(got).length).toBe(size);
+      c.destroy();
+      await x.close();
+    }
+  });
+
+  test('destroySoon() while corked: the corked bytes go out, then the socket closes', async () => {
     const { x, c, s } = await pair();
     const got = collect(c);
-    s.write('a'.repeat(100_000));
+    s.cork();
+    s.write('head ');
+    s.write('body');
     s.destroySoon();
+    expect(x.events.get(s)).not.toContain('close');
+    s.uncork();
     await until(() => x.events.get(s)!.includes('close'), 5_000, 'close');
     await once(c, 'end');
-    expect(Buffer.concat(got).length).toBe(100_000);
+    expect(Buffer.concat(got).toString()).toBe('head body');
     c.destroy();
     await x.close();
   });
