@@ -574,7 +574,11 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
       // its FIN never arrives and the socket waits out the timeout below.
       this.client.resume();
       this.client.end();
-    } else this.client.destroySoon();
+    } else {
+      this.client.destroySoon();
+      // Closed at once (nothing was queued): no timer to arm.
+      if (this.client.destroyed) return;
+    }
     this.client.setTimeout(this.#ctx.routes.settings.keepAliveTimeoutMs || 5_000);
   }
 

@@ -46,7 +46,8 @@ export class HttpListenerActor extends ListenerBase<HttpConnectionActor> {
   readonly #opts: HttpListenerOptions;
 
   constructor(opts: HttpListenerOptions) {
-    super(opts, { name: `connections:${opts.listener.name}` });
+    // No map by id: connection ids are unique, nothing looks one up, and a map would churn (registry.ts).
+    super(opts, { name: `connections:${opts.listener.name}`, byId: false });
     this.#opts = opts;
     const routes = compileRoutes(opts.listener.http!, opts.ids);
     this.#ctx = {

@@ -110,13 +110,13 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
   /** This listener's live connections; each leaves by its DOWN. */
   readonly connections: Registry<C>;
 
-  constructor(opts: ListenerBaseOptions, registry: { name: string; indexes?: Record<string, IndexFn<C>> }) {
+  constructor(opts: ListenerBaseOptions, registry: { name: string; indexes?: Record<string, IndexFn<C>>; byId?: boolean }) {
     super(`listener:${opts.listener.name}`, 'listener');
     this.#base = opts;
     this.#config = opts.listener;
     this.connectionLog = opts.log.child({ listener: opts.listener.name });
     this.log = this.connectionLog.child({ actorId: this.id, actorType: this.type });
-    this.connections = new Registry<C>(registry.name, registry.indexes);
+    this.connections = new Registry<C>(registry.name, registry.indexes, { byId: registry.byId });
     this.#limits = new ListenerLimits(opts.table, opts.shard, opts.listener, this.log);
     this.#server = this.createServer();
     if (opts.listener.tls) {

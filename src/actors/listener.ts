@@ -36,7 +36,8 @@ export class ListenerActor extends ListenerBase<ConnectionActor> {
   constructor(opts: ListenerOptions) {
     // No secondary index on the hot path yet: a peer-address index costs a getpeername() per
     // accept (see docs/benchmarks.md); the per-IP limit reads the address only when configured.
-    super(opts, { name: `connections:${opts.listener.name}` });
+    // No map by id: connection ids are unique, nothing looks one up, and a map would churn (registry.ts).
+    super(opts, { name: `connections:${opts.listener.name}`, byId: false });
     this.#ctx = {
       shard: opts.shard,
       listener: opts.listener,

@@ -68,10 +68,15 @@ export class HttpUpstreams<O> {
       const tlsId = u.tls ? createHash('sha256').update(JSON.stringify(u.tls)).digest('base64url').slice(0, 16) : 'plain';
       const settings: PoolSettings = { pool, connectTimeout: u.connectTimeoutMs, tls: u.tls, id: `${pool.maxConnections}/${pool.maxIdle}/${pool.idleTimeoutMs}/${u.connectTimeoutMs}/${tlsId}` };
       for (const b of u.backends) want.set(`${u.name}/${b.address}`, settings);
+      // The pool last found for each backend of this snapshot: a request builds no key while it
+      // is open (every pool taken out of #pools is closed).
+      const found = new Map<object, UpstreamPool<O>>();
       next.set(u.name, {
         config: u,
         balancer,
         pool: (b) => {
+          const hit = found.get(b);
+          if (hit !== undefined && !hit.closed) return hit as UpstreamPool<unknown>;
           const key = `${u.name}/${b.address}`;
           let p = this.#pools.get(key);
           if (p === undefined || p.closed) {
@@ -91,6 +96,7 @@ export class HttpUpstreams<O> {
             this.#pools.set(key, p);
             this.#made.set(key, w.id);
           }
+          found.set(b, p);
           return p as UpstreamPool<unknown>;
         },
       });

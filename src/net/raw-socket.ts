@@ -169,7 +169,8 @@ export class RawSocket extends EventEmitter {
   #askName(peer: boolean): PeerName | undefined {
     const h = this.#h;
     if (h === null) return undefined;
-    const out: PeerName = {};
+    // Shaped as the binding fills it: its three stores then find their properties.
+    const out: PeerName = { address: undefined, family: undefined, port: undefined };
     return (peer ? h.getpeername(out as Record<string, unknown>) : h.getsockname(out as Record<string, unknown>)) === 0 ? out : undefined;
   }
 

@@ -73,6 +73,8 @@ export abstract class Actor {
   parent: Actor | undefined;
   restarts = 0;
   status: ActorStatus = 'starting';
+  /** @internal Its place in the thread's live-actor list (live.ts); -1 when not there. */
+  liveIx = -1;
   exitReason: ExitReason | undefined;
   exitError: unknown;
   /** Where the actor was created, when GATEHOUSE_TRACK_ORIGIN=1 (tests): the leak check prints it. */

@@ -4,12 +4,24 @@ import type { Actor } from './actor.ts';
 export type IndexFn<V> = (value: V) => string | readonly string[] | undefined;
 
 const NO_KEYS: ReadonlyMap<string, string[]> = new Map();
+const noop = (): void => {};
 
 interface Entry<V> {
   actor: Actor;
   value: V;
   keys: ReadonlyMap<string, string[]>;
   demonitor: () => void;
+  /** Its place in the registry's dense entry list. */
+  ix: number;
+}
+
+export interface RegistryOptions {
+  /**
+   * Keep a map by actor id (default true): `get`/`has` in constant time and a registered id
+   * replacing the entry it names. Without it (a listener's connections, whose ids are unique by
+   * construction), `get`/`has` scan the entries and an id is not checked for a duplicate.
+   */
+  byId?: boolean;
 }
 
 /**
@@ -25,14 +37,22 @@ interface Entry<V> {
  * clients.register(actor, { userId: 'u1' });
  * clients.lookup('user', 'u1'); // [ { actor, value } ]
  * // when `actor` stops, it is gone from byId and from the user index.
+ *
+ * The entries live in a dense array (removal moves the last entry into the hole), not in a JS
+ * Map: a long-lived Map or Set with an insert and a delete per connection keeps every object it
+ * ever held alive through scavenges until the next full GC (V8 leaves the entries of a table it
+ * rehashed in place, and links it to its successor), which made every connection's objects
+ * survive and be promoted. Iteration order is therefore not registration order.
  */
 export class Registry<V = undefined> {
   readonly name: string;
-  readonly #byId = new Map<string, Entry<V>>();
+  readonly #entries: Entry<V>[] = [];
+  readonly #byId: Map<string, Entry<V>> | undefined;
   readonly #indexes = new Map<string, { fn: IndexFn<V>; map: Map<string, Set<Entry<V>>> }>();
 
-  constructor(name: string, indexes: Record<string, IndexFn<V>> = {}) {
+  constructor(name: string, indexes: Record<string, IndexFn<V>> = {}, opts: RegistryOptions = {}) {
     this.name = name;
+    this.#byId = opts.byId === false ? undefined : new Map();
     for (const [k, fn] of Object.entries(indexes)) this.#indexes.set(k, { fn, map: new Map() });
   }
 
@@ -57,12 +77,12 @@ export class Registry<V = undefined> {
       }
       keys = m;
     }
-    const old = this.#byId.get(actor.id);
+    const old = this.#byId?.get(actor.id);
     if (old) {
       old.demonitor();
       this.#remove(old);
     }
-    const entry: Entry<V> = { actor, value, keys, demonitor: () => {} };
+    const entry: Entry<V> = { actor, value, keys, demonitor: noop, ix: this.#entries.length };
     for (const [name, ks] of keys) {
       const map = this.#indexes.get(name)!.map;
       for (const k of ks) {
@@ -71,24 +91,38 @@ export class Registry<V = undefined> {
         set.add(entry);
       }
     }
-    this.#byId.set(actor.id, entry);
+    this.#entries.push(entry);
+    this.#byId?.set(actor.id, entry);
     entry.demonitor = actor.monitor(() => {
-      if (this.#byId.get(actor.id) === entry) this.#remove(entry);
+      if (this.#entries[entry.ix] === entry) this.#remove(entry);
     });
     return true;
   }
 
   /** Removes an entry without waiting for its actor's DOWN (the actor stays alive). */
   unregister(id: string): boolean {
-    const e = this.#byId.get(id);
+    const e = this.#find(id);
     if (!e) return false;
     e.demonitor();
     this.#remove(e);
     return true;
   }
 
+  #find(id: string): Entry<V> | undefined {
+    if (this.#byId !== undefined) return this.#byId.get(id);
+    for (const e of this.#entries) if (e.actor.id === id) return e;
+    return undefined;
+  }
+
   #remove(e: Entry<V>): void {
-    this.#byId.delete(e.actor.id);
+    const list = this.#entries;
+    const last = list.pop()!;
+    if (last !== e) {
+      list[e.ix] = last;
+      last.ix = e.ix;
+    }
+    e.ix = -1;
+    this.#byId?.delete(e.actor.id);
     for (const [name, keys] of e.keys) {
       const map = this.#indexes.get(name)!.map;
       for (const k of keys) {
@@ -101,12 +135,12 @@ export class Registry<V = undefined> {
   }
 
   get(id: string): { actor: Actor; value: V } | undefined {
-    const e = this.#byId.get(id);
+    const e = this.#find(id);
     return e && { actor: e.actor, value: e.value };
   }
 
   has(id: string): boolean {
-    return this.#byId.has(id);
+    return this.#find(id) !== undefined;
   }
 
   /** Entries under `key` in index `index`. */
@@ -126,19 +160,20 @@ export class Registry<V = undefined> {
   }
 
   get size(): number {
-    return this.#byId.size;
+    return this.#entries.length;
   }
 
-  /** Sizes of the primary map and of every index (number of keys): all zero when empty. */
+  /** The number of entries (`byId`) and of keys in every index: all zero when empty. */
   sizes(): Record<string, number> {
-    const out: Record<string, number> = { byId: this.#byId.size };
+    const out: Record<string, number> = { byId: this.#entries.length };
     for (const [name, idx] of this.#indexes) out[name] = idx.map.size;
     return out;
   }
 
   /** Calls `fn` with every entry's value, allocating nothing per entry (fan-out paths). */
   forEach(fn: (value: V, actor: Actor) => void): void {
-    for (const e of this.#byId.values()) fn(e.value, e.actor);
+    // Over a copy: `fn` may make entries leave (a DOWN), which moves others in the list.
+    for (const e of this.#entries.slice()) if (e.ix >= 0) fn(e.value, e.actor);
   }
 
   /** Calls `fn` with the value of every entry under `key` in `index`. */
@@ -147,8 +182,9 @@ export class Registry<V = undefined> {
     if (set) for (const e of set) fn(e.value, e.actor);
   }
 
+  /** The entries present now (those that leave during the iteration are skipped). */
   *values(): IterableIterator<{ actor: Actor; value: V }> {
-    for (const e of this.#byId.values()) yield { actor: e.actor, value: e.value };
+    for (const e of this.#entries.slice()) if (e.ix >= 0) yield { actor: e.actor, value: e.value };
   }
 
   #indexFor(index: string): Map<string, Set<Entry<V>>> {

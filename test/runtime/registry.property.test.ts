@@ -102,20 +102,25 @@ function checkAgainst(reg: Registry<Info>, model: Model): void {
   }
 }
 
-async function apply(step: Op, reg: Registry<Info>, model: Model, created: Live[]): Promise<void> {
+/**
+ * Runs one step. `unique`: the registry has no map by id (`byId: false`), whose callers never
+ * register an id twice: every new actor gets an id of its own, and `unregister` names one made.
+ */
+async function apply(step: Op, reg: Registry<Info>, model: Model, created: Live[], unique = false): Promise<void> {
   const nth = (n: number) => created[n % created.length];
   switch (step.op) {
     case 'register': {
       // Same id as a live entry: a new incarnation replaces it (the old actor lives on, unregistered).
-      const a = make(step.kind, step.id);
+      const a = make(step.kind, unique ? `${step.id}-${created.length}` : step.id);
       created.push(a);
       expect(reg.register(a, step.info)).toBe(true);
-      model.byId.set(step.id, { actor: a, info: step.info });
+      model.byId.set(a.id, { actor: a, info: step.info });
       return;
     }
     case 'reregister': {
       const a = nth(step.pick);
-      if (!a || a.status === 'exited') return;
+      // Without a map by id, registering an id again is outside the contract.
+      if (!a || a.status === 'exited' || unique) return;
       expect(reg.register(a, step.info)).toBe(true);
       model.byId.set(a.id, { actor: a, info: step.info });
       return;
@@ -127,9 +132,10 @@ async function apply(step: Op, reg: Registry<Info>, model: Model, created: Live[
       return;
     }
     case 'unregister': {
-      const had = model.byId.has(step.id);
-      expect(reg.unregister(step.id)).toBe(had);
-      model.byId.delete(step.id);
+      const id = unique ? (created[step.id.charCodeAt(0) % Math.max(1, created.length)]?.id ?? step.id) : step.id;
+      const had = model.byId.has(id);
+      expect(reg.unregister(id)).toBe(had);
+      model.byId.delete(id);
       return;
     }
     default: {
@@ -148,16 +154,19 @@ async function apply(step: Op, reg: Registry<Info>, model: Model, created: Live[
 
 afterEach(() => expectNoLiveActors());
 
-describe('Registry (property)', () => {
+describe.each([
+  ['with a map by id', true],
+  ['without a map by id (unique ids)', false],
+])('Registry (property), %s', (_name, byId) => {
   test('after every step each index holds exactly the live registered actors; all empty at the end', async () => {
     await fc.assert(
       fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 60 }), async (ops) => {
-        const reg = new Registry<Info>('prop', indexes);
+        const reg = new Registry<Info>('prop', indexes, { byId });
         const model = new Model();
         const created: Live[] = [];
         try {
           for (const step of ops) {
-            await apply(step, reg, model, created);
+            await apply(step, reg, model, created, !byId);
             checkAgainst(reg, model);
           }
         } finally {
@@ -193,6 +202,31 @@ describe('Registry', () => {
     await a.shutdown();
     expect(reg.sizes()).toEqual({ byId: 0, user: 0, tags: 0, node: 0 });
     expect(reg.lookup('user', 'u1')).toEqual([]);
+  });
+
+  test('values() and forEach() over entries that leave meanwhile: each present entry once, none that left', () => {
+    for (const byId of [true, false]) {
+      const reg = new Registry<Info>('r', indexes, { byId });
+      const actors = Array.from({ length: 8 }, (_, i) => new TestActor(`a${i}`));
+      for (const a of actors) reg.register(a, { user: undefined, tags: [], node: 'n1' });
+      const seen: string[] = [];
+      // Each visit kills one other actor not yet visited (its DOWN moves entries in the list).
+      for (const { actor } of reg.values()) {
+        // An entry that left before its turn is not visited.
+        expect(actor.status).not.toBe('exited');
+        seen.push(actor.id);
+        actors.find((a) => a.status !== 'exited' && a !== actor && !seen.includes(a.id))?.kill();
+      }
+      expect(new Set(seen).size).toBe(seen.length);
+      expect(seen).toHaveLength(4);
+      const visited: string[] = [];
+      reg.forEach((_v, actor) => {
+        visited.push(actor.id);
+        actor.kill();
+      });
+      expect(visited.sort()).toEqual(seen.slice().sort());
+      expect(reg.sizes()).toEqual({ byId: 0, user: 0, tags: 0, node: 0 });
+    }
   });
 
   test('an unknown index is a RangeError', () => {

@@ -163,7 +163,8 @@ export class CidrMatcher {
 
   /** True when `address` (IPv4 or IPv6, not bracketed) is in the list; false for a non-address. */
   matches(address: string): boolean {
-    return this.classify(address) === 1;
+    // An empty list (no trustedProxies) matches nothing: the address is not even parsed.
+    return this.size > 0 && this.classify(address) === 1;
   }
 
   /** 1 when `address` is in the list, 0 when it is an address outside it, -1 when not an address. */
