@@ -4,6 +4,7 @@ import { setup } from 'xstate';
 import type { Logger } from 'pino';
 import { Actor } from '../runtime/actor.ts';
 import { compile, stepMachine } from '../runtime/compiled-machine.ts';
+import { DenseSet } from '../runtime/dense-set.ts';
 import { Registry, type IndexFn } from '../runtime/registry.ts';
 import { bindServer } from '../net/bind.ts';
 import { acceptThroughOnread, type ReadCallback } from '../net/adopt-socket.ts';
@@ -102,7 +103,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
    * Sockets accepted but not yet a connection actor's: reading their PROXY header or in their
    * TLS handshake. No actor owns them, so the listener's close destroys them itself.
    */
-  readonly #arriving = new Set<net.Socket>();
+  readonly #arriving = new DenseSet<net.Socket>();
   /** The listener's own log lines (`actorId` = this listener). */
   protected readonly log: Logger;
   /** For the connections: bound to the listener's name only, so each adds its own `actorId` once. */
@@ -516,7 +517,7 @@ export abstract class ListenerBase<C extends Actor> extends Actor {
     this.#server.close();
     // Handshakes and PROXY headers still in progress: no actor to drain them (their listener
     // places, if any, are given back by the handshake's failure).
-    for (const s of [...this.#arriving]) s.destroy();
+    for (const s of this.#arriving.values()) s.destroy();
     this.#arriving.clear();
     this.onClosed();
     this.#step('closed');

@@ -5,6 +5,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import net from 'node:net';
+import { DenseSet } from '../runtime/dense-set.ts';
 import { connectUpstream, type ShardUpstreamTls, type UpstreamRead } from '../tls/upstream-tls.ts';
 import {
   BUSY, CONNECTING, GONE, IDLE, PoolError, PooledConnection, socketAlive,
@@ -193,7 +194,7 @@ export class UpstreamPool<O> {
   /** close(), and destroys busy and connecting sockets now (their owners see `closed` with `err`). */
   destroy(err?: Error): Promise<void> {
     const done = this.close();
-    for (const c of this.#live) {
+    for (const c of this.#live.values()) {
       if (c.state !== GONE) c.socket.destroy(err ?? new PoolError('pool_closed', 'upstream pool destroyed'));
     }
     return done;
@@ -203,8 +204,8 @@ export class UpstreamPool<O> {
     return this.close();
   }
 
-  /** Every socket not yet closed (for destroy(); a Set costs nothing on the request path). */
-  readonly #live = new Set<Conn>();
+  /** Every socket not yet closed (for destroy(); a DenseSet, as sockets come and go: dense-set.ts). */
+  readonly #live = new DenseSet<Conn>();
 
   #connect(w: Waiter<O>): void {
     this.busy++;
