@@ -61,11 +61,15 @@ export const COMMAND_TIMEOUT_MS = 1_000;
  * @example
  * try { await redis.set(k, v); } catch (err) { if (isRedisFull(err)) cluster.noteError(err); }
  */
-export function isRedisFull(err: unknown): boolean {
+export function isRedisFull(err: unknown, seen = new Set<object>()): boolean {
   const e = err as { message?: unknown; previousErrors?: unknown } | null;
-  if (!e || typeof e !== 'object') return false;
+  if (!e || typeof e !== 'object' || seen.has(e)) return false;
   if (typeof e.message === 'string' && e.message.startsWith('OOM ')) return true;
-  return Array.isArray(e.previousErrors) && e.previousErrors.some((p) => isRedisFull(p));
+  // ioredis can list an error among its own previousErrors (a transaction cut by a closed
+  // connection): without `seen` that recursed until the stack overflowed, an unhandled
+  // rejection that ended the daemon.
+  seen.add(e);
+  return Array.isArray(e.previousErrors) && e.previousErrors.some((p) => isRedisFull(p, seen));
 }
 
 /**
