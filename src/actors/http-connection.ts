@@ -93,6 +93,8 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
   #requests = 0;
   /** Close once the current exchange ends (client asked, limit reached, refused body, drain). */
   #closeAfter = false;
+  /** The close after the last answer must linger: a request body was left unread (#close). */
+  #linger = false;
   #clientEnded = false;
   #clientClosed = false;
   #pumping = false;
@@ -395,7 +397,11 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     if (ex !== this.#ex || this.#clientClosed) return;
     ex.status = status;
     ex.phase = Phase.Answered;
-    if (!this.#bodyDone(ex.head) && !ex.requestDone) this.#closeAfter = true;
+    if (!this.#bodyDone(ex.head) && !ex.requestDone) {
+      // Answered before its body was read: the rest of the body may still be on its way.
+      this.#closeAfter = true;
+      this.#linger = true;
+    }
     this.client.write(buf);
     if (this.#closeAfter || this.#bodyDone(ex.head) || ex.requestDone) {
       ex.requestDone = true;
@@ -510,7 +516,7 @@ export class HttpConnectionActor extends Actor implements ExchangeOwner {
     if (this.#closeAfter || this.#clientEnded) {
       // The request was read whole and nothing follows it: closed once the FIN is out, without
       // waiting for the client's (as HAProxy and nginx do). Else the close lingers (#close).
-      this.#close(false, !ex.requestDone || this.#parser.buffered !== 0);
+      this.#close(false, this.#linger || !ex.requestDone || this.#parser.buffered !== 0);
       return;
     }
     if (!this.#keepAliveArmed) {
