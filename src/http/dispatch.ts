@@ -64,12 +64,6 @@ export class Dispatcher {
     this.active++;
     ex.dispatched = true;
     const head = ex.head;
-    // The upstream of the snapshot that routed the request, taken now: a reload while its token
-    // is verified (or while it waits) does not pair this route with another config's upstream.
-    if (ex.upstream === undefined) {
-      const name = upstreamFor(route, head.headers);
-      if (name !== undefined) ex.upstream = conn.context.upstreams.get(name);
-    }
     const flags = (head.upgrade ? PASS_UPGRADE : 0) | (route.verifier ? AUTHENTICATED : 0);
     prepareUpstream(head.headers, head.host, conn.mw, route.mw.rules, flags, conn.out);
     // The backend's request is a child of the gateway's span (tracing on).

@@ -170,12 +170,7 @@ export class Shard {
     if (heartbeatIntervalMs(next) !== heartbeatIntervalMs(prev)) this.#beat();
     for (const l of prev.listeners) if (!next.listeners.some((x) => x.name === l.name)) this.#retire(l.name);
     this.#hub.retain((name) => next.listeners.some((x) => x.name === name && x.protocol === 'hub'));
-    // The upstreams switch now, and every listener that keeps its address takes its new routes
-    // in the same turn (no await between): a request is routed and sent with one snapshot's
-    // routes and upstreams, never the old routes with the new upstreams. The tracer (which may
-    // load a module) and the listeners that start anew follow.
-    const tracing = this.#http?.configure(next);
-    const anew: ShardListener[] = [];
+    await this.#http?.configure(next);
     for (const l of next.listeners) {
       const old = prev.listeners.find((x) => x.name === l.name);
       if (old && old.host === l.host && old.port === l.port && old.protocol === l.protocol && (old.tls === undefined) === (l.tls === undefined) && (old.proxyProtocol === undefined) === (l.proxyProtocol === undefined)) {
@@ -186,11 +181,8 @@ export class Shard {
           const upstream = this.#upstreamOf(l);
           a.reconfigure(l, upstream, upstream && this.#balancer(upstream));
         }
-      } else anew.push(l);
-    }
-    await tracing;
-    for (const l of anew) {
-      const old = prev.listeners.find((x) => x.name === l.name);
+        continue;
+      }
       // Another protocol (or TLS or the PROXY protocol turned on or off) on the same address: the old one stops listening first (its open
       // connections drain in the background), since without reusePort both cannot bind it.
       if (old && old.host === l.host && old.port === l.port) this.#retire(l.name);
